@@ -1,0 +1,211 @@
+"""The one configuration object: a policy YAML, validated at load, frozen, passed down.
+
+A policy names the tiers (cheapest first, each a preference-ordered list of models), the
+models (provider kind, endpoint and key environment variables, prices, limits), the lanes
+with their latency budgets, and the classifier, strategy and bundling settings. A broken
+policy raises :class:`~router.errors.PolicyError` naming the file, the key and the reason.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from router.errors import PolicyError
+
+LANES = ("realtime", "standard", "batch")
+Lane = Literal["realtime", "standard", "batch"]
+BANDS = ("low", "mid", "high")
+# Tier index per band (low, mid, high) by number of tiers, when the policy gives no mapping.
+_SPREAD = {1: (0, 0, 0), 2: (0, 0, 1), 3: (0, 1, 2), 4: (0, 1, 3)}
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class ModelLimits(_Frozen):
+    """Provider capacity for one model; absent means unlimited. Days are UTC days."""
+
+    tokens_per_day: int | None = Field(default=None, gt=0)
+    tokens_per_minute: int | None = Field(default=None, gt=0)
+    requests_per_minute: int | None = Field(default=None, gt=0)
+
+
+class ModelSpec(_Frozen):
+    """One model: how to reach it and what it costs."""
+
+    provider: str = "openai"
+    name: str | None = None  # the name sent to the API; defaults to the policy key
+    base_url_env: str | None = None
+    base_url: str | None = None  # used when base_url_env is unset or absent
+    api_key_env: str | None = None
+    usd_per_1m_input: float = Field(ge=0)
+    usd_per_1m_output: float = Field(ge=0)
+    max_concurrency: int = Field(default=16, gt=0)
+    limits: ModelLimits = ModelLimits()
+
+
+class LaneSpec(_Frozen):
+    """A latency lane: its default latency budget and output cap."""
+
+    latency_budget_s: float = Field(gt=0)
+    max_output_tokens: int = Field(default=512, gt=0)
+
+
+class Prototype(_Frozen):
+    """A cluster prototype for the composite estimator: example texts and their complexity."""
+
+    complexity: float = Field(ge=0, le=1)
+    examples: tuple[str, ...] = Field(min_length=1)
+
+
+class ClassifierSpec(_Frozen):
+    """Settings of the complexity estimator (the article's composite by default)."""
+
+    kind: str = "composite"
+    weights: dict[str, float] = {"perplexity": 0.3, "semantic": 0.4, "metadata": 0.3}
+    thresholds: dict[str, float] = {"high": 0.7, "mid": 0.4}
+    band_tiers: dict[str, str] = {}  # band -> tier; defaults spread bands over the tiers
+    max_words: int = Field(default=400, gt=0)
+    max_file_bytes: int = Field(default=1_000_000, gt=0)
+    perplexity_midpoint: float = 5.0  # log-perplexity (nats/char-trigram) scoring 0.5
+    perplexity_scale: float = Field(default=1.0, gt=0)
+    prototypes: tuple[Prototype, ...] = ()
+    artifact: str | None = None  # trained estimators (learned router) read this file
+
+    @model_validator(mode="after")
+    def _check(self) -> ClassifierSpec:
+        unknown = set(self.weights) - {"perplexity", "semantic", "metadata"}
+        if unknown:
+            raise ValueError(f"unknown weight(s) {sorted(unknown)}")
+        if set(self.thresholds) != {"high", "mid"}:
+            raise ValueError("thresholds must name exactly 'high' and 'mid'")
+        if not self.thresholds["mid"] < self.thresholds["high"]:
+            raise ValueError("thresholds: 'mid' must be below 'high'")
+        bad = set(self.band_tiers) - set(BANDS)
+        if bad:
+            raise ValueError(f"band_tiers: unknown band(s) {sorted(bad)}")
+        return self
+
+
+class StrategySpec(_Frozen):
+    """Which strategy routes a request, and its settings."""
+
+    kind: str = "single"
+    confidence_bar: float = Field(default=0.5, ge=0, le=1)
+    options: dict[str, Any] = {}
+
+
+class BundlingSpec(_Frozen):
+    """Bounds of one bundle: a message to a tier worker carries at most this much."""
+
+    max_count: int = Field(default=64, gt=0)
+    max_tokens: int = Field(default=200_000, gt=0)
+    max_wait_s: float = Field(default=0.2, ge=0)
+    ingress_chunk: int = Field(default=256, gt=0)
+
+
+class RequestLimits(_Frozen):
+    """Bounds on what one request may carry."""
+
+    max_prompt_chars: int = Field(default=200_000, gt=0)
+    max_output_tokens: int = Field(default=8_192, gt=0)
+
+
+class Policy(_Frozen):
+    """Tiers, models, lanes and routing settings for one environment."""
+
+    name: str = "unnamed"
+    tiers: dict[str, tuple[str, ...]]
+    models: dict[str, ModelSpec]
+    lanes: dict[Lane, LaneSpec]
+    classifier: ClassifierSpec = ClassifierSpec()
+    strategy: StrategySpec = StrategySpec()
+    bundling: BundlingSpec = BundlingSpec()
+    requests: RequestLimits = RequestLimits()
+
+    @model_validator(mode="after")
+    def _check(self) -> Policy:
+        if not 1 <= len(self.tiers) <= 4:
+            raise ValueError(f"tiers: between 1 and 4 tiers, got {len(self.tiers)}")
+        for tier, models in self.tiers.items():
+            if not models:
+                raise ValueError(f"tiers.{tier}: lists no model")
+            for model in models:
+                if model not in self.models:
+                    raise ValueError(f"tiers.{tier}: model {model!r} is not in 'models'")
+        missing = [lane for lane in LANES if lane not in self.lanes]
+        if missing:
+            raise ValueError(f"lanes: missing {missing}")
+        for band, tier in self.classifier.band_tiers.items():
+            if tier not in self.tiers:
+                raise ValueError(f"classifier.band_tiers.{band}: unknown tier {tier!r}")
+        for name, spec in self.models.items():
+            tpd = spec.limits.tokens_per_day
+            for lane, lane_spec in self.lanes.items():
+                if tpd is not None and tpd < lane_spec.max_output_tokens:
+                    raise ValueError(
+                        f"models.{name}.limits.tokens_per_day: {tpd} is smaller than one "
+                        f"request's max output tokens in lane {lane} ({lane_spec.max_output_tokens})"
+                    )
+        return self
+
+    # -- derived views -------------------------------------------------------------
+    @property
+    def tier_names(self) -> tuple[str, ...]:
+        """Tiers cheapest first, in the order the file lists them."""
+        return tuple(self.tiers)
+
+    def tier_of(self, model: str) -> str:
+        """The first tier that lists ``model``."""
+        for tier, models in self.tiers.items():
+            if model in models:
+                return tier
+        raise KeyError(model)
+
+    def tier_for_band(self, band: str) -> str:
+        """The tier a complexity band starts at: the policy's mapping or an even spread."""
+        if band in self.classifier.band_tiers:
+            return self.classifier.band_tiers[band]
+        names = self.tier_names
+        return names[_SPREAD[len(names)][BANDS.index(band)]]
+
+    def top_model(self) -> str:
+        """The preferred model of the most capable tier: the 'everything to the top' baseline."""
+        return self.tiers[self.tier_names[-1]][0]
+
+    def usd(self, model: str, tokens_in: int, tokens_out: int) -> float:
+        """Price of one call at the policy's list prices."""
+        spec = self.models[model]
+        return (tokens_in * spec.usd_per_1m_input + tokens_out * spec.usd_per_1m_output) / 1e6
+
+
+def policy_from_dict(data: Any, source: str = "<policy>") -> Policy:
+    """Validate a parsed policy; errors name ``source``, the key path and the reason."""
+    if not isinstance(data, dict):
+        raise PolicyError(source, "<root>", "a policy is a mapping of keys to values")
+    try:
+        return Policy.model_validate(data)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        key = ".".join(str(part) for part in first["loc"]) or "<root>"
+        reason = first["msg"].removeprefix("Value error, ")
+        raise PolicyError(source, key, reason) from exc
+
+
+def load_policy(path: str | Path) -> Policy:
+    """Read and validate a policy file."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise PolicyError(str(path), "<file>", f"cannot read: {exc.strerror}") from exc
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise PolicyError(str(path), "<yaml>", str(exc).replace("\n", " ")) from exc
+    return policy_from_dict(data, str(path))

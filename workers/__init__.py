@@ -1,0 +1,1 @@
+"""Celery app, thin tasks, providers, stores and persistence: the doing side."""

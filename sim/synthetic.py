@@ -1,0 +1,135 @@
+"""Deterministic synthetic answers: gold-aware classification labels and filler text.
+
+Every choice is a hash of (seed, model, prompt text), never global random state, so a
+run can be repeated. An answer is a tuple of token pieces; its usage is their count.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+import re
+from pathlib import Path
+
+from sim.fleet import ModelProfile, SimConfigError
+
+_VOCAB = (
+    "the answer depends on a few key points first consider what is asked then weigh "
+    "each option against the facts in short this is the most likely result given the "
+    "context and it follows from basic reasoning about cost time risk and value so we "
+    "can say with some care that the case holds in most settings"
+).split()
+_OPTION = re.compile(r"^\(([A-Z])\)\s", re.MULTILINE)
+
+
+def unit(*parts: object) -> float:
+    """A uniform value in [0, 1) derived from ``parts`` by hashing."""
+    digest = hashlib.blake2b("\x1f".join(map(str, parts)).encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "big") / 2**64
+
+
+def chars_to_tokens(text: str) -> int:
+    """Token estimate of a text: characters / 4, rounded up, at least 1."""
+    return max(1, (len(text) + 3) // 4)
+
+
+def split_pieces(text: str, n: int) -> tuple[str, ...]:
+    """Split ``text`` into ``n`` contiguous pieces of near-equal length (n >= 1)."""
+    n = max(1, n)
+    return tuple(text[i * len(text) // n:(i + 1) * len(text) // n] for i in range(n))
+
+
+def parse_classification(prompt: str) -> tuple[list[str], str] | None:
+    """Labels and text of a classification prompt (see README), or None if it is not one."""
+    labels: list[str] | None = None
+    text_lines: list[str] | None = None
+    for line in prompt.splitlines():
+        stripped = line.strip()
+        if text_lines is not None:
+            if stripped == "Label:":
+                break
+            text_lines.append(line)
+        elif labels is None and stripped.startswith("Labels:"):
+            labels = [x.strip() for x in stripped[len("Labels:"):].split(",") if x.strip()]
+        elif stripped.startswith("Text:"):
+            text_lines = [stripped[len("Text:"):]] if stripped != "Text:" else []
+    if not labels or text_lines is None:
+        return None
+    return labels, "\n".join(text_lines).strip()
+
+
+def normalise(text: str) -> str:
+    """Gold-map lookup key: lower case, whitespace collapsed."""
+    return " ".join(text.lower().split())
+
+
+def load_gold(path: str | Path) -> dict[str, str]:
+    """Read a gold map (CSV with text,label|category columns, or JSONL {text, label})."""
+    path = Path(path)
+    source = str(path)
+    gold: dict[str, str] = {}
+    try:
+        with path.open(encoding="utf-8", newline="") as fh:
+            if path.suffix == ".jsonl":
+                for n, line in enumerate(fh, 1):
+                    if line.strip():
+                        try:
+                            row = json.loads(line)
+                            gold[normalise(row["text"])] = str(row["label"])
+                        except (ValueError, KeyError, TypeError) as exc:
+                            raise SimConfigError(source, f"line {n}",
+                                                 f"need a JSON object with text and label ({exc})") from exc
+                return gold
+            reader = csv.DictReader(fh)
+            columns = reader.fieldnames or []
+            label_col = "label" if "label" in columns else "category"
+            if "text" not in columns or label_col not in columns:
+                raise SimConfigError(source, "<header>", f"need columns text,label; got {columns}")
+            for row in reader:
+                gold[normalise(row["text"])] = row[label_col]
+    except OSError as exc:
+        raise SimConfigError(source, "<file>", f"cannot read: {exc.strerror}") from exc
+    return gold
+
+
+def classify(labels: list[str], text: str, model: str, profile: ModelProfile, seed: int,
+             gold: dict[str, str] | None) -> str:
+    """The label ``model`` answers: gold with probability = accuracy, else another one."""
+    truth = gold.get(normalise(text)) if gold else None
+    if truth is None:
+        return labels[int(unit(seed, model, "label", text) * len(labels))]
+    if unit(seed, model, "correct", text) < profile.accuracy:
+        return truth
+    others = [label for label in labels if label != truth] or labels
+    return others[int(unit(seed, model, "wrong", text) * len(others))]
+
+
+def filler(prompt: str, model: str, profile: ModelProfile, seed: int) -> tuple[str, ...]:
+    """A plausible text answer; its length grows with the prompt, capped by answer_tokens."""
+    base = min(profile.answer_tokens, 8 + chars_to_tokens(prompt) // 3)
+    n = max(4, int(base * (0.75 + 0.5 * unit(seed, model, "len", prompt))))
+    n = min(n, profile.answer_tokens)
+    words = [_VOCAB[int(unit(seed, model, i, prompt) * len(_VOCAB))] for i in range(n)]
+    options = _OPTION.findall(prompt)
+    if options and n >= 6:  # multiple choice: end the way graders expect
+        letter = options[int(unit(seed, model, "option", prompt) * len(options))]
+        words[-5:] = ["so", "the", "answer", "is", f"({letter})."]
+    pieces = []
+    for i, word in enumerate(words):
+        word = word.capitalize() if i == 0 or words[i - 1].endswith(".") else word
+        end = "." if (i + 1) % 12 == 0 and i + 1 < n and not word.endswith(".") else ""
+        pieces.append(("" if i == 0 else " ") + word + end)
+    if not pieces[-1].endswith("."):
+        pieces[-1] += "."
+    return tuple(pieces)
+
+
+def answer(prompt: str, model: str, profile: ModelProfile, seed: int,
+           gold: dict[str, str] | None) -> tuple[str, ...]:
+    """The token pieces ``model`` answers to ``prompt`` in synthetic mode."""
+    parsed = parse_classification(prompt)
+    if parsed is None:
+        return filler(prompt, model, profile, seed)
+    label = classify(parsed[0], parsed[1], model, profile, seed, gold)
+    return split_pieces(label, chars_to_tokens(label))

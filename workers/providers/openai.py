@@ -1,0 +1,195 @@
+"""OpenAI-compatible ``/v1/chat/completions``: OpenAI, vLLM, Ollama, llama.cpp server,
+Together, Groq, Mistral, DeepSeek."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+
+from router.errors import MalformedResponse, Unavailable
+from workers.providers.base import (
+    Call,
+    Completion,
+    TextStream,
+    checked_text,
+    messages_text,
+    require_budget,
+    usage_or_estimate,
+)
+from workers.providers.sse import iter_events
+from workers.providers.wire import (
+    as_dict,
+    endpoint,
+    error_text,
+    iter_body,
+    parse_object,
+    read_json,
+    send,
+    str_or_none,
+)
+
+
+class OpenAIProvider:
+    """A chat-completions endpoint; ``api_key`` goes in ``Authorization: Bearer``."""
+
+    needs_base_url = True
+
+    def __init__(self, *, base_url: str | None, api_key: str | None, client: httpx.Client) -> None:
+        if not base_url:
+            raise ValueError("OpenAIProvider needs a base_url")
+        self._url = endpoint(base_url, "chat/completions")
+        self._client = client
+        self._headers = {"content-type": "application/json", "accept": "application/json"}
+        if api_key:
+            self._headers["authorization"] = f"Bearer {api_key}"
+
+    def payload(self, call: Call, *, stream: bool) -> dict[str, Any]:
+        """The request body for ``call``."""
+        body: dict[str, Any] = {
+            "model": call.model,
+            "messages": list(call.messages),
+            # max_tokens, not max_completion_tokens: every compatible server accepts it.
+            "max_tokens": call.max_output_tokens,
+            "temperature": call.temperature,
+        }
+        if stream:
+            body["stream"] = True
+            body["stream_options"] = {"include_usage": True}  # usage in the final chunk
+        return body
+
+    def complete(self, call: Call, *, timeout_s: float) -> Completion:
+        """Ask for one whole answer within ``timeout_s`` seconds."""
+        require_budget(timeout_s, call.model)
+        started = time.monotonic()
+        response = send(
+            self._client,
+            self._url,
+            headers=self._headers,
+            payload=self.payload(call, stream=False),
+            timeout_s=timeout_s,
+            model=call.model,
+        )
+        try:
+            body = read_json(response, deadline_at=started + timeout_s, model=call.model)
+        finally:
+            response.close()
+        return parse_completion(body, call, latency_s=time.monotonic() - started)
+
+    def stream(self, call: Call, *, timeout_s: float) -> TextStream:
+        """Send now (errors before the first token raise here); deltas come as read."""
+        require_budget(timeout_s, call.model)
+        started = time.monotonic()
+        response = send(
+            self._client,
+            self._url,
+            headers=self._headers,
+            payload=self.payload(call, stream=True),
+            timeout_s=timeout_s,
+            model=call.model,
+        )
+        state = _StreamState()
+        deltas = _deltas(response, call, state, deadline_at=started + timeout_s)
+        return TextStream(
+            deltas, lambda: state.completion(call, time.monotonic() - started), response.close
+        )
+
+
+def parse_completion(body: dict[str, Any], call: Call, *, latency_s: float) -> Completion:
+    """A Completion from a chat-completions body, or MalformedResponse naming what is missing."""
+    model = call.model
+    choices = body.get("choices")
+    if not isinstance(choices, list) or not choices or not isinstance(choices[0], dict):
+        detail = f": {error_text(json.dumps(body))}" if "error" in body else ""
+        raise MalformedResponse(f"{model}: response has no choices{detail}", model=model)
+    choice = choices[0]
+    message = choice.get("message")
+    finish_reason = str_or_none(choice.get("finish_reason"))
+    text = _text_of(message.get("content")) if isinstance(message, dict) else None
+    if text is None and isinstance(message, dict) and isinstance(message.get("refusal"), str):
+        text, finish_reason = message["refusal"], "refusal"  # OpenAI's structured refusal
+    if text is None:
+        raise MalformedResponse(f"{model}: choices[0].message has no content", model=model)
+    text = checked_text(text, finish_reason, model)
+    usage = as_dict(body.get("usage"))
+    tokens_in, tokens_out, estimated = usage_or_estimate(
+        usage.get("prompt_tokens"),
+        usage.get("completion_tokens"),
+        messages_text(call.messages),
+        text,
+    )
+    return Completion(
+        text=text,
+        tokens_in=tokens_in,
+        tokens_out=tokens_out,
+        usage_estimated=estimated,
+        latency_s=latency_s,
+        finish_reason=finish_reason,
+        model=str_or_none(body.get("model")) or model,
+    )
+
+
+@dataclass(slots=True)
+class _StreamState:
+    """What the stream said besides text: finish reason, usage, the served model name."""
+
+    pieces: list[str] = field(default_factory=list)
+    finish_reason: str | None = None
+    usage: dict[str, Any] = field(default_factory=dict)
+    model: str | None = None
+
+    def completion(self, call: Call, latency_s: float) -> Completion:
+        """The assembled answer, held to the same rules as a non-streamed one."""
+        body = {
+            "choices": [
+                {"message": {"content": "".join(self.pieces)}, "finish_reason": self.finish_reason}
+            ],
+            "usage": self.usage,
+            "model": self.model,
+        }
+        return parse_completion(body, call, latency_s=latency_s)
+
+
+def _deltas(
+    response: httpx.Response, call: Call, state: _StreamState, *, deadline_at: float
+) -> Iterator[str]:
+    """Text deltas until ``[DONE]``; a stream that ends without it is MalformedResponse."""
+    model = call.model
+    try:
+        for event in iter_events(iter_body(response, deadline_at=deadline_at, model=model)):
+            if event.data.strip() == "[DONE]":
+                return
+            chunk = parse_object(event.data, model)
+            if chunk.get("error"):
+                reason = f"{model}: error mid-stream: {error_text(event.data)}"
+                raise Unavailable(reason, model=model)
+            state.model = str_or_none(chunk.get("model")) or state.model
+            if isinstance(chunk.get("usage"), dict):
+                state.usage = chunk["usage"]
+            for choice in chunk.get("choices") or ():
+                if not isinstance(choice, dict) or choice.get("index", 0) != 0:
+                    continue
+                finish_reason = str_or_none(choice.get("finish_reason"))
+                state.finish_reason = finish_reason or state.finish_reason
+                delta = choice.get("delta")
+                text = _text_of(delta.get("content")) if isinstance(delta, dict) else None
+                if text:
+                    state.pieces.append(text)
+                    yield text
+        raise MalformedResponse(f"{model}: stream ended before [DONE]", model=model)
+    finally:
+        response.close()
+
+
+def _text_of(content: Any) -> str | None:
+    """Message content as text: a string, or a list of ``{"type": "text"}`` parts."""
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):
+        parts = [part for part in content if isinstance(part, dict)]
+        return "".join(part["text"] for part in parts if isinstance(part.get("text"), str))
+    return None

@@ -1,0 +1,62 @@
+"""Retrying one call inside its deadline: exponential backoff with full jitter, at least the
+server's ``Retry-After``, never a ``Rejected``; time, sleep and randomness are arguments."""
+
+from __future__ import annotations
+
+import random
+import time
+from collections.abc import Callable
+
+from router.errors import DeadlineExceeded, ProviderError, RateLimited
+from workers.providers.base import Call, Completion, Provider
+
+BASE_BACKOFF_S = 0.25
+MAX_BACKOFF_S = 8.0
+MAX_ATTEMPTS = 4
+MAX_TIMEOUT_S = 120.0  # one attempt never waits longer than this, even in the batch lane
+_default_rng = random.Random()
+
+
+def backoff_s(attempt: int, error: ProviderError, rng: random.Random) -> float:
+    """The wait before retry ``attempt`` (1-based): full jitter, at least ``retry_after_s``."""
+    ceiling_s = min(MAX_BACKOFF_S, BASE_BACKOFF_S * 2 ** (attempt - 1))
+    wait_s = rng.uniform(0.0, ceiling_s)  # full jitter: spreads a herd of retries evenly
+    if isinstance(error, RateLimited):
+        wait_s = max(wait_s, error.retry_after_s)
+    return wait_s
+
+
+def call_with_retries(
+    provider: Provider,
+    call: Call,
+    *,
+    deadline_at: float,
+    now: Callable[[], float] = time.time,
+    sleep: Callable[[float], None] = time.sleep,
+    rng: random.Random = _default_rng,
+    max_attempts: int = MAX_ATTEMPTS,
+    max_wait_s: float = MAX_BACKOFF_S,
+    max_timeout_s: float = MAX_TIMEOUT_S,
+) -> Completion:
+    """``provider.complete(call)``, retried while retryable and the deadline allows.
+
+    Gives up with the last error when attempts run out, when the next wait would pass
+    ``deadline_at``, or when a rate limit asks for longer than ``max_wait_s`` (the caller
+    should defer that call, not hold a worker thread asleep). Raises DeadlineExceeded when
+    no budget is left before an attempt.
+    """
+    attempt = 0
+    while True:
+        remaining_s = deadline_at - now()
+        if remaining_s <= 0:
+            raise DeadlineExceeded(f"{call.model}: deadline passed before attempt {attempt + 1}")
+        attempt += 1
+        try:
+            return provider.complete(call, timeout_s=min(remaining_s, max_timeout_s))
+        except ProviderError as error:
+            if not error.retryable or attempt >= max_attempts:
+                raise
+            wait_s = backoff_s(attempt, error, rng)
+            if wait_s > max_wait_s or now() + wait_s >= deadline_at:
+                raise
+            sleep(wait_s)

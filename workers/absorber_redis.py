@@ -1,0 +1,147 @@
+"""The Redis absorber store: one atomic Lua script per operation, shared by every worker.
+
+Each scope owns four keys under one hash tag (``{prefix}:{<scope>}:res|exp|day|min``, see
+``workers/absorber.lua``) so a Redis Cluster would keep them on one slot. Redis errors are
+translated here, once, into :class:`~router.errors.Unavailable`.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import redis
+
+from router import absorber
+from router.absorber import BatchDecision, Limits, Reservation, Settlement
+from router.errors import Unavailable
+from workers.absorber_store import DEFAULT_TTL_S, ReservationIds
+
+LUA_SOURCE = (Path(__file__).parent / "absorber.lua").read_text(encoding="utf-8")
+
+
+def _limit(value: int | None) -> str:
+    return "" if value is None else str(value)
+
+
+class RedisAbsorberStore:
+    """:class:`~workers.absorber_store.AbsorberStore` whose state lives in Redis."""
+
+    def __init__(
+        self,
+        client: redis.Redis,
+        prefix: str = "tierline:absorber",
+        *,
+        clock: Callable[[], float] = time.time,
+        ttl_s: float = DEFAULT_TTL_S,
+        id_prefix: str | None = None,
+    ) -> None:
+        self._client = client
+        self._prefix = prefix
+        self._clock = clock
+        self._ttl_s = ttl_s
+        self._ids = ReservationIds(id_prefix)
+        self._script = client.register_script(LUA_SOURCE)  # EVALSHA, loads on NOSCRIPT
+        self._keys: dict[str, list[str]] = {}
+
+    def reserve(
+        self, scope: str, limits: Limits, tokens: int, *, now_s: float | None = None,
+        ttl_s: float | None = None,
+    ) -> Reservation:
+        """Hold ``tokens`` for one call or raise BudgetExceeded (retry_after_s None: never)."""
+        batch = self.reserve_many(scope, limits, [tokens], now_s=now_s, ttl_s=ttl_s)
+        if batch.granted:
+            return batch.granted[0]
+        reason = absorber.refusal_reason(limits, tokens) or batch.reason
+        raise absorber.budget_error(scope, tokens, reason, batch.retry_after_s)
+
+    def reserve_many(
+        self, scope: str, limits: Limits, tokens: Sequence[int], *, now_s: float | None = None,
+        ttl_s: float | None = None,
+    ) -> BatchDecision:
+        """Hold what fits of a bundle in one round trip; defer or refuse the rest."""
+        now_s = self._clock() if now_s is None else float(now_s)
+        expires_at_s = now_s + (self._ttl_s if ttl_s is None else float(ttl_s))
+        counts = [absorber.check_tokens(t) for t in tokens]
+        # permanent refusals need no Redis: they depend on the limits alone
+        refused = [i for i, t in enumerate(counts) if absorber.refusal_reason(limits, t)]
+        skip = set(refused)
+        candidates = [i for i in range(len(counts)) if i not in skip]
+        if not candidates:
+            return BatchDecision({}, [], refused, None, absorber.GRANTED)
+        ids = self._ids.take(len(candidates))
+        args: list[Any] = [
+            "reserve", repr(now_s), repr(expires_at_s), _limit(limits.tokens_per_day),
+            _limit(limits.tokens_per_minute), _limit(limits.requests_per_minute),
+            absorber.day_of(now_s), math.floor(now_s),
+        ]
+        for rid, index in zip(ids, candidates, strict=True):
+            args += [rid, counts[index]]
+        reply = self._run(scope, args)
+        reason, retry = reply[0].decode(), reply[1].decode()
+        granted: dict[int, Reservation] = {}
+        for position in reply[2:]:
+            index = candidates[int(position) - 1]
+            granted[index] = Reservation(
+                ids[int(position) - 1], scope, counts[index], now_s, expires_at_s
+            )
+        deferred = [i for i in candidates if i not in granted]
+        return BatchDecision(granted, deferred, refused, float(retry) if retry else None, reason)
+
+    def settle(
+        self, reservation: Reservation, actual_tokens: int, *, now_s: float | None = None
+    ) -> Settlement:
+        """Swap a hold for the tokens the provider reported."""
+        now_s = self._clock() if now_s is None else float(now_s)
+        actual_tokens = absorber.check_tokens(actual_tokens)
+        live, refunded, overrun = self._run(reservation.scope, [
+            "settle", repr(now_s), reservation.id, reservation.tokens, reservation.day,
+            reservation.second, actual_tokens, absorber.day_of(now_s), math.floor(now_s),
+        ])
+        return Settlement(bool(live), int(refunded), int(overrun))
+
+    def release(self, reservation: Reservation) -> bool:
+        """Free the hold of a call that failed or was not made."""
+        live = self._run(reservation.scope, [
+            "release", "0", reservation.id, reservation.tokens, reservation.day,
+            reservation.second,
+        ])
+        return bool(live)
+
+    def usage(
+        self, scope: str, limits: Limits, *, now_s: float | None = None
+    ) -> dict[str, float]:
+        """Today's and this minute's counters of ``scope``."""
+        now_s = self._clock() if now_s is None else float(now_s)
+        day = absorber.day_of(now_s)
+        settled, held, overrun, in_flight, window_tokens, window_requests = (
+            int(v) for v in self._run(scope, ["usage", repr(now_s), day, math.floor(now_s)])
+        )
+        room_tokens: float = math.inf
+        if limits.tokens_per_day is not None:
+            room_tokens = limits.tokens_per_day - settled - held
+        if limits.tokens_per_minute is not None:
+            room_tokens = min(room_tokens, limits.tokens_per_minute - window_tokens)
+        room_requests: float = math.inf
+        if limits.requests_per_minute is not None:
+            room_requests = limits.requests_per_minute - window_requests
+        return {
+            "day": day, "settled_tokens": settled, "held_tokens": held,
+            "overrun_tokens": overrun, "in_flight": in_flight, "window_tokens": window_tokens,
+            "window_requests": window_requests, "remaining_tokens": room_tokens,
+            "remaining_requests": room_requests,
+        }
+
+    def _run(self, scope: str, args: list[Any]) -> Any:
+        """Run the script on ``scope``'s keys; Redis failures become Unavailable."""
+        keys = self._keys.get(scope)
+        if keys is None:
+            base = f"{self._prefix}:{{{scope}}}"
+            keys = self._keys[scope] = [f"{base}:res", f"{base}:exp", f"{base}:day", f"{base}:min"]
+        try:
+            return self._script(keys=keys, args=args)
+        except redis.RedisError as exc:
+            raise Unavailable(f"absorber store unreachable: {exc}", model=scope) from exc

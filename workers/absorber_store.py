@@ -1,0 +1,69 @@
+"""The absorber store interface: what a tier worker calls around every model call.
+
+Two stores implement it with the same algorithm (``router.absorber``): the in-memory
+store for the one-process embedded default and the Redis store for every worker on every
+machine. A Celery tier worker does, per bundle::
+
+    batch = store.reserve_many(scope_key(model), limits, estimates)
+    ... call the provider for batch.granted; defer batch.deferred by batch.retry_after_s;
+    ... fail batch.refused for good (BudgetExceeded with retry_after_s=None)
+    store.settle(reservation, usage.total_tokens)   # or store.release(reservation) on failure
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+from collections.abc import Sequence
+from typing import Protocol
+
+from router.absorber import BatchDecision, Limits, Reservation, Settlement
+
+DEFAULT_TTL_S = 120.0  # longer than any call we make; a dead holder's tokens return after it
+
+
+class AbsorberStore(Protocol):
+    """Global token budgets: reserve before a call, settle or release after."""
+
+    def reserve(
+        self, scope: str, limits: Limits, tokens: int, *, now_s: float | None = None,
+        ttl_s: float | None = None,
+    ) -> Reservation:
+        """Hold ``tokens`` for one call or raise BudgetExceeded (retry_after_s None: never)."""
+        ...
+
+    def reserve_many(
+        self, scope: str, limits: Limits, tokens: Sequence[int], *, now_s: float | None = None,
+        ttl_s: float | None = None,
+    ) -> BatchDecision:
+        """Hold what fits of a bundle in one round trip; defer or refuse the rest."""
+        ...
+
+    def settle(
+        self, reservation: Reservation, actual_tokens: int, *, now_s: float | None = None
+    ) -> Settlement:
+        """Swap a hold for the tokens the provider reported."""
+        ...
+
+    def release(self, reservation: Reservation) -> bool:
+        """Free the hold of a call that failed or was not made."""
+        ...
+
+    def usage(
+        self, scope: str, limits: Limits, *, now_s: float | None = None
+    ) -> dict[str, float]:
+        """Today's and this minute's counters of ``scope``, for reports."""
+        ...
+
+
+class ReservationIds:
+    """Unique reservation ids: a random per-process token and a counter."""
+
+    def __init__(self, prefix: str | None = None) -> None:
+        # pid + random bytes: unique across processes and machines, cheap to generate
+        self._prefix = prefix if prefix is not None else f"{os.getpid():x}.{os.urandom(6).hex()}"
+        self._counter = itertools.count(1)  # next() on a count is atomic under the GIL
+
+    def take(self, count: int) -> list[str]:
+        """``count`` fresh ids."""
+        return [f"{self._prefix}.{next(self._counter):x}" for _ in range(count)]

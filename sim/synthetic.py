@@ -9,6 +9,7 @@ from __future__ import annotations
 import csv
 import hashlib
 import json
+import random
 import re
 from pathlib import Path
 
@@ -110,15 +111,16 @@ def filler(prompt: str, model: str, profile: ModelProfile, seed: int) -> tuple[s
     base = min(profile.answer_tokens, 8 + chars_to_tokens(prompt) // 3)
     n = max(4, int(base * (0.75 + 0.5 * unit(seed, model, "len", prompt))))
     n = min(n, profile.answer_tokens)
-    words = [_VOCAB[int(unit(seed, model, i, prompt) * len(_VOCAB))] for i in range(n)]
+    rng = random.Random(f"{seed}\x1f{model}\x1fwords\x1f{prompt}")  # seeded by a hash
+    words = rng.choices(_VOCAB, k=n)
     options = _OPTION.findall(prompt)
     if options and n >= 6:  # multiple choice: end the way graders expect
         letter = options[int(unit(seed, model, "option", prompt) * len(options))]
         words[-5:] = ["so", "the", "answer", "is", f"({letter})."]
-    pieces = []
+    pieces: list[str] = []
     for i, word in enumerate(words):
-        word = word.capitalize() if i == 0 or words[i - 1].endswith(".") else word
-        end = "." if (i + 1) % 12 == 0 and i + 1 < n and not word.endswith(".") else ""
+        word = word.capitalize() if i == 0 or pieces[-1].endswith(".") else word
+        end = "." if (i + 1) % 12 == 0 and i + 1 < n - 6 and not word.endswith(".") else ""
         pieces.append(("" if i == 0 else " ") + word + end)
     if not pieces[-1].endswith("."):
         pieces[-1] += "."

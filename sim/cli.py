@@ -19,8 +19,9 @@ from sim.synthetic import load_gold
 DEFAULT_POLICY = "policies/demo.yaml"
 
 
-def build(policy: str | None, config: str | None, replay_path: str | None,
-          seed: int | None) -> tuple[Fleet, ReplayIndex | None]:
+def build(
+    policy: str | None, config: str | None, replay_path: str | None, seed: int | None
+) -> tuple[Fleet, ReplayIndex | None]:
     """The fleet to serve, and the replay index in replay mode."""
     policy_path = policy or os.environ.get("TIERLINE_POLICY")
     if replay_path is None:
@@ -34,21 +35,48 @@ def build(policy: str | None, config: str | None, replay_path: str | None,
 
 
 @click.command("sim")
-@click.option("--policy", type=click.Path(dir_okay=False), default=None,
-              help="Policy YAML naming the models (default: $TIERLINE_POLICY or "
-                   "policies/demo.yaml).")
-@click.option("--config", type=click.Path(dir_okay=False), default=None,
-              help="Sim config YAML overriding model profiles.")
-@click.option("--replay", "replay_path", type=click.Path(dir_okay=False), default=None,
-              help="Serve recorded responses of a routing dataset (JSONL).")
-@click.option("--gold", type=click.Path(dir_okay=False), default=None,
-              help="Gold labels for classification prompts (CSV text,label or JSONL).")
+@click.option(
+    "--policy",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="Policy YAML naming the models (default: $TIERLINE_POLICY or policies/demo.yaml).",
+)
+@click.option(
+    "--config",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="Sim config YAML overriding model profiles.",
+)
+@click.option(
+    "--replay",
+    "replay_path",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="Serve recorded responses of a routing dataset (JSONL).",
+)
+@click.option(
+    "--gold",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="Gold labels for classification prompts (CSV text,label or JSONL).",
+)
 @click.option("--host", default="127.0.0.1", show_default=True)
 @click.option("--port", type=int, default=8700, show_default=True, help="0 picks a free port.")
-@click.option("--seed", type=int, default=None, help="Seed of every random choice "
-              "(default: the config's, else 0).")
-def command(policy: str | None, config: str | None, replay_path: str | None,
-            gold: str | None, host: str, port: int, seed: int | None) -> None:
+@click.option(
+    "--seed",
+    type=int,
+    default=None,
+    help="Seed of every random choice (default: the config's, else 0).",
+)
+def command(
+    policy: str | None,
+    config: str | None,
+    replay_path: str | None,
+    gold: str | None,
+    host: str,
+    port: int,
+    seed: int | None,
+) -> None:
     """Serve simulated models over OpenAI- and Anthropic-compatible HTTP until stopped."""
     try:
         fleet, index = build(policy, config, replay_path, seed)
@@ -58,8 +86,7 @@ def command(policy: str | None, config: str | None, replay_path: str | None,
         click.echo(f"tierline sim: error: {exc}", err=True)
         sys.exit(2)
     except OSError as exc:
-        click.echo(f"tierline sim: error: cannot listen on {host}:{port}: {exc.strerror}",
-                   err=True)
+        click.echo(f"tierline sim: error: cannot listen on {host}:{port}: {exc.strerror}", err=True)
         sys.exit(2)
     stop = threading.Event()
 

@@ -20,11 +20,17 @@ class SimError(Exception):
     """A failed call: ``kind`` is not_found, invalid_request, rate_limit, server_error
     or overloaded; each API module renders it in its own error shape."""
 
-    STATUS = {"invalid_request": 400, "not_found": 404, "rate_limit": 429,
-              "server_error": 500, "overloaded": 503}
+    STATUS = {
+        "invalid_request": 400,
+        "not_found": 404,
+        "rate_limit": 429,
+        "server_error": 500,
+        "overloaded": 503,
+    }
 
-    def __init__(self, kind: str, message: str, *, param: str | None = None,
-                 retry_after_s: int | None = None) -> None:
+    def __init__(
+        self, kind: str, message: str, *, param: str | None = None, retry_after_s: int | None = None
+    ) -> None:
         super().__init__(message)
         self.kind = kind
         self.status = self.STATUS[kind]
@@ -83,8 +89,9 @@ class _ModelState:
 class Engine:
     """Serves a fleet in synthetic mode, or replays a dataset when ``replay`` is given."""
 
-    def __init__(self, fleet: Fleet, replay: ReplayIndex | None = None,
-                 gold: dict[str, str] | None = None) -> None:
+    def __init__(
+        self, fleet: Fleet, replay: ReplayIndex | None = None, gold: dict[str, str] | None = None
+    ) -> None:
         self.fleet = fleet
         self.replay = replay
         self.gold = gold
@@ -98,16 +105,21 @@ class Engine:
 
     def stats(self) -> dict[str, dict[str, int]]:
         """Per-model counters: calls, rate_limited, failed."""
-        return {n: {"calls": s.calls, "rate_limited": s.rate_limited, "failed": s.failed}
-                for n, s in self._state.items()}
+        return {
+            n: {"calls": s.calls, "rate_limited": s.rate_limited, "failed": s.failed}
+            for n, s in self._state.items()
+        }
 
     def _answer(self, req: ChatRequest, profile: ModelProfile) -> tuple[tuple[str, ...], int]:
         """Answer pieces (before max_tokens) and prompt tokens."""
         if self.replay is not None:
             rec = self.replay.lookup(req.model, candidate_texts(req.system, req.messages))
             if rec is None:
-                raise SimError("not_found", f"no recorded response of {req.model} to this prompt "
-                               f"in {self.replay.source}", param="messages")
+                raise SimError(
+                    "not_found",
+                    f"no recorded response of {req.model} to this prompt in {self.replay.source}",
+                    param="messages",
+                )
             n = rec.completion_tokens or synthetic.chars_to_tokens(rec.response)
             prompt_tokens = rec.prompt_tokens or synthetic.chars_to_tokens(req.messages[-1][1])
             return synthetic.split_pieces(rec.response, n), prompt_tokens
@@ -121,20 +133,26 @@ class Engine:
         """Admit ``req`` at monotonic time ``now_s``, or raise SimError."""
         state = self._state.get(req.model)
         if state is None:
-            raise SimError("not_found", f"The model `{req.model}` does not exist; served: "
-                           f"{', '.join(self._state)}", param="model")
+            raise SimError(
+                "not_found",
+                f"The model `{req.model}` does not exist; served: {', '.join(self._state)}",
+                param="model",
+            )
         profile = state.profile
         pieces, prompt_tokens = self._answer(req, profile)
         finish = "stop"
         if req.max_tokens is not None and len(pieces) > req.max_tokens:
-            pieces, finish = pieces[:req.max_tokens], "length"
+            pieces, finish = pieces[: req.max_tokens], "length"
         total_tokens = prompt_tokens + len(pieces)
         wait_s = max(state.requests.wait_s(1, now_s), state.tokens.wait_s(total_tokens, now_s))
         if wait_s > 0:
             state.rate_limited += 1
             what = "requests per minute" if state.requests.wait_s(1, now_s) else "tokens per minute"
-            raise SimError("rate_limit", f"Rate limit of {req.model} reached ({what}); "
-                           f"retry after {wait_s:.2f} s", retry_after_s=retry_after_header(wait_s))
+            raise SimError(
+                "rate_limit",
+                f"Rate limit of {req.model} reached ({what}); retry after {wait_s:.2f} s",
+                retry_after_s=retry_after_header(wait_s),
+            )
         state.requests.record(1, now_s)
         state.tokens.record(total_tokens, now_s)
         state.calls += 1
@@ -142,8 +160,9 @@ class Engine:
         if profile.error_rate and state.rng.random() < profile.error_rate:
             state.failed += 1
             kind = "overloaded" if state.rng.random() < 0.5 else "server_error"
-            raise SimError(kind, f"injected failure of {req.model} (error_rate "
-                           f"{profile.error_rate})")
+            raise SimError(
+                kind, f"injected failure of {req.model} (error_rate {profile.error_rate})"
+            )
         delay_s += profile.ttft_s + state.rng.uniform(0.0, profile.jitter_s)
         return Completion(req.model, pieces, prompt_tokens, finish, delay_s, profile.per_token_s)
 

@@ -112,8 +112,9 @@ def _overrides(source: str, prefix: str, data: Any) -> dict[str, Any]:
     return out
 
 
-def apply_config(base: dict[str, ModelProfile], config_path: str | Path | None,
-                 seed: int | None) -> Fleet:
+def apply_config(
+    base: dict[str, ModelProfile], config_path: str | Path | None, seed: int | None
+) -> Fleet:
     """Apply a sim config file's overrides to ``base``; ``seed`` wins over the file's."""
     if config_path is None:
         return Fleet(models=dict(base), seed=seed or 0)
@@ -125,7 +126,9 @@ def apply_config(base: dict[str, ModelProfile], config_path: str | Path | None,
         raise SimConfigError(source, "<root>", "a sim config is a mapping")
     unknown = set(data) - {"seed", "default", "models"}
     if unknown:
-        raise SimConfigError(source, sorted(unknown)[0], "unknown key; known: default, models, seed")
+        raise SimConfigError(
+            source, sorted(unknown)[0], "unknown key; known: default, models, seed"
+        )
     file_seed = data.get("seed", 0)
     if isinstance(file_seed, bool) or not isinstance(file_seed, int):
         raise SimConfigError(source, "seed", f"must be an integer, got {file_seed!r}")
@@ -136,9 +139,12 @@ def apply_config(base: dict[str, ModelProfile], config_path: str | Path | None,
     models = {name: dataclasses.replace(p, **default) for name, p in base.items()}
     for name, fields in per_model.items():
         if name not in models:
-            raise SimConfigError(source, f"models.{name}",
-                                 f"not a served model; served: {sorted(models)}")
-        models[name] = dataclasses.replace(models[name], **_overrides(source, f"models.{name}", fields))
+            raise SimConfigError(
+                source, f"models.{name}", f"not a served model; served: {sorted(models)}"
+            )
+        models[name] = dataclasses.replace(
+            models[name], **_overrides(source, f"models.{name}", fields)
+        )
     return Fleet(models=models, seed=file_seed if seed is None else seed)
 
 
@@ -173,14 +179,19 @@ def policy_profiles(path: str | Path) -> dict[str, ModelProfile]:
     return profiles
 
 
-def fleet_from_policy(path: str | Path, config_path: str | Path | None = None,
-                      seed: int | None = None) -> Fleet:
+def fleet_from_policy(
+    path: str | Path, config_path: str | Path | None = None, seed: int | None = None
+) -> Fleet:
     """Build the fleet a policy file describes, with optional sim config overrides."""
     return apply_config(policy_profiles(path), config_path, seed)
 
 
-def fleet_for_models(names: Iterable[str], policy_path: str | Path | None = None,
-                     config_path: str | Path | None = None, seed: int | None = None) -> Fleet:
+def fleet_for_models(
+    names: Iterable[str],
+    policy_path: str | Path | None = None,
+    config_path: str | Path | None = None,
+    seed: int | None = None,
+) -> Fleet:
     """A fleet serving ``names`` (e.g. a replay dataset's models); the policy supplies
     profiles of the models it names, the rest get the default profile."""
     known = policy_profiles(policy_path) if policy_path is not None else {}

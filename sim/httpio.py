@@ -45,16 +45,24 @@ class Reply:
             lines.append("Connection: close")
         return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
 
-    def send(self, status: int, body: bytes, headers: list[tuple[str, str]] | None = None,
-             content_type: str = "application/json") -> None:
+    def send(
+        self,
+        status: int,
+        body: bytes,
+        headers: list[tuple[str, str]] | None = None,
+        content_type: str = "application/json",
+    ) -> None:
         """Write a whole response (the caller drains)."""
         head = [("Content-Type", content_type), ("Content-Length", str(len(body)))]
         self.writer.write(self._head(status, head + (headers or [])) + body)
 
     def start_stream(self, first: bytes, content_type: str = "text/event-stream") -> None:
         """Write a 200 chunked response head and its first chunk."""
-        head = [("Content-Type", content_type), ("Cache-Control", "no-cache"),
-                ("Transfer-Encoding", "chunked")]
+        head = [
+            ("Content-Type", content_type),
+            ("Cache-Control", "no-cache"),
+            ("Transfer-Encoding", "chunked"),
+        ]
         self.writer.write(self._head(200, head) + _chunk(first))
 
     async def chunk(self, data: bytes) -> None:
@@ -74,7 +82,7 @@ def _chunk(data: bytes) -> bytes:
 
 async def _read_body(reader: asyncio.StreamReader, headers: dict[str, str]) -> bytes:
     if "chunked" in headers.get("transfer-encoding", "").lower():
-        parts = []
+        parts: list[bytes] = []
         while True:
             size_line = await reader.readuntil(b"\r\n")
             size = int(size_line.split(b";")[0].strip() or b"0", 16)
@@ -118,8 +126,9 @@ async def read_request(reader: asyncio.StreamReader) -> Request | None:
 Handler = Callable[[Request, Reply], Awaitable[None]]
 
 
-async def serve_connection(reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
-                           handler: Handler) -> None:
+async def serve_connection(
+    reader: asyncio.StreamReader, writer: asyncio.StreamWriter, handler: Handler
+) -> None:
     """Serve requests on one connection until the client or a handler closes it."""
     try:
         while True:

@@ -1,6 +1,6 @@
 """Load generator: tiny chat requests from N threads over keep-alive connections.
 
-    python -m sim.loadgen http://127.0.0.1:8700 --threads 8 --seconds 5 --model sim-nano
+python -m sim.loadgen http://127.0.0.1:8700 --threads 8 --seconds 5 --model sim-nano
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from urllib.parse import urlsplit
 
 def _worker(url: str, body: bytes, deadline: float, counts: list[int], i: int) -> None:
     parts = urlsplit(url)
-    conn = http.client.HTTPConnection(parts.hostname, parts.port, timeout=30)
+    conn = http.client.HTTPConnection(parts.hostname or "127.0.0.1", parts.port, timeout=30)
     headers = {"Content-Type": "application/json"}
     n = 0
     while time.perf_counter() < deadline:
@@ -30,12 +30,19 @@ def _worker(url: str, body: bytes, deadline: float, counts: list[int], i: int) -
 
 def run(url: str, threads: int, seconds: float, model: str, max_tokens: int) -> float:
     """Requests per second completed with status 200."""
-    body = json.dumps({"model": model, "max_tokens": max_tokens,
-                       "messages": [{"role": "user", "content": "ping"}]}).encode()
+    body = json.dumps(
+        {
+            "model": model,
+            "max_tokens": max_tokens,
+            "messages": [{"role": "user", "content": "ping"}],
+        }
+    ).encode()
     counts = [0] * threads
     deadline = time.perf_counter() + seconds
-    pool = [threading.Thread(target=_worker, args=(url, body, deadline, counts, i))
-            for i in range(threads)]
+    pool = [
+        threading.Thread(target=_worker, args=(url, body, deadline, counts, i))
+        for i in range(threads)
+    ]
     start = time.perf_counter()
     for t in pool:
         t.start()

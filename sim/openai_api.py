@@ -8,11 +8,13 @@ from sim.engine import ChatRequest, Completion, SimError
 from sim.wire import messages_of, model_of, parse_body, positive_int, sse
 
 ID_PREFIX = "chatcmpl-sim"
-_ERROR_TYPES = {"invalid_request": ("invalid_request_error", None),
-                "not_found": ("invalid_request_error", "model_not_found"),
-                "rate_limit": ("requests", "rate_limit_exceeded"),
-                "server_error": ("server_error", None),
-                "overloaded": ("server_error", "overloaded")}
+_ERROR_TYPES = {
+    "invalid_request": ("invalid_request_error", None),
+    "not_found": ("invalid_request_error", "model_not_found"),
+    "rate_limit": ("requests", "rate_limit_exceeded"),
+    "server_error": ("server_error", None),
+    "overloaded": ("server_error", "overloaded"),
+}
 
 
 def parse(body: bytes) -> ChatRequest:
@@ -24,7 +26,9 @@ def parse(body: bytes) -> ChatRequest:
     chat = [(role, text) for role, text in messages if role not in ("system", "developer")]
     options = data.get("stream_options") or {}
     return ChatRequest(
-        model=model, system=system, messages=chat or messages,
+        model=model,
+        system=system,
+        messages=chat or messages,
         max_tokens=positive_int(data, "max_completion_tokens", "max_tokens"),
         stream=bool(data.get("stream")),
         include_usage=isinstance(options, dict) and bool(options.get("include_usage")),
@@ -32,23 +36,47 @@ def parse(body: bytes) -> ChatRequest:
 
 
 def _usage(c: Completion) -> dict[str, int]:
-    return {"prompt_tokens": c.prompt_tokens, "completion_tokens": c.completion_tokens,
-            "total_tokens": c.prompt_tokens + c.completion_tokens}
+    return {
+        "prompt_tokens": c.prompt_tokens,
+        "completion_tokens": c.completion_tokens,
+        "total_tokens": c.prompt_tokens + c.completion_tokens,
+    }
 
 
 def reply(c: Completion, rid: str, created: int) -> dict[str, Any]:
     """A non-streamed chat.completion object."""
-    return {"id": rid, "object": "chat.completion", "created": created, "model": c.model,
-            "choices": [{"index": 0, "message": {"role": "assistant", "content": c.text},
-                         "logprobs": None, "finish_reason": c.finish}],
-            "usage": _usage(c)}
+    return {
+        "id": rid,
+        "object": "chat.completion",
+        "created": created,
+        "model": c.model,
+        "choices": [
+            {
+                "index": 0,
+                "message": {"role": "assistant", "content": c.text},
+                "logprobs": None,
+                "finish_reason": c.finish,
+            }
+        ],
+        "usage": _usage(c),
+    }
 
 
-def _chunk(c: Completion, rid: str, created: int, delta: dict[str, Any],
-           finish: str | None, req: ChatRequest) -> bytes:
-    body: dict[str, Any] = {"id": rid, "object": "chat.completion.chunk", "created": created,
-                            "model": c.model, "choices": [{"index": 0, "delta": delta,
-                                                           "finish_reason": finish}]}
+def _chunk(
+    c: Completion,
+    rid: str,
+    created: int,
+    delta: dict[str, Any],
+    finish: str | None,
+    req: ChatRequest,
+) -> bytes:
+    body: dict[str, Any] = {
+        "id": rid,
+        "object": "chat.completion.chunk",
+        "created": created,
+        "model": c.model,
+        "choices": [{"index": 0, "delta": delta, "finish_reason": finish}],
+    }
     if req.include_usage:
         body["usage"] = None
     return sse(body)
@@ -68,8 +96,16 @@ def stream_tail(c: Completion, rid: str, created: int, req: ChatRequest) -> byte
     """The finish chunk, the usage chunk when asked for, and [DONE]."""
     out = _chunk(c, rid, created, {}, c.finish, req)
     if req.include_usage:
-        out += sse({"id": rid, "object": "chat.completion.chunk", "created": created,
-                    "model": c.model, "choices": [], "usage": _usage(c)})
+        out += sse(
+            {
+                "id": rid,
+                "object": "chat.completion.chunk",
+                "created": created,
+                "model": c.model,
+                "choices": [],
+                "usage": _usage(c),
+            }
+        )
     return out + sse(b"[DONE]")
 
 

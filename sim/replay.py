@@ -62,8 +62,11 @@ def _recorded(source: str, where: str, outcome: object) -> Recorded:
     if not isinstance(outcome, dict) or not isinstance(outcome.get("response"), str):
         raise SimConfigError(source, where, "an outcome needs a string 'response'")
     try:
-        return Recorded(outcome["response"], int(outcome.get("prompt_tokens") or 0),
-                        int(outcome.get("completion_tokens") or 0))
+        return Recorded(
+            outcome["response"],
+            int(outcome.get("prompt_tokens") or 0),
+            int(outcome.get("completion_tokens") or 0),
+        )
     except (TypeError, ValueError) as exc:
         raise SimConfigError(source, where, f"token counts must be integers ({exc})") from exc
 

@@ -23,8 +23,10 @@ from sim.replay import ReplayIndex
 from sim.wire import dumps
 
 DIALECTS: dict[str, ModuleType] = {
-    "/v1/chat/completions": openai_api, "/chat/completions": openai_api,
-    "/v1/messages": anthropic_api, "/messages": anthropic_api,
+    "/v1/chat/completions": openai_api,
+    "/chat/completions": openai_api,
+    "/v1/messages": anthropic_api,
+    "/messages": anthropic_api,
 }
 
 
@@ -43,19 +45,46 @@ class App:
             await self._complete(dialect, request, reply)
         elif path in ("/v1/models", "/models") and request.method == "GET":
             created = int(time.time())
-            reply.send(200, dumps({"object": "list", "data": [
-                {"id": n, "object": "model", "created": created, "owned_by": "tierline-sim"}
-                for n in self.engine.model_names]}))
+            reply.send(
+                200,
+                dumps(
+                    {
+                        "object": "list",
+                        "data": [
+                            {
+                                "id": n,
+                                "object": "model",
+                                "created": created,
+                                "owned_by": "tierline-sim",
+                            }
+                            for n in self.engine.model_names
+                        ],
+                    }
+                ),
+            )
         elif path == "/health" and request.method == "GET":
-            reply.send(200, dumps({"status": "ok", "mode": self.engine.mode,
-                                   "models": self.engine.model_names}))
+            reply.send(
+                200,
+                dumps(
+                    {"status": "ok", "mode": self.engine.mode, "models": self.engine.model_names}
+                ),
+            )
         elif path == "/sim/stats" and request.method == "GET":
             reply.send(200, dumps(self.engine.stats()))
         elif dialect is not None or path in ("/v1/models", "/health", "/sim/stats"):
             reply.send(405, dumps({"error": {"message": f"{request.method} not allowed"}}))
         else:
-            reply.send(404, dumps({"error": {"message": f"no route {request.path}",
-                                             "type": "invalid_request_error"}}))
+            reply.send(
+                404,
+                dumps(
+                    {
+                        "error": {
+                            "message": f"no route {request.path}",
+                            "type": "invalid_request_error",
+                        }
+                    }
+                ),
+            )
 
     async def _complete(self, dialect: ModuleType, request: Request, reply: Reply) -> None:
         loop = asyncio.get_running_loop()
@@ -65,8 +94,10 @@ class App:
         except SimError as err:
             headers = []
             if err.retry_after_s is not None:
-                headers = [("Retry-After", str(err.retry_after_s)),
-                           ("retry-after-ms", str(err.retry_after_s * 1000))]
+                headers = [
+                    ("Retry-After", str(err.retry_after_s)),
+                    ("retry-after-ms", str(err.retry_after_s * 1000)),
+                ]
             reply.send(err.status, dumps(dialect.error(err)), headers)
             return
         rid = f"{dialect.ID_PREFIX}{next(self._ids):x}"
@@ -131,8 +162,9 @@ class SimServer:
 
         self._stop = asyncio.Event()
         try:
-            server = await asyncio.start_server(on_connect, sock=self._sock, backlog=1024,
-                                                limit=1024 * 1024)
+            server = await asyncio.start_server(
+                on_connect, sock=self._sock, backlog=1024, limit=1024 * 1024
+            )
         except BaseException as exc:  # surface bind/listen failures to the caller
             self._error = exc
             self._ready.set()
@@ -154,13 +186,23 @@ class SimServer:
     def __enter__(self) -> SimServer:
         return self
 
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                 tb: TracebackType | None) -> None:
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
         self.close()
 
 
-def start(fleet: Fleet, host: str = "127.0.0.1", port: int = 0, *,
-          replay: ReplayIndex | None = None, gold: dict[str, str] | None = None) -> SimServer:
+def start(
+    fleet: Fleet,
+    host: str = "127.0.0.1",
+    port: int = 0,
+    *,
+    replay: ReplayIndex | None = None,
+    gold: dict[str, str] | None = None,
+) -> SimServer:
     """Serve ``fleet`` (or replay a dataset with its profiles) on a background thread."""
     sock = socket.create_server((host, port), backlog=1024, reuse_port=False)
     sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)

@@ -11,7 +11,9 @@ import hashlib
 import json
 import random
 import re
+from collections.abc import Iterator
 from pathlib import Path
+from typing import TextIO
 
 from sim.fleet import ModelProfile, SimConfigError
 
@@ -38,7 +40,7 @@ def chars_to_tokens(text: str) -> int:
 def split_pieces(text: str, n: int) -> tuple[str, ...]:
     """Split ``text`` into ``n`` contiguous pieces of near-equal length (n >= 1)."""
     n = max(1, n)
-    return tuple(text[i * len(text) // n:(i + 1) * len(text) // n] for i in range(n))
+    return tuple(text[i * len(text) // n : (i + 1) * len(text) // n] for i in range(n))
 
 
 def parse_classification(prompt: str) -> tuple[list[str], str] | None:
@@ -52,9 +54,9 @@ def parse_classification(prompt: str) -> tuple[list[str], str] | None:
                 break
             text_lines.append(line)
         elif labels is None and stripped.startswith("Labels:"):
-            labels = [x.strip() for x in stripped[len("Labels:"):].split(",") if x.strip()]
+            labels = [x.strip() for x in stripped[len("Labels:") :].split(",") if x.strip()]
         elif stripped.startswith("Text:"):
-            text_lines = [stripped[len("Text:"):]] if stripped != "Text:" else []
+            text_lines = [stripped[len("Text:") :]] if stripped != "Text:" else []
     if not labels or text_lines is None:
         return None
     return labels, "\n".join(text_lines).strip()
@@ -65,37 +67,46 @@ def normalise(text: str) -> str:
     return " ".join(text.lower().split())
 
 
+def _gold_rows(path: Path, fh: TextIO) -> Iterator[tuple[str, str]]:
+    """(text, label) rows of a gold file: JSONL {text, label} or CSV text,label|category."""
+    if path.suffix == ".jsonl":
+        for n, line in enumerate(fh, 1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+                yield str(row["text"]), str(row["label"])
+            except (ValueError, KeyError, TypeError) as exc:
+                reason = f"need a JSON object with text and label ({exc})"
+                raise SimConfigError(str(path), f"line {n}", reason) from exc
+        return
+    reader = csv.DictReader(fh)
+    columns = reader.fieldnames or []
+    label_col = "label" if "label" in columns else "category"
+    if "text" not in columns or label_col not in columns:
+        raise SimConfigError(str(path), "<header>", f"need columns text,label; got {columns}")
+    for row in reader:
+        yield row["text"], row[label_col]
+
+
 def load_gold(path: str | Path) -> dict[str, str]:
-    """Read a gold map (CSV with text,label|category columns, or JSONL {text, label})."""
+    """Read a gold map, keyed by normalised text (see ``normalise``)."""
     path = Path(path)
-    source = str(path)
-    gold: dict[str, str] = {}
     try:
         with path.open(encoding="utf-8", newline="") as fh:
-            if path.suffix == ".jsonl":
-                for n, line in enumerate(fh, 1):
-                    if line.strip():
-                        try:
-                            row = json.loads(line)
-                            gold[normalise(row["text"])] = str(row["label"])
-                        except (ValueError, KeyError, TypeError) as exc:
-                            raise SimConfigError(source, f"line {n}",
-                                                 f"need a JSON object with text and label ({exc})") from exc
-                return gold
-            reader = csv.DictReader(fh)
-            columns = reader.fieldnames or []
-            label_col = "label" if "label" in columns else "category"
-            if "text" not in columns or label_col not in columns:
-                raise SimConfigError(source, "<header>", f"need columns text,label; got {columns}")
-            for row in reader:
-                gold[normalise(row["text"])] = row[label_col]
+            return {normalise(text): label for text, label in _gold_rows(path, fh)}
     except OSError as exc:
-        raise SimConfigError(source, "<file>", f"cannot read: {exc.strerror}") from exc
-    return gold
+        raise SimConfigError(str(path), "<file>", f"cannot read: {exc.strerror}") from exc
 
 
-def classify(labels: list[str], text: str, model: str, profile: ModelProfile, seed: int,
-             gold: dict[str, str] | None) -> str:
+def classify(
+    labels: list[str],
+    text: str,
+    model: str,
+    profile: ModelProfile,
+    seed: int,
+    gold: dict[str, str] | None,
+) -> str:
     """The label ``model`` answers: gold with probability = accuracy, else another one."""
     truth = gold.get(normalise(text)) if gold else None
     if truth is None:
@@ -127,8 +138,9 @@ def filler(prompt: str, model: str, profile: ModelProfile, seed: int) -> tuple[s
     return tuple(pieces)
 
 
-def answer(prompt: str, model: str, profile: ModelProfile, seed: int,
-           gold: dict[str, str] | None) -> tuple[str, ...]:
+def answer(
+    prompt: str, model: str, profile: ModelProfile, seed: int, gold: dict[str, str] | None
+) -> tuple[str, ...]:
     """The token pieces ``model`` answers to ``prompt`` in synthetic mode."""
     parsed = parse_classification(prompt)
     if parsed is None:

@@ -38,21 +38,24 @@ def content_text(content: Any, where: str) -> str:
         return "\n".join(parts)
     if content is None:
         return ""
-    raise SimError("invalid_request", f"{where}: content must be a string or a list of parts",
-                   param=where)
+    raise SimError(
+        "invalid_request", f"{where}: content must be a string or a list of parts", param=where
+    )
 
 
 def messages_of(data: dict[str, Any]) -> list[tuple[str, str]]:
     """(role, text) pairs of a request's 'messages', or a 400 naming the bad one."""
     messages = data.get("messages")
     if not isinstance(messages, list) or not messages:
-        raise SimError("invalid_request", "'messages' is required: a non-empty list",
-                       param="messages")
+        raise SimError(
+            "invalid_request", "'messages' is required: a non-empty list", param="messages"
+        )
     out = []
     for i, message in enumerate(messages):
         if not isinstance(message, dict) or not isinstance(message.get("role"), str):
-            raise SimError("invalid_request", f"messages[{i}] needs a 'role'",
-                           param=f"messages[{i}]")
+            raise SimError(
+                "invalid_request", f"messages[{i}] needs a 'role'", param=f"messages[{i}]"
+            )
         out.append((message["role"], content_text(message.get("content"), f"messages[{i}]")))
     return out
 

@@ -56,8 +56,13 @@ def sim_files(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
 
 def spawn(*args: str | Path) -> tuple[subprocess.Popen[str], str]:
     """Start ``python -m sim --port 0 ARGS`` and return it with its URL."""
-    proc = subprocess.Popen([sys.executable, "-m", "sim", "--port", "0", *map(str, args)],
-                            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "sim", "--port", "0", *map(str, args)],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     assert proc.stdout is not None
     deadline = time.monotonic() + 20
     while time.monotonic() < deadline:

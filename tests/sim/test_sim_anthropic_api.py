@@ -25,8 +25,10 @@ def test_message_has_anthropic_shape_and_usage(sim_url: str) -> None:
     assert body["content"][0]["type"] == "text" and body["content"][0]["text"]
     assert body["stop_reason"] == "end_turn"
     chars = len("You are terse.") + len("Compare renting and buying.")
-    assert body["usage"] == {"input_tokens": (chars + 3) // 4,
-                             "output_tokens": body["usage"]["output_tokens"]}
+    assert body["usage"] == {
+        "input_tokens": (chars + 3) // 4,
+        "output_tokens": body["usage"]["output_tokens"],
+    }
     assert body["usage"]["output_tokens"] > 0
 
 
@@ -36,10 +38,15 @@ def test_max_tokens_truncates_with_stop_reason_max_tokens(sim_url: str) -> None:
 
 
 def test_stream_sends_the_messages_event_sequence(sim_url: str) -> None:
-    body = {"model": "sim-mid", "max_tokens": 100, "stream": True,
-            "messages": [{"role": "user", "content": [{"type": "text", "text": "Hi there"}]}]}
-    with httpx.stream("POST", f"{sim_url}/v1/messages", json=body, headers=HEADERS,
-                      timeout=10) as resp:
+    body = {
+        "model": "sim-mid",
+        "max_tokens": 100,
+        "stream": True,
+        "messages": [{"role": "user", "content": [{"type": "text", "text": "Hi there"}]}],
+    }
+    with httpx.stream(
+        "POST", f"{sim_url}/v1/messages", json=body, headers=HEADERS, timeout=10
+    ) as resp:
         assert resp.status_code == 200
         lines = [line for line in resp.iter_lines() if line]
     events = [line.removeprefix("event: ") for line in lines if line.startswith("event: ")]
@@ -61,8 +68,12 @@ def test_errors_use_the_anthropic_error_shape(sim_url: str) -> None:
     assert unknown.status_code == 404
     assert unknown.json()["type"] == "error"
     assert unknown.json()["error"]["type"] == "not_found_error"
-    no_max = httpx.post(f"{sim_url}/v1/messages", headers=HEADERS, timeout=10,
-                        json={"model": "sim-nano", "messages": [{"role": "user", "content": "x"}]})
+    no_max = httpx.post(
+        f"{sim_url}/v1/messages",
+        headers=HEADERS,
+        timeout=10,
+        json={"model": "sim-nano", "messages": [{"role": "user", "content": "x"}]},
+    )
     assert no_max.status_code == 400
     assert no_max.json()["error"]["type"] == "invalid_request_error"
     assert "max_tokens" in no_max.json()["error"]["message"]

@@ -10,8 +10,11 @@ import httpx
 
 
 def chat(client: httpx.Client | Any, url: str, model: str, text: str = "hello") -> httpx.Response:
-    return client.post(f"{url}/v1/chat/completions", timeout=10,
-                       json={"model": model, "messages": [{"role": "user", "content": text}]})
+    return client.post(
+        f"{url}/v1/chat/completions",
+        timeout=10,
+        json={"model": model, "messages": [{"role": "user", "content": text}]},
+    )
 
 
 def test_rpm_limit_answers_429_with_retry_after(sim_url: str) -> None:
@@ -27,8 +30,15 @@ def test_rpm_limit_answers_429_with_retry_after(sim_url: str) -> None:
 def test_error_rate_one_always_fails_with_5xx(sim_url: str) -> None:
     codes = {chat(httpx, sim_url, "sim-broken", f"q{i}").status_code for i in range(8)}
     assert codes <= {500, 503} and codes
-    anthropic = httpx.post(f"{sim_url}/v1/messages", timeout=10, json={
-        "model": "sim-broken", "max_tokens": 10, "messages": [{"role": "user", "content": "x"}]})
+    anthropic = httpx.post(
+        f"{sim_url}/v1/messages",
+        timeout=10,
+        json={
+            "model": "sim-broken",
+            "max_tokens": 10,
+            "messages": [{"role": "user", "content": "x"}],
+        },
+    )
     assert anthropic.status_code in (500, 503)
     assert anthropic.json()["error"]["type"] in ("api_error", "overloaded_error")
 
@@ -51,8 +61,11 @@ def test_64_concurrent_slow_calls_overlap(sim_url: str) -> None:
         chat(client, sim_url, "sim-slow")  # the connection pool warms up once
         start = time.perf_counter()
         with ThreadPoolExecutor(64) as pool:
-            codes = list(pool.map(lambda i: chat(client, sim_url, "sim-slow", f"q{i}")
-                                  .status_code, range(64)))
+            codes = list(
+                pool.map(
+                    lambda i: chat(client, sim_url, "sim-slow", f"q{i}").status_code, range(64)
+                )
+            )
         elapsed = time.perf_counter() - start
     assert codes == [200] * 64
     assert 0.2 <= elapsed < 0.8

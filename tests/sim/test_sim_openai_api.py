@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import json
-from typing import Any
-
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import httpx
 
@@ -38,12 +37,17 @@ def test_max_tokens_truncates_with_finish_reason_length(sim_url: str) -> None:
     newer = chat(sim_url, model="sim-frontier", max_completion_tokens=2).json()
     assert newer["usage"]["completion_tokens"] == 2
     assert body["choices"][0]["message"]["content"].startswith(
-        newer["choices"][0]["message"]["content"])
+        newer["choices"][0]["message"]["content"]
+    )
 
 
 def test_stream_sends_chunks_then_usage_then_done(sim_url: str) -> None:
-    body = {"model": "sim-mid", "stream": True, "stream_options": {"include_usage": True},
-            "messages": [{"role": "user", "content": "Tell me about tiers of models."}]}
+    body = {
+        "model": "sim-mid",
+        "stream": True,
+        "stream_options": {"include_usage": True},
+        "messages": [{"role": "user", "content": "Tell me about tiers of models."}],
+    }
     with httpx.stream("POST", f"{sim_url}/v1/chat/completions", json=body, timeout=10) as resp:
         assert resp.status_code == 200
         assert resp.headers["content-type"].startswith("text/event-stream")
@@ -92,7 +96,13 @@ def test_same_seed_gives_same_answers_across_processes(
     runs = []
     for seed in ("5", "5", "6"):
         url = spawn_sim("--policy", policy, "--config", config, "--seed", seed)
-        runs.append([chat(url, model="sim-mid", messages=[{"role": "user", "content": p}])
-                     .json()["choices"][0]["message"]["content"] for p in prompts])
+        runs.append(
+            [
+                chat(url, model="sim-mid", messages=[{"role": "user", "content": p}]).json()[
+                    "choices"
+                ][0]["message"]["content"]
+                for p in prompts
+            ]
+        )
     assert runs[0] == runs[1]
     assert runs[0] != runs[2]

@@ -15,14 +15,38 @@ from sim.replay import load_replay
 from sim.server import start
 
 ITEMS = [
-    {"id": "t/1", "prompt": "What is 2+2? ", "grader": {"kind": "recorded"},
-     "outcomes": {"small-model": {"response": "4", "score": 1.0, "prompt_tokens": 7,
-                                  "completion_tokens": 1},
-                  "big-model": {"response": "The answer is 4.", "score": 1.0,
-                                "prompt_tokens": 7, "completion_tokens": 6}}},
-    {"id": "t/2", "prompt": "Name a prime.", "grader": {"kind": "recorded"},
-     "outcomes": {"big-model": {"response": "Seven is prime.", "score": 1.0,
-                                "prompt_tokens": 4, "completion_tokens": 4}}},
+    {
+        "id": "t/1",
+        "prompt": "What is 2+2? ",
+        "grader": {"kind": "recorded"},
+        "outcomes": {
+            "small-model": {
+                "response": "4",
+                "score": 1.0,
+                "prompt_tokens": 7,
+                "completion_tokens": 1,
+            },
+            "big-model": {
+                "response": "The answer is 4.",
+                "score": 1.0,
+                "prompt_tokens": 7,
+                "completion_tokens": 6,
+            },
+        },
+    },
+    {
+        "id": "t/2",
+        "prompt": "Name a prime.",
+        "grader": {"kind": "recorded"},
+        "outcomes": {
+            "big-model": {
+                "response": "Seven is prime.",
+                "score": 1.0,
+                "prompt_tokens": 4,
+                "completion_tokens": 4,
+            }
+        },
+    },
 ]
 
 
@@ -34,8 +58,11 @@ def dataset(tmp_path: Path) -> Path:
 
 
 def ask(url: str, model: str, text: str, **extra: object) -> httpx.Response:
-    return httpx.post(f"{url}/v1/chat/completions", timeout=10, json={
-        "model": model, "messages": [{"role": "user", "content": text}], **extra})
+    return httpx.post(
+        f"{url}/v1/chat/completions",
+        timeout=10,
+        json={"model": model, "messages": [{"role": "user", "content": text}], **extra},
+    )
 
 
 def test_replay_serves_recorded_response_and_usage(dataset: Path) -> None:
@@ -58,8 +85,10 @@ def test_replay_never_invents_an_answer(dataset: Path) -> None:
     with start(fleet_for_models(index.models), replay=index) as sim:
         missing = ask(sim.url, "small-model", "Name a prime.")
         assert missing.status_code == 404
-        assert "no recorded response of small-model to this prompt" in missing.json()["error"][
-            "message"]
+        assert (
+            "no recorded response of small-model to this prompt"
+            in missing.json()["error"]["message"]
+        )
         assert ask(sim.url, "big-model", "Never asked").status_code == 404
         assert ask(sim.url, "sim-nano", "What is 2+2? ").status_code == 404
 
@@ -74,14 +103,22 @@ def test_replay_of_real_mmlu_pro_item_over_a_process(
         item = json.loads(fh.readline())
     url = spawn_sim("--replay", path)
     for model, outcome in item["outcomes"].items():
-        resp = httpx.post(f"{url}/v1/messages", timeout=30, json={
-            "model": model, "max_tokens": 4096,
-            "messages": [{"role": "user", "content": item["prompt"]}]})
+        resp = httpx.post(
+            f"{url}/v1/messages",
+            timeout=30,
+            json={
+                "model": model,
+                "max_tokens": 4096,
+                "messages": [{"role": "user", "content": item["prompt"]}],
+            },
+        )
         assert resp.status_code == 200, resp.text
         body = resp.json()
         assert body["content"][0]["text"] == outcome["response"]
-        assert body["usage"] == {"input_tokens": outcome["prompt_tokens"],
-                                 "output_tokens": outcome["completion_tokens"]}
+        assert body["usage"] == {
+            "input_tokens": outcome["prompt_tokens"],
+            "output_tokens": outcome["completion_tokens"],
+        }
 
 
 def test_loading_mmlu_pro_takes_seconds(data_dir: Path) -> None:

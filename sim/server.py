@@ -157,6 +157,8 @@ class SimServer:
             tasks.add(task)
             try:
                 await serve_connection(reader, writer, app)
+            except asyncio.CancelledError:
+                pass  # close() cancels open connections; 3.11 streams would log it as an error
             finally:
                 tasks.discard(task)
 

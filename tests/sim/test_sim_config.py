@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -97,3 +98,14 @@ def test_cli_reports_missing_dataset_with_exit_code_2(tmp_path: Path) -> None:
     )
     assert proc.returncode == 2 and "none.jsonl" in proc.stderr
     assert len(proc.stderr.strip().splitlines()) == 1
+
+
+def test_cli_stops_cleanly_on_sigint() -> None:
+    proc = subprocess.Popen([sys.executable, "-m", "sim", "--port", "0", "--policy", str(DEMO)],
+                            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    assert proc.stdout is not None
+    line = proc.stdout.readline()
+    assert line.startswith("tierline sim listening on http://127.0.0.1:")
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=10)
+    assert proc.returncode == 0 and "Traceback" not in err

@@ -59,7 +59,12 @@ def simulator() -> Iterator[str]:
     lines: queue.Queue[str] = queue.Queue()
     stdout = process.stdout
     assert stdout is not None
-    threading.Thread(target=lambda: [lines.put(line) for line in stdout], daemon=True).start()
+
+    def pump() -> None:
+        for line in stdout:
+            lines.put(line)
+
+    threading.Thread(target=pump, daemon=True).start()
     try:
         line = lines.get(timeout=30)
         while "listening on " not in line:

@@ -63,6 +63,14 @@ def reply(status: int = 200, body: Any = None, **kwargs: Any) -> Handler:
     return lambda request: httpx.Response(status, json=body, **kwargs)
 
 
+def recorded(seen: list[httpx.Request], handler: Handler) -> Handler:
+    def record(request: httpx.Request) -> httpx.Response:
+        seen.append(request)
+        return handler(request)
+
+    return record
+
+
 def raising(exc: Exception) -> Handler:
     def handler(request: httpx.Request) -> httpx.Response:
         raise exc
@@ -122,7 +130,7 @@ def test_openai_timeout_comes_from_the_callers_budget() -> None:
 
 def test_openai_without_api_key_sends_no_authorization() -> None:
     seen: list[httpx.Request] = []
-    provider = openai(lambda r: seen.append(r) or httpx.Response(200, json=chat_body()), None)
+    provider = openai(recorded(seen, reply(body=chat_body())), api_key=None)
     provider.complete(CALL, timeout_s=5)
     assert "authorization" not in seen[0].headers
 
@@ -299,9 +307,7 @@ def test_chunked_body_over_the_size_cap_is_malformed_without_reading_it_all() ->
 
 def test_no_remaining_budget_raises_deadline_exceeded_without_calling() -> None:
     calls: list[httpx.Request] = []
-    for provider in (openai(lambda r: calls.append(r) or httpx.Response(200)), anthropic(
-        lambda r: calls.append(r) or httpx.Response(200)
-    )):  # fmt: skip
+    for provider in (openai(recorded(calls, reply())), anthropic(recorded(calls, reply()))):
         for timeout_s in (0.0, -1.0):
             with pytest.raises(DeadlineExceeded):
                 provider.complete(CALL, timeout_s=timeout_s)
@@ -320,7 +326,7 @@ def openai_chunk(content: str | None = None, finish: str | None = None) -> str:
 
 
 def test_openai_stream_yields_deltas_and_usage_from_the_final_chunk() -> None:
-    seen: list[dict[str, Any]] = []
+    seen: list[httpx.Request] = []
     events = [
         ": keep-alive",
         'data: {"choices": [{"index": 0, "delta": {"role": "assistant"}}]}',
@@ -331,11 +337,10 @@ def test_openai_stream_yields_deltas_and_usage_from_the_final_chunk() -> None:
         "data: [DONE]",
     ]
     handler = sse(*events)
-    stream = openai(lambda r: seen.append(json.loads(r.content)) or handler(r)).stream(
-        CALL, timeout_s=5
-    )
+    stream = openai(recorded(seen, handler)).stream(CALL, timeout_s=5)
     assert list(stream) == ["Hel", "lo"]
-    assert seen[0]["stream"] is True and seen[0]["stream_options"] == {"include_usage": True}
+    sent = json.loads(seen[0].content)
+    assert sent["stream"] is True and sent["stream_options"] == {"include_usage": True}
     completion = stream.completion
     assert (completion.text, completion.finish_reason) == ("Hello", "stop")
     assert usage(completion) == (9, 2, False)
@@ -397,13 +402,11 @@ def anthropic_events(*, stop: bool = True) -> list[str]:
 
 
 def test_anthropic_stream_reads_named_events_into_a_completion() -> None:
-    seen: list[dict[str, Any]] = []
-    handler = sse(*anthropic_events())
-    stream = anthropic(lambda r: seen.append(json.loads(r.content)) or handler(r)).stream(
-        CALL, timeout_s=5
-    )
+    seen: list[httpx.Request] = []
+    stream = anthropic(recorded(seen, sse(*anthropic_events()))).stream(CALL, timeout_s=5)
     assert list(stream) == ["Hel", "lo"]
-    assert seen[0]["stream"] is True and seen[0]["system"] == "Be brief."
+    sent = json.loads(seen[0].content)
+    assert sent["stream"] is True and sent["system"] == "Be brief."
     completion = stream.completion
     assert (completion.text, completion.finish_reason) == ("Hello", "stop")
     assert usage(completion) == (11, 2, False)

@@ -43,7 +43,12 @@ def sim_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     lines: queue.Queue[str] = queue.Queue()
     assert process.stdout is not None
     stdout = process.stdout
-    threading.Thread(target=lambda: [lines.put(line) for line in stdout], daemon=True).start()
+
+    def pump() -> None:
+        for line in stdout:
+            lines.put(line)
+
+    threading.Thread(target=pump, daemon=True).start()
     try:
         url = _wait_for_url(lines, timeout_s=20)
         yield url

@@ -259,6 +259,14 @@ def test_connection_errors_are_unavailable() -> None:
     assert type(error) is Unavailable and error.__cause__ is exc
 
 
+def test_endpoint_without_scheme_is_rejected_not_retried() -> None:
+    client = httpx.Client(transport=httpx.HTTPTransport())
+    for base_url in ("localhost:8000", "ftp://models.internal"):
+        provider = OpenAIProvider(base_url=base_url, api_key=None, client=client)
+        with pytest.raises(Rejected):
+            provider.complete(CALL, timeout_s=1)
+
+
 def test_non_json_body_is_malformed() -> None:
     error = error_of(openai(lambda r: httpx.Response(200, text="<html>gateway</html>")))
     assert isinstance(error, MalformedResponse) and "not JSON" in str(error)

@@ -14,6 +14,7 @@ import httpx
 from router.errors import MalformedResponse, ProviderError, RateLimited, Rejected, Unavailable
 
 MAX_BODY_BYTES = 10 * 1024 * 1024  # a chat answer is kilobytes; more is a broken server
+ERROR_BODY_BYTES = 64 * 1024  # an error reason is a sentence; we keep 300 characters of it
 ERROR_TEXT_CHARS = 300  # enough to read the server's reason, short enough for a log line
 DEFAULT_RETRY_AFTER_S = 1.0
 
@@ -37,18 +38,22 @@ def send(
     """POST ``payload``; return the open (streaming) 2xx response, or raise a ProviderError."""
     content = json.dumps(payload, ensure_ascii=False).encode()
     try:
-        response = client.send(
-            client.build_request(
-                "POST", url, content=content, headers=headers, timeout=httpx.Timeout(timeout_s)
-            ),
-            stream=True,
+        request = client.build_request(
+            "POST", url, content=content, headers=headers, timeout=httpx.Timeout(timeout_s)
         )
+        response = client.send(request, stream=True)
+    except httpx.InvalidURL as exc:  # not an HTTPError: a configuration mistake
+        raise Rejected(f"{model}: bad endpoint URL {url!r}: {exc}", model=model) from exc
     except httpx.HTTPError as exc:
         raise translate(exc, model) from exc
     if response.is_success:
         return response
     try:
-        body = b"".join(iter_body(response, deadline_at=time.monotonic() + timeout_s, model=model))
+        deadline_at = time.monotonic() + timeout_s
+        chunks = iter_body(
+            response, deadline_at=deadline_at, model=model, max_bytes=ERROR_BODY_BYTES
+        )
+        body = b"".join(chunks)
     except ProviderError:
         body = b""  # the status already says what went wrong; a broken error body adds nothing
     finally:
@@ -110,9 +115,10 @@ def translate(exc: httpx.HTTPError, model: str) -> ProviderError:
     """The error-tree twin of an httpx transport failure."""
     if isinstance(exc, httpx.TimeoutException):
         return Unavailable(f"{model}: timed out ({type(exc).__name__})", model=model)
-    if isinstance(exc, httpx.UnsupportedProtocol):
-        # A base URL without http(s):// is configuration, not weather: retrying cannot help.
-        return Rejected(f"{model}: bad endpoint URL: {exc}", model=model)
+    if isinstance(exc, httpx.UnsupportedProtocol | httpx.LocalProtocolError):
+        # A base URL without http(s):// or a header we cannot send is configuration, not
+        # weather: retrying cannot help.
+        return Rejected(f"{model}: cannot send the request: {exc}", model=model)
     if isinstance(exc, httpx.RemoteProtocolError):
         return Unavailable(f"{model}: connection closed mid-response: {exc}", model=model)
     return Unavailable(f"{model}: connection failed: {type(exc).__name__}: {exc}", model=model)

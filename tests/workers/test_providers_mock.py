@@ -354,6 +354,14 @@ def test_openai_stream_yields_deltas_and_usage_from_the_final_chunk() -> None:
     assert usage(completion) == (9, 2, False)
 
 
+def test_complete_of_a_streaming_call_assembles_the_stream() -> None:
+    seen: list[httpx.Request] = []
+    handler = sse(openai_chunk("Hi", "stop"), "data: [DONE]")
+    call = Call(model="m-1", messages=CALL.messages, max_output_tokens=8, stream=True)
+    completion = openai(recorded(seen, handler)).complete(call, timeout_s=5)
+    assert completion.text == "Hi" and json.loads(seen[0].content)["stream"] is True
+
+
 def test_openai_stream_without_usage_is_estimated() -> None:
     completion = (
         openai(sse(openai_chunk("abcdefgh", "stop"), "data: [DONE]"))

@@ -72,7 +72,9 @@ class AnthropicProvider:
         return body
 
     def complete(self, call: Call, *, timeout_s: float) -> Completion:
-        """Ask for one whole answer within ``timeout_s`` seconds."""
+        """Ask for one whole answer within ``timeout_s``; ``call.stream`` streams it in."""
+        if call.stream:
+            return self.stream(call, timeout_s=timeout_s).read()
         require_budget(timeout_s, call.model)
         started = time.monotonic()
         response = send(

@@ -14,7 +14,11 @@ Message = dict[str, str]  # chat format: {"role": ..., "content": ...}
 
 @dataclass(frozen=True, slots=True)
 class Call:
-    """One model call: ``model`` is the name sent to the API; ``key`` is the caller's match key."""
+    """One model call: ``model`` is the name sent to the API; ``key`` is the caller's match key.
+
+    ``stream`` asks ``complete`` to read the answer as a stream (for servers that only report
+    usage or keep connections alive that way); ``Provider.stream`` always streams.
+    """
 
     model: str
     messages: Sequence[Message]

@@ -445,5 +445,9 @@ def test_completion_is_unavailable_until_the_stream_is_read() -> None:
     stream = anthropic(sse(*anthropic_events())).stream(CALL, timeout_s=5)
     with pytest.raises(RuntimeError):
         _ = stream.completion
-    assert next(stream) == "Hel"
-    stream.close()
+    with stream:
+        assert next(stream) == "Hel"
+    with pytest.raises(StopIteration):
+        next(stream)
+    with pytest.raises(RuntimeError):
+        _ = stream.completion

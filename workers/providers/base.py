@@ -57,12 +57,16 @@ class Provider(Protocol):
 
 @dataclass(slots=True)
 class TextStream:
-    """Text deltas of one streamed answer; ``completion`` is set once the stream is exhausted."""
+    """Text deltas of one streamed answer; ``completion`` is set once the stream is exhausted.
+
+    Use it in a ``with`` block, or ``close()`` it, when you may stop before the end.
+    """
 
     _deltas: Iterator[str]
     _finish: Callable[[], Completion]
     _close: Callable[[], None] | None = None
     _completion: Completion | None = field(default=None, init=False)
+    _closed: bool = field(default=False, init=False)
 
     def __iter__(self) -> TextStream:
         return self
@@ -71,7 +75,7 @@ class TextStream:
         try:
             return next(self._deltas)
         except StopIteration:
-            if self._completion is None:
+            if self._completion is None and not self._closed:
                 self._completion = self._finish()
             raise
 
@@ -79,7 +83,7 @@ class TextStream:
     def completion(self) -> Completion:
         """The assembled answer with usage; raises ``RuntimeError`` before the stream ends."""
         if self._completion is None:
-            raise RuntimeError("the stream has not been read to the end")
+            raise RuntimeError("the stream was not read to the end")
         return self._completion
 
     def read(self) -> Completion:
@@ -88,8 +92,16 @@ class TextStream:
             pass
         return self.completion
 
+    def __enter__(self) -> TextStream:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
     def close(self) -> None:
-        """Stop reading early and release the connection."""
+        """Stop reading early and release the connection (a dropped stream holds it)."""
+        if self._completion is None:
+            self._closed = True  # a cut-short stream must never pass for a whole answer
         close = getattr(self._deltas, "close", None)
         if close is not None:
             close()

@@ -8,7 +8,7 @@ import pytest
 
 from router.errors import DeadlineExceeded, PolicyError, Rejected
 from router.policy import ModelSpec
-from workers.providers import PROVIDERS, Call, provider_for
+from workers.providers import PROVIDERS, Call, provider_for, providers_for
 from workers.providers.anthropic import AnthropicProvider
 from workers.providers.instant import InstantProvider
 from workers.providers.openai import OpenAIProvider
@@ -88,6 +88,25 @@ def test_instant_provider_needs_no_endpoint() -> None:
     assert isinstance(
         provider_for(spec(provider="instant"), client=CLIENT, env={}), InstantProvider
     )
+
+
+def test_providers_for_keys_each_provider_by_the_api_model_name() -> None:
+    models = {
+        "nano": spec(name="vendor-nano-2026", base_url_env="URL"),
+        "judge": spec(provider="instant"),
+    }
+    providers = providers_for(models, client=CLIENT, env={"URL": "http://x"})
+    assert sorted(providers) == ["judge", "vendor-nano-2026"]
+    assert isinstance(providers["judge"], InstantProvider)
+
+
+def test_providers_for_refuses_one_api_name_on_two_endpoints() -> None:
+    models = {
+        "a": spec(name="llama", base_url="http://one"),
+        "b": spec(name="llama", base_url="http://two"),
+    }
+    with pytest.raises(PolicyError, match="two different endpoints"):
+        providers_for(models, client=CLIENT, env={})
 
 
 @pytest.mark.parametrize(

@@ -3,7 +3,7 @@
 from workers.providers.base import Call, Completion, Provider, TextStream, estimate_tokens
 from workers.providers.client import close_shared_client, shared_client
 from workers.providers.fanout import Outcome, run_calls
-from workers.providers.registry import PROVIDERS, provider_for
+from workers.providers.registry import PROVIDERS, provider_for, providers_for
 from workers.providers.retry import call_with_retries
 
 __all__ = [
@@ -17,6 +17,7 @@ __all__ = [
     "close_shared_client",
     "estimate_tokens",
     "provider_for",
+    "providers_for",
     "run_calls",
     "shared_client",
 ]

@@ -56,6 +56,26 @@ def provider_for(
     return cls(base_url=base_url, api_key=api_key, client=client)
 
 
+def providers_for(
+    models: Mapping[str, ModelSpec], *, client: httpx.Client, env: Mapping[str, str]
+) -> dict[str, Provider]:
+    """A provider per API model name (``spec.name`` or the policy key): ``run_calls``'s map.
+
+    Two policy entries sending the same API name must agree on provider and endpoint,
+    since calls carry only the API name.
+    """
+    providers: dict[str, Provider] = {}
+    seen: dict[str, tuple[str, str | None, str | None]] = {}
+    for key, spec in models.items():
+        api_name = spec.name or key
+        route = (spec.provider, spec.base_url_env, spec.base_url)
+        if seen.setdefault(api_name, route) != route:
+            reason = f"API name {api_name!r} is served by two different endpoints"
+            raise PolicyError(_SOURCE, f"models.{key}.name", reason)
+        providers.setdefault(api_name, provider_for(spec, client=client, env=env, model_key=key))
+    return providers
+
+
 def base_url_for(spec: ModelSpec, *, env: Mapping[str, str], where: str = "models.?") -> str:
     """``env[spec.base_url_env]`` when set, else ``spec.base_url``, else a PolicyError."""
     if spec.base_url_env and env.get(spec.base_url_env):

@@ -8,11 +8,13 @@
 --
 -- Time is the caller's clock (passed in), not Redis TIME: the same steps then run in the
 -- pure core under a scripted clock, and tests compare them. Worker clocks must be NTP-synced;
--- skew only moves window edges by the skew.
+-- skew only moves window edges by the skew. Redis serialises scripts, so the fleet's rate is
+-- bounded by this script's run time: reads are batched (HMGET) and key lifetimes refreshed
+-- once per second, not per call.
 
 local RES, EXP, DAY, MIN = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
 local WINDOW_S = 60
-local KEEP_S = 3 * 86400 -- an idle scope vanishes after three days
+local KEEP_S = 3 * 86400 -- an idle scope's keys vanish after three days
 local op, nowstr = ARGV[1], ARGV[2]
 local now = tonumber(nowstr)
 
@@ -30,120 +32,116 @@ local function incr(key, field, delta)
   if delta ~= 0 then redis.call('HINCRBY', key, field, delta) end
 end
 
-local function cur_day()
-  return num(redis.call('HGET', DAY, 'cur'))
-end
-
-local function add_day(kind, day, tokens)
-  if day >= cur_day() - 1 then
-    incr(DAY, kind .. ':' .. day, tokens)
-  end
-end
-
-local function roll(day)
-  local cur = tonumber(redis.call('HGET', DAY, 'cur'))
-  if cur == nil then
-    redis.call('HSET', DAY, 'cur', day)
-  elseif day > cur then
-    for _, old in ipairs({cur - 1, cur}) do
-      if old < day - 1 then
-        redis.call('HDEL', DAY, 's:' .. old, 'h:' .. old, 'o:' .. old)
-      end
-    end
-    redis.call('HSET', DAY, 'cur', day)
-  end
-end
-
-local function sweep()
-  local dead = redis.call('ZRANGEBYSCORE', EXP, '-inf', nowstr)
-  if #dead == 0 then return end
-  for _, id in ipairs(dead) do
-    local rec = redis.call('HGET', RES, id)
-    if rec then
-      local tokens, day = string.match(rec, '^(%d+):(%-?%d+)$')
-      add_day('h', tonumber(day), -tonumber(tokens))
-      redis.call('HDEL', RES, id)
-    end
-  end
-  redis.call('ZREMRANGEBYSCORE', EXP, '-inf', nowstr)
-end
-
-local function prune(second)
-  local low = second - WINDOW_S
-  local old = tonumber(redis.call('HGET', MIN, 'old'))
-  if old == nil then
-    redis.call('HSET', MIN, 'old', low)
-    return
-  end
-  if old >= low then return end
-  if low - old > WINDOW_S + 1 then
-    redis.call('DEL', MIN)
-  else
-    local dt, dr = 0, 0
-    for s = old, low - 1 do
-      local pair = redis.call('HMGET', MIN, 't' .. s, 'r' .. s)
-      if pair[1] or pair[2] then
-        dt, dr = dt + num(pair[1]), dr + num(pair[2])
-        redis.call('HDEL', MIN, 't' .. s, 'r' .. s)
-      end
-    end
-    incr(MIN, 'ts', -dt)
-    incr(MIN, 'rs', -dr)
-  end
-  redis.call('HSET', MIN, 'old', low)
-end
-
-local function advance(day, second)
-  roll(day)
-  sweep()
-  prune(second)
-end
-
-local function adjust_bucket(second, delta)
-  local field = 't' .. second
-  local before = redis.call('HGET', MIN, field)
-  if before and delta ~= 0 then
-    local after = math.max(0, tonumber(before) + delta)
-    redis.call('HSET', MIN, field, after)
-    incr(MIN, 'ts', after - tonumber(before))
-  end
-end
-
 local function touch()
   for _, key in ipairs(KEYS) do redis.call('EXPIRE', key, KEEP_S) end
 end
 
-local function minute_wait(prefix, excess, second)
-  local start = tonumber(redis.call('HGET', MIN, 'old')) or second
-  local freed = 0
-  for s = start, second do
-    freed = freed + num(redis.call('HGET', MIN, prefix .. s))
-    if freed >= excess then return s + WINDOW_S + 1 - now end
+-- keep today's and yesterday's counters; returns the current day after the roll
+local function roll(day, cur)
+  if cur == nil then
+    redis.call('HSET', DAY, 'cur', day)
+    return day
   end
-  return WINDOW_S + 1
+  if day <= cur then return cur end
+  for _, old in ipairs({cur - 1, cur}) do
+    if old < day - 1 then redis.call('HDEL', DAY, 's:' .. old, 'h:' .. old, 'o:' .. old) end
+  end
+  redis.call('HSET', DAY, 'cur', day)
+  return day
+end
+
+-- drop holds whose holder died; returns the held tokens of `day` this freed
+local function sweep(cur, day)
+  local dead = redis.call('ZRANGEBYSCORE', EXP, '-inf', nowstr)
+  if #dead == 0 then return 0 end
+  local freed = 0
+  for _, id in ipairs(dead) do
+    local rec = redis.call('HGET', RES, id)
+    if rec then
+      local tokens, held_day = string.match(rec, '^(%d+):(%-?%d+)$')
+      tokens, held_day = tonumber(tokens), tonumber(held_day)
+      if held_day >= cur - 1 then
+        incr(DAY, 'h:' .. held_day, -tokens)
+        if held_day == day then freed = freed + tokens end
+      end
+      redis.call('HDEL', RES, id)
+    end
+  end
+  redis.call('ZREMRANGEBYSCORE', EXP, '-inf', nowstr)
+  return freed
+end
+
+-- age out minute buckets; returns old, ts, rs after pruning and whether all were wiped
+local function prune(second, old, ts, rs)
+  local low = second - WINDOW_S
+  if old == nil then
+    redis.call('HSET', MIN, 'old', low)
+    return low, ts, rs, false
+  end
+  if old >= low then return old, ts, rs, false end
+  if low - old > WINDOW_S + 1 then -- idle for over a minute: nothing is left
+    redis.call('DEL', MIN)
+    redis.call('HSET', MIN, 'old', low, 'ts', 0, 'rs', 0)
+    return low, 0, 0, true
+  end
+  for s = old, low - 1 do
+    local pair = redis.call('HMGET', MIN, 't' .. s, 'r' .. s)
+    if pair[1] or pair[2] then
+      ts, rs = ts - num(pair[1]), rs - num(pair[2])
+      redis.call('HDEL', MIN, 't' .. s, 'r' .. s)
+    end
+  end
+  redis.call('HSET', MIN, 'old', low, 'ts', ts, 'rs', rs)
+  return low, ts, rs, false
+end
+
+-- correct a still-kept minute bucket by delta tokens, never below zero
+local function adjust_bucket(second, delta)
+  if delta == 0 then return end
+  local field = 't' .. second
+  local got = redis.call('HMGET', MIN, field, 'ts')
+  if got[1] then
+    local before = tonumber(got[1])
+    local after = math.max(0, before + delta)
+    redis.call('HSET', MIN, field, after, 'ts', num(got[2]) + after - before)
+  end
+end
+
+-- seconds until the oldest buckets holding `excess` leave the window
+local function minute_wait(prefix, excess, old, second)
+  local fields = {}
+  for s = old, second do fields[#fields + 1] = prefix .. s end
+  if #fields == 0 then return WINDOW_S + 1 end
+  local values = redis.call('HMGET', MIN, unpack(fields))
+  local freed = 0
+  for i, value in ipairs(values) do
+    freed = freed + num(value)
+    if freed >= excess then return old + i - 1 + WINDOW_S + 1 - now end
+  end
+  return WINDOW_S + 1 -- only reachable under clock skew (buckets ahead of now)
 end
 
 -- seconds until `tokens` fit if no holder settles early, and the first binding limit
-local function wait(tpd, tpm, rpm, tokens, day, second)
+local function wait(lim, tokens, day, second, settled, held, old, ts, rs)
   local best, reason = nil, nil
   local function note(wait_s, why)
     if best == nil or wait_s > best then best = wait_s end
     if reason == nil then reason = why end
   end
-  if tpd then
-    local settled = num(redis.call('HGET', DAY, 's:' .. day))
-    local excess = settled + num(redis.call('HGET', DAY, 'h:' .. day)) + tokens - tpd
+  if lim.tpd then
+    local excess = settled + held + tokens - lim.tpd
     local midnight_s = (day + 1) * 86400 - now
-    if settled + tokens > tpd then
+    if settled + tokens > lim.tpd then
       note(midnight_s, 'day_full')
     elseif excess > 0 then
+      -- an upper bound: holds usually settle (and refund) long before they expire
       local wait_s, freed = midnight_s, 0
       local rows = redis.call('ZRANGE', EXP, 0, -1, 'WITHSCORES')
       for i = 1, #rows, 2 do
-        local rec = redis.call('HGET', RES, rows[i])
-        local held, held_day = string.match(rec or '0:0', '^(%d+):(%-?%d+)$')
+        local rec = redis.call('HGET', RES, rows[i]) or '0:0'
+        local held_tokens, held_day = string.match(rec, '^(%d+):(%-?%d+)$')
         if tonumber(held_day) == day then
-          freed = freed + tonumber(held)
+          freed = freed + tonumber(held_tokens)
           if freed >= excess then
             wait_s = math.min(tonumber(rows[i + 1]) - now, midnight_s)
             break
@@ -153,39 +151,40 @@ local function wait(tpd, tpm, rpm, tokens, day, second)
       note(wait_s, 'in_flight')
     end
   end
-  local ts, rs = num(redis.call('HGET', MIN, 'ts')), num(redis.call('HGET', MIN, 'rs'))
-  if tpm and ts + tokens > tpm then
-    note(minute_wait('t', ts + tokens - tpm, second), 'tokens_per_minute')
+  if lim.tpm and ts + tokens > lim.tpm then
+    note(minute_wait('t', ts + tokens - lim.tpm, old, second), 'tokens_per_minute')
   end
-  if rpm and rs + 1 > rpm then
-    note(minute_wait('r', rs + 1 - rpm, second), 'requests_per_minute')
+  if lim.rpm and rs + 1 > lim.rpm then
+    note(minute_wait('r', rs + 1 - lim.rpm, old, second), 'requests_per_minute')
   end
   return best or 0, reason or 'granted'
 end
 
--- ARGV: op now expires_at tpd tpm rpm day second, then id tokens pairs. Returns
--- {reason, retry_after_s or '', granted indices (1-based)...}
+-- ARGV: op now expires_at tpd tpm rpm day second, then id tokens pairs.
+-- Returns {reason, retry_after_s or '', granted positions (1-based)...}
 local function reserve()
   local expires = ARGV[3]
-  local tpd, tpm, rpm = limit(ARGV[4]), limit(ARGV[5]), limit(ARGV[6])
+  local lim = {tpd = limit(ARGV[4]), tpm = limit(ARGV[5]), rpm = limit(ARGV[6])}
   local day, second = tonumber(ARGV[7]), tonumber(ARGV[8])
-  advance(day, second)
+  local d = redis.call('HMGET', DAY, 'cur', 's:' .. day, 'h:' .. day)
+  local cur = roll(day, tonumber(d[1])) -- a roll never drops `day` itself
+  local settled, held = num(d[2]), num(d[3]) - sweep(cur, day)
+  local m = redis.call('HMGET', MIN, 'old', 'ts', 'rs', 't' .. second, 'r' .. second)
+  local old, ts, rs, wiped = prune(second, tonumber(m[1]), num(m[2]), num(m[3]))
   local room_t, room_r = math.huge, math.huge
-  if tpd then
-    room_t = tpd - num(redis.call('HGET', DAY, 's:' .. day)) - num(redis.call('HGET', DAY, 'h:' .. day))
-  end
-  if tpm then room_t = math.min(room_t, tpm - num(redis.call('HGET', MIN, 'ts'))) end
-  if rpm then room_r = rpm - num(redis.call('HGET', MIN, 'rs')) end
+  if lim.tpd then room_t = lim.tpd - settled - held end
+  if lim.tpm then room_t = math.min(room_t, lim.tpm - ts) end
+  if lim.rpm then room_r = lim.rpm - rs end
   local out, holds, scores = {'granted', ''}, {}, {}
   local total, count, smallest = 0, 0, nil
   for i = 9, #ARGV, 2 do
     local id, tokens = ARGV[i], tonumber(ARGV[i + 1])
     if tokens <= room_t and room_r >= 1 then
       room_t, room_r = room_t - tokens, room_r - 1
-      table.insert(holds, id)
-      table.insert(holds, tokens .. ':' .. day)
-      table.insert(scores, expires)
-      table.insert(scores, id)
+      holds[#holds + 1] = id
+      holds[#holds + 1] = tokens .. ':' .. day
+      scores[#scores + 1] = expires
+      scores[#scores + 1] = id
       total, count = total + tokens, count + 1
       out[#out + 1] = (i - 7) / 2
     elseif smallest == nil or tokens < smallest then
@@ -195,17 +194,27 @@ local function reserve()
   if count > 0 then
     redis.call('HSET', RES, unpack(holds))
     redis.call('ZADD', EXP, unpack(scores))
-    add_day('h', day, total)
+    if day >= cur - 1 then
+      held = held + total
+      redis.call('HSET', DAY, 'h:' .. day, held)
+    end
+    ts, rs = ts + total, rs + count
     -- a bucket below the oldest kept one only exists under clock skew; count it there
-    local bucket = math.max(second, num(redis.call('HGET', MIN, 'old')))
-    redis.call('HINCRBY', MIN, 't' .. bucket, total) -- created even for 0, as in the core
-    incr(MIN, 'r' .. bucket, count)
-    incr(MIN, 'ts', total)
-    incr(MIN, 'rs', count)
-    touch()
+    local bucket = math.max(second, old)
+    if bucket == second then -- pruning never drops the current second's bucket
+      local tb, rb = m[4], m[5]
+      if wiped then tb, rb = false, false end
+      redis.call('HSET', MIN, 't' .. second, num(tb) + total, 'r' .. second, num(rb) + count,
+                 'ts', ts, 'rs', rs)
+      if not tb then touch() end -- first hold of this second: refresh key lifetimes
+    else
+      redis.call('HINCRBY', MIN, 't' .. bucket, total)
+      redis.call('HINCRBY', MIN, 'r' .. bucket, count)
+      redis.call('HSET', MIN, 'ts', ts, 'rs', rs)
+    end
   end
   if smallest ~= nil then
-    local wait_s, reason = wait(tpd, tpm, rpm, smallest, day, second)
+    local wait_s, reason = wait(lim, smallest, day, second, settled, held, old, ts, rs)
     out[1], out[2] = reason, string.format('%.17g', wait_s)
   end
   return out
@@ -215,35 +224,42 @@ end
 local function settle()
   local id, tokens = ARGV[3], tonumber(ARGV[4])
   local res_day, res_second, actual = tonumber(ARGV[5]), tonumber(ARGV[6]), tonumber(ARGV[7])
-  advance(tonumber(ARGV[8]), tonumber(ARGV[9]))
+  local day, second = tonumber(ARGV[8]), tonumber(ARGV[9])
+  local cur = roll(day, tonumber(redis.call('HGET', DAY, 'cur')))
+  sweep(cur, day)
+  local m = redis.call('HMGET', MIN, 'old', 'ts', 'rs')
+  prune(second, tonumber(m[1]), num(m[2]), num(m[3]))
   local live = redis.call('HDEL', RES, id)
-  redis.call('ZREM', EXP, id)
+  if live == 1 then redis.call('ZREM', EXP, id) end
   local delta = actual - tokens
-  add_day('s', res_day, actual)
-  if live == 1 then add_day('h', res_day, -tokens) end
-  if delta > 0 then add_day('o', res_day, delta) end
+  if res_day >= cur - 1 then
+    incr(DAY, 's:' .. res_day, actual)
+    if live == 1 then incr(DAY, 'h:' .. res_day, -tokens) end
+    if delta > 0 then incr(DAY, 'o:' .. res_day, delta) end
+  end
   adjust_bucket(res_second, delta)
-  touch()
   return {live, math.max(0, -delta), math.max(0, delta)}
 end
 
 -- ARGV: op now id tokens res_day res_second. Returns 1 when the hold was live.
 local function release()
-  local id, tokens = ARGV[3], tonumber(ARGV[4])
+  local id, tokens, res_day = ARGV[3], tonumber(ARGV[4]), tonumber(ARGV[5])
   if redis.call('HDEL', RES, id) == 0 then return 0 end
   redis.call('ZREM', EXP, id)
-  add_day('h', tonumber(ARGV[5]), -tokens)
+  if res_day >= num(redis.call('HGET', DAY, 'cur')) - 1 then incr(DAY, 'h:' .. res_day, -tokens) end
   adjust_bucket(tonumber(ARGV[6]), -tokens) -- the request itself stays counted
   return 1
 end
 
 -- ARGV: op now day second. Returns {settled, held, overrun, in_flight, window tokens, requests}
 local function usage()
-  local day = tonumber(ARGV[3])
-  advance(day, tonumber(ARGV[4]))
-  local function get(key, field) return num(redis.call('HGET', key, field)) end
-  return {get(DAY, 's:' .. day), get(DAY, 'h:' .. day), get(DAY, 'o:' .. day),
-          redis.call('ZCARD', EXP), get(MIN, 'ts'), get(MIN, 'rs')}
+  local day, second = tonumber(ARGV[3]), tonumber(ARGV[4])
+  local cur = roll(day, tonumber(redis.call('HGET', DAY, 'cur')))
+  sweep(cur, day)
+  local m = redis.call('HMGET', MIN, 'old', 'ts', 'rs')
+  local _, ts, rs = prune(second, tonumber(m[1]), num(m[2]), num(m[3]))
+  local d = redis.call('HMGET', DAY, 's:' .. day, 'h:' .. day, 'o:' .. day)
+  return {num(d[1]), num(d[2]), num(d[3]), redis.call('ZCARD', EXP), ts, rs}
 end
 
 local ops = {reserve = reserve, settle = settle, release = release, usage = usage}

@@ -23,6 +23,7 @@ from workers.absorber_store import AbsorberStore
 REDIS_URL = os.environ.get("TIERLINE_TEST_REDIS_URL", "redis://127.0.0.1:6379/5")
 MIDNIGHT = 20_000 * 86_400.0  # 00:00 UTC
 LIMITS = Limits(tokens_per_day=3_000, tokens_per_minute=1_200, requests_per_minute=12)
+WALK_LIMITS = Limits(tokens_per_day=5_000, tokens_per_minute=2_500, requests_per_minute=15)
 
 
 def redis_or_skip() -> redis.Redis:
@@ -74,13 +75,15 @@ def _seen(value: Any) -> Any:
     return value
 
 
-def _step(store: AbsorberStore, op: str, held: list[Reservation], arg: Any) -> Any:
+def _step(
+    store: AbsorberStore, op: str, held: list[Reservation], arg: Any, limits: Limits = LIMITS
+) -> Any:
     try:
         if op == "reserve":
-            out: Any = store.reserve("m", LIMITS, arg)
+            out: Any = store.reserve("m", limits, arg)
             held.append(out)
         elif op == "many":
-            out = store.reserve_many("m", LIMITS, arg)
+            out = store.reserve_many("m", limits, arg)
             held.extend(out.granted[i] for i in sorted(out.granted))
         elif op == "settle":
             index, actual = arg
@@ -88,7 +91,7 @@ def _step(store: AbsorberStore, op: str, held: list[Reservation], arg: Any) -> A
         elif op == "release":
             out = store.release(held.pop(arg))
         else:
-            out = store.usage("m", LIMITS)
+            out = store.usage("m", limits)
     except BudgetExceeded as exc:
         out = exc
     return _seen(out)
@@ -136,27 +139,34 @@ def test_memory_and_redis_stores_agree_step_by_step(redis_prefix):
         assert memory == shared, f"step {number} ({op} at {at_s} s)"
 
 
+STEPS_S = [0.0, 0.1, 0.7, 2.5, 13.0, 45.0, 130.0, 21_600.0, -0.6, -3.0]
+WEIGHTS = [30, 20, 20, 10, 6, 4, 4, 1, 3, 2]
+
+
 def test_memory_and_redis_stores_agree_on_a_random_walk(redis_prefix):
     client, prefix = redis_prefix
     rng = random.Random(20_261_128)
     clock = ScriptedClock(MIDNIGHT - 300.0)
-    stores = _stores(client, prefix, clock, ttl_s=20.0)
+    stores = _stores(client, prefix, clock, ttl_s=60.0)
     held: tuple[list[Reservation], list[Reservation]] = ([], [])
-    for number in range(600):
-        clock.now_s += rng.choice([0.0, 0.0, 0.1, 0.7, 2.5, 13.0, 45.0])
+    for number in range(1_500):
+        # negative steps are another worker's clock running behind; 130 s idles the minute
+        clock.now_s += rng.choices(STEPS_S, WEIGHTS)[0]
         roll = rng.random()
         if roll < 0.3:
             op, arg = "reserve", rng.choice([0, rng.randint(1, 500), 4_000])
         elif roll < 0.5:
             op, arg = "many", [rng.randint(0, 400) for _ in range(rng.randint(1, 6))]
         elif roll < 0.75 and held[0]:
-            index = rng.randrange(len(held[0]))
+            index = rng.choice([-1, -1, rng.randrange(len(held[0]))])  # mostly the newest
             op, arg = "settle", (index, int(held[0][index].tokens * rng.uniform(0, 1.3)))
         elif roll < 0.85 and held[0]:
             op, arg = "release", rng.randrange(len(held[0]))
         else:
             op, arg = "usage", None
-        memory, shared = (_step(s, op, h, arg) for s, h in zip(stores, held, strict=True))
+        memory, shared = (
+            _step(s, op, h, arg, WALK_LIMITS) for s, h in zip(stores, held, strict=True)
+        )
         assert memory == shared, f"step {number}: {op} {arg} at {clock.now_s - MIDNIGHT} s"
 
 

@@ -1,0 +1,140 @@
+"""Bench the Redis absorber: reservations per second (1 and 4 processes) and added latency.
+
+    python bench/absorber.py [--runs 3] [--seconds 2] [--url redis://127.0.0.1:6379/5]
+
+Every figure is the median of ``--runs`` runs. All processes reserve on one scope (one model),
+the contended case; limits are set high enough never to refuse, so every call does the full
+reserve path (expiry sweep, day roll, minute window). Keys use a unique prefix, deleted after.
+"""
+
+from __future__ import annotations
+
+import argparse
+import multiprocessing
+import os
+import platform
+import statistics
+import sys
+import time
+import uuid
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import redis  # noqa: E402
+
+from router.absorber import Limits  # noqa: E402
+from workers.absorber_memory import MemoryAbsorberStore  # noqa: E402
+from workers.absorber_redis import RedisAbsorberStore  # noqa: E402
+
+LIMITS = Limits(tokens_per_day=10**15, tokens_per_minute=10**15, requests_per_minute=10**12)
+ESTIMATE = 500
+SPAWN = multiprocessing.get_context("spawn")
+
+
+def reserve_rate(url: str, prefix: str, seconds: float, batch: int) -> tuple[int, float]:
+    """Reservations made in ``seconds`` by one process, singly (batch 1) or in bundles."""
+    store = RedisAbsorberStore(redis.Redis.from_url(url), prefix, ttl_s=600.0)
+    store.usage("m", LIMITS)  # loads the script and opens the connection before timing
+    count = 0
+    start_s = time.perf_counter()
+    while (elapsed_s := time.perf_counter() - start_s) < seconds:
+        if batch == 1:
+            store.reserve("m", LIMITS, ESTIMATE)
+            count += 1
+        else:
+            count += len(store.reserve_many("m", LIMITS, [ESTIMATE] * batch).granted)
+    return count, elapsed_s
+
+
+def _worker(url: str, prefix: str, seconds: float, batch: int, go: object, out: object) -> None:
+    go.wait()  # type: ignore[attr-defined]
+    out.put(reserve_rate(url, prefix, seconds, batch))  # type: ignore[attr-defined]
+
+
+def reserve_rate_procs(url: str, prefix: str, seconds: float, batch: int, procs: int) -> float:
+    """Reservations per second of ``procs`` processes reserving on one scope at once."""
+    go, out = SPAWN.Event(), SPAWN.Queue()
+    workers = [SPAWN.Process(target=_worker, args=(url, prefix, seconds, batch, go, out))
+               for _ in range(procs)]
+    for worker in workers:
+        worker.start()
+    time.sleep(1.5)  # let every process import and connect before the start signal
+    go.set()
+    results = [out.get(timeout=seconds + 60) for _ in workers]
+    for worker in workers:
+        worker.join()
+    return sum(c for c, _ in results) / max(e for _, e in results)
+
+
+def pair_latency_us(url: str, prefix: str, calls: int) -> tuple[float, float]:
+    """p50 and p99 of one reserve + settle, in microseconds."""
+    store = RedisAbsorberStore(redis.Redis.from_url(url), prefix, ttl_s=600.0)
+    store.usage("m", LIMITS)
+    samples = []
+    for _ in range(calls):
+        start_s = time.perf_counter()
+        store.settle(store.reserve("m", LIMITS, ESTIMATE), ESTIMATE // 2)
+        samples.append((time.perf_counter() - start_s) * 1e6)
+    cuts = statistics.quantiles(samples, n=100)
+    return cuts[49], cuts[98]
+
+
+def memory_rate(seconds: float) -> float:
+    """Reserve + settle pairs per second of the in-memory store, for contrast."""
+    store = MemoryAbsorberStore(ttl_s=600.0)
+    count = 0
+    start_s = time.perf_counter()
+    while time.perf_counter() - start_s < seconds:
+        store.settle(store.reserve("m", LIMITS, ESTIMATE), ESTIMATE // 2)
+        count += 1
+    return count / (time.perf_counter() - start_s)
+
+
+def main() -> None:
+    """Run every measurement ``--runs`` times and print a Markdown table of medians."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--url", default="redis://127.0.0.1:6379/5")
+    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--seconds", type=float, default=2.0)
+    parser.add_argument("--batch", type=int, default=64)
+    parser.add_argument("--procs", type=int, default=4)
+    args = parser.parse_args()
+    client = redis.Redis.from_url(args.url)
+    figures: dict[str, list[float]] = {}
+
+    def record(name: str, value: float) -> None:
+        figures.setdefault(name, []).append(value)
+
+    for _ in range(args.runs):
+        prefix = f"bench:absorber:{uuid.uuid4().hex[:12]}"
+        try:
+            count, elapsed_s = reserve_rate(args.url, prefix, args.seconds, 1)
+            record("1 process, reserve (one call each)", count / elapsed_s)
+            count, elapsed_s = reserve_rate(args.url, prefix, args.seconds, args.batch)
+            record(f"1 process, reserve_many ({args.batch} per call)", count / elapsed_s)
+            for batch, label in ((1, "reserve (one call each)"),
+                                 (args.batch, f"reserve_many ({args.batch} per call)")):
+                rate = reserve_rate_procs(args.url, prefix, args.seconds, batch, args.procs)
+                record(f"{args.procs} processes, {label}", rate)
+            p50_us, p99_us = pair_latency_us(args.url, prefix, 5_000)
+            record("reserve + settle latency p50 (µs)", p50_us)
+            record("reserve + settle latency p99 (µs)", p99_us)
+            record("memory store, reserve + settle pairs", memory_rate(args.seconds))
+        finally:
+            for key in client.scan_iter(f"{prefix}:*"):
+                client.delete(key)
+
+    redis_version = client.info("server")["redis_version"]
+    print(f"machine: {os.cpu_count()} cores, {platform.processor() or platform.machine()}, "
+          f"Python {platform.python_version()}, Redis {redis_version} on localhost, "
+          f"median of {args.runs} runs of {args.seconds:g} s\n")
+    print("| measurement | median | runs |\n|---|---:|---|")
+    for name, values in figures.items():
+        unit = "" if "µs" in name else "/s"
+        runs = ", ".join(f"{v:,.0f}" for v in values)
+        print(f"| {name} | {statistics.median(values):,.0f}{unit} | {runs} |")
+
+
+if __name__ == "__main__":
+    main()

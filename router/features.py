@@ -206,3 +206,18 @@ def fit_idf(rows: SparseRows) -> np.ndarray:
     idf = np.log((1 + rows.n_rows) / (1 + df)) + 1.0
     idf[-N_META:] = 1.0
     return idf
+
+
+def append_dense(rows: SparseRows, dense: np.ndarray) -> SparseRows:
+    """The same rows with ``dense`` (n, k) added as k extra columns at the end."""
+    n, k = dense.shape
+    lengths = np.diff(rows.indptr)
+    indptr = np.concatenate([[0], np.cumsum(lengths + k)]).astype(np.int64)
+    old_slots = np.arange(len(rows.indices)) + np.repeat(np.arange(n) * k, lengths)
+    new_slots = ((indptr[1:] - k)[:, None] + np.arange(k)).ravel()
+    indices = np.empty(indptr[-1], dtype=np.int32)
+    values = np.empty(indptr[-1], dtype=np.float64)
+    indices[old_slots], values[old_slots] = rows.indices, rows.values
+    indices[new_slots] = np.tile(rows.n_features + np.arange(k), n)
+    values[new_slots] = dense.ravel()
+    return SparseRows(indptr, indices, values, rows.n_features + k)

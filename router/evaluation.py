@@ -1,0 +1,191 @@
+"""Offline evaluation: every strategy and baseline on replayed outcomes, with frontiers.
+
+Pure: it receives parsed items, prices and complexity bands, and returns rows and
+per-method summaries (AIQ, cost to reach 95% / 99% of the best single model's accuracy);
+the CLI in ``tierline/bench_routing.py`` reads files and prints.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+
+import numpy as np
+
+from router.dataset import Item, Prices
+from router.frontier import aiq, cost_to_reach
+from router.judge import LastResponseJudge
+from router.replay import CachedJudge, Replay, RunResult, prepare_replay, run_strategy
+from router.strategies import (
+    BandRoute,
+    Cascade,
+    LearnedPick,
+    Parallel,
+    SingleModel,
+    Strategy,
+    TwoModelThreshold,
+)
+from router.training import TrainedRouting
+
+BARS = (0.3, 0.4, 0.5, 0.55, 0.6, 0.65, 0.7, 0.75, 0.8, 0.85, 0.9, 0.93, 0.96, 0.98)
+COST_WEIGHTS = (0.0, 0.02, 0.05, 0.1, 0.15, 0.2, 0.3, 0.5, 0.75, 1.0, 2.0)
+THRESHOLDS = tuple(float(x) for x in np.round(np.linspace(0.05, 0.95, 19), 2))
+BANDS = ("low", "mid", "high")
+
+
+@dataclass(frozen=True)
+class Row:
+    """One operating point of one method."""
+
+    strategy: str
+    method: str
+    kind: str  # reference | tierline | baseline
+    accuracy: float
+    usd: float  # mean USD per request
+    accuracy_vs_best: float
+    cost_vs_best: float
+    escalation_rate: float
+    calls_per_request: float
+    top_chain: str
+
+    def to_dict(self) -> dict[str, object]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class Summary:
+    """One method's frontier figures; costs are shares of the best single model's USD."""
+
+    method: str
+    kind: str
+    points: int
+    best_accuracy_vs_best: float
+    aiq: float
+    cost_to_95: float | None
+    cost_to_99: float | None
+
+
+@dataclass(frozen=True)
+class Report:
+    """Rows, summaries and the reference they are measured against."""
+
+    rows: list[Row]
+    summaries: list[Summary]
+    best_single: str
+    best_accuracy: float
+    best_usd: float
+
+
+@dataclass(frozen=True)
+class Point:
+    """A planned operating point: which strategy, reading which estimates."""
+
+    label: str
+    method: str
+    kind: str
+    strategy: Strategy
+    source: str = "router"
+
+
+def tier_subset(models: Sequence[str], accuracy: dict[str, float], n_tiers: int) -> tuple[
+    str, ...
+] | None:
+    """``n_tiers`` models in price order: the cheapest, the priciest, and the most accurate
+    of the ones between; None when there are fewer models than tiers."""
+    if n_tiers > len(models) or n_tiers < 2:
+        return None
+    middle = sorted(models[1:-1], key=lambda m: -accuracy[m])[: n_tiers - 2]
+    return tuple(m for m in models if m in {models[0], models[-1], *middle})
+
+
+def band_models(models: Sequence[str], accuracy: dict[str, float]) -> dict[str, str]:
+    """Bands low/mid/high onto the 3-tier subset (or fewer tiers: low and mid share)."""
+    tiers = tier_subset(models, accuracy, min(3, len(models))) or (models[0],)
+    spread = {1: (0, 0, 0), 2: (0, 0, 1), 3: (0, 1, 2)}[len(tiers)]
+    return {band: tiers[spread[i]] for i, band in enumerate(BANDS)}
+
+
+def plan(trained: TrainedRouting) -> list[Point]:
+    """Every method's operating points."""
+    models, acc, usd = trained.models, trained.train_accuracy, trained.usd_per_call
+    judge = CachedJudge(trained.judge)
+    points = [Point(f"single {m}", f"single {m}", "reference", SingleModel(m)) for m in models]
+    points.append(Point("composite bands", "composite", "tierline",
+                        BandRoute(band_models(models, acc))))
+    points += [Point(f"learned λ={w}", "learned", "tierline", LearnedPick(models, usd, None, w))
+               for w in COST_WEIGHTS]
+    for k in (2, 3, 4):
+        tiers = tier_subset(models, acc, k)
+        if tiers is None:
+            continue
+        points += [Point(f"cascade-{k} bar={b}", f"cascade-{k}", "tierline",
+                         Cascade(tiers, judge, b)) for b in BARS]
+    ranked = sorted(models, key=lambda m: -acc[m])
+    for k in range(2, len(models) + 1):
+        points.append(Point(f"parallel top-{k} vote", "parallel", "tierline",
+                            Parallel(tuple(ranked[:k]), usd)))
+        points.append(Point(f"parallel top-{k} judge", "parallel+judge", "tierline",
+                            Parallel(tuple(ranked[:k]), usd, judge)))
+    verifier = [m for m in ranked if m not in (trained.weak, trained.strong)]
+    if verifier:
+        tiers = (trained.weak, trained.strong)
+        points += [Point(f"hybrid bar={b}", "hybrid", "tierline",
+                         Cascade(tiers, judge, b, verify_with=(verifier[0],))) for b in BARS]
+    points += [Point(f"knn λ={w}", "knn (RouterBench)", "baseline",
+                     LearnedPick(models, usd, None, w), "knn") for w in COST_WEIGHTS]
+    points += [Point(f"routellm t={t}", "routellm", "baseline",
+                     TwoModelThreshold(trained.weak, trained.strong, t), "weak_enough")
+               for t in THRESHOLDS]
+    frugal = CachedJudge(LastResponseJudge())
+    points += [Point(f"frugalgpt bar={b}", "frugalgpt", "baseline",
+                     Cascade((trained.weak, trained.strong), frugal, b)) for b in BARS]
+    return points
+
+
+def _oracle(replay: Replay) -> RunResult:
+    """Cheapest correct model per item (the cheapest model when none is right)."""
+    order = np.argsort(replay.usd, axis=1, kind="stable")
+    right = np.take_along_axis(replay.scores >= 1.0, order, axis=1)
+    first = np.where(right.any(axis=1), right.argmax(axis=1), 0)
+    chosen = order[np.arange(len(order)), first]
+    rows = np.arange(len(order))
+    return RunResult(float(replay.scores[rows, chosen].mean()),
+                     float(replay.usd[rows, chosen].mean()), 0.0, 1.0)
+
+
+def evaluate(trained: TrainedRouting, items: Sequence[Item], prices: Prices,
+             bands: Sequence[str]) -> Report:
+    """Run every planned point on the test items and summarise each method's frontier."""
+    replay = prepare_replay(trained, items, prices, bands)
+    results: list[tuple[Point, RunResult]] = [
+        (p, run_strategy(p.strategy, replay, p.source)) for p in plan(trained)
+    ]
+    singles = {p.method: r for p, r in results if p.kind == "reference"}
+    best_name, best = max(singles.items(), key=lambda kv: (kv[1].accuracy, -kv[1].usd_per_request))
+    random = RunResult(float(replay.scores.mean()), float(replay.usd.mean()), 0.0, 1.0)
+    extra = [(Point("oracle (cheapest right)", "oracle", "reference", SingleModel("")),
+              _oracle(replay)),
+             (Point("random model", "random", "reference", SingleModel("")), random)]
+    rows = [
+        Row(p.label, p.method, p.kind, r.accuracy, r.usd_per_request,
+            r.accuracy / best.accuracy, r.usd_per_request / best.usd_per_request,
+            r.escalation_rate, r.calls_per_request,
+            max(r.chains, key=r.chains.__getitem__) if r.chains else "")
+        for p, r in results + extra
+    ]
+    return Report(rows, summarise(rows), best_name.removeprefix("single "),
+                  best.accuracy, best.usd_per_request)
+
+
+def summarise(rows: Sequence[Row]) -> list[Summary]:
+    """AIQ and cost to 95% / 99% of the best single accuracy, per method (costs as shares)."""
+    max_cost = max(r.cost_vs_best for r in rows if r.method != "oracle")
+    methods: dict[str, list[Row]] = {}
+    for r in rows:
+        methods.setdefault(r.method, []).append(r)
+    out = []
+    for method, group in methods.items():
+        pts = [(r.cost_vs_best, r.accuracy_vs_best) for r in group]
+        out.append(Summary(method, group[0].kind, len(group), max(q for _, q in pts),
+                           aiq(pts, max_cost), cost_to_reach(pts, 0.95), cost_to_reach(pts, 0.99)))
+    return out

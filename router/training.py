@@ -1,0 +1,133 @@
+"""Train every learned part of routing from a train split of recorded outcomes.
+
+The learned router and the response scorer are cross-fitted over two folds so that the
+judge is trained on out-of-fold evidence (as it will see at test time); the served models
+are the mean of the two fold models (linear models, so the mean is a model).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from itertools import combinations
+
+import numpy as np
+
+from router.answers import EXTRACTOR_FOR_GRADER, EXTRACTORS
+from router.baselines import KnnRouter, train_knn, train_weak_enough
+from router.confidence import ResponseScorer, average_scorers, train_response_scorer
+from router.dataset import Item, Prices, mean_usd_per_call, models_of
+from router.errors import InvalidInput
+from router.features import HashingConfig, hash_texts
+from router.judge import Judge, train_judge
+from router.learned import LearnedRouter, train_learned_router
+from router.logistic import FitConfig
+from router.steps import Attempt
+
+MAX_STATES_PER_ITEM = 16
+
+
+@dataclass(frozen=True)
+class TrainedRouting:
+    """Everything the strategies and baselines need, fitted on the train split only."""
+
+    models: tuple[str, ...]  # cheapest first
+    usd_per_call: dict[str, float]
+    train_accuracy: dict[str, float]
+    extractor: str
+    router: LearnedRouter
+    scorer: ResponseScorer
+    judge: Judge
+    weak_enough: LearnedRouter
+    weak: str
+    strong: str
+    knn: KnnRouter
+
+
+def scores_of(items: Sequence[Item], models: Sequence[str]) -> np.ndarray:
+    """Recorded scores (n_items, n_models)."""
+    return np.array([[it.outcomes[m].score for m in models] for it in items], dtype=np.float64)
+
+
+def _mean_router(a: LearnedRouter, b: LearnedRouter) -> LearnedRouter:
+    return LearnedRouter(a.models, a.usd_per_1m, a.config, (a.weights + b.weights) / 2,
+                         (a.bias + b.bias) / 2)
+
+
+def _states(n_models: int, rng: np.random.Generator) -> list[tuple[int, ...]]:
+    """Model subsets (as column tuples) the judge learns from: all, or a sample."""
+    every = [c for r in range(1, n_models + 1) for c in combinations(range(n_models), r)]
+    if len(every) <= MAX_STATES_PER_ITEM:
+        return every
+    chosen = rng.choice(len(every), MAX_STATES_PER_ITEM, replace=False)
+    return [every[i] for i in chosen]
+
+
+def train_routing(items: Sequence[Item], prices: Prices, seed: int = 0,
+                  fit: FitConfig = FitConfig()) -> TrainedRouting:
+    """Fit the learned router, response scorer, judge and the baselines' models."""
+    if not items:
+        raise InvalidInput("the train split is empty")
+    models = models_of(items, prices)
+    kind = items[0].grader_kind
+    if kind not in EXTRACTOR_FOR_GRADER:
+        raise InvalidInput(f"grader kind {kind!r} is not supported "
+                           f"(known: {', '.join(EXTRACTOR_FOR_GRADER)})")
+    extract = EXTRACTORS[EXTRACTOR_FOR_GRADER[kind]]
+    rng = np.random.default_rng(seed)
+    prompts = [it.prompt for it in items]
+    scores = scores_of(items, models)
+    usd = mean_usd_per_call(items, models, prices)
+    rows = hash_texts(prompts, HashingConfig())
+    folds = rng.permutation(len(items)) % 2
+    parts = [np.flatnonzero(folds == f) for f in (0, 1)]
+    if min(len(p) for p in parts) == 0:
+        parts = [np.arange(len(items))] * 2
+    prices_used = {m: tuple(prices[m]) for m in models}
+    oof_logits = np.zeros_like(scores)
+    fold_routers = []
+    for f in (0, 1):
+        fit_on, score_on = parts[1 - f], parts[f]
+        r = train_learned_router([prompts[i] for i in fit_on], scores[fit_on], models,
+                                 prices_used, fit=fit, rows=rows.take(fit_on))  # type: ignore[arg-type]
+        oof_logits[score_on] = r.logits_rows(rows.take(score_on))
+        fold_routers.append(r)
+    responses = [[it.outcomes[m].response for it in items] for m in models]
+    answers = [[extract(r) for r in resp] for resp in responses]
+    evidence = np.zeros_like(scores)
+    fold_scorers = []
+    for f in (0, 1):
+        fit_on, score_on = parts[1 - f], parts[f]
+        s = train_response_scorer(
+            models, [[resp[i] for i in fit_on] for resp in responses],
+            [[ans[i] for i in fit_on] for ans in answers], scores[fit_on],
+            oof_logits[fit_on], fit=fit)
+        for j, m in enumerate(models):
+            evidence[score_on, j] = s.evidence(m, [responses[j][i] for i in score_on],
+                                               [answers[j][i] for i in score_on],
+                                               oof_logits[score_on, j])
+        fold_scorers.append(s)
+    states, logits_of, labels_of = [], [], []
+    for i, it in enumerate(items):
+        logit_map = {m: float(oof_logits[i, j]) for j, m in enumerate(models)}
+        labels: dict[str, float] = {m: float(scores[i, j]) for j, m in enumerate(models)}
+        if it.key is not None:
+            labels.update({a[i]: float(a[i] == it.key) for a in answers if a[i] is not None})
+        for subset in _states(len(models), rng):
+            states.append([Attempt(models[j], "", answers[j][i], float(evidence[i, j]))
+                           for j in subset])
+            logits_of.append(logit_map)
+            labels_of.append(labels)
+    judge = train_judge(models, states, logits_of, labels_of)
+    accuracy = {m: float(scores[:, j].mean()) for j, m in enumerate(models)}
+    weak = models[0]
+    strong = max(models, key=lambda m: (accuracy[m], -usd[m]))
+    if strong == weak:
+        strong = models[-1]
+    weak_enough = train_weak_enough(prompts, scores[:, models.index(weak)],
+                                    scores[:, models.index(strong)], weak, strong, fit, rows)
+    return TrainedRouting(
+        tuple(models), usd, accuracy, EXTRACTOR_FOR_GRADER[kind],
+        _mean_router(*fold_routers), average_scorers(fold_scorers), judge,
+        weak_enough, weak, strong, train_knn(prompts, scores),
+    )

@@ -27,6 +27,7 @@ A limit scope is a string key: the model, or the model for one tenant (:func:`sc
 
 from __future__ import annotations
 
+import heapq
 import math
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
@@ -124,6 +125,8 @@ class ScopeState:
     held: dict[int, int] = field(default_factory=dict)  # day -> tokens of live holds
     overrun: dict[int, int] = field(default_factory=dict)  # day -> tokens beyond holds
     holds: dict[str, Reservation] = field(default_factory=dict)
+    # (expires_at_s, id) of every hold; settled ones are skipped when they surface
+    expiries: list[tuple[float, str]] = field(default_factory=list)
     oldest_s: int | None = None  # the oldest minute bucket still kept
     bucket_tokens: dict[int, int] = field(default_factory=dict)
     bucket_requests: dict[int, int] = field(default_factory=dict)
@@ -177,22 +180,28 @@ def refusal_reason(limits: Limits, tokens: int) -> str | None:
     return None
 
 
-def budget_error(scope: str, tokens: int, reason: str, retry_after_s: float | None) -> BudgetExceeded:
+def budget_error(
+    scope: str, tokens: int, reason: str, retry_after_s: float | None
+) -> BudgetExceeded:
     """The error a store raises for a refused reserve."""
     when = "never fits" if retry_after_s is None else f"retry after {retry_after_s:.3f} s"
-    return BudgetExceeded(f"{scope}: {tokens} tokens: {reason}, {when}", retry_after_s=retry_after_s)
+    return BudgetExceeded(
+        f"{scope}: {tokens} tokens: {reason}, {when}", retry_after_s=retry_after_s
+    )
 
 
 def expire(state: AbsorberState, key: str, now_s: float) -> list[str]:
     """Bring ``key`` to ``now_s``: roll the day, drop dead holds, age minute buckets."""
     st = state.scope(key)
     _roll(st, day_of(now_s))
-    dead = [r for r in st.holds.values() if r.expires_at_s <= now_s]
-    for res in dead:
-        del st.holds[res.id]
-        _add_day(st, st.held, res.day, -res.tokens)
+    dead: list[str] = []
+    while st.expiries and st.expiries[0][0] <= now_s:
+        res = st.holds.pop(heapq.heappop(st.expiries)[1], None)
+        if res is not None:
+            dead.append(res.id)
+            _add_day(st, st.held, res.day, -res.tokens)
     _prune(st, math.floor(now_s))
-    return [r.id for r in dead]
+    return dead
 
 
 def remaining(state: AbsorberState, limits: Limits, key: str, now_s: float) -> tuple[float, float]:
@@ -241,7 +250,8 @@ def reserve_many(
     if len(ids) != len(tokens):
         raise InvalidInput(f"ids: {len(ids)} ids for {len(tokens)} token counts")
     refused = [i for i, t in enumerate(tokens) if refusal_reason(limits, check_tokens(t))]
-    candidates = [i for i in range(len(tokens)) if i not in refused]
+    skip = set(refused)
+    candidates = [i for i in range(len(tokens)) if i not in skip]
     expire(state, key, now_s)
     room_tokens, room_requests = remaining(state, limits, key, now_s)
     fit, rest = split_to_fit([tokens[i] for i in candidates], room_tokens, room_requests)
@@ -251,6 +261,7 @@ def reserve_many(
         index = candidates[j]
         res = Reservation(ids[index], key, tokens[index], now_s, now_s + ttl_s)
         st.holds[res.id] = res
+        heapq.heappush(st.expiries, (res.expires_at_s, res.id))
         _add_day(st, st.held, res.day, res.tokens)
         # a bucket below the oldest kept one only exists under clock skew; count it there
         bucket = max(res.second, st.oldest_s if st.oldest_s is not None else res.second)
@@ -375,7 +386,13 @@ def _wait(
     second = math.floor(now_s)
     for limit, used, buckets, need, name in (
         (limits.tokens_per_minute, st.window_tokens, st.bucket_tokens, tokens, "tokens_per_minute"),
-        (limits.requests_per_minute, st.window_requests, st.bucket_requests, 1, "requests_per_minute"),
+        (
+            limits.requests_per_minute,
+            st.window_requests,
+            st.bucket_requests,
+            1,
+            "requests_per_minute",
+        ),
     ):
         if limit is not None and used + need > limit:
             waits.append((_minute_wait(st, buckets, used + need - limit, second, now_s), name))
@@ -384,7 +401,9 @@ def _wait(
     return max(w for w, _ in waits), waits[0][1]
 
 
-def _minute_wait(st: ScopeState, buckets: dict[int, int], excess: int, second: int, now_s: float) -> float:
+def _minute_wait(
+    st: ScopeState, buckets: dict[int, int], excess: int, second: int, now_s: float
+) -> float:
     """Seconds until the oldest buckets holding ``excess`` leave the window."""
     freed = 0
     start = st.oldest_s if st.oldest_s is not None else second

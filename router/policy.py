@@ -72,8 +72,8 @@ class ClassifierSpec(_Frozen):
     band_tiers: dict[str, str] = {}  # band -> tier; defaults spread bands over the tiers
     max_words: int = Field(default=400, gt=0)
     max_file_bytes: int = Field(default=1_000_000, gt=0)
-    perplexity_midpoint: float = 5.0  # log-perplexity (nats/char-trigram) scoring 0.5
-    perplexity_scale: float = Field(default=1.0, gt=0)
+    perplexity_midpoint: float = 2.5  # log-perplexity (nats per character) that scores 0.5
+    perplexity_scale: float = Field(default=0.5, gt=0)
     prototypes: tuple[Prototype, ...] = ()
     artifact: str | None = None  # trained estimators (learned router) read this file
 

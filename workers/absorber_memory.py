@@ -28,7 +28,12 @@ class MemoryAbsorberStore:
         self._lock = threading.Lock()
 
     def reserve(
-        self, scope: str, limits: Limits, tokens: int, *, now_s: float | None = None,
+        self,
+        scope: str,
+        limits: Limits,
+        tokens: int,
+        *,
+        now_s: float | None = None,
         ttl_s: float | None = None,
     ) -> Reservation:
         """Hold ``tokens`` for one call or raise BudgetExceeded (retry_after_s None: never)."""
@@ -43,7 +48,12 @@ class MemoryAbsorberStore:
         return decision.reservation
 
     def reserve_many(
-        self, scope: str, limits: Limits, tokens: Sequence[int], *, now_s: float | None = None,
+        self,
+        scope: str,
+        limits: Limits,
+        tokens: Sequence[int],
+        *,
+        now_s: float | None = None,
         ttl_s: float | None = None,
     ) -> BatchDecision:
         """Hold what fits of a bundle; defer or refuse the rest."""
@@ -67,9 +77,7 @@ class MemoryAbsorberStore:
         with self._lock:
             return absorber.release(self._state, reservation)
 
-    def usage(
-        self, scope: str, limits: Limits, *, now_s: float | None = None
-    ) -> dict[str, float]:
+    def usage(self, scope: str, limits: Limits, *, now_s: float | None = None) -> dict[str, float]:
         """Today's and this minute's counters of ``scope``."""
         now_s = self._clock() if now_s is None else float(now_s)
         with self._lock:

@@ -48,7 +48,12 @@ class RedisAbsorberStore:
         self._keys: dict[str, list[str]] = {}
 
     def reserve(
-        self, scope: str, limits: Limits, tokens: int, *, now_s: float | None = None,
+        self,
+        scope: str,
+        limits: Limits,
+        tokens: int,
+        *,
+        now_s: float | None = None,
         ttl_s: float | None = None,
     ) -> Reservation:
         """Hold ``tokens`` for one call or raise BudgetExceeded (retry_after_s None: never)."""
@@ -59,7 +64,12 @@ class RedisAbsorberStore:
         raise absorber.budget_error(scope, tokens, reason, batch.retry_after_s)
 
     def reserve_many(
-        self, scope: str, limits: Limits, tokens: Sequence[int], *, now_s: float | None = None,
+        self,
+        scope: str,
+        limits: Limits,
+        tokens: Sequence[int],
+        *,
+        now_s: float | None = None,
         ttl_s: float | None = None,
     ) -> BatchDecision:
         """Hold what fits of a bundle in one round trip; defer or refuse the rest."""
@@ -74,9 +84,14 @@ class RedisAbsorberStore:
             return BatchDecision({}, [], refused, None, absorber.GRANTED)
         ids = self._ids.take(len(candidates))
         args: list[Any] = [
-            "reserve", repr(now_s), repr(expires_at_s), _limit(limits.tokens_per_day),
-            _limit(limits.tokens_per_minute), _limit(limits.requests_per_minute),
-            absorber.day_of(now_s), math.floor(now_s),
+            "reserve",
+            repr(now_s),
+            repr(expires_at_s),
+            _limit(limits.tokens_per_day),
+            _limit(limits.tokens_per_minute),
+            _limit(limits.requests_per_minute),
+            absorber.day_of(now_s),
+            math.floor(now_s),
         ]
         for rid, index in zip(ids, candidates, strict=True):
             args += [rid, counts[index]]
@@ -97,23 +112,38 @@ class RedisAbsorberStore:
         """Swap a hold for the tokens the provider reported."""
         now_s = self._clock() if now_s is None else float(now_s)
         actual_tokens = absorber.check_tokens(actual_tokens)
-        live, refunded, overrun = self._run(reservation.scope, [
-            "settle", repr(now_s), reservation.id, reservation.tokens, reservation.day,
-            reservation.second, actual_tokens, absorber.day_of(now_s), math.floor(now_s),
-        ])
+        live, refunded, overrun = self._run(
+            reservation.scope,
+            [
+                "settle",
+                repr(now_s),
+                reservation.id,
+                reservation.tokens,
+                reservation.day,
+                reservation.second,
+                actual_tokens,
+                absorber.day_of(now_s),
+                math.floor(now_s),
+            ],
+        )
         return Settlement(bool(live), int(refunded), int(overrun))
 
     def release(self, reservation: Reservation) -> bool:
         """Free the hold of a call that failed or was not made."""
-        live = self._run(reservation.scope, [
-            "release", "0", reservation.id, reservation.tokens, reservation.day,
-            reservation.second,
-        ])
+        live = self._run(
+            reservation.scope,
+            [
+                "release",
+                "0",
+                reservation.id,
+                reservation.tokens,
+                reservation.day,
+                reservation.second,
+            ],
+        )
         return bool(live)
 
-    def usage(
-        self, scope: str, limits: Limits, *, now_s: float | None = None
-    ) -> dict[str, float]:
+    def usage(self, scope: str, limits: Limits, *, now_s: float | None = None) -> dict[str, float]:
         """Today's and this minute's counters of ``scope``."""
         now_s = self._clock() if now_s is None else float(now_s)
         day = absorber.day_of(now_s)
@@ -129,9 +159,14 @@ class RedisAbsorberStore:
         if limits.requests_per_minute is not None:
             room_requests = limits.requests_per_minute - window_requests
         return {
-            "day": day, "settled_tokens": settled, "held_tokens": held,
-            "overrun_tokens": overrun, "in_flight": in_flight, "window_tokens": window_tokens,
-            "window_requests": window_requests, "remaining_tokens": room_tokens,
+            "day": day,
+            "settled_tokens": settled,
+            "held_tokens": held,
+            "overrun_tokens": overrun,
+            "in_flight": in_flight,
+            "window_tokens": window_tokens,
+            "window_requests": window_requests,
+            "remaining_tokens": room_tokens,
             "remaining_requests": room_requests,
         }
 

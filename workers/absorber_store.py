@@ -26,14 +26,24 @@ class AbsorberStore(Protocol):
     """Global token budgets: reserve before a call, settle or release after."""
 
     def reserve(
-        self, scope: str, limits: Limits, tokens: int, *, now_s: float | None = None,
+        self,
+        scope: str,
+        limits: Limits,
+        tokens: int,
+        *,
+        now_s: float | None = None,
         ttl_s: float | None = None,
     ) -> Reservation:
         """Hold ``tokens`` for one call or raise BudgetExceeded (retry_after_s None: never)."""
         ...
 
     def reserve_many(
-        self, scope: str, limits: Limits, tokens: Sequence[int], *, now_s: float | None = None,
+        self,
+        scope: str,
+        limits: Limits,
+        tokens: Sequence[int],
+        *,
+        now_s: float | None = None,
         ttl_s: float | None = None,
     ) -> BatchDecision:
         """Hold what fits of a bundle in one round trip; defer or refuse the rest."""
@@ -49,9 +59,7 @@ class AbsorberStore(Protocol):
         """Free the hold of a call that failed or was not made."""
         ...
 
-    def usage(
-        self, scope: str, limits: Limits, *, now_s: float | None = None
-    ) -> dict[str, float]:
+    def usage(self, scope: str, limits: Limits, *, now_s: float | None = None) -> dict[str, float]:
         """Today's and this minute's counters of ``scope``, for reports."""
         ...
 

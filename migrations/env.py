@@ -1,0 +1,41 @@
+"""Alembic environment: runs migrations on the engine tierline passes, or on the configured URL."""
+
+from __future__ import annotations
+
+import os
+
+from alembic import context
+
+from workers.db import engine_for
+from workers.schema import metadata
+
+config = context.config
+target_metadata = metadata
+
+
+def _url() -> str:
+    return (
+        config.get_main_option("sqlalchemy.url")
+        or os.environ.get("TIERLINE_DATABASE_URL")
+        or "sqlite:///tierline.sqlite"
+    )
+
+
+def run_migrations_online() -> None:
+    engine = config.attributes.get("engine") or engine_for(_url())
+    with engine.connect() as connection:
+        context.configure(
+            connection=connection,
+            target_metadata=target_metadata,
+            render_as_batch=connection.dialect.name == "sqlite",
+        )
+        with context.begin_transaction():
+            context.run_migrations()
+
+
+if context.is_offline_mode():
+    context.configure(url=_url(), target_metadata=target_metadata, literal_binds=True)
+    with context.begin_transaction():
+        context.run_migrations()
+else:
+    run_migrations_online()

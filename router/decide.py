@@ -1,0 +1,74 @@
+"""Routing decisions: complexity band → tier → model, with the reasons recorded."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from router.composite import CompositeEstimator, Scores, band_of
+from router.envelope import Request
+from router.policy import ClassifierSpec, Policy
+
+
+class Estimator(Protocol):
+    """Scores a batch of prompts for complexity in [0, 1]."""
+
+    def score(self, texts: Sequence[str], metas: Sequence[Mapping[str, Any]]) -> Scores: ...
+
+
+ESTIMATORS: dict[str, Callable[[ClassifierSpec], Estimator]] = {
+    "composite": CompositeEstimator,
+}
+
+
+def make_estimator(policy: Policy) -> Estimator:
+    """The estimator the policy names, fitted from the policy."""
+    return ESTIMATORS[policy.classifier.kind](policy.classifier)
+
+
+@dataclass(frozen=True)
+class Decision:
+    """Where one request goes first, and why."""
+
+    request_id: str
+    band: str
+    score: float
+    strategy: str
+    tier: str
+    model: str
+    reasons: dict[str, Any] = field(default_factory=dict)
+
+
+def decide(policy: Policy, estimator: Estimator, requests: Sequence[Request]) -> list[Decision]:
+    """Classify a batch in one vectorised call and pick each request's tier and model."""
+    if not requests:
+        return []
+    scores = estimator.score([r.prompt_text for r in requests], [r.metadata for r in requests])
+    bands = band_of(scores.composite, policy.classifier.thresholds)
+    out = []
+    for i, (request, band) in enumerate(zip(requests, bands, strict=True)):
+        tier = policy.tier_for_band(band)
+        model = policy.tiers[tier][0]
+        reasons = {
+            "perplexity": round(float(scores.perplexity[i]), 4),
+            "semantic": round(float(scores.semantic[i]), 4),
+            "metadata": round(float(scores.metadata[i]), 4),
+            "rule": f"score {scores.composite[i]:.3f} → band {band} → tier {tier} → {model}",
+        }
+        out.append(Decision(request.id, band, float(scores.composite[i]),
+                            policy.strategy.kind, tier, model, reasons))
+    return out
+
+
+def fallback_chain(policy: Policy, model: str) -> list[str]:
+    """Models to try after ``model`` fails: the rest of its tier, then cheaper tiers, never pricier.
+
+    Failures and rate limits never escalate to a more capable (pricier) tier.
+    """
+    tier = policy.tier_of(model)
+    names = policy.tier_names
+    chain = [m for m in policy.tiers[tier] if m != model]
+    for cheaper in reversed(names[: names.index(tier)]):
+        chain.extend(m for m in policy.tiers[cheaper] if m not in chain and m != model)
+    return chain

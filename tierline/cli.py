@@ -1,0 +1,245 @@
+"""The ``tierline`` command line. User errors print one line and exit 2, never a traceback."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import sys
+from contextlib import AbstractContextManager, nullcontext
+from pathlib import Path
+from typing import Any
+
+import click
+from rich.console import Console
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+from router.errors import TierlineError
+from router.policy import LANES, load_policy
+from tierline.client import Client
+from tierline.intake import RejectLog, read_jsonl
+from workers.settings import load_settings
+
+err = Console(stderr=True)
+out = Console()
+MAX_SHOWN_REJECTS = 20
+
+
+class _Group(click.Group):
+    """Turns tierline's own errors into one clear line and exit code 2."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except TierlineError as exc:
+            err.print(f"[red]error:[/red] {exc}", highlight=False)
+            sys.exit(2)
+        except (ValueError, OSError) as exc:
+            if isinstance(exc, OSError) and exc.filename:
+                err.print(f"[red]error:[/red] {exc.filename}: {exc.strerror}", highlight=False)
+                sys.exit(2)
+            raise
+
+
+@click.group(cls=_Group)
+@click.option("--policy", type=click.Path(dir_okay=False, path_type=Path),
+              help="Policy file (default: $TIERLINE_POLICY or policies/$TIERLINE_ENV.yaml).")
+def main(policy: Path | None) -> None:
+    """tierline: route LLM work to the cheapest model tier that does it well."""
+    if policy is not None:
+        os.environ["TIERLINE_POLICY"] = str(policy)
+
+
+def _session(policy_path: Path | None = None) -> AbstractContextManager[Any]:
+    """In production, nothing to start; with no servers configured, the embedded stack."""
+    settings = load_settings()
+    if not settings.embedded:
+        return nullcontext(None)
+    from tierline.embedded import embedded
+
+    err.print("[dim]no TIERLINE_BROKER_URL set: running embedded in this process "
+              f"(database {settings.database_url})[/dim]")
+    db = Path(settings.database_url.removeprefix("sqlite:///"))
+    return embedded(policy_path or settings.policy_path, database=db)
+
+
+@main.command()
+@click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--lane", type=click.Choice(LANES), default=None,
+              help="Lane for lines that name none (default: standard).")
+@click.option("--job", "job_name", default=None, help="A name for the job.")
+@click.option("--tenant", default=None, help="Tenant for lines that name none.")
+@click.option("--rejects", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Where rejected lines go (default: FILE.rejects.jsonl).")
+@click.option("--wait/--no-wait", default=False, help="Wait until every request is answered.")
+def submit(file: Path, lane: str | None, job_name: str | None, tenant: str | None,
+           rejects: Path | None, wait: bool) -> None:
+    """Submit a JSONL file of requests; prints the job id and counts."""
+    reject_log = RejectLog(rejects or file.with_suffix(file.suffix + ".rejects.jsonl"))
+
+    def on_reject(line: int, reason: str) -> None:
+        reject_log.add(line, reason)
+        if reject_log.count <= MAX_SHOWN_REJECTS:
+            err.print(f"{file}:{line}: rejected: {reason}", highlight=False, markup=False)
+
+    with _session() as rt:
+        client = Client(rt) if rt else Client()
+        with _progress() as progress:
+            task = progress.add_task("submitting", total=file.stat().st_size)
+            report = client.submit_many(read_jsonl(file), lane=lane, tenant=tenant, job=job_name,
+                                        on_reject=on_reject,
+                                        on_progress=lambda _n, b: progress.advance(task, b))
+        reject_log.close()
+        out.print(f"job {report.job_id}: {report.accepted} accepted, {report.duplicates} "
+                  f"duplicate, {report.rejected} rejected", highlight=False)
+        if reject_log.count:
+            err.print(f"rejected lines are in {reject_log.path}", highlight=False)
+        if report.not_enqueued:
+            err.print(f"[yellow]{report.not_enqueued} accepted requests could not be enqueued "
+                      "(broker unreachable); they are safe in the database and `tierline sweep` "
+                      "enqueues them[/yellow]")
+        if wait or rt is not None:
+            _wait(client, report.job_id)
+
+
+def _progress() -> Progress:
+    return Progress(TextColumn("{task.description}"), BarColumn(), TextColumn(
+        "{task.percentage:>3.0f}%"), TimeElapsedColumn(), console=err, transient=True)
+
+
+def _wait(client: Client, job_id: str) -> None:
+    with _progress() as progress:
+        task = progress.add_task("answering", total=None)
+
+        def show(status: Any) -> None:
+            progress.update(task, total=status.total, completed=status.finished)
+
+        status = client.wait(job_id, on_progress=show)
+    out.print(_status_line(status), highlight=False)
+
+
+def _status_line(status: Any) -> str:
+    counts = ", ".join(f"{n} {s}" for s, n in sorted(status.by_status.items()))
+    state = "completed" if status.complete else "in progress"
+    return f"job {status.job_id} ({status.name or 'unnamed'}): {state}: {status.total} " \
+           f"requests: {counts or 'none'}"
+
+
+@main.command()
+@click.argument("job")
+def status(job: str) -> None:
+    """Counts of a job's requests by state."""
+    out.print(_status_line(Client().status(job)), highlight=False)
+
+
+@main.command()
+@click.argument("job")
+@click.option("--out", "out_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Write JSONL here (default: standard output).")
+def results(job: str, out_path: Path | None) -> None:
+    """A job's results as JSON lines, in input order."""
+    handle = out_path.open("w", encoding="utf-8") if out_path else sys.stdout
+    n = 0
+    try:
+        for row in Client().results(job):
+            handle.write(json.dumps(row) + "\n")
+            n += 1
+    finally:
+        if out_path:
+            handle.close()
+    if out_path:
+        err.print(f"{n} results written to {out_path}", highlight=False)
+
+
+@main.command()
+@click.option("--role", type=click.Choice(["router", "tier", "all"]), default="all")
+@click.option("--lane", "lanes", type=click.Choice(LANES), multiple=True,
+              help="Lanes to serve (repeatable; default all). Give realtime its own worker.")
+@click.option("--concurrency", "-c", type=int, default=None)
+@click.option("--pool", default=None, help="Celery pool (prefork, threads, gevent...).")
+@click.argument("celery_args", nargs=-1, type=click.UNPROCESSED)
+def worker(role: str, lanes: tuple[str, ...], concurrency: int | None, pool: str | None,
+           celery_args: tuple[str, ...]) -> None:
+    """Start a Celery worker on the queues of a role, from the policy's tiers."""
+    from workers.app import queues_for
+
+    policy = load_policy(load_settings().policy_path)
+    queues = queues_for(policy, role, lanes or LANES)
+    argv = ["celery", "-A", "workers.app", "worker", "-Q", ",".join(queues), "-l", "INFO"]
+    if concurrency:
+        argv += ["-c", str(concurrency)]
+    if pool:
+        argv += ["-P", pool]
+    argv += list(celery_args)
+    err.print(" ".join(argv), highlight=False)
+    os.execvp(shutil.which("celery") or "celery", argv)
+
+
+@main.group()
+def db() -> None:
+    """Database schema."""
+
+
+@db.command("upgrade")
+def db_upgrade() -> None:
+    """Apply the migrations to $TIERLINE_DATABASE_URL (Alembic upgrade head)."""
+    from workers.db import upgrade
+
+    url = load_settings().database_url
+    upgrade(url)
+    out.print(f"schema at head: {url.split('@')[-1]}", highlight=False)
+
+
+@main.command()
+def sweep() -> None:
+    """Enqueue accepted requests that never reached the broker (e.g. it was down)."""
+    from schedules.sweeper import enqueue_stranded
+    from workers.runtime import runtime
+
+    n = enqueue_stranded(runtime(), min_age_s=0.0)
+    out.print(f"{n} stranded requests enqueued", highlight=False)
+
+
+@main.command()
+@click.option("--requests", "n_requests", type=int, default=330, show_default=True)
+@click.option("--db", "database", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Keep the SQLite record here (default: a temporary file).")
+def demo(n_requests: int, database: Path | None) -> None:
+    """Run a sample workload through the whole pipeline in this process, no servers needed."""
+    from tierline.demo import run_demo
+
+    run_demo(n_requests=n_requests, database=database, console=out)
+
+
+@main.group()
+def policy() -> None:
+    """Policy files."""
+
+
+@policy.command("check")
+@click.argument("file", type=click.Path(dir_okay=False, path_type=Path))
+def policy_check(file: Path) -> None:
+    """Validate a policy file; prints its tiers."""
+    p = load_policy(file)
+    tiers = "; ".join(f"{t}: {', '.join(m)}" for t, m in p.tiers.items())
+    out.print(f"{file}: ok: {len(p.models)} models, tiers {tiers}", highlight=False)
+
+
+def _register_optional() -> None:
+    """Commands whose modules live in other packages."""
+    from sim.cli import command as sim_command
+
+    main.add_command(sim_command, "sim")
+    try:
+        from tierline.bench_routing import command as bench_routing
+    except ImportError:  # pragma: no cover - during development only
+        return
+
+    @main.group()
+    def bench() -> None:
+        """Benchmarks over recorded data."""
+
+    bench.add_command(bench_routing, "routing")
+
+
+_register_optional()

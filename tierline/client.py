@@ -1,0 +1,206 @@
+"""The Python API producers use: submit work, wait for it, read its results."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections import Counter
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from kombu.exceptions import OperationalError
+from sqlalchemy import select
+
+from router.envelope import build_request
+from router.errors import InvalidInput, InvalidRequest
+from tierline.intake import Line
+from workers import records
+from workers.app import ingress_queue
+from workers.runtime import Runtime, runtime
+from workers.schema import jobs, requests
+
+OnReject = Callable[[int, str], None]
+OnProgress = Callable[[int, int], None]  # (items, bytes) just processed
+FINAL = ("done", "failed")
+
+
+@dataclass
+class SubmitReport:
+    """What happened to a submission: the job and its counts; ``rejected`` lists (line, reason)."""
+
+    job_id: str
+    accepted: int = 0
+    duplicates: int = 0
+    rejected: int = 0
+    not_enqueued: int = 0  # accepted but the broker was unreachable; the sweeper enqueues them
+    request_ids: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class JobStatus:
+    """Counts of a job's requests by state."""
+
+    job_id: str
+    name: str | None
+    total: int
+    by_status: dict[str, int]
+
+    @property
+    def finished(self) -> int:
+        return sum(self.by_status.get(s, 0) for s in FINAL)
+
+    @property
+    def complete(self) -> bool:
+        return self.finished == self.total
+
+
+class Client:
+    """A producer's handle on tierline; holds the process's runtime (policy, database)."""
+
+    def __init__(self, rt: Runtime | None = None) -> None:
+        self.rt = rt or runtime()
+
+    def submit(self, prompt: str | None = None, *, messages: list[dict[str, str]] | None = None,
+               lane: str = "standard", **fields: Any) -> str:
+        """Accept one request and return its id (the existing id for a repeated idempotency key)."""
+        raw = {"prompt": prompt, "messages": messages, "lane": lane, **fields}
+        raw = {k: v for k, v in raw.items() if v is not None}
+        report = self.submit_many([raw], lane=lane, on_reject=_raise)
+        return report.request_ids[0]
+
+    def submit_many(self, items: Iterable[Any], *, lane: str | None = None,
+                    tenant: str | None = None, job: str | None = None,
+                    on_reject: OnReject | None = None, on_progress: OnProgress | None = None
+                    ) -> SubmitReport:
+        """Accept requests from any iterable, streamed in chunks: each chunk is written to the
+        database, then enqueued. Invalid items are reported through ``on_reject(line, reason)``
+        and skipped; items may be dicts, prompt strings, or :class:`Line` objects from a file.
+        """
+        now = time.time()
+        report = SubmitReport(job_id=str(uuid.uuid4()))
+        with self.rt.engine.begin() as conn:
+            records.create_job(conn, report.job_id, name=job, tenant=tenant or "default",
+                               lane=lane or "standard", now_s=now)
+        broker_up = True
+        chunk_size = self.rt.policy.bundling.ingress_chunk
+        for chunk in records.iter_chunks(_numbered(items), chunk_size):
+            valid = []
+            for number, raw, error, _ in chunk:
+                if error is None:
+                    try:
+                        valid.append((number, build_request(
+                            raw, self.rt.policy, now_s=time.time(), new_id=str(uuid.uuid4()),
+                            lane=lane, tenant=tenant)))
+                        continue
+                    except InvalidRequest as exc:
+                        error = str(exc)
+                report.rejected += 1
+                if on_reject:
+                    on_reject(number, error)
+            with self.rt.engine.begin() as conn:
+                new = records.accept_requests(conn, report.job_id, valid)
+                report.request_ids.extend(self._ids_of(conn, valid, set(new)))
+            report.accepted += len(new)
+            report.duplicates += len(valid) - len(new)
+            if broker_up:
+                broker_up = self._enqueue(valid, set(new))
+            if not broker_up:
+                report.not_enqueued += len(new)
+            if on_progress:
+                on_progress(len(chunk), sum(item[3] for item in chunk))
+        with self.rt.engine.begin() as conn:
+            records.add_job_counts(conn, report.job_id, accepted=report.accepted,
+                                   duplicates=report.duplicates, rejected=report.rejected)
+        return report
+
+    def _ids_of(self, conn: Any, valid: list[Any], new: set[str]) -> list[str]:
+        """Ids in input order: new ones, or the earlier request's id for a repeated key."""
+        repeated = [r for _, r in valid if r.id not in new]
+        earlier: dict[tuple[str, str], str] = {}
+        for tenant in {r.tenant for r in repeated}:
+            keys = [r.idempotency_key for r in repeated if r.tenant == tenant]
+            for key, rid in records.existing_ids(conn, tenant, keys).items():
+                earlier[(tenant, key)] = rid
+        return [r.id if r.id in new else earlier.get((r.tenant, r.idempotency_key), r.id)
+                for _, r in valid]
+
+    def _enqueue(self, valid: list[Any], new: set[str]) -> bool:
+        """Hand new requests to the ingress queues; False when the broker is unreachable."""
+        from workers.tasks import route_requests
+
+        by_lane: dict[str, list[str]] = {}
+        for _, r in valid:
+            if r.id in new:
+                by_lane.setdefault(r.lane, []).append(r.id)
+        try:
+            for lane_name, ids in by_lane.items():
+                route_requests.apply_async(args=[ids], queue=ingress_queue(lane_name),
+                                           retry=False)
+                with self.rt.engine.begin() as conn:
+                    records.mark_enqueued(conn, ids, time.time())
+        except OperationalError:
+            return False
+        return True
+
+    def status(self, job_id: str) -> JobStatus:
+        """Counts of a job's requests by state."""
+        with self.rt.engine.connect() as conn:
+            row = conn.execute(select(jobs.c.name).where(jobs.c.id == job_id)).first()
+            if row is None:
+                raise InvalidInput(f"no job {job_id!r}")
+            counts = records.job_counts(conn, job_id)
+        return JobStatus(job_id, row.name, sum(counts.values()), counts)
+
+    def wait(self, job_id: str, *, timeout_s: float = 600.0, poll_s: float = 0.2,
+             on_progress: Callable[[JobStatus], None] | None = None) -> JobStatus:
+        """Block until every request of the job has a result, or ``timeout_s`` passes."""
+        deadline = time.monotonic() + timeout_s
+        while True:
+            status = self.status(job_id)
+            if on_progress:
+                on_progress(status)
+            if status.complete or time.monotonic() >= deadline:
+                return status
+            time.sleep(poll_s)
+
+    def wait_request(self, request_id: str, *, timeout_s: float = 60.0,
+                     poll_s: float = 0.05) -> dict[str, Any] | None:
+        """Block until one request is finished; its result row, or None on timeout."""
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            with self.rt.engine.connect() as conn:
+                state = conn.execute(select(requests.c.status, requests.c.job_id)
+                                     .where(requests.c.id == request_id)).first()
+                if state is None:
+                    raise InvalidInput(f"no request {request_id!r}")
+                if state.status in FINAL:
+                    return next(r for r in records.iter_results(conn, state.job_id)
+                                if r["id"] == request_id)
+            time.sleep(poll_s)
+        return None
+
+    def results(self, job_id: str) -> Iterator[dict[str, Any]]:
+        """A job's requests with their results, in input order, streamed from the database."""
+        self.status(job_id)  # raises for an unknown job
+        with self.rt.engine.connect() as conn:
+            yield from records.iter_results(conn, job_id)
+
+    def tier_counts(self, job_id: str) -> Counter[tuple[str, str]]:
+        """Finished requests per (tier, lane)."""
+        return Counter((r["tier"], r["lane"]) for r in self.results(job_id))
+
+
+def _numbered(items: Iterable[Any]) -> Iterator[tuple[int, Any, str | None, int]]:
+    """(line or position, raw item, parse error, bytes) for each input item."""
+    for index, item in enumerate(items, start=1):
+        if isinstance(item, Line):
+            yield item.number, item.value, item.error, item.nbytes
+        elif isinstance(item, str):
+            yield index, {"prompt": item}, None, 0
+        else:
+            yield index, item, None, 0
+
+
+def _raise(_number: int, reason: str) -> None:
+    raise InvalidInput(reason)

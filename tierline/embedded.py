@@ -1,0 +1,72 @@
+"""The embedded default: broker, workers, database and simulator in one process.
+
+The same Celery tasks as in production run in real Celery worker controllers on threads,
+fed by kombu's in-memory transport; the record is a SQLite file (migrated by Alembic);
+the models are the simulator on a loopback port. Nothing here is a substitute code path:
+only the transports differ.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import tempfile
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from celery.worker import WorkController
+
+from router.policy import load_policy
+from workers.app import app, queues_for
+from workers.db import upgrade
+from workers.runtime import Runtime, install
+from workers.settings import EMBEDDED_BROKER, Settings
+
+SIM_URL_ENV = "TIERLINE_SIM_URL"
+
+
+@contextmanager
+def embedded(policy_path: Path, *, database: Path | None = None, concurrency: int = 8,
+             sim_seed: int = 0) -> Iterator[Runtime]:
+    """Run tierline in this process until the block ends; yields the installed runtime."""
+    from sim.fleet import fleet_from_policy
+    from sim.server import start
+
+    policy = load_policy(policy_path)
+    with tempfile.TemporaryDirectory(prefix="tierline-") as tmp:
+        db_path = database or Path(tmp) / "tierline.sqlite"
+        settings = Settings(EMBEDDED_BROKER, f"sqlite:///{db_path}", policy_path)
+        os.environ.setdefault("TIERLINE_BROKER_URL", EMBEDDED_BROKER)
+        upgrade(settings.database_url)
+        with start(fleet_from_policy(policy_path, seed=sim_seed)) as sim:
+            env = dict(os.environ)
+            for spec in policy.models.values():
+                if spec.base_url_env:
+                    env.setdefault(spec.base_url_env, sim.url)
+            env[SIM_URL_ENV] = sim.url
+            rt = Runtime(settings, policy, env)
+            install(rt)
+            app.conf.broker_url = EMBEDDED_BROKER
+            app.conf.broker_transport_options = {"polling_interval": 0.01}
+            # One worker for every queue: worker controllers in one process share the app's
+            # queue selection, so a second one would silently take over the first's queues.
+            worker = _start_worker(queues_for(policy, "all"), concurrency, "embedded")
+            try:
+                yield rt
+            finally:
+                worker.stop(in_sighandler=False)
+
+
+def _start_worker(queues: list[str], concurrency: int, name: str) -> WorkController:
+    """A real Celery worker on a daemon thread, consuming ``queues``."""
+    worker = WorkController(app=app, pool_cls="threads", concurrency=concurrency,
+                            queues=queues, hostname=f"{name}@{socket.gethostname()}", without_heartbeat=True,
+                            without_mingle=True, without_gossip=True, loglevel="WARNING")
+    ready = threading.Event()
+    worker.blueprint.on_start = ready.set  # type: ignore[attr-defined]
+    thread = threading.Thread(target=worker.start, name=f"tierline-{name}", daemon=True)
+    thread.start()
+    ready.wait(timeout=10)
+    return worker

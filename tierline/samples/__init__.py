@@ -1,0 +1,1 @@
+"""Sample workloads shipped with tierline."""

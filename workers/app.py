@@ -1,0 +1,64 @@
+"""The Celery application: queues per lane and tier, at-least-once delivery settings.
+
+Configuration is read when Celery first needs it, not at import, so the same module
+serves a Redis deployment and the embedded in-memory default.
+
+Queues: ``ingress.<lane>`` feed the router worker; ``tier.<tier>.<lane>`` feed tier
+workers. Priority on Redis is separate queues and dedicated workers, not message priority:
+give the realtime queues their own worker so a batch flood never delays them.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from celery import Celery
+
+from router.policy import LANES, Policy
+from workers.settings import load_settings
+
+app = Celery("tierline", include=["workers.tasks"])
+
+
+def _config() -> dict[str, Any]:
+    settings = load_settings()
+    config: dict[str, Any] = {
+        "broker_url": settings.broker_url,
+        "task_serializer": "json",
+        "accept_content": ["json"],
+        "task_ignore_result": True,  # the record is Postgres, not a result backend
+        "task_acks_late": True,  # a worker that dies mid-task gets its message redelivered
+        "task_reject_on_worker_lost": True,
+        "worker_prefetch_multiplier": 1,
+        "task_default_queue": "ingress.standard",
+        "broker_connection_retry_on_startup": True,
+        "worker_hijack_root_logger": False,
+        # Redis redelivers an unacknowledged message after this long; longer than any bundle.
+        "broker_transport_options": {"visibility_timeout": 3600},
+    }
+    if settings.embedded:
+        config["broker_transport_options"] = {"polling_interval": 0.01}
+    return config
+
+
+app.add_defaults(_config)
+
+
+def ingress_queue(lane: str) -> str:
+    """Where accepted requests of a lane wait for the router."""
+    return f"ingress.{lane}"
+
+
+def tier_queue(tier: str, lane: str) -> str:
+    """Where bundles for one tier and lane wait for a tier worker."""
+    return f"tier.{tier}.{lane}"
+
+
+def queues_for(policy: Policy, role: str, lanes: tuple[str, ...] = LANES) -> list[str]:
+    """The queues a worker of ``role`` ('router', 'tier' or 'all') consumes."""
+    out = []
+    if role in ("router", "all"):
+        out += [ingress_queue(lane) for lane in lanes]
+    if role in ("tier", "all"):
+        out += [tier_queue(tier, lane) for lane in lanes for tier in policy.tier_names]
+    return out

@@ -1,0 +1,262 @@
+"""Reads and writes of the record: requests in, decisions, attempts, charges and results out.
+
+Every write that a redelivered task could repeat is keyed and idempotent, and each kind of
+row is written for a whole bundle in one statement.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from decimal import Decimal
+from typing import Any
+
+from sqlalchemy import func, insert, select, update
+from sqlalchemy.engine import Connection
+
+from router.decide import Decision
+from router.envelope import Request
+from workers.db import insert_ignore
+from workers.schema import attempts, charges, decisions, jobs, requests, results
+
+_MILLION = Decimal(1_000_000)
+
+
+def create_job(conn: Connection, job_id: str, *, name: str | None, tenant: str, lane: str,
+               now_s: float) -> None:
+    """Open a job that requests are accepted into."""
+    conn.execute(insert(jobs).values(id=job_id, name=name, tenant=tenant, lane=lane,
+                                     status="in_progress", created_at=now_s, accepted=0,
+                                     duplicates=0, rejected=0))
+
+
+def add_job_counts(conn: Connection, job_id: str, *, accepted: int, duplicates: int,
+                   rejected: int) -> None:
+    """Add to a job's intake counters."""
+    conn.execute(update(jobs).where(jobs.c.id == job_id).values(
+        accepted=jobs.c.accepted + accepted, duplicates=jobs.c.duplicates + duplicates,
+        rejected=jobs.c.rejected + rejected))
+
+
+def accept_requests(conn: Connection, job_id: str | None, batch: Sequence[tuple[int, Request]]
+                    ) -> list[str]:
+    """Write validated requests; returns the ids that are new (not a repeated idempotency key)."""
+    if not batch:
+        return []
+    rows = [{
+        "id": r.id, "job_id": job_id, "seq": seq, "tenant": r.tenant, "lane": r.lane,
+        "idempotency_key": r.idempotency_key,
+        "body": {"messages": list(r.messages), "metadata": r.metadata},
+        "max_output_tokens": r.max_output_tokens, "latency_budget_s": r.latency_budget_s,
+        "submitted_at": r.submitted_at, "deadline_at": r.deadline_at, "status": "accepted",
+    } for seq, r in batch]
+    dialect = conn.dialect.name
+    from sqlalchemy.dialects import postgresql, sqlite
+
+    ins = postgresql.insert if dialect == "postgresql" else sqlite.insert
+    stmt = ins(requests).on_conflict_do_nothing().returning(requests.c.id)
+    return [row[0] for row in conn.execute(stmt, rows)]
+
+
+def existing_ids(conn: Connection, tenant: str, keys: Sequence[str]) -> dict[str, str]:
+    """Request ids already accepted under these idempotency keys, by key."""
+    if not keys:
+        return {}
+    stmt = select(requests.c.idempotency_key, requests.c.id).where(
+        requests.c.tenant == tenant, requests.c.idempotency_key.in_(list(keys)))
+    return {key: rid for key, rid in conn.execute(stmt)}
+
+
+def mark_enqueued(conn: Connection, ids: Sequence[str], now_s: float) -> None:
+    """Note that these requests were handed to the broker."""
+    if ids:
+        conn.execute(update(requests).where(requests.c.id.in_(list(ids))).values(enqueued_at=now_s))
+
+
+def unenqueued(conn: Connection, *, limit: int, submitted_before: float
+               ) -> list[tuple[str, str]]:
+    """(id, lane) of accepted requests never handed to the broker (e.g. it was down)."""
+    stmt = (select(requests.c.id, requests.c.lane)
+            .where(requests.c.status == "accepted", requests.c.enqueued_at.is_(None),
+                   requests.c.submitted_at < submitted_before)
+            .order_by(requests.c.submitted_at).limit(limit))
+    return [(rid, lane) for rid, lane in conn.execute(stmt)]
+
+
+def load_requests(conn: Connection, ids: Sequence[str]) -> list[Request]:
+    """Requests by id, in the order given (missing ids are skipped)."""
+    stmt = select(requests).where(requests.c.id.in_(list(ids)))
+    found = {row.id: _request(row) for row in conn.execute(stmt)}
+    return [found[i] for i in ids if i in found]
+
+
+def _request(row: Any) -> Request:
+    return Request(
+        id=row.id, tenant=row.tenant, lane=row.lane,
+        messages=tuple(row.body["messages"]), metadata=row.body.get("metadata") or {},
+        max_output_tokens=row.max_output_tokens, latency_budget_s=row.latency_budget_s,
+        submitted_at=row.submitted_at, deadline_at=row.deadline_at,
+        idempotency_key=row.idempotency_key,
+    )
+
+
+def job_of(conn: Connection, ids: Sequence[str]) -> dict[str, str | None]:
+    """Each request's job id."""
+    stmt = select(requests.c.id, requests.c.job_id).where(requests.c.id.in_(list(ids)))
+    return {rid: job for rid, job in conn.execute(stmt)}
+
+
+def record_decisions(conn: Connection, made: Sequence[Decision], now_s: float
+                     ) -> dict[str, Decision]:
+    """Store decisions (first one wins on redelivery) and return the stored ones by request."""
+    insert_ignore(conn, decisions, [{
+        "request_id": d.request_id, "band": d.band, "score": d.score, "strategy": d.strategy,
+        "tier": d.tier, "model": d.model, "reasons": d.reasons, "decided_at": now_s,
+    } for d in made])
+    ids = [d.request_id for d in made]
+    conn.execute(update(requests).where(requests.c.id.in_(ids), requests.c.status == "accepted")
+                 .values(status="routed"))
+    return load_decisions(conn, ids)
+
+
+def load_decisions(conn: Connection, ids: Sequence[str]) -> dict[str, Decision]:
+    """Stored decisions by request id."""
+    stmt = select(decisions).where(decisions.c.request_id.in_(list(ids)))
+    return {row.request_id: Decision(row.request_id, row.band, row.score, row.strategy,
+                                     row.tier, row.model, row.reasons)
+            for row in conn.execute(stmt)}
+
+
+def finished_ids(conn: Connection, ids: Sequence[str]) -> set[str]:
+    """Which of these requests already have a result (a redelivered bundle skips them)."""
+    stmt = select(results.c.request_id).where(results.c.request_id.in_(list(ids)))
+    return {row[0] for row in conn.execute(stmt)}
+
+
+@dataclass(frozen=True)
+class AttemptRow:
+    """One model call attempt, as the tier worker saw it."""
+
+    request_id: str
+    seq: int
+    model: str
+    tier: str
+    ok: bool
+    error: str | None
+    tokens_in: int
+    tokens_out: int
+    usage_estimated: bool
+    latency_s: float
+    started_at: float
+
+    @property
+    def id(self) -> str:
+        return f"{self.request_id}/{self.seq}"
+
+
+@dataclass(frozen=True)
+class ResultRow:
+    """The final answer (or failure) of one request."""
+
+    request_id: str
+    status: str
+    model: str | None
+    content: str | None
+    error: str | None
+    finished_at: float
+
+
+@dataclass(frozen=True)
+class Price:
+    """Unit prices in force for one model when the call was made."""
+
+    usd_per_1m_input: Decimal
+    usd_per_1m_output: Decimal
+
+    def usd(self, tokens_in: int, tokens_out: int) -> Decimal:
+        return (tokens_in * self.usd_per_1m_input + tokens_out * self.usd_per_1m_output) / _MILLION
+
+
+def record_outcomes(conn: Connection, made: Sequence[AttemptRow], done: Sequence[ResultRow],
+                    prices: dict[str, Price], context: dict[str, Request],
+                    jobs_by_request: dict[str, str | None]) -> None:
+    """Write a bundle's attempts, charges and results: one statement per table.
+
+    A charge is the attempt's tokens at the attempt's prices; attempts that were never
+    billed (no tokens either way) are recorded without a charge.
+    """
+    attempt_rows, charge_rows = [], []
+    for a in made:
+        price = prices[a.model]
+        usd = price.usd(a.tokens_in, a.tokens_out)
+        attempt_rows.append({
+            "id": a.id, "request_id": a.request_id, "seq": a.seq, "model": a.model,
+            "tier": a.tier, "ok": a.ok, "error": a.error, "tokens_in": a.tokens_in,
+            "tokens_out": a.tokens_out, "usage_estimated": a.usage_estimated,
+            "latency_s": a.latency_s, "usd": usd, "started_at": a.started_at})
+        if a.tokens_in or a.tokens_out:
+            request = context[a.request_id]
+            charge_rows.append({
+                "attempt_id": a.id, "request_id": a.request_id,
+                "job_id": jobs_by_request.get(a.request_id), "tenant": request.tenant,
+                "lane": request.lane, "model": a.model, "tokens_in": a.tokens_in,
+                "tokens_out": a.tokens_out, "usd_per_1m_input": price.usd_per_1m_input,
+                "usd_per_1m_output": price.usd_per_1m_output, "usd": usd,
+                "usage_estimated": a.usage_estimated, "charged_at": a.started_at + a.latency_s,
+                "day": int((a.started_at + a.latency_s) // 86400)})
+    insert_ignore(conn, attempts, attempt_rows)
+    insert_ignore(conn, charges, charge_rows)
+    spent: dict[str, Decimal] = {}
+    count: dict[str, int] = {}
+    for row in attempt_rows:
+        spent[row["request_id"]] = spent.get(row["request_id"], Decimal(0)) + row["usd"]
+        count[row["request_id"]] = count.get(row["request_id"], 0) + 1
+    insert_ignore(conn, results, [{
+        "request_id": r.request_id, "status": r.status, "model": r.model, "content": r.content,
+        "error": r.error, "attempts": count.get(r.request_id, 0),
+        "usd": spent.get(r.request_id, Decimal(0)), "finished_at": r.finished_at,
+        "latency_s": r.finished_at - context[r.request_id].submitted_at} for r in done])
+    for status in ("done", "failed"):
+        ids = [r.request_id for r in done if (r.status == "ok") == (status == "done")]
+        if ids:
+            conn.execute(update(requests).where(requests.c.id.in_(ids)).values(status=status))
+
+
+def job_counts(conn: Connection, job_id: str) -> dict[str, int]:
+    """Requests of a job by status."""
+    stmt = (select(requests.c.status, func.count()).where(requests.c.job_id == job_id)
+            .group_by(requests.c.status))
+    return {status: n for status, n in conn.execute(stmt)}
+
+
+def iter_results(conn: Connection, job_id: str, chunk: int = 1000) -> Iterator[dict[str, Any]]:
+    """A job's requests with their results, in input order, streamed."""
+    stmt = (select(requests.c.id, requests.c.seq, requests.c.idempotency_key, requests.c.lane,
+                   requests.c.status, results.c.status.label("result_status"), results.c.model,
+                   results.c.content, results.c.error, results.c.usd, results.c.latency_s,
+                   results.c.attempts, decisions.c.tier, decisions.c.band,
+                   decisions.c.reasons)
+            .select_from(requests.outerjoin(results, results.c.request_id == requests.c.id)
+                         .outerjoin(decisions, decisions.c.request_id == requests.c.id))
+            .where(requests.c.job_id == job_id).order_by(requests.c.seq)
+            .execution_options(yield_per=chunk))
+    for row in conn.execute(stmt):
+        yield {
+            "id": row.id, "key": row.idempotency_key, "lane": row.lane, "status": row.status,
+            "model": row.model, "tier": row.tier, "band": row.band, "content": row.content,
+            "error": row.error, "usd": None if row.usd is None else str(row.usd),
+            "latency_s": row.latency_s, "attempts": row.attempts,
+            "reason": (row.reasons or {}).get("rule"),
+        }
+
+
+def iter_chunks(items: Iterable[Any], size: int) -> Iterator[list[Any]]:
+    """Consecutive lists of at most ``size`` items, read lazily."""
+    chunk: list[Any] = []
+    for item in items:
+        chunk.append(item)
+        if len(chunk) >= size:
+            yield chunk
+            chunk = []
+    if chunk:
+        yield chunk

@@ -1,0 +1,63 @@
+"""What a worker process holds: settings, the frozen policy, the database engine, the
+estimator and the providers — built once per process, on first use."""
+
+from __future__ import annotations
+
+import os
+import threading
+from dataclasses import dataclass, field
+from functools import cached_property
+from typing import Any
+
+from sqlalchemy import Engine
+
+from router.decide import Estimator, make_estimator
+from router.policy import Policy, load_policy
+from workers.db import engine_for
+from workers.settings import Settings, load_settings
+
+
+@dataclass
+class Runtime:
+    """Per-process state of a tierline worker or producer."""
+
+    settings: Settings
+    policy: Policy
+    env: dict[str, str] = field(default_factory=lambda: dict(os.environ))
+
+    @cached_property
+    def engine(self) -> Engine:
+        return engine_for(self.settings.database_url)
+
+    @cached_property
+    def estimator(self) -> Estimator:
+        return make_estimator(self.policy)
+
+    @cached_property
+    def providers(self) -> dict[str, Any]:
+        """One provider per policy model, all sharing the process's HTTP client."""
+        from workers.providers import provider_for, shared_client
+
+        client = shared_client()
+        return {name: provider_for(spec, client=client, env=self.env, model_key=name)
+                for name, spec in self.policy.models.items()}
+
+
+_current: dict[int, Runtime] = {}
+_lock = threading.Lock()
+
+
+def runtime() -> Runtime:
+    """This process's runtime, built from the environment on first use."""
+    with _lock:
+        pid = os.getpid()
+        if pid not in _current:
+            settings = load_settings()
+            _current[pid] = Runtime(settings, load_policy(settings.policy_path))
+        return _current[pid]
+
+
+def install(rt: Runtime) -> None:
+    """Use ``rt`` as this process's runtime (the embedded default and tests do)."""
+    with _lock:
+        _current[os.getpid()] = rt

@@ -1,0 +1,125 @@
+"""The record in Postgres (or SQLite when embedded): tables as SQLAlchemy Core metadata.
+
+Times are UNIX seconds (``*_at``, float) so that day and hour rollups are plain arithmetic
+on every database; money is ``Numeric`` so the ledger adds up exactly.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    JSON,
+    Boolean,
+    Column,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    Numeric,
+    String,
+    Table,
+    Text,
+    UniqueConstraint,
+)
+
+metadata = MetaData()
+USD = Numeric(20, 10)
+
+jobs = Table(
+    "jobs",
+    metadata,
+    Column("id", String(36), primary_key=True),
+    Column("name", String(200)),
+    Column("tenant", String(128), nullable=False),
+    Column("lane", String(16), nullable=False),
+    Column("status", String(16), nullable=False),
+    Column("created_at", Float, nullable=False),
+    Column("finished_at", Float),
+    Column("accepted", Integer, nullable=False, default=0),
+    Column("duplicates", Integer, nullable=False, default=0),
+    Column("rejected", Integer, nullable=False, default=0),
+)
+
+requests = Table(
+    "requests",
+    metadata,
+    Column("id", String(36), primary_key=True),
+    Column("job_id", String(36), ForeignKey("jobs.id"), index=True),
+    Column("seq", Integer),  # position in the job's input, so results come back in order
+    Column("tenant", String(128), nullable=False),
+    Column("lane", String(16), nullable=False),
+    Column("idempotency_key", String(256)),
+    Column("body", JSON, nullable=False),  # messages and metadata
+    Column("max_output_tokens", Integer, nullable=False),
+    Column("latency_budget_s", Float, nullable=False),
+    Column("submitted_at", Float, nullable=False),
+    Column("deadline_at", Float, nullable=False),
+    Column("enqueued_at", Float),  # null: accepted but not yet handed to the broker
+    Column("status", String(16), nullable=False),  # accepted | routed | done | failed
+    UniqueConstraint("tenant", "idempotency_key", name="uq_requests_tenant_idempotency_key"),
+)
+Index("ix_requests_status", requests.c.status)
+
+decisions = Table(
+    "decisions",
+    metadata,
+    Column("request_id", String(36), ForeignKey("requests.id"), primary_key=True),
+    Column("band", String(8), nullable=False),
+    Column("score", Float, nullable=False),
+    Column("strategy", String(32), nullable=False),
+    Column("tier", String(32), nullable=False),
+    Column("model", String(200), nullable=False),
+    Column("reasons", JSON, nullable=False),
+    Column("decided_at", Float, nullable=False),
+)
+
+attempts = Table(
+    "attempts",
+    metadata,
+    Column("id", String(80), primary_key=True),  # "<request id>/<seq>": same call, same key
+    Column("request_id", String(36), ForeignKey("requests.id"), nullable=False, index=True),
+    Column("seq", Integer, nullable=False),
+    Column("model", String(200), nullable=False),
+    Column("tier", String(32), nullable=False),
+    Column("ok", Boolean, nullable=False),
+    Column("error", Text),
+    Column("tokens_in", Integer, nullable=False),
+    Column("tokens_out", Integer, nullable=False),
+    Column("usage_estimated", Boolean, nullable=False),
+    Column("latency_s", Float, nullable=False),
+    Column("usd", USD, nullable=False),
+    Column("started_at", Float, nullable=False),
+)
+
+results = Table(
+    "results",
+    metadata,
+    Column("request_id", String(36), ForeignKey("requests.id"), primary_key=True),
+    Column("status", String(16), nullable=False),  # ok | failed
+    Column("model", String(200)),
+    Column("content", Text),
+    Column("error", Text),
+    Column("attempts", Integer, nullable=False),
+    Column("usd", USD, nullable=False),
+    Column("finished_at", Float, nullable=False),
+    Column("latency_s", Float, nullable=False),  # submitted → finished
+)
+
+charges = Table(
+    "charges",
+    metadata,
+    Column("attempt_id", String(80), ForeignKey("attempts.id"), primary_key=True),
+    Column("request_id", String(36), nullable=False, index=True),
+    Column("job_id", String(36), index=True),
+    Column("tenant", String(128), nullable=False),
+    Column("lane", String(16), nullable=False),
+    Column("model", String(200), nullable=False),
+    Column("tokens_in", Integer, nullable=False),
+    Column("tokens_out", Integer, nullable=False),
+    Column("usd_per_1m_input", USD, nullable=False),
+    Column("usd_per_1m_output", USD, nullable=False),
+    Column("usd", USD, nullable=False),
+    Column("usage_estimated", Boolean, nullable=False),
+    Column("charged_at", Float, nullable=False),
+    Column("day", Integer, nullable=False, index=True),  # UTC day number: charged_at // 86400
+)

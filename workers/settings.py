@@ -1,0 +1,44 @@
+"""Where tierline finds its broker, database and policy: read from the environment on demand."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+EMBEDDED_BROKER = "memory://"
+POLICY_DIR = Path(__file__).resolve().parent.parent / "policies"
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Connection strings and the policy file; ``embedded`` when no servers are configured."""
+
+    broker_url: str
+    database_url: str
+    policy_path: Path
+
+    @property
+    def embedded(self) -> bool:
+        return self.broker_url.startswith("memory://")
+
+
+def default_policy_path(env: Mapping[str, str]) -> Path:
+    """``TIERLINE_POLICY`` if set, else ``policies/$TIERLINE_ENV.yaml`` (default ``dev``)."""
+    if env.get("TIERLINE_POLICY"):
+        return Path(env["TIERLINE_POLICY"])
+    return POLICY_DIR / f"{env.get('TIERLINE_ENV', 'dev')}.yaml"
+
+
+def load_settings(env: Mapping[str, str] | None = None) -> Settings:
+    """Settings from ``TIERLINE_BROKER_URL``, ``TIERLINE_DATABASE_URL`` and the policy variables.
+
+    With neither URL set, the embedded default: in-memory broker and a SQLite file.
+    """
+    env = os.environ if env is None else env
+    return Settings(
+        broker_url=env.get("TIERLINE_BROKER_URL") or EMBEDDED_BROKER,
+        database_url=env.get("TIERLINE_DATABASE_URL") or "sqlite:///tierline.sqlite",
+        policy_path=default_policy_path(env),
+    )

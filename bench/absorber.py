@@ -55,8 +55,10 @@ def _worker(url: str, prefix: str, seconds: float, batch: int, go: object, out: 
 def reserve_rate_procs(url: str, prefix: str, seconds: float, batch: int, procs: int) -> float:
     """Reservations per second of ``procs`` processes reserving on one scope at once."""
     go, out = SPAWN.Event(), SPAWN.Queue()
-    workers = [SPAWN.Process(target=_worker, args=(url, prefix, seconds, batch, go, out))
-               for _ in range(procs)]
+    workers = [
+        SPAWN.Process(target=_worker, args=(url, prefix, seconds, batch, go, out))
+        for _ in range(procs)
+    ]
     for worker in workers:
         worker.start()
     time.sleep(1.5)  # let every process import and connect before the start signal
@@ -113,8 +115,10 @@ def main() -> None:
             record("1 process, reserve (one call each)", count / elapsed_s)
             count, elapsed_s = reserve_rate(args.url, prefix, args.seconds, args.batch)
             record(f"1 process, reserve_many ({args.batch} per call)", count / elapsed_s)
-            for batch, label in ((1, "reserve (one call each)"),
-                                 (args.batch, f"reserve_many ({args.batch} per call)")):
+            for batch, label in (
+                (1, "reserve (one call each)"),
+                (args.batch, f"reserve_many ({args.batch} per call)"),
+            ):
                 rate = reserve_rate_procs(args.url, prefix, args.seconds, batch, args.procs)
                 record(f"{args.procs} processes, {label}", rate)
             p50_us, p99_us = pair_latency_us(args.url, prefix, 5_000)
@@ -126,9 +130,11 @@ def main() -> None:
                 client.delete(key)
 
     redis_version = client.info("server")["redis_version"]
-    print(f"machine: {os.cpu_count()} cores, {platform.processor() or platform.machine()}, "
-          f"Python {platform.python_version()}, Redis {redis_version} on localhost, "
-          f"median of {args.runs} runs of {args.seconds:g} s\n")
+    print(
+        f"machine: {os.cpu_count()} cores, {platform.processor() or platform.machine()}, "
+        f"Python {platform.python_version()}, Redis {redis_version} on localhost, "
+        f"median of {args.runs} runs of {args.seconds:g} s\n"
+    )
     print("| measurement | median | runs |\n|---|---:|---|")
     for name, values in figures.items():
         unit = "" if "µs" in name else "/s"

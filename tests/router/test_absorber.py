@@ -81,7 +81,11 @@ def test_requests_per_minute_counts_calls_not_tokens():
     assert _reserve(state, limits, 1, NOON, "a").granted
     assert _reserve(state, limits, 1, NOON + 10.0, "b").granted
     third = _reserve(state, limits, 1, NOON + 20.0, "c")
-    assert (third.granted, third.reason, third.retry_after_s) == (False, "requests_per_minute", 41.0)
+    assert (third.granted, third.reason, third.retry_after_s) == (
+        False,
+        "requests_per_minute",
+        41.0,
+    )
 
 
 @pytest.mark.parametrize(
@@ -95,10 +99,16 @@ def test_settle_refunds_the_difference_or_records_the_overrun(
     held = _reserve(state, limits, 1_000, NOON, "a").reservation
     settlement = absorber.settle(state, held, actual, NOON + 2.0)
     assert (settlement.live, settlement.refunded_tokens, settlement.overrun_tokens) == (
-        True, refunded, overrun
+        True,
+        refunded,
+        overrun,
     )
     use = absorber.usage(state, limits, "m", NOON + 2.0)
-    assert (use["settled_tokens"], use["held_tokens"], use["overrun_tokens"]) == (settled, 0, overrun)
+    assert (use["settled_tokens"], use["held_tokens"], use["overrun_tokens"]) == (
+        settled,
+        0,
+        overrun,
+    )
     assert use["window_tokens"] == actual  # the minute bucket is corrected too
 
 
@@ -144,8 +154,11 @@ def test_a_late_settle_after_expiry_still_counts_what_was_used():
     ],
 )
 def test_split_to_fit_takes_what_fits_in_order_and_defers_the_rest(
-    estimates: list[int], remaining_tokens: float, remaining_requests: float,
-    fit: list[int], deferred: list[int],
+    estimates: list[int],
+    remaining_tokens: float,
+    remaining_requests: float,
+    fit: list[int],
+    deferred: list[int],
 ):
     assert absorber.split_to_fit(estimates, remaining_tokens, remaining_requests) == (fit, deferred)
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import random
+import sys
 import uuid
 from collections.abc import Iterator
 from typing import Any
@@ -28,7 +29,10 @@ WALK_LIMITS = Limits(tokens_per_day=5_000, tokens_per_minute=2_500, requests_per
 
 def redis_or_skip() -> redis.Redis:
     """The test Redis: skipped when absent locally, a failure when ``CI`` is set."""
-    client = redis.Redis.from_url(REDIS_URL, socket_connect_timeout=1.0)
+    # no retries: a missing Redis should skip (or fail) at once, not after ~4 s of backoff
+    client = redis.Redis.from_url(
+        REDIS_URL, socket_connect_timeout=1.0, retry=Retry(NoBackoff(), 0)
+    )
     try:
         client.ping()
     except redis.RedisError as exc:
@@ -68,8 +72,14 @@ def _seen(value: Any) -> Any:
     if isinstance(value, Reservation):
         return ("reservation", value.scope, value.tokens, value.reserved_at_s, value.expires_at_s)
     if isinstance(value, BatchDecision):
-        return ("batch", sorted(value.granted), value.deferred, value.refused,
-                value.retry_after_s, value.reason)
+        return (
+            "batch",
+            sorted(value.granted),
+            value.deferred,
+            value.refused,
+            value.retry_after_s,
+            value.reason,
+        )
     if isinstance(value, BudgetExceeded):
         return ("refused", value.retry_after_s, str(value))
     return value
@@ -210,9 +220,21 @@ def test_an_unreachable_redis_is_unavailable_chained_to_the_redis_error():
     assert caught.value.retryable
 
 
+def test_a_missing_redis_skips_locally_and_fails_in_ci(monkeypatch: pytest.MonkeyPatch):
+    monkeypatch.setattr(sys.modules[__name__], "REDIS_URL", "redis://127.0.0.1:1/5")
+    monkeypatch.delenv("CI", raising=False)
+    with pytest.raises(pytest.skip.Exception):
+        redis_or_skip()
+    monkeypatch.setenv("CI", "true")
+    with pytest.raises(pytest.fail.Exception):
+        redis_or_skip()
+
+
 def _policy(limits: dict[str, Any]) -> dict[str, Any]:
-    lanes = {lane: {"latency_budget_s": 5, "max_output_tokens": 16}
-             for lane in ("realtime", "standard", "batch")}
+    lanes = {
+        lane: {"latency_budget_s": 5, "max_output_tokens": 16}
+        for lane in ("realtime", "standard", "batch")
+    }
     model = {"usd_per_1m_input": 0.1, "usd_per_1m_output": 0.4, "limits": limits}
     return {"tiers": {"t0": ["small"]}, "models": {"small": model}, "lanes": lanes}
 

@@ -13,6 +13,8 @@ from typing import Any
 
 import pytest
 import redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 
 from router.absorber import Limits
 from router.errors import BudgetExceeded
@@ -28,7 +30,10 @@ SPAWN = multiprocessing.get_context("spawn")
 
 def redis_or_skip() -> redis.Redis:
     """The test Redis: skipped when absent locally, a failure when ``CI`` is set."""
-    client = redis.Redis.from_url(REDIS_URL, socket_connect_timeout=1.0)
+    # no retries: a missing Redis should skip (or fail) at once, not after ~4 s of backoff
+    client = redis.Redis.from_url(
+        REDIS_URL, socket_connect_timeout=1.0, retry=Retry(NoBackoff(), 0)
+    )
     try:
         client.ping()
     except redis.RedisError as exc:
@@ -57,9 +62,7 @@ def redis_prefix() -> Iterator[str]:
         client.delete(key)
 
 
-def _hammer(
-    prefix: str, seed: int, start_s: float, one_by_one: bool, go: Any, out: Any
-) -> None:
+def _hammer(prefix: str, seed: int, start_s: float, one_by_one: bool, go: Any, out: Any) -> None:
     """A worker: reserve bundles, 'call', settle 30-100 % of the estimate, retry the deferred."""
     client = redis.Redis.from_url(REDIS_URL)
     store = RedisAbsorberStore(client, prefix, clock=NoonClock(start_s), ttl_s=30.0)

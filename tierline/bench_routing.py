@@ -1,0 +1,219 @@
+"""`tierline bench routing`: every routing strategy and baseline on recorded outcomes.
+
+Reads a recorded-outcome JSONL (and a prices YAML), trains the learned parts on the train
+file (or split), replays every strategy on the test items, and prints the operating points
+and each method's frontier (AIQ, cost to 95% / 99% of the best single model's accuracy).
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import click
+import yaml
+from rich.console import Console
+from rich.table import Table
+
+from router.composite import CompositeEstimator, band_of
+from router.dataset import Item, Prices, parse_items, split_items
+from router.errors import InvalidInput
+from router.evaluation import Report, Row, evaluate
+from router.learned import save_router
+from router.policy import ClassifierSpec
+from router.training import train_routing
+
+out = Console()
+if not out.is_terminal:
+    out.width = 150  # piped or redirected: keep the tables on one line per row
+err = Console(stderr=True)
+
+
+def read_items(path: Path) -> list[Item]:
+    """Decode a recorded-outcome JSONL file; errors name the file and line."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise InvalidInput(f"{path}: cannot read: {exc.strerror}") from exc
+    lines = []
+    for number, line in enumerate(text.splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            lines.append((number, json.loads(line)))
+        except json.JSONDecodeError as exc:
+            raise InvalidInput(f"{path}: line {number}: not JSON ({exc.msg})") from exc
+    return parse_items(lines, str(path))
+
+
+def read_prices(path: Path) -> Prices:
+    """Read ``models: {name: {usd_per_1m_input, usd_per_1m_output}}``."""
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (OSError, yaml.YAMLError) as exc:
+        raise InvalidInput(f"{path}: cannot read prices: {exc}") from exc
+    models = data.get("models") if isinstance(data, dict) else None
+    if not isinstance(models, dict):
+        raise InvalidInput(f"{path}: expected a 'models' mapping")
+    prices = {}
+    for name, spec in models.items():
+        try:
+            prices[str(name)] = (float(spec["usd_per_1m_input"]), float(spec["usd_per_1m_output"]))
+        except (TypeError, KeyError, ValueError) as exc:
+            raise InvalidInput(f"{path}: models.{name}: needs numeric usd_per_1m_input and "
+                               "usd_per_1m_output") from exc
+    return prices
+
+
+def composite_bands(items: Sequence[Item]) -> list[str]:
+    """The article's composite estimator (policy defaults) banding every prompt."""
+    spec = ClassifierSpec()
+    scores = CompositeEstimator(spec).score([it.prompt for it in items],
+                                            [dict(it.meta) for it in items])
+    return band_of(scores.composite, spec.thresholds)
+
+
+def _share(x: float | None) -> str:
+    return "not reached" if x is None else f"{x:.1%}"
+
+
+def highlights(rows: Sequence[Row]) -> list[Row]:
+    """Per method: its only point, or the cheapest at 95% / 99% and the most accurate."""
+    by_method: dict[str, list[Row]] = {}
+    for r in rows:
+        by_method.setdefault(r.method, []).append(r)
+    shown: list[Row] = []
+    for group in by_method.values():
+        picks = [max(group, key=lambda r: (r.accuracy, -r.usd))]
+        for target in (0.95, 0.99):
+            ok = [r for r in group if r.accuracy_vs_best >= target]
+            if ok:
+                picks.append(min(ok, key=lambda r: r.usd))
+        shown += sorted({r.strategy: r for r in picks}.values(), key=lambda r: r.usd)
+    return shown
+
+
+def print_report(report: Report, seconds: dict[str, float]) -> None:
+    """The operating-point table and the frontier table."""
+    out.print(f"best single model: [bold]{report.best_single}[/bold] accuracy "
+              f"{report.best_accuracy:.3f} at ${report.best_usd * 1000:.4f} per 1k requests")
+    points = Table(title="operating points (swept methods: most accurate, cheapest at 95%/99%)")
+    for col in ("strategy", "kind", "accuracy", "acc/best", "USD/1k req", "USD/best", "escal.",
+                "calls/req"):
+        points.add_column(col, justify="left" if col in ("strategy", "kind") else "right")
+    for r in highlights(report.rows):
+        points.add_row(r.strategy, r.kind, f"{r.accuracy:.3f}", f"{r.accuracy_vs_best:.1%}",
+                       f"{r.usd * 1000:.4f}", f"{r.cost_vs_best:.1%}", f"{r.escalation_rate:.2f}",
+                       f"{r.calls_per_request:.2f}")
+    out.print(points)
+    frontier = Table(title="frontiers (costs as share of the best single model's USD)")
+    for col in ("method", "kind", "points", "best acc/best", "AIQ", "cost to 95%", "cost to 99%"):
+        frontier.add_column(col, justify="left" if col in ("method", "kind") else "right")
+    for s in sorted(report.summaries, key=lambda s: -s.aiq):
+        frontier.add_row(s.method, s.kind, str(s.points), f"{s.best_accuracy_vs_best:.1%}",
+                         f"{s.aiq:.4f}", _share(s.cost_to_95), _share(s.cost_to_99))
+    out.print(frontier)
+    out.print("[dim]" + ", ".join(f"{k} {v:.1f}s" for k, v in seconds.items()) + "[/dim]")
+
+
+def json_rows(report: Report) -> list[dict[str, Any]]:
+    """Every operating point, with its method's frontier figures."""
+    summary = {s.method: s for s in report.summaries}
+    rows = []
+    for r in report.rows:
+        s = summary[r.method]
+        rows.append({**r.to_dict(), "best_single": report.best_single, "aiq": s.aiq,
+                     "cost_to_95": s.cost_to_95, "cost_to_99": s.cost_to_99})
+    return rows
+
+
+def plot_frontier(report: Report, path: Path) -> None:
+    """Cost-quality points and hulls, one colour per method (matplotlib, Agg)."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError as exc:
+        raise InvalidInput("--plot needs matplotlib: pip install 'tierline[plot]'") from exc
+    from router.frontier import hull
+
+    fig, ax = plt.subplots(figsize=(9, 6))
+    methods: dict[str, list[Row]] = {}
+    for r in report.rows:
+        methods.setdefault(r.method, []).append(r)
+    for method, group in methods.items():
+        pts = [(r.cost_vs_best, r.accuracy_vs_best) for r in group]
+        if len(group) == 1:
+            ax.scatter(*zip(*pts, strict=True), label=method, marker="x" if
+                       group[0].kind == "reference" else "o", s=30)
+            continue
+        line = hull(pts)[1:]
+        ax.plot([c for c, _ in line], [q for _, q in line], marker=".",
+                linestyle="-" if group[0].kind == "tierline" else "--", label=method)
+    ax.axhline(0.95, color="grey", linewidth=0.5)
+    ax.axhline(0.99, color="grey", linewidth=0.5)
+    ax.set_xlabel(f"cost / cost of {report.best_single}")
+    ax.set_ylabel(f"accuracy / accuracy of {report.best_single}")
+    ax.set_ylim(0.5, None)
+    ax.legend(fontsize=7, ncol=2)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+@click.command()
+@click.option("--train", "train_path", type=click.Path(path_type=Path), required=True,
+              help="recorded-outcome JSONL to train on (and split, without --test)")
+@click.option("--test", "test_path", type=click.Path(path_type=Path), default=None,
+              help="recorded-outcome JSONL to evaluate on")
+@click.option("--prices", "prices_path", type=click.Path(path_type=Path), required=True,
+              help="prices YAML: models.<name>.usd_per_1m_input/usd_per_1m_output")
+@click.option("--split", type=float, default=0.3, show_default=True,
+              help="test fraction taken from --train when --test is omitted")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--json", "json_path", type=click.Path(path_type=Path), default=None,
+              help="write every operating point as a JSON list")
+@click.option("--plot", "plot_path", type=click.Path(path_type=Path), default=None,
+              help="write the cost-quality frontier as a PNG")
+@click.option("--save-router", "save_router_path", type=click.Path(path_type=Path), default=None,
+              help="write the learned router artifact (<path>.npz + <path>.json)")
+def command(train_path: Path, test_path: Path | None, prices_path: Path, split: float,
+            seed: int, json_path: Path | None, plot_path: Path | None,
+            save_router_path: Path | None) -> None:
+    """Compare routing strategies and baselines on recorded outcomes of real models."""
+    try:
+        prices = read_prices(prices_path)
+        items = read_items(train_path)
+        if test_path is None:
+            train, test = split_items(items, split, seed)
+        else:
+            train, test = items, read_items(test_path)
+        if not train:
+            raise InvalidInput("the train split is empty")
+        if not test:
+            raise InvalidInput("the test split is empty")
+        started = time.perf_counter()
+        trained = train_routing(train, prices, seed)
+        trained_s = time.perf_counter() - started
+        if set(test[0].outcomes) != set(trained.models):
+            raise InvalidInput(f"test models {sorted(test[0].outcomes)} differ from train "
+                               f"models {sorted(trained.models)}")
+        report = evaluate(trained, test, prices, composite_bands(test))
+        seconds = {"train": trained_s, "evaluate": time.perf_counter() - started - trained_s}
+        out.print(f"train {len(train)} items, test {len(test)} items, models (cheapest first): "
+                  f"{', '.join(trained.models)}")
+        print_report(report, seconds)
+        if json_path is not None:
+            json_path.write_text(json.dumps(json_rows(report), indent=1), encoding="utf-8")
+        if plot_path is not None:
+            plot_frontier(report, plot_path)
+        if save_router_path is not None:
+            save_router(trained.router, save_router_path)
+    except InvalidInput as exc:
+        err.print(f"error: {exc}", highlight=False, markup=False)
+        sys.exit(2)

@@ -2,9 +2,12 @@
 
     python bench/absorber.py [--runs 3] [--seconds 2] [--url redis://127.0.0.1:6379/5]
 
-Every figure is the median of ``--runs`` runs. All processes reserve on one scope (one model),
-the contended case; limits are set high enough never to refuse, so every call does the full
-reserve path (expiry sweep, day roll, minute window). Keys use a unique prefix, deleted after.
+Every figure is the median of ``--runs`` runs. All processes reserve on one scope (one
+model), the contended case; limits are high enough never to refuse, so every call takes the
+full reserve path (expiry sweep, day roll, minute window). "Redis time per reservation" is
+the server's own EVALSHA time (INFO commandstats) over reservations made: Redis runs scripts
+one at a time, so it bounds the fleet's rate however many workers there are. Keys use a
+unique prefix per measurement, deleted after.
 """
 
 from __future__ import annotations
@@ -17,6 +20,8 @@ import statistics
 import sys
 import time
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -66,7 +71,7 @@ def reserve_rate_procs(url: str, prefix: str, seconds: float, batch: int, procs:
     results = [out.get(timeout=seconds + 60) for _ in workers]
     for worker in workers:
         worker.join()
-    return sum(c for c, _ in results) / max(e for _, e in results)
+    return float(sum(c for c, _ in results) / max(e for _, e in results))
 
 
 def pair_latency_us(url: str, prefix: str, calls: int) -> tuple[float, float]:
@@ -93,6 +98,22 @@ def memory_rate(seconds: float) -> float:
     return count / (time.perf_counter() - start_s)
 
 
+@contextmanager
+def fresh_prefix(client: redis.Redis) -> Iterator[str]:
+    """A unique key prefix for one measurement, its keys deleted afterwards."""
+    prefix = f"bench:absorber:{uuid.uuid4().hex[:12]}"
+    try:
+        yield prefix
+    finally:
+        for key in client.scan_iter(f"{prefix}:*"):
+            client.delete(key)
+
+
+def evalsha_usec(client: redis.Redis) -> float:
+    """Microseconds Redis has spent in EVALSHA since it started (all clients)."""
+    return float(client.info("commandstats").get("cmdstat_evalsha", {}).get("usec", 0))
+
+
 def main() -> None:
     """Run every measurement ``--runs`` times and print a Markdown table of medians."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -109,25 +130,22 @@ def main() -> None:
         figures.setdefault(name, []).append(value)
 
     for _ in range(args.runs):
-        prefix = f"bench:absorber:{uuid.uuid4().hex[:12]}"
-        try:
-            count, elapsed_s = reserve_rate(args.url, prefix, args.seconds, 1)
-            record("1 process, reserve (one call each)", count / elapsed_s)
-            count, elapsed_s = reserve_rate(args.url, prefix, args.seconds, args.batch)
-            record(f"1 process, reserve_many ({args.batch} per call)", count / elapsed_s)
-            for batch, label in (
-                (1, "reserve (one call each)"),
-                (args.batch, f"reserve_many ({args.batch} per call)"),
-            ):
+        for batch in (1, args.batch):
+            label = "reserve (one call each)" if batch == 1 else f"reserve_many ({batch} per call)"
+            with fresh_prefix(client) as prefix:
+                before = evalsha_usec(client)
+                count, elapsed_s = reserve_rate(args.url, prefix, args.seconds, batch)
+                used_usec = evalsha_usec(client) - before
+                record(f"1 process, {label}", count / elapsed_s)
+                record(f"Redis time per reservation, {label} (µs)", used_usec / count)
+            with fresh_prefix(client) as prefix:
                 rate = reserve_rate_procs(args.url, prefix, args.seconds, batch, args.procs)
                 record(f"{args.procs} processes, {label}", rate)
+        with fresh_prefix(client) as prefix:
             p50_us, p99_us = pair_latency_us(args.url, prefix, 5_000)
-            record("reserve + settle latency p50 (µs)", p50_us)
-            record("reserve + settle latency p99 (µs)", p99_us)
-            record("memory store, reserve + settle pairs", memory_rate(args.seconds))
-        finally:
-            for key in client.scan_iter(f"{prefix}:*"):
-                client.delete(key)
+        record("reserve + settle latency p50 (µs)", p50_us)
+        record("reserve + settle latency p99 (µs)", p99_us)
+        record("memory store, reserve + settle pairs", memory_rate(args.seconds))
 
     redis_version = client.info("server")["redis_version"]
     print(
@@ -138,8 +156,9 @@ def main() -> None:
     print("| measurement | median | runs |\n|---|---:|---|")
     for name, values in figures.items():
         unit = "" if "µs" in name else "/s"
-        runs = ", ".join(f"{v:,.0f}" for v in values)
-        print(f"| {name} | {statistics.median(values):,.0f}{unit} | {runs} |")
+        digits = 1 if "Redis time" in name else 0
+        runs = ", ".join(f"{v:,.{digits}f}" for v in values)
+        print(f"| {name} | {statistics.median(values):,.{digits}f}{unit} | {runs} |")
 
 
 if __name__ == "__main__":

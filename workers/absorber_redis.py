@@ -2,7 +2,11 @@
 
 Each scope owns four keys under one hash tag (``{prefix}:{<scope>}:res|exp|day|min``, see
 ``workers/absorber.lua``) so a Redis Cluster would keep them on one slot. Redis errors are
-translated here, once, into :class:`~router.errors.Unavailable`.
+translated here, once, into :class:`~router.errors.Unavailable`. ``now_s`` comes from the
+worker's clock (injectable), not Redis TIME, so the script and the pure core can be compared
+under a scripted clock; worker clocks must be NTP-synced (skew shifts window edges only).
+A script that fails half-way keeps its earlier writes (Redis does not roll scripts back); the
+script has no failing step on valid input, and input is validated here before it is sent.
 """
 
 from __future__ import annotations
@@ -17,10 +21,11 @@ import redis
 
 from router import absorber
 from router.absorber import BatchDecision, Limits, Reservation, Settlement
-from router.errors import Unavailable
+from router.errors import InvalidInput, Unavailable
 from workers.absorber_store import DEFAULT_TTL_S, ReservationIds
 
 LUA_SOURCE = (Path(__file__).parent / "absorber.lua").read_text(encoding="utf-8")
+MAX_BATCH = 1_000  # Lua's unpack() overflows its C stack near 4,000 values
 
 
 def _limit(value: int | None) -> str:
@@ -75,6 +80,8 @@ class RedisAbsorberStore:
         """Hold what fits of a bundle in one round trip; defer or refuse the rest."""
         now_s = self._clock() if now_s is None else float(now_s)
         expires_at_s = now_s + (self._ttl_s if ttl_s is None else float(ttl_s))
+        if len(tokens) > MAX_BATCH:
+            raise InvalidInput(f"tokens: at most {MAX_BATCH} reservations per call")
         counts = [absorber.check_tokens(t) for t in tokens]
         # permanent refusals need no Redis: they depend on the limits alone
         refused = [i for i, t in enumerate(counts) if absorber.refusal_reason(limits, t)]

@@ -97,8 +97,11 @@ async def _read_body(reader: asyncio.StreamReader, headers: dict[str, str]) -> b
     return await reader.readexactly(length) if length else b""
 
 
-async def read_request(reader: asyncio.StreamReader) -> Request | None:
-    """The next request on a connection, or None when the client closed it."""
+async def read_request(
+    reader: asyncio.StreamReader, writer: asyncio.StreamWriter | None = None
+) -> Request | None:
+    """The next request on a connection, or None when the client closed it; answers
+    ``Expect: 100-continue`` (curl sends it for bodies over 1 KiB) through ``writer``."""
     try:
         raw = await reader.readuntil(b"\r\n\r\n")
     except asyncio.IncompleteReadError as exc:
@@ -115,6 +118,8 @@ async def read_request(reader: asyncio.StreamReader) -> Request | None:
             if line:
                 name, _, value = line.partition(":")
                 headers[name.strip().lower()] = value.strip()
+        if writer is not None and headers.get("expect", "").lower() == "100-continue":
+            writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
         body = await _read_body(reader, headers)
     except (ValueError, asyncio.IncompleteReadError, asyncio.LimitOverrunError) as exc:
         raise BadRequest(f"malformed request ({exc})") from exc
@@ -133,7 +138,7 @@ async def serve_connection(
     try:
         while True:
             try:
-                request = await read_request(reader)
+                request = await read_request(reader, writer)
             except BadRequest as exc:
                 reply = Reply(writer, keep_alive=False)
                 reply.send(400, json.dumps({"error": {"message": str(exc)}}).encode())

@@ -101,11 +101,30 @@ def test_cli_reports_missing_dataset_with_exit_code_2(tmp_path: Path) -> None:
 
 
 def test_cli_stops_cleanly_on_sigint() -> None:
-    proc = subprocess.Popen([sys.executable, "-m", "sim", "--port", "0", "--policy", str(DEMO)],
-                            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "sim", "--port", "0", "--policy", str(DEMO)],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     assert proc.stdout is not None
     line = proc.stdout.readline()
     assert line.startswith("tierline sim listening on http://127.0.0.1:")
     proc.send_signal(signal.SIGINT)
     _, err = proc.communicate(timeout=10)
     assert proc.returncode == 0 and "Traceback" not in err
+
+
+def test_sim_imports_only_stdlib_yaml_and_click() -> None:
+    code = (
+        "import sys, sim.cli, sim.loadgen\n"
+        "bad = [m for m in sys.modules if m.split('.')[0] in "
+        "{'tierline', 'router', 'workers', 'schedules', 'httpx', 'pydantic'}]\n"
+        "print(','.join(bad))"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=30
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == ""

@@ -8,7 +8,7 @@ from collections.abc import Callable, Sequence
 
 from router import absorber
 from router.absorber import AbsorberState, BatchDecision, Limits, Reservation, Settlement
-from workers.absorber_store import DEFAULT_TTL_S, ReservationIds
+from workers.absorber_store import DEFAULT_TTL_S, reservation_ids
 
 
 class MemoryAbsorberStore:
@@ -19,11 +19,9 @@ class MemoryAbsorberStore:
         *,
         clock: Callable[[], float] = time.time,
         ttl_s: float = DEFAULT_TTL_S,
-        id_prefix: str | None = None,
     ) -> None:
         self._clock = clock
         self._ttl_s = ttl_s
-        self._ids = ReservationIds(id_prefix)
         self._state = AbsorberState()
         self._lock = threading.Lock()
 
@@ -38,7 +36,7 @@ class MemoryAbsorberStore:
     ) -> Reservation:
         """Hold ``tokens`` for one call or raise BudgetExceeded (retry_after_s None: never)."""
         now_s = self._clock() if now_s is None else float(now_s)
-        (rid,) = self._ids.take(1)
+        (rid,) = reservation_ids(1)
         with self._lock:
             decision = absorber.reserve(
                 self._state, limits, scope, tokens, now_s, self._ttl(ttl_s), rid
@@ -58,7 +56,7 @@ class MemoryAbsorberStore:
     ) -> BatchDecision:
         """Hold what fits of a bundle; defer or refuse the rest."""
         now_s = self._clock() if now_s is None else float(now_s)
-        ids = self._ids.take(len(tokens))
+        ids = reservation_ids(len(tokens))
         with self._lock:
             return absorber.reserve_many(
                 self._state, limits, scope, list(tokens), ids, now_s, self._ttl(ttl_s)

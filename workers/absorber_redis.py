@@ -22,7 +22,7 @@ import redis
 from router import absorber
 from router.absorber import BatchDecision, Limits, Reservation, Settlement
 from router.errors import InvalidInput, Unavailable
-from workers.absorber_store import DEFAULT_TTL_S, ReservationIds
+from workers.absorber_store import DEFAULT_TTL_S, reservation_ids
 
 LUA_SOURCE = (Path(__file__).parent / "absorber.lua").read_text(encoding="utf-8")
 MAX_BATCH = 1_000  # Lua's unpack() overflows its C stack near 4,000 values
@@ -42,13 +42,11 @@ class RedisAbsorberStore:
         *,
         clock: Callable[[], float] = time.time,
         ttl_s: float = DEFAULT_TTL_S,
-        id_prefix: str | None = None,
     ) -> None:
         self._client = client
         self._prefix = prefix
         self._clock = clock
         self._ttl_s = ttl_s
-        self._ids = ReservationIds(id_prefix)
         self._script = client.register_script(LUA_SOURCE)  # EVALSHA, loads on NOSCRIPT
         self._keys: dict[str, list[str]] = {}
 
@@ -89,7 +87,7 @@ class RedisAbsorberStore:
         candidates = [i for i in range(len(counts)) if i not in skip]
         if not candidates:
             return BatchDecision({}, [], refused, None, absorber.GRANTED)
-        ids = self._ids.take(len(candidates))
+        ids = reservation_ids(len(candidates))
         args: list[Any] = [
             "reserve",
             repr(now_s),

@@ -64,14 +64,21 @@ class AbsorberStore(Protocol):
         ...
 
 
-class ReservationIds:
-    """Unique reservation ids: a random per-process token and a counter."""
+class _ProcessToken:
+    """A random token per process, renewed in a forked child (Celery prefork forks workers)."""
 
-    def __init__(self, prefix: str | None = None) -> None:
-        # pid + random bytes: unique across processes and machines, cheap to generate
-        self._prefix = prefix if prefix is not None else f"{os.getpid():x}.{os.urandom(6).hex()}"
-        self._counter = itertools.count(1)  # next() on a count is atomic under the GIL
+    value = ""
 
-    def take(self, count: int) -> list[str]:
-        """``count`` fresh ids."""
-        return [f"{self._prefix}.{next(self._counter):x}" for _ in range(count)]
+    @classmethod
+    def renew(cls) -> None:
+        cls.value = f"{os.getpid():x}.{os.urandom(6).hex()}"
+
+
+_ProcessToken.renew()
+os.register_at_fork(after_in_child=_ProcessToken.renew)
+_counter = itertools.count(1)  # next() on a count is atomic under the GIL
+
+
+def reservation_ids(count: int) -> list[str]:
+    """``count`` ids unique across threads, processes (forked or not) and machines."""
+    return [f"{_ProcessToken.value}.{next(_counter):x}" for _ in range(count)]

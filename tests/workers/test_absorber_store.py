@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import multiprocessing
 import os
 import random
 import sys
@@ -19,7 +20,7 @@ from router.errors import BudgetExceeded, PolicyError, Unavailable
 from router.policy import policy_from_dict
 from workers.absorber_memory import MemoryAbsorberStore
 from workers.absorber_redis import RedisAbsorberStore
-from workers.absorber_store import AbsorberStore
+from workers.absorber_store import AbsorberStore, reservation_ids
 
 REDIS_URL = os.environ.get("TIERLINE_TEST_REDIS_URL", "redis://127.0.0.1:6379/5")
 MIDNIGHT = 20_000 * 86_400.0  # 00:00 UTC
@@ -259,3 +260,21 @@ def test_policy_limits_become_absorber_limits():
     policy = policy_from_dict(_policy({"tokens_per_day": 50_000, "requests_per_minute": 60}))
     limits = Limits.from_model_limits(policy.models["small"].limits)
     assert limits == Limits(tokens_per_day=50_000, requests_per_minute=60)
+
+
+def _ids_in_child(out: Any) -> None:
+    out.put(reservation_ids(3))
+
+
+def test_reservation_ids_stay_unique_in_forked_workers():
+    # Celery prefork forks workers after import: a child must not repeat its parent's ids
+    fork = multiprocessing.get_context("fork")
+    out = fork.Queue()
+    before = reservation_ids(3)
+    child = fork.Process(target=_ids_in_child, args=(out,))
+    child.start()
+    in_child = out.get(timeout=10)
+    child.join()
+    after = reservation_ids(3)
+    assert len(set(before + in_child + after)) == 9
+    assert in_child[0].split(".")[:2] != before[0].split(".")[:2]

@@ -22,6 +22,16 @@ Accounting
     been made) and age out. A request that can never fit (larger than a whole day or minute
     budget) is refused with ``retry_after_s=None``.
 
+Guarantee and its limits
+    Settled tokens never exceed ``tokens_per_day`` while every call uses at most what it
+    reserved (reserve prompt + max output tokens) and settles before its hold expires. An
+    underestimate settles as an overrun and may pass the limit by that overrun (nothing more
+    is granted that day); a call outliving its hold may pass it by its own tokens, so the TTL
+    must exceed the longest call. Settle each reservation once: a second settle cannot be told
+    from a late one and counts again (the Postgres charge ledger is the idempotent record).
+    A bundle is split first-fit: items that do not fit are skipped so later, smaller ones can
+    fill the last of the budget, which can starve large items while small ones keep coming.
+
 A limit scope is a string key: the model, or the model for one tenant (:func:`scope_key`).
 """
 

@@ -19,7 +19,9 @@ from typing import Protocol
 
 from router.absorber import BatchDecision, Limits, Reservation, Settlement
 
-DEFAULT_TTL_S = 120.0  # longer than any call we make; a dead holder's tokens return after it
+# A hold must outlive its call (workers.execute caps one call at 300 s); a dead holder's tokens
+# return after this. Pass a shorter ttl_s per call when the request's deadline is nearer.
+DEFAULT_TTL_S = 330.0
 
 
 class AbsorberStore(Protocol):

@@ -61,6 +61,7 @@ class Completion:
     finish: str  # "stop" or "length"
     first_token_delay_s: float
     per_token_s: float
+    headers: tuple[tuple[str, str], ...] = ()  # x-ratelimit-* of the model's limits
 
     @property
     def text(self) -> str:
@@ -164,7 +165,15 @@ class Engine:
                 kind, f"injected failure of {req.model} (error_rate {profile.error_rate})"
             )
         delay_s += profile.ttft_s + state.rng.uniform(0.0, profile.jitter_s)
-        return Completion(req.model, pieces, prompt_tokens, finish, delay_s, profile.per_token_s)
+        return Completion(
+            req.model,
+            pieces,
+            prompt_tokens,
+            finish,
+            delay_s,
+            profile.per_token_s,
+            _limit_headers(state, now_s),
+        )
 
     @staticmethod
     def _warm_up_s(state: _ModelState, now_s: float) -> float:
@@ -175,3 +184,16 @@ class Engine:
         if idle and now_s >= state.warm_at_s:
             state.warm_at_s = now_s + profile.cold_start_s
         return max(0.0, state.warm_at_s - now_s)
+
+
+def _limit_headers(state: _ModelState, now_s: float) -> tuple[tuple[str, str], ...]:
+    """OpenAI-style x-ratelimit-{limit,remaining}-{requests,tokens} for set limits."""
+    out: list[tuple[str, str]] = []
+    for what, window in (("requests", state.requests), ("tokens", state.tokens)):
+        if window.limit is not None:
+            remaining = max(0, window.limit - window.used(now_s))
+            out += [
+                (f"x-ratelimit-limit-{what}", str(window.limit)),
+                (f"x-ratelimit-remaining-{what}", str(remaining)),
+            ]
+    return tuple(out)

@@ -56,12 +56,13 @@ class Reply:
         head = [("Content-Type", content_type), ("Content-Length", str(len(body)))]
         self.writer.write(self._head(status, head + (headers or [])) + body)
 
-    def start_stream(self, first: bytes, content_type: str = "text/event-stream") -> None:
-        """Write a 200 chunked response head and its first chunk."""
+    def start_stream(self, first: bytes, headers: tuple[tuple[str, str], ...] = ()) -> None:
+        """Write a 200 chunked event-stream head, ``headers`` and the first chunk."""
         head = [
-            ("Content-Type", content_type),
+            ("Content-Type", "text/event-stream"),
             ("Cache-Control", "no-cache"),
             ("Transfer-Encoding", "chunked"),
+            *headers,
         ]
         self.writer.write(self._head(200, head) + _chunk(first))
 

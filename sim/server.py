@@ -106,11 +106,11 @@ class App:
             delay = c.first_token_delay_s + c.per_token_s * c.completion_tokens
             if delay > 0:
                 await asyncio.sleep(delay)
-            reply.send(200, dumps(dialect.reply(c, rid, created)))
+            reply.send(200, dumps(dialect.reply(c, rid, created)), list(c.headers))
             return
         if c.first_token_delay_s > 0:
             await asyncio.sleep(c.first_token_delay_s)
-        reply.start_stream(dialect.stream_head(c, rid, created, chat))
+        reply.start_stream(dialect.stream_head(c, rid, created, chat), c.headers)
         first_at = loop.time()
         for i, piece in enumerate(c.pieces):
             # pace tokens on a schedule; sleep only when ahead by more than 2 ms

@@ -20,6 +20,8 @@ def chat(client: httpx.Client | Any, url: str, model: str, text: str = "hello") 
 def test_rpm_limit_answers_429_with_retry_after(sim_url: str) -> None:
     statuses = [chat(httpx, sim_url, "sim-limited", f"q{i}") for i in range(3)]
     assert [r.status_code for r in statuses] == [200, 200, 429]
+    assert statuses[0].headers["x-ratelimit-limit-requests"] == "2"
+    assert statuses[1].headers["x-ratelimit-remaining-requests"] == "0"
     limited = statuses[-1]
     assert 1 <= int(limited.headers["Retry-After"]) <= 60
     assert limited.json()["error"]["code"] == "rate_limit_exceeded"
@@ -68,7 +70,7 @@ def test_64_concurrent_slow_calls_overlap(sim_url: str) -> None:
             )
         elapsed = time.perf_counter() - start
     assert codes == [200] * 64
-    assert 0.2 <= elapsed < 0.8
+    assert 0.2 <= elapsed < 1.0
 
 
 def test_time_to_first_token_is_honoured(sim_url: str) -> None:

@@ -12,7 +12,7 @@ import itertools
 import socket
 import threading
 import time
-from types import ModuleType, TracebackType
+from types import TracebackType
 from typing import Any
 
 from sim import anthropic_api, openai_api
@@ -20,9 +20,9 @@ from sim.engine import Engine, SimError
 from sim.fleet import Fleet
 from sim.httpio import Reply, Request, serve_connection
 from sim.replay import ReplayIndex
-from sim.wire import dumps
+from sim.wire import Dialect, dumps
 
-DIALECTS: dict[str, ModuleType] = {
+DIALECTS: dict[str, Dialect] = {
     "/v1/chat/completions": openai_api,
     "/chat/completions": openai_api,
     "/v1/messages": anthropic_api,
@@ -41,52 +41,34 @@ class App:
         """Route one request."""
         path = request.path.rstrip("/") or "/"
         dialect = DIALECTS.get(path)
+        getter = {
+            "/v1/models": self._models,
+            "/models": self._models,
+            "/health": self._health,
+            "/sim/stats": self.engine.stats,
+        }.get(path)
         if dialect is not None and request.method == "POST":
             await self._complete(dialect, request, reply)
-        elif path in ("/v1/models", "/models") and request.method == "GET":
-            created = int(time.time())
-            reply.send(
-                200,
-                dumps(
-                    {
-                        "object": "list",
-                        "data": [
-                            {
-                                "id": n,
-                                "object": "model",
-                                "created": created,
-                                "owned_by": "tierline-sim",
-                            }
-                            for n in self.engine.model_names
-                        ],
-                    }
-                ),
-            )
-        elif path == "/health" and request.method == "GET":
-            reply.send(
-                200,
-                dumps(
-                    {"status": "ok", "mode": self.engine.mode, "models": self.engine.model_names}
-                ),
-            )
-        elif path == "/sim/stats" and request.method == "GET":
-            reply.send(200, dumps(self.engine.stats()))
-        elif dialect is not None or path in ("/v1/models", "/health", "/sim/stats"):
+        elif getter is not None and request.method == "GET":
+            reply.send(200, dumps(getter()))
+        elif dialect is not None or getter is not None:
             reply.send(405, dumps({"error": {"message": f"{request.method} not allowed"}}))
         else:
-            reply.send(
-                404,
-                dumps(
-                    {
-                        "error": {
-                            "message": f"no route {request.path}",
-                            "type": "invalid_request_error",
-                        }
-                    }
-                ),
-            )
+            error = {"message": f"no route {request.path}", "type": "invalid_request_error"}
+            reply.send(404, dumps({"error": error}))
 
-    async def _complete(self, dialect: ModuleType, request: Request, reply: Reply) -> None:
+    def _models(self) -> dict[str, Any]:
+        created = int(time.time())
+        models = [
+            {"id": n, "object": "model", "created": created, "owned_by": "tierline-sim"}
+            for n in self.engine.model_names
+        ]
+        return {"object": "list", "data": models}
+
+    def _health(self) -> dict[str, Any]:
+        return {"status": "ok", "mode": self.engine.mode, "models": self.engine.model_names}
+
+    async def _complete(self, dialect: Dialect, request: Request, reply: Reply) -> None:
         loop = asyncio.get_running_loop()
         try:
             chat = dialect.parse(request.body)

@@ -3,9 +3,24 @@
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import Any, Protocol
 
-from sim.engine import SimError
+from sim.engine import ChatRequest, Completion, SimError
+
+
+class Dialect(Protocol):
+    """One API dialect (a module: openai_api, anthropic_api): parse, reply, stream, error."""
+
+    ID_PREFIX: str
+
+    def parse(self, body: bytes) -> ChatRequest: ...
+    def reply(self, c: Completion, rid: str, created: int) -> dict[str, Any]: ...
+    def stream_head(self, c: Completion, rid: str, created: int, req: ChatRequest) -> bytes: ...
+    def stream_piece(
+        self, c: Completion, rid: str, created: int, req: ChatRequest, piece: str
+    ) -> bytes: ...
+    def stream_tail(self, c: Completion, rid: str, created: int, req: ChatRequest) -> bytes: ...
+    def error(self, err: SimError) -> dict[str, Any]: ...
 
 
 def dumps(obj: Any) -> bytes:

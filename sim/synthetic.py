@@ -23,6 +23,7 @@ _VOCAB = (
     "context and it follows from basic reasoning about cost time risk and value so we "
     "can say with some care that the case holds in most settings"
 ).split()
+_LABELS_LINE = re.compile(r"^\s*labels\s*:\s*(?P<labels>.+?)\s*$", re.IGNORECASE)
 _OPTION = re.compile(r"^\(([A-Z])\)\s", re.MULTILINE)
 
 
@@ -43,23 +44,35 @@ def split_pieces(text: str, n: int) -> tuple[str, ...]:
     return tuple(text[i * len(text) // n : (i + 1) * len(text) // n] for i in range(n))
 
 
+def _labels(line: str) -> list[str] | None:
+    """Labels of a ``Labels: a, b or c`` line, or None when the line is not one."""
+    found = _LABELS_LINE.match(line)
+    if not found:
+        return None
+    labels = [x.strip(" .;'\"") for x in re.split(r",|\bor\b", found["labels"])]
+    return [x for x in labels if x] or None
+
+
 def parse_classification(prompt: str) -> tuple[list[str], str] | None:
     """Labels and text of a classification prompt (see README), or None if it is not one."""
     labels: list[str] | None = None
+    rest: list[str] = []  # lines other than the labels line and a bare "Label:" cue
     text_lines: list[str] | None = None
     for line in prompt.splitlines():
         stripped = line.strip()
+        if text_lines is not None and stripped.lower() == "label:":
+            break
         if text_lines is not None:
-            if stripped == "Label:":
-                break
             text_lines.append(line)
-        elif labels is None and stripped.startswith("Labels:"):
-            labels = [x.strip() for x in stripped[len("Labels:") :].split(",") if x.strip()]
-        elif stripped.startswith("Text:"):
-            text_lines = [stripped[len("Text:") :]] if stripped != "Text:" else []
-    if not labels or text_lines is None:
+        elif labels is None and (found := _labels(line)) is not None:
+            labels = found
+        elif stripped.lower().startswith("text:"):
+            text_lines = [stripped[len("text:") :]]
+        elif stripped.lower() != "label:":
+            rest.append(line)
+    if not labels:
         return None
-    return labels, "\n".join(text_lines).strip()
+    return labels, "\n".join(rest if text_lines is None else text_lines).strip()
 
 
 def normalise(text: str) -> str:

@@ -26,6 +26,11 @@ def test_classification_prompt_is_parsed() -> None:
     assert parse_classification(prompt("where is\nmy parcel")) == (LABELS, "where is\nmy parcel")
     assert parse_classification("Labels: a, b\nText: inline text") == (["a", "b"], "inline text")
     assert parse_classification("Just a question with no labels") is None
+    # without a Text: line, the text is the prompt less the labels line (as workers' instant)
+    assert parse_classification("Is this positive?\nlabels: yes, no or maybe.") == (
+        ["yes", "no", "maybe"],
+        "Is this positive?",
+    )
 
 
 def test_answers_follow_gold_at_the_model_accuracy() -> None:

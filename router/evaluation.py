@@ -26,10 +26,12 @@ from router.strategies import (
     TwoModelThreshold,
 )
 from router.training import TrainedRouting
+from router.value_cascade import ValueCascade
 
 BARS = (0.3, 0.4, 0.5, 0.55, 0.6, 0.65, 0.7, 0.75, 0.8, 0.85, 0.9, 0.93, 0.96, 0.98)
 COST_WEIGHTS = (0.0, 0.02, 0.05, 0.1, 0.15, 0.2, 0.3, 0.5, 0.75, 1.0, 2.0)
 THRESHOLDS = tuple(float(x) for x in np.round(np.linspace(0.05, 0.95, 19), 2))
+GAINS_PER_COST = (0.01, 0.02, 0.03, 0.05, 0.07, 0.1, 0.15, 0.2, 0.3, 0.5, 0.8, 1.2, 2.0)
 BANDS = ("low", "mid", "high")
 
 
@@ -126,6 +128,10 @@ def plan(trained: TrainedRouting) -> list[Point]:
                             Parallel(tuple(ranked[:k]), usd)))
         points.append(Point(f"parallel top-{k} judge", "parallel+judge", "tierline",
                             Parallel(tuple(ranked[:k]), usd, judge)))
+    if len(models) >= 2:
+        points += [Point(f"value δ={d}", "value cascade", "tierline",
+                         ValueCascade(models, judge, trained.lookahead, usd, d))
+                   for d in GAINS_PER_COST]
     verifier = [m for m in ranked if m not in (trained.weak, trained.strong)]
     if verifier:
         tiers = (trained.weak, trained.strong)

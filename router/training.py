@@ -22,9 +22,11 @@ from router.features import HashingConfig, hash_texts
 from router.judge import Judge, train_judge
 from router.learned import LearnedRouter, train_learned_router
 from router.logistic import FitConfig
+from router.lookahead import Lookahead, train_lookahead
 from router.steps import Attempt
 
 MAX_STATES_PER_ITEM = 16
+LOOKAHEAD_PER_ITEM = 8
 
 
 @dataclass(frozen=True)
@@ -42,6 +44,7 @@ class TrainedRouting:
     weak: str
     strong: str
     knn: KnnRouter
+    lookahead: Lookahead
 
 
 def scores_of(items: Sequence[Item], models: Sequence[str]) -> np.ndarray:
@@ -61,6 +64,15 @@ def _states(n_models: int, rng: np.random.Generator) -> list[tuple[int, ...]]:
         return every
     chosen = rng.choice(len(every), MAX_STATES_PER_ITEM, replace=False)
     return [every[i] for i in chosen]
+
+
+def _lookahead_states(n_models: int, rng: np.random.Generator) -> list[tuple[tuple[int, ...], int]]:
+    """(called columns, next column) pairs: states of at most two calls, a sample per item."""
+    pairs = [(c, m) for r in range(0, min(2, n_models - 1) + 1)
+             for c in combinations(range(n_models), r) for m in range(n_models) if m not in c]
+    if len(pairs) <= LOOKAHEAD_PER_ITEM:
+        return pairs
+    return [pairs[i] for i in rng.choice(len(pairs), LOOKAHEAD_PER_ITEM, replace=False)]
 
 
 def train_routing(items: Sequence[Item], prices: Prices, seed: int = 0,
@@ -108,17 +120,33 @@ def train_routing(items: Sequence[Item], prices: Prices, seed: int = 0,
                                                oof_logits[score_on, j])
         fold_scorers.append(s)
     states, logits_of, labels_of = [], [], []
+    logits_of_item, labels_of_item = [], []
     for i, it in enumerate(items):
         logit_map = {m: float(oof_logits[i, j]) for j, m in enumerate(models)}
         labels: dict[str, float] = {m: float(scores[i, j]) for j, m in enumerate(models)}
         if it.key is not None:
             labels.update({a[i]: float(a[i] == it.key) for a in answers if a[i] is not None})
+        logits_of_item.append(logit_map)
+        labels_of_item.append(labels)
         for subset in _states(len(models), rng):
             states.append([Attempt(models[j], "", answers[j][i], float(evidence[i, j]))
                            for j in subset])
             logits_of.append(logit_map)
             labels_of.append(labels)
     judge = train_judge(models, states, logits_of, labels_of)
+    look_rows = []
+    for i in range(len(items)):
+        attempts = [Attempt(m, "", answers[j][i], float(evidence[i, j]))
+                    for j, m in enumerate(models)]
+        for called, nxt in _lookahead_states(len(models), rng):
+            state = [attempts[j] for j in called]
+            ranked = judge.candidates(state, logits_of_item[i]) if state else []
+            after = judge.candidates([*state, attempts[nxt]], logits_of_item[i])[0]
+            labels = labels_of_item[i]
+            key = after.answer if after.aggregate and after.answer in labels else after.answer_from
+            look_rows.append((ranked, len(state), {a.model for a in state}, models[nxt],
+                              logits_of_item[i], labels[key]))
+    lookahead = train_lookahead(models, look_rows)
     accuracy = {m: float(scores[:, j].mean()) for j, m in enumerate(models)}
     weak = models[0]
     strong = max(models, key=lambda m: (accuracy[m], -usd[m]))
@@ -129,5 +157,5 @@ def train_routing(items: Sequence[Item], prices: Prices, seed: int = 0,
     return TrainedRouting(
         tuple(models), usd, accuracy, EXTRACTOR_FOR_GRADER[kind],
         _mean_router(*fold_routers), average_scorers(fold_scorers), judge,
-        weak_enough, weak, strong, train_knn(prompts, scores),
+        weak_enough, weak, strong, train_knn(prompts, scores), lookahead,
     )

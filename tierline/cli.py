@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import sys
 from contextlib import AbstractContextManager, nullcontext
 from pathlib import Path
@@ -20,8 +19,8 @@ from tierline.client import Client
 from tierline.intake import RejectLog, read_jsonl
 from workers.settings import load_settings
 
-err = Console(stderr=True)
-out = Console()
+err = Console(stderr=True, soft_wrap=True)
+out = Console(soft_wrap=True)
 MAX_SHOWN_REJECTS = 20
 
 
@@ -165,14 +164,15 @@ def worker(role: str, lanes: tuple[str, ...], concurrency: int | None, pool: str
 
     policy = load_policy(load_settings().policy_path)
     queues = queues_for(policy, role, lanes or LANES)
-    argv = ["celery", "-A", "workers.app", "worker", "-Q", ",".join(queues), "-l", "INFO"]
+    argv = [sys.executable, "-m", "celery", "-A", "workers.app", "worker", "-Q", ",".join(queues),
+            "-l", "INFO"]
     if concurrency:
         argv += ["-c", str(concurrency)]
     if pool:
         argv += ["-P", pool]
     argv += list(celery_args)
     err.print(" ".join(argv), highlight=False)
-    os.execvp(shutil.which("celery") or "celery", argv)
+    os.execv(sys.executable, argv)
 
 
 @main.group()

@@ -1,0 +1,66 @@
+"""Shared fixtures: real Redis and Postgres, skipped locally when absent, failing under CI."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+REDIS_URL = os.environ.get("TIERLINE_TEST_REDIS_URL", "redis://127.0.0.1:6379/2")
+POSTGRES_ADMIN_URL = os.environ.get("TIERLINE_TEST_POSTGRES_URL",
+                                    "postgresql://postgres@127.0.0.1:5432/postgres")
+
+
+def data_dir() -> Path:
+    """The shared data folder: $TIERLINE_DATA or ../shared/data beside the repository."""
+    return Path(os.environ.get("TIERLINE_DATA", ROOT.parent / "shared" / "data"))
+
+
+def require_service(name: str, ok: bool, why: str) -> None:
+    """Skip a test whose service is absent, unless under CI, where that is a failure."""
+    if ok:
+        return
+    if os.environ.get("CI"):
+        pytest.fail(f"{name} is required under CI: {why}")
+    pytest.skip(f"{name} not available: {why}")
+
+
+def _reachable(host: str, port: int) -> bool:
+    try:
+        with socket.create_connection((host, port), timeout=1):
+            return True
+    except OSError:
+        return False
+
+
+@pytest.fixture(scope="session")
+def redis_url() -> str:
+    require_service("Redis", _reachable("127.0.0.1", 6379), "nothing on 127.0.0.1:6379")
+    import redis
+
+    redis.Redis.from_url(REDIS_URL).flushdb()  # db 2 belongs to the test suite
+    return REDIS_URL
+
+
+@pytest.fixture(scope="session")
+def postgres_url() -> Iterator[str]:
+    """A fresh database for the session, migrated to head, dropped afterwards."""
+    require_service("Postgres", _reachable("127.0.0.1", 5432), "nothing on 127.0.0.1:5432")
+    import psycopg
+
+    name = f"tierline_test_{uuid.uuid4().hex[:8]}"
+    with psycopg.connect(POSTGRES_ADMIN_URL, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    url = POSTGRES_ADMIN_URL.rsplit("/", 1)[0] + f"/{name}"
+    subprocess.run([sys.executable, "-m", "tierline", "db", "upgrade"], check=True, cwd=ROOT,
+                   env={**os.environ, "TIERLINE_DATABASE_URL": url}, capture_output=True)
+    yield url
+    with psycopg.connect(POSTGRES_ADMIN_URL, autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')

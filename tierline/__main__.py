@@ -1,0 +1,5 @@
+"""``python -m tierline`` is the ``tierline`` command."""
+
+from tierline.cli import main
+
+main()

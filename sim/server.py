@@ -109,7 +109,7 @@ class SimServer:
     def __init__(self, engine: Engine, sock: socket.socket) -> None:
         self.engine = engine
         host, port = sock.getsockname()[:2]
-        self.url = f"http://{host}:{port}"
+        self.url = f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
         self.port: int = port
         self._sock = sock
         self._loop = asyncio.new_event_loop()

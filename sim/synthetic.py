@@ -17,13 +17,15 @@ from typing import TextIO
 
 from sim.fleet import ModelProfile, SimConfigError
 
-_VOCAB = (
+_VOCAB_TEXT = (
     "the answer depends on a few key points first consider what is asked then weigh "
     "each option against the facts in short this is the most likely result given the "
     "context and it follows from basic reasoning about cost time risk and value so we "
     "can say with some care that the case holds in most settings"
-).split()
+)
+_VOCAB = tuple(dict.fromkeys(_VOCAB_TEXT.split()))  # distinct words, in order
 _LABELS_LINE = re.compile(r"^\s*labels\s*:\s*(?P<labels>.+?)\s*$", re.IGNORECASE)
+_TOPIC_WORD = re.compile(r"\b[A-Za-z]{5,}\b")
 _OPTION = re.compile(r"^\(([A-Z])\)\s", re.MULTILINE)
 
 
@@ -136,14 +138,21 @@ def filler(prompt: str, model: str, profile: ModelProfile, seed: int) -> tuple[s
     n = max(4, int(base * (0.75 + 0.5 * unit(seed, model, "len", prompt))))
     n = min(n, profile.answer_tokens)
     rng = random.Random(f"{seed}\x1f{model}\x1fwords\x1f{prompt}")  # seeded by a hash
-    words = rng.choices(_VOCAB, k=n)
+    words: list[str] = []
+    while len(words) < n:
+        word = rng.choice(_VOCAB)
+        if not words or word != words[-1]:
+            words.append(word)
+    topic = [w.lower() for w in _TOPIC_WORD.findall(prompt)[:3]]
+    if topic and n >= len(topic) + 8:  # open on the prompt's own words: "About x y z: ..."
+        words[: len(topic) + 1] = ["about", *topic[:-1], topic[-1] + ":"]
     options = _OPTION.findall(prompt)
     if options and n >= 6:  # multiple choice: end the way graders expect
         letter = options[int(unit(seed, model, "option", prompt) * len(options))]
         words[-5:] = ["so", "the", "answer", "is", f"({letter})."]
     pieces: list[str] = []
     for i, word in enumerate(words):
-        word = word.capitalize() if i == 0 or pieces[-1].endswith(".") else word
+        word = word.capitalize() if i == 0 or pieces[-1].endswith((".", ":")) else word
         end = "." if (i + 1) % 12 == 0 and i + 1 < n - 6 and not word.endswith(".") else ""
         pieces.append(("" if i == 0 else " ") + word + end)
     if not pieces[-1].endswith("."):

@@ -1,9 +1,9 @@
 -- The absorber in Redis: router/absorber.py step for step, atomically, one call per op.
 --
--- KEYS[1] res  hash  reservation id -> "tokens:day"        (live holds)
--- KEYS[2] exp  zset  reservation id scored by expires_at_s  (finds dead holds)
--- KEYS[3] day  hash  cur, s:<day> settled, h:<day> held, o:<day> overrun
--- KEYS[4] min  hash  old (oldest kept second), ts/rs window sums, t<sec>/r<sec> buckets
+-- KEYS[1] holds  zset  "tokens:day:id" scored by expires_at_s (live holds; the member
+--                       carries what expiry needs, and the client can rebuild it to settle)
+-- KEYS[2] day    hash  cur, s:<day> settled, h:<day> held, o:<day> overrun
+-- KEYS[3] min    hash  old (oldest kept second), ts/rs window sums, t<sec>/r<sec> buckets
 -- ARGV[1] op: reserve | settle | release | usage;  ARGV[2] now_s as Python's repr
 --
 -- Time is the caller's clock (passed in), not Redis TIME: the same steps then run in the
@@ -12,7 +12,7 @@
 -- bounded by this script's run time: reads are batched (HMGET) and key lifetimes refreshed
 -- once per second, not per call.
 
-local RES, EXP, DAY, MIN = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
+local EXP, DAY, MIN = KEYS[1], KEYS[2], KEYS[3]
 local WINDOW_S = 60
 local KEEP_S = 3 * 86400 -- an idle scope's keys vanish after three days
 local op, nowstr = ARGV[1], ARGV[2]
@@ -55,16 +55,12 @@ local function sweep(cur, day)
   local dead = redis.call('ZRANGEBYSCORE', EXP, '-inf', nowstr)
   if #dead == 0 then return 0 end
   local freed = 0
-  for _, id in ipairs(dead) do
-    local rec = redis.call('HGET', RES, id)
-    if rec then
-      local tokens, held_day = string.match(rec, '^(%d+):(%-?%d+)$')
-      tokens, held_day = tonumber(tokens), tonumber(held_day)
-      if held_day >= cur - 1 then
-        incr(DAY, 'h:' .. held_day, -tokens)
-        if held_day == day then freed = freed + tokens end
-      end
-      redis.call('HDEL', RES, id)
+  for _, member in ipairs(dead) do
+    local tokens, held_day = string.match(member, '^(%d+):(%-?%d+):')
+    tokens, held_day = tonumber(tokens), tonumber(held_day)
+    if held_day >= cur - 1 then
+      incr(DAY, 'h:' .. held_day, -tokens)
+      if held_day == day then freed = freed + tokens end
     end
   end
   redis.call('ZREMRANGEBYSCORE', EXP, '-inf', nowstr)
@@ -138,8 +134,7 @@ local function wait(lim, tokens, day, second, settled, held, old, ts, rs)
       local wait_s, freed = midnight_s, 0
       local rows = redis.call('ZRANGE', EXP, 0, -1, 'WITHSCORES')
       for i = 1, #rows, 2 do
-        local rec = redis.call('HGET', RES, rows[i]) or '0:0'
-        local held_tokens, held_day = string.match(rec, '^(%d+):(%-?%d+)$')
+        local held_tokens, held_day = string.match(rows[i], '^(%d+):(%-?%d+):')
         if tonumber(held_day) == day then
           freed = freed + tonumber(held_tokens)
           if freed >= excess then
@@ -175,16 +170,14 @@ local function reserve()
   if lim.tpd then room_t = lim.tpd - settled - held end
   if lim.tpm then room_t = math.min(room_t, lim.tpm - ts) end
   if lim.rpm then room_r = lim.rpm - rs end
-  local out, holds, scores = {'granted', ''}, {}, {}
+  local out, scores = {'granted', ''}, {}
   local total, count, smallest = 0, 0, nil
   for i = 9, #ARGV, 2 do
     local id, tokens = ARGV[i], tonumber(ARGV[i + 1])
     if tokens <= room_t and room_r >= 1 then
       room_t, room_r = room_t - tokens, room_r - 1
-      holds[#holds + 1] = id
-      holds[#holds + 1] = tokens .. ':' .. day
       scores[#scores + 1] = expires
-      scores[#scores + 1] = id
+      scores[#scores + 1] = tokens .. ':' .. day .. ':' .. id
       total, count = total + tokens, count + 1
       out[#out + 1] = (i - 7) / 2
     elseif smallest == nil or tokens < smallest then
@@ -192,7 +185,6 @@ local function reserve()
     end
   end
   if count > 0 then
-    redis.call('HSET', RES, unpack(holds))
     redis.call('ZADD', EXP, unpack(scores))
     if day >= cur - 1 then
       held = held + total
@@ -220,35 +212,48 @@ local function reserve()
   return out
 end
 
--- ARGV: op now id tokens res_day res_second actual day second. Returns {live, refund, overrun}
+-- ARGV: op now day second, then (tokens res_day res_second id actual) per reservation.
+-- Returns {live, refunded, overrun} per reservation, flattened.
 local function settle()
-  local id, tokens = ARGV[3], tonumber(ARGV[4])
-  local res_day, res_second, actual = tonumber(ARGV[5]), tonumber(ARGV[6]), tonumber(ARGV[7])
-  local day, second = tonumber(ARGV[8]), tonumber(ARGV[9])
+  local day, second = tonumber(ARGV[3]), tonumber(ARGV[4])
   local cur = roll(day, tonumber(redis.call('HGET', DAY, 'cur')))
   sweep(cur, day)
   local m = redis.call('HMGET', MIN, 'old', 'ts', 'rs')
   prune(second, tonumber(m[1]), num(m[2]), num(m[3]))
-  local live = redis.call('HDEL', RES, id)
-  if live == 1 then redis.call('ZREM', EXP, id) end
-  local delta = actual - tokens
-  if res_day >= cur - 1 then
-    incr(DAY, 's:' .. res_day, actual)
-    if live == 1 then incr(DAY, 'h:' .. res_day, -tokens) end
-    if delta > 0 then incr(DAY, 'o:' .. res_day, delta) end
+  local out = {}
+  for i = 5, #ARGV, 5 do
+    local tokens, res_day, res_second = tonumber(ARGV[i]), tonumber(ARGV[i + 1]), ARGV[i + 2]
+    local actual = tonumber(ARGV[i + 4])
+    local live = redis.call('ZREM', EXP, tokens .. ':' .. res_day .. ':' .. ARGV[i + 3])
+    local delta = actual - tokens
+    if res_day >= cur - 1 then
+      incr(DAY, 's:' .. res_day, actual)
+      if live == 1 then incr(DAY, 'h:' .. res_day, -tokens) end
+      if delta > 0 then incr(DAY, 'o:' .. res_day, delta) end
+    end
+    adjust_bucket(res_second, delta)
+    out[#out + 1] = live
+    out[#out + 1] = math.max(0, -delta)
+    out[#out + 1] = math.max(0, delta)
   end
-  adjust_bucket(res_second, delta)
-  return {live, math.max(0, -delta), math.max(0, delta)}
+  return out
 end
 
--- ARGV: op now id tokens res_day res_second. Returns 1 when the hold was live.
+-- ARGV: op now, then (tokens res_day res_second id) per reservation. Returns 1/0 per
+-- reservation: whether its hold was live.
 local function release()
-  local id, tokens, res_day = ARGV[3], tonumber(ARGV[4]), tonumber(ARGV[5])
-  if redis.call('HDEL', RES, id) == 0 then return 0 end
-  redis.call('ZREM', EXP, id)
-  if res_day >= num(redis.call('HGET', DAY, 'cur')) - 1 then incr(DAY, 'h:' .. res_day, -tokens) end
-  adjust_bucket(tonumber(ARGV[6]), -tokens) -- the request itself stays counted
-  return 1
+  local cur = num(redis.call('HGET', DAY, 'cur'))
+  local out = {}
+  for i = 3, #ARGV, 4 do
+    local tokens, res_day = tonumber(ARGV[i]), tonumber(ARGV[i + 1])
+    local live = redis.call('ZREM', EXP, tokens .. ':' .. res_day .. ':' .. ARGV[i + 3])
+    if live == 1 then
+      if res_day >= cur - 1 then incr(DAY, 'h:' .. res_day, -tokens) end
+      adjust_bucket(ARGV[i + 2], -tokens) -- the request itself stays counted
+    end
+    out[#out + 1] = live
+  end
+  return out
 end
 
 -- ARGV: op now day second. Returns {settled, held, overrun, in_flight, window tokens, requests}

@@ -70,10 +70,23 @@ class MemoryAbsorberStore:
         with self._lock:
             return absorber.settle(self._state, reservation, actual_tokens, now_s)
 
+    def settle_many(
+        self, settled: Sequence[tuple[Reservation, int]], *, now_s: float | None = None
+    ) -> list[Settlement]:
+        """Settle a bundle's reservations at one instant."""
+        now_s = self._clock() if now_s is None else float(now_s)
+        with self._lock:
+            return [absorber.settle(self._state, r, actual, now_s) for r, actual in settled]
+
     def release(self, reservation: Reservation) -> bool:
         """Free the hold of a call that failed or was not made."""
         with self._lock:
             return absorber.release(self._state, reservation)
+
+    def release_many(self, reservations: Sequence[Reservation]) -> list[bool]:
+        """Free several holds; True where the hold was live."""
+        with self._lock:
+            return [absorber.release(self._state, r) for r in reservations]
 
     def usage(self, scope: str, limits: Limits, *, now_s: float | None = None) -> dict[str, float]:
         """Today's and this minute's counters of ``scope``."""

@@ -1,6 +1,6 @@
 """The Redis absorber store: one atomic Lua script per operation, shared by every worker.
 
-Each scope owns four keys under one hash tag (``{prefix}:{<scope>}:res|exp|day|min``, see
+Each scope owns three keys under one hash tag (``{prefix}:{<scope>}:holds|day|min``, see
 ``workers/absorber.lua``) so a Redis Cluster would keep them on one slot. Redis errors are
 translated here, once, into :class:`~router.errors.Unavailable`. ``now_s`` comes from the
 worker's clock (injectable), not Redis TIME, so the script and the pure core can be compared
@@ -30,6 +30,19 @@ MAX_BATCH = 1_000  # Lua's unpack() overflows its C stack near 4,000 values
 
 def _limit(value: int | None) -> str:
     return "" if value is None else str(value)
+
+
+def _hold(res: Reservation) -> list[Any]:
+    """What the script needs to find a hold: the parts of its member, and its minute bucket."""
+    return [res.tokens, res.day, res.second, res.id]
+
+
+def _by_scope(reservations: Sequence[Reservation]) -> dict[str, list[int]]:
+    """Positions of ``reservations`` grouped by scope (each scope is its own set of keys)."""
+    groups: dict[str, list[int]] = {}
+    for position, res in enumerate(reservations):
+        groups.setdefault(res.scope, []).append(position)
+    return groups
 
 
 class RedisAbsorberStore:
@@ -115,38 +128,41 @@ class RedisAbsorberStore:
         self, reservation: Reservation, actual_tokens: int, *, now_s: float | None = None
     ) -> Settlement:
         """Swap a hold for the tokens the provider reported."""
+        return self.settle_many([(reservation, actual_tokens)], now_s=now_s)[0]
+
+    def settle_many(
+        self, settled: Sequence[tuple[Reservation, int]], *, now_s: float | None = None
+    ) -> list[Settlement]:
+        """Settle a bundle's reservations: one round trip per scope."""
         now_s = self._clock() if now_s is None else float(now_s)
-        actual_tokens = absorber.check_tokens(actual_tokens)
-        live, refunded, overrun = self._run(
-            reservation.scope,
-            [
-                "settle",
-                repr(now_s),
-                reservation.id,
-                reservation.tokens,
-                reservation.day,
-                reservation.second,
-                actual_tokens,
-                absorber.day_of(now_s),
-                math.floor(now_s),
-            ],
-        )
-        return Settlement(bool(live), int(refunded), int(overrun))
+        out: dict[int, Settlement] = {}
+        for scope, positions in _by_scope([r for r, _ in settled]).items():
+            args: list[Any] = ["settle", repr(now_s), absorber.day_of(now_s), math.floor(now_s)]
+            for position in positions:
+                res, actual_tokens = settled[position]
+                args += [*_hold(res), absorber.check_tokens(actual_tokens)]
+            reply = self._run(scope, args)
+            for n, position in enumerate(positions):
+                live, refunded, overrun = reply[3 * n : 3 * n + 3]
+                out[position] = Settlement(bool(live), int(refunded), int(overrun))
+        return [out[position] for position in range(len(settled))]
 
     def release(self, reservation: Reservation) -> bool:
         """Free the hold of a call that failed or was not made."""
-        live = self._run(
-            reservation.scope,
-            [
-                "release",
-                "0",
-                reservation.id,
-                reservation.tokens,
-                reservation.day,
-                reservation.second,
-            ],
-        )
-        return bool(live)
+        return self.release_many([reservation])[0]
+
+    def release_many(self, reservations: Sequence[Reservation]) -> list[bool]:
+        """Free several holds: one round trip per scope; True where the hold was live."""
+        out: dict[int, bool] = {}
+        for scope, positions in _by_scope(reservations).items():
+            args: list[Any] = ["release", "0"]
+            for position in positions:
+                args += _hold(reservations[position])
+            reply = self._run(scope, args)
+            out.update(
+                (position, bool(live)) for position, live in zip(positions, reply, strict=True)
+            )
+        return [out[position] for position in range(len(reservations))]
 
     def usage(self, scope: str, limits: Limits, *, now_s: float | None = None) -> dict[str, float]:
         """Today's and this minute's counters of ``scope``."""
@@ -180,7 +196,7 @@ class RedisAbsorberStore:
         keys = self._keys.get(scope)
         if keys is None:
             base = f"{self._prefix}:{{{scope}}}"
-            keys = self._keys[scope] = [f"{base}:res", f"{base}:exp", f"{base}:day", f"{base}:min"]
+            keys = self._keys[scope] = [f"{base}:holds", f"{base}:day", f"{base}:min"]
         try:
             return self._script(keys=keys, args=args)
         except redis.RedisError as exc:

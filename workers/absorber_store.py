@@ -7,7 +7,8 @@ machine. A Celery tier worker does, per bundle::
     batch = store.reserve_many(scope_key(model), limits, estimates)
     ... call the provider for batch.granted; defer batch.deferred by batch.retry_after_s;
     ... fail batch.refused for good (BudgetExceeded with retry_after_s=None)
-    store.settle(reservation, usage.total_tokens)   # or store.release(reservation) on failure
+    store.settle_many([(reservation, tokens_in + tokens_out), ...])  # answered calls
+    store.release_many([reservation, ...])                           # calls that failed
 """
 
 from __future__ import annotations
@@ -57,8 +58,18 @@ class AbsorberStore(Protocol):
         """Swap a hold for the tokens the provider reported."""
         ...
 
+    def settle_many(
+        self, settled: Sequence[tuple[Reservation, int]], *, now_s: float | None = None
+    ) -> list[Settlement]:
+        """Settle a bundle's reservations in one round trip per scope."""
+        ...
+
     def release(self, reservation: Reservation) -> bool:
         """Free the hold of a call that failed or was not made."""
+        ...
+
+    def release_many(self, reservations: Sequence[Reservation]) -> list[bool]:
+        """Free several holds in one round trip per scope; True where the hold was live."""
         ...
 
     def usage(self, scope: str, limits: Limits, *, now_s: float | None = None) -> dict[str, float]:

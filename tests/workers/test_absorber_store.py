@@ -101,6 +101,13 @@ def _step(
             out = store.settle(held.pop(index), actual)
         elif op == "release":
             out = store.release(held.pop(arg))
+        elif op == "settle_many":  # the newest holds, each using a fraction of its tokens
+            newest = [held.pop() for _ in arg]
+            out = store.settle_many(
+                [(r, int(r.tokens * f)) for r, f in zip(newest, arg, strict=True)]
+            )
+        elif op == "release_many":
+            out = store.release_many([held.pop() for _ in range(arg)])
         else:
             out = store.usage("m", limits)
     except BudgetExceeded as exc:
@@ -136,6 +143,9 @@ SCRIPT: list[tuple[float, str, Any]] = [
     (605.0, "many", [50] * 13),  # requests per minute binds
     (666.0, "many", [10] * 13),
     (667.0, "usage", None),
+    (668.0, "settle_many", [1.0, 0.5, 0.0, 1.2]),  # a bundle settled in one call
+    (669.0, "release_many", 2),
+    (670.0, "usage", None),
 ]
 
 
@@ -171,8 +181,13 @@ def test_memory_and_redis_stores_agree_on_a_random_walk(redis_prefix):
         elif roll < 0.75 and held[0]:
             index = rng.choice([-1, -1, rng.randrange(len(held[0]))])  # mostly the newest
             op, arg = "settle", (index, int(held[0][index].tokens * rng.uniform(0, 1.3)))
-        elif roll < 0.85 and held[0]:
+        elif roll < 0.8 and held[0]:
             op, arg = "release", rng.randrange(len(held[0]))
+        elif roll < 0.88 and held[0]:
+            count = rng.randint(1, min(6, len(held[0])))
+            op, arg = "settle_many", [rng.uniform(0, 1.3) for _ in range(count)]
+        elif roll < 0.9 and held[0]:
+            op, arg = "release_many", rng.randint(1, min(3, len(held[0])))
         else:
             op, arg = "usage", None
         memory, shared = (

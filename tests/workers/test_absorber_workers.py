@@ -89,10 +89,13 @@ def _hammer(prefix: str, seed: int, start_s: float, one_by_one: bool, go: Any, o
             deferred = [bundle[i] for i in batch.deferred]
             retry_s = batch.retry_after_s or 0.01
         time.sleep(rng.uniform(0, 0.002))  # the model call: holds stay in flight meanwhile
-        for held in granted:
-            actual = round(held.tokens * rng.uniform(0.3, 1.0))
-            store.settle(held, actual)
-            settled += actual
+        used = [(held, round(held.tokens * rng.uniform(0.3, 1.0))) for held in granted]
+        if one_by_one:
+            for held, actual in used:
+                store.settle(held, actual)
+        else:
+            store.settle_many(used)  # the bundle's answers, settled in one round trip
+        settled += sum(actual for _, actual in used)
         calls += len(granted)
         deferrals += len(deferred)
         waiting = (deferred + waiting[12:])[:64]  # a real queue would keep the rest in Postgres

@@ -1,0 +1,80 @@
+"""`tierline bench routing`: a smoke run on real recorded data, and clear refusals."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from tierline.bench_routing import command
+
+DATA = Path(os.environ.get("TIERLINE_DATA",
+                           Path(__file__).resolve().parents[1] / ".." / "shared" / "data"))
+MMLU = DATA / "routing" / "mmlu-pro"
+
+PRICES = "models:\n  small: {usd_per_1m_input: 0.1, usd_per_1m_output: 0.2}\n" \
+         "  large: {usd_per_1m_input: 1.0, usd_per_1m_output: 2.0}\n"
+
+
+def _line(i: int, drop: str | None = None) -> str:
+    row = {"id": f"t/{i}", "prompt": f"question {i}", "grader": {"kind": "choice", "answer": "A"},
+           "outcomes": {m: {"response": "the answer is (A)", "answer": "A", "score": 1.0,
+                            "prompt_tokens": 10, "completion_tokens": 5}
+                        for m in ("small", "large")}}
+    if drop:
+        del row[drop]
+    return json.dumps(row)
+
+
+def _run(tmp_path: Path, lines: list[str], prices: str = PRICES):  # type: ignore[no-untyped-def]
+    data = tmp_path / "d.jsonl"
+    data.write_text("\n".join(lines) + "\n")
+    (tmp_path / "p.yaml").write_text(prices)
+    return CliRunner().invoke(command, ["--train", str(data), "--prices",
+                                        str(tmp_path / "p.yaml")])
+
+
+def test_a_line_missing_a_field_is_named_and_exits_2(tmp_path: Path) -> None:
+    result = _run(tmp_path, [_line(1), _line(2), _line(3, drop="prompt")])
+    assert result.exit_code == 2
+    assert "line 3" in result.output and "prompt" in result.output
+    assert "Traceback" not in result.output
+
+
+def test_a_model_without_price_is_named_and_exits_2(tmp_path: Path) -> None:
+    result = _run(tmp_path, [_line(i) for i in range(10)],
+                  prices="models:\n  small: {usd_per_1m_input: 1, usd_per_1m_output: 1}\n")
+    assert result.exit_code == 2 and "'large'" in result.output
+
+
+def test_an_empty_train_split_exits_2(tmp_path: Path) -> None:
+    result = _run(tmp_path, [])
+    assert result.exit_code == 2 and "empty" in result.output
+
+
+def test_not_json_is_named_with_its_line(tmp_path: Path) -> None:
+    result = _run(tmp_path, [_line(1), "{nope"])
+    assert result.exit_code == 2 and "line 2" in result.output
+
+
+@pytest.mark.skipif(not (MMLU / "train.jsonl").exists(), reason="shared data absent")
+def test_smoke_on_a_slice_of_real_recorded_outcomes(tmp_path: Path) -> None:
+    with (MMLU / "train.jsonl").open(encoding="utf-8") as f:
+        head = [next(f) for _ in range(300)]
+    data = tmp_path / "slice.jsonl"
+    data.write_text("".join(head))
+    out_json = tmp_path / "rows.json"
+    args = ["--train", str(data), "--prices", str(MMLU / "prices.yaml"), "--split", "0.3",
+            "--seed", "1", "--json", str(out_json), "--save-router", str(tmp_path / "router")]
+    plot = pytest.importorskip("matplotlib") and tmp_path / "frontier.png"
+    result = CliRunner().invoke(command, [*args, "--plot", str(plot)])
+    assert result.exit_code == 0, result.output
+    assert "frontiers" in result.output and "cascade-2" in result.output
+    rows = json.loads(out_json.read_text())
+    assert {"strategy", "accuracy", "usd", "accuracy_vs_best", "cost_vs_best"} <= set(rows[0])
+    assert any(r["method"] == "frugalgpt" for r in rows)
+    assert plot.stat().st_size > 10_000
+    assert (tmp_path / "router.npz").exists() and (tmp_path / "router.json").exists()

@@ -81,9 +81,9 @@ class ClassifierSpec(_Frozen):
     def _check(self) -> ClassifierSpec:
         unknown = set(self.weights) - {"perplexity", "semantic", "metadata"}
         if unknown:
-            raise ValueError(f"unknown weight(s) {sorted(unknown)}")
+            raise ValueError(f"weights: unknown weight(s) {sorted(unknown)}")
         if set(self.thresholds) != {"high", "mid"}:
-            raise ValueError("thresholds must name exactly 'high' and 'mid'")
+            raise ValueError("thresholds: must name exactly 'high' and 'mid'")
         if not self.thresholds["mid"] < self.thresholds["high"]:
             raise ValueError("thresholds: 'mid' must be below 'high'")
         bad = set(self.band_tiers) - set(BANDS)
@@ -192,8 +192,13 @@ def policy_from_dict(data: Any, source: str = "<policy>") -> Policy:
         return Policy.model_validate(data)
     except ValidationError as exc:
         first = exc.errors()[0]
-        key = ".".join(str(part) for part in first["loc"]) or "<root>"
+        key = ".".join(str(part) for part in first["loc"])
         reason = first["msg"].removeprefix("Value error, ")
+        if first["type"] == "value_error":  # our own checks: the message starts with the key
+            named, sep, rest = reason.partition(": ")
+            if sep and " " not in named:
+                key, reason = f"{key}.{named}" if key else named, rest
+        key = key or "<root>"
         raise PolicyError(source, key, reason) from exc
 
 

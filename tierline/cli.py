@@ -11,6 +11,7 @@ from typing import Any
 
 import click
 from rich.console import Console
+from sqlalchemy.exc import SQLAlchemyError
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
 from router.errors import TierlineError
@@ -32,6 +33,11 @@ class _Group(click.Group):
             return super().invoke(ctx)
         except TierlineError as exc:
             err.print(f"[red]error:[/red] {exc}", highlight=False)
+            sys.exit(2)
+        except SQLAlchemyError as exc:
+            reason = str(exc.orig if getattr(exc, "orig", None) else exc).splitlines()[0]
+            err.print(f"[red]error:[/red] database {load_settings().database_url.split('@')[-1]}:"
+                      f" {reason} (is it migrated? `tierline db upgrade`)", highlight=False)
             sys.exit(2)
         except (ValueError, OSError) as exc:
             if isinstance(exc, OSError) and exc.filename:
@@ -97,6 +103,8 @@ def submit(file: Path, lane: str | None, job_name: str | None, tenant: str | Non
             err.print(f"[yellow]{report.not_enqueued} accepted requests could not be enqueued "
                       "(broker unreachable); they are safe in the database and `tierline sweep` "
                       "enqueues them[/yellow]")
+        if report.accepted == 0 and report.rejected:
+            sys.exit(1)
         if wait or rt is not None:
             _wait(client, report.job_id)
 

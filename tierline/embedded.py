@@ -41,10 +41,11 @@ def embedded(policy_path: Path, *, database: Path | None = None, concurrency: in
         os.environ.setdefault("TIERLINE_BROKER_URL", EMBEDDED_BROKER)
         upgrade(settings.database_url)
         with start(fleet_from_policy(policy_path, seed=sim_seed)) as sim:
+            # Embedded means simulated: every model's endpoint is the in-process simulator.
             env = dict(os.environ)
             for spec in policy.models.values():
                 if spec.base_url_env:
-                    env.setdefault(spec.base_url_env, sim.url)
+                    env[spec.base_url_env] = sim.url
             env[SIM_URL_ENV] = sim.url
             rt = Runtime(settings, policy, env)
             install(rt)

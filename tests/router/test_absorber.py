@@ -252,3 +252,14 @@ def test_the_absorber_core_imports_no_io_library():
         "sys.exit(str(bad) if bad else 0)"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_the_in_flight_wait_walks_a_bounded_number_of_holds(monkeypatch: pytest.MonkeyPatch):
+    monkeypatch.setattr(absorber, "WALK_HOLDS", 2)
+    state, limits = AbsorberState(), Limits(tokens_per_day=300)
+    for n, at_s in enumerate((0.0, 10.0, 20.0)):
+        absorber.reserve(state, limits, "m", 100, NOON + at_s, TTL_S, f"h{n}")
+    # 300 more need all three holds gone (at +120); the walk stops at the second (+110)
+    assert absorber.time_until_capacity(state, limits, "m", 300, NOON + 30.0) == 80.0
+    monkeypatch.setattr(absorber, "WALK_HOLDS", 1_000)
+    assert absorber.time_until_capacity(state, limits, "m", 300, NOON + 30.0) == 90.0

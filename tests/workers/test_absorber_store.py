@@ -293,3 +293,20 @@ def test_reservation_ids_stay_unique_in_forked_workers():
     after = reservation_ids(3)
     assert len(set(before + in_child + after)) == 9
     assert in_child[0].split(".")[:2] != before[0].split(".")[:2]
+
+
+def test_both_stores_bound_the_in_flight_walk_alike(redis_prefix):
+    client, prefix = redis_prefix
+    clock = ScriptedClock(MIDNIGHT - 600.0)
+    limits = Limits(tokens_per_day=1_100)
+    seen = []
+    for store in _stores(client, prefix, clock, ttl_s=100.0):
+        clock.now_s = MIDNIGHT - 600.0
+        store.reserve_many("m", limits, [1] * 1_000)
+        clock.now_s += 1.0
+        store.reserve_many("m", limits, [1] * 100)
+        clock.now_s += 1.0
+        with pytest.raises(BudgetExceeded) as caught:
+            store.reserve("m", limits, 1_100)  # needs all 1,100 holds gone: +101 s
+        seen.append(caught.value.retry_after_s)
+    assert seen == [98.0, 98.0]  # the walk stops at the 1,000th hold (+100 s)

@@ -74,14 +74,18 @@ def reserve_rate_procs(url: str, prefix: str, seconds: float, batch: int, procs:
     return float(sum(c for c, _ in results) / max(e for _, e in results))
 
 
-def pair_latency_us(url: str, prefix: str, calls: int) -> tuple[float, float]:
-    """p50 and p99 of one reserve + settle, in microseconds."""
+def cycle_latency_us(url: str, prefix: str, cycles: int, batch: int) -> tuple[float, float]:
+    """p50 and p99 of reserving then settling ``batch`` calls (1: reserve + settle), in µs."""
     store = RedisAbsorberStore(redis.Redis.from_url(url), prefix, ttl_s=600.0)
     store.usage("m", LIMITS)
     samples = []
-    for _ in range(calls):
+    for _ in range(cycles):
         start_s = time.perf_counter()
-        store.settle(store.reserve("m", LIMITS, ESTIMATE), ESTIMATE // 2)
+        if batch == 1:
+            store.settle(store.reserve("m", LIMITS, ESTIMATE), ESTIMATE // 2)
+        else:
+            granted = store.reserve_many("m", LIMITS, [ESTIMATE] * batch).granted.values()
+            store.settle_many([(held, ESTIMATE // 2) for held in granted])
         samples.append((time.perf_counter() - start_s) * 1e6)
     cuts = statistics.quantiles(samples, n=100)
     return cuts[49], cuts[98]
@@ -142,9 +146,14 @@ def main() -> None:
                 rate = reserve_rate_procs(args.url, prefix, args.seconds, batch, args.procs)
                 record(f"{args.procs} processes, {label}", rate)
         with fresh_prefix(client) as prefix:
-            p50_us, p99_us = pair_latency_us(args.url, prefix, 5_000)
-        record("reserve + settle latency p50 (µs)", p50_us)
-        record("reserve + settle latency p99 (µs)", p99_us)
+            p50_us, p99_us = cycle_latency_us(args.url, prefix, 5_000, 1)
+        record("added latency per call, reserve + settle, p50 (µs)", p50_us)
+        record("added latency per call, reserve + settle, p99 (µs)", p99_us)
+        with fresh_prefix(client) as prefix:
+            p50_us, p99_us = cycle_latency_us(args.url, prefix, 500, args.batch)
+        label = f"per bundle of {args.batch}, reserve_many + settle_many"
+        record(f"added latency {label}, p50 (µs)", p50_us)
+        record(f"added latency {label}, p99 (µs)", p99_us)
         record("memory store, reserve + settle pairs", memory_rate(args.seconds))
 
     redis_version = client.info("server")["redis_version"]

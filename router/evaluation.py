@@ -128,10 +128,14 @@ def plan(trained: TrainedRouting) -> list[Point]:
                             Parallel(tuple(ranked[:k]), usd)))
         points.append(Point(f"parallel top-{k} judge", "parallel+judge", "tierline",
                             Parallel(tuple(ranked[:k]), usd, judge)))
-    if len(models) >= 2:
-        points += [Point(f"value δ={d}", "value cascade", "tierline",
+    if len(models) > 2:
+        points += [Point(f"value-all δ={d}", "value-all", "tierline",
                          ValueCascade(models, judge, trained.lookahead, usd, d))
                    for d in GAINS_PER_COST]
+    if len(models) >= 2:
+        points += [Point(f"value-2 δ={d}", "value-2", "tierline",
+                         ValueCascade((trained.weak, trained.strong), judge, trained.lookahead,
+                                      usd, d)) for d in GAINS_PER_COST]
     verifier = [m for m in ranked if m not in (trained.weak, trained.strong)]
     if verifier:
         tiers = (trained.weak, trained.strong)

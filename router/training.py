@@ -15,7 +15,12 @@ import numpy as np
 
 from router.answers import EXTRACTOR_FOR_GRADER, EXTRACTORS
 from router.baselines import KnnRouter, train_knn, train_weak_enough
-from router.confidence import ResponseScorer, average_scorers, train_response_scorer
+from router.confidence import (
+    ResponseScorer,
+    average_scorers,
+    train_response_scorer,
+    train_shared_scorer,
+)
 from router.dataset import Item, Prices, mean_usd_per_call, models_of
 from router.errors import InvalidInput
 from router.features import HashingConfig, hash_texts
@@ -27,6 +32,7 @@ from router.steps import Attempt
 
 MAX_STATES_PER_ITEM = 16
 LOOKAHEAD_PER_ITEM = 8
+SCORER_TRAINERS = {"per-model": train_response_scorer, "shared": train_shared_scorer}
 
 
 @dataclass(frozen=True)
@@ -76,7 +82,7 @@ def _lookahead_states(n_models: int, rng: np.random.Generator) -> list[tuple[tup
 
 
 def train_routing(items: Sequence[Item], prices: Prices, seed: int = 0,
-                  fit: FitConfig = FitConfig()) -> TrainedRouting:
+                  fit: FitConfig = FitConfig(), scorer: str = "per-model") -> TrainedRouting:
     """Fit the learned router, response scorer, judge and the baselines' models."""
     if not items:
         raise InvalidInput("the train split is empty")
@@ -110,7 +116,7 @@ def train_routing(items: Sequence[Item], prices: Prices, seed: int = 0,
     fold_scorers = []
     for f in (0, 1):
         fit_on, score_on = parts[1 - f], parts[f]
-        s = train_response_scorer(
+        s = SCORER_TRAINERS[scorer](
             models, [[resp[i] for i in fit_on] for resp in responses],
             [[ans[i] for i in fit_on] for ans in answers], scores[fit_on],
             oof_logits[fit_on], fit=fit)

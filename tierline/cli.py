@@ -127,9 +127,9 @@ def _wait(client: Client, job_id: str) -> None:
 
 def _status_line(status: Any) -> str:
     counts = ", ".join(f"{n} {s}" for s, n in sorted(status.by_status.items()))
-    state = "completed" if status.complete else "in progress"
-    return f"job {status.job_id} ({status.name or 'unnamed'}): {state}: {status.total} " \
-           f"requests: {counts or 'none'}"
+    line = (f"job {status.job_id} ({status.name or 'unnamed'}): {status.state}: "
+            f"{status.total} requests: {counts or 'none'}")
+    return line + (f" ({status.error})" if status.error else "")
 
 
 @main.command()
@@ -137,6 +137,21 @@ def _status_line(status: Any) -> str:
 def status(job: str) -> None:
     """Counts of a job's requests by state."""
     out.print(_status_line(Client().status(job)), highlight=False)
+
+
+@main.command()
+@click.argument("job")
+def cancel(job: str) -> None:
+    """Cancel a job: unanswered requests end cancelled; finished results are kept."""
+    out.print(_status_line(Client().cancel(job)), highlight=False)
+
+
+@main.command()
+@click.argument("job")
+def resume(job: str) -> None:
+    """Enqueue a job's unanswered requests again, e.g. after the broker lost its queues."""
+    n = Client().resume(job)
+    out.print(f"{n} unanswered requests of job {job} enqueued again", highlight=False)
 
 
 @main.command()

@@ -15,6 +15,7 @@ from sqlalchemy import select
 from router.envelope import build_request
 from router.errors import InvalidInput, InvalidRequest
 from tierline.intake import Line
+from workers import jobs as jobs_
 from workers import records
 from workers.app import ingress_queue
 from workers.runtime import Runtime, runtime
@@ -22,7 +23,7 @@ from workers.schema import jobs, requests
 
 OnReject = Callable[[int, str], None]
 OnProgress = Callable[[int, int], None]  # (items, bytes) just processed
-FINAL = ("done", "failed")
+FINAL = ("done", "failed", "cancelled", "expired")
 
 
 @dataclass
@@ -39,12 +40,14 @@ class SubmitReport:
 
 @dataclass(frozen=True)
 class JobStatus:
-    """Counts of a job's requests by state."""
+    """A job's lifecycle state (see ``workers.jobs``) and its requests' counts by state."""
 
     job_id: str
     name: str | None
+    state: str
     total: int
     by_status: dict[str, int]
+    error: str | None = None
 
     @property
     def finished(self) -> int:
@@ -52,7 +55,8 @@ class JobStatus:
 
     @property
     def complete(self) -> bool:
-        return self.finished == self.total
+        """The job has ended: every request has its final state."""
+        return self.state in jobs_.TERMINAL
 
 
 class Client:
@@ -71,17 +75,19 @@ class Client:
 
     def submit_many(self, items: Iterable[Any], *, lane: str | None = None,
                     tenant: str | None = None, job: str | None = None,
-                    on_reject: OnReject | None = None, on_progress: OnProgress | None = None
-                    ) -> SubmitReport:
+                    on_reject: OnReject | None = None, on_progress: OnProgress | None = None,
+                    completion_window_s: float | None = None) -> SubmitReport:
         """Accept requests from any iterable, streamed in chunks: each chunk is written to the
         database, then enqueued. Invalid items are reported through ``on_reject(line, reason)``
         and skipped; items may be dicts, prompt strings, or :class:`Line` objects from a file.
+        Requests still unanswered ``completion_window_s`` after submission end ``expired``.
         """
         now = time.time()
         report = SubmitReport(job_id=str(uuid.uuid4()))
         with self.rt.engine.begin() as conn:
             records.create_job(conn, report.job_id, name=job, tenant=tenant or "default",
-                               lane=lane or "standard", now_s=now)
+                               lane=lane or "standard", now_s=now,
+                               expires_at=now + completion_window_s if completion_window_s else None)
         broker_up = True
         chunk_size = self.rt.policy.bundling.ingress_chunk
         for chunk in records.iter_chunks(_numbered(items), chunk_size):
@@ -112,6 +118,13 @@ class Client:
         with self.rt.engine.begin() as conn:
             records.add_job_counts(conn, report.job_id, accepted=report.accepted,
                                    duplicates=report.duplicates, rejected=report.rejected)
+            done = time.time()
+            if report.accepted == 0 and report.rejected:
+                jobs_.set_state(conn, report.job_id, "failed", now_s=done,
+                                error=f"no valid request: all {report.rejected} were rejected")
+            else:  # with nothing new to answer, settling completes the job at once
+                jobs_.set_state(conn, report.job_id, "in_progress", now_s=done)
+                jobs_.settle(conn, [report.job_id], done)
         return report
 
     def _ids_of(self, conn: Any, valid: list[Any], new: set[str]) -> list[str]:
@@ -144,13 +157,45 @@ class Client:
         return True
 
     def status(self, job_id: str) -> JobStatus:
-        """Counts of a job's requests by state."""
-        with self.rt.engine.connect() as conn:
-            row = conn.execute(select(jobs.c.name).where(jobs.c.id == job_id)).first()
+        """The job's state and its requests' counts by state (expiring it if its time is up)."""
+        with self.rt.engine.begin() as conn:
+            jobs_.settle(conn, [job_id], time.time())
+            row = conn.execute(select(jobs.c.name, jobs.c.status, jobs.c.error)
+                               .where(jobs.c.id == job_id)).first()
             if row is None:
                 raise InvalidInput(f"no job {job_id!r}")
             counts = records.job_counts(conn, job_id)
-        return JobStatus(job_id, row.name, sum(counts.values()), counts)
+        return JobStatus(job_id, row.name, row.status, sum(counts.values()), counts, row.error)
+
+    def cancel(self, job_id: str) -> JobStatus:
+        """Cancel a job: unanswered requests end ``cancelled``; finished results are kept."""
+        status = self.status(job_id)
+        if status.state in jobs_.ACTIVE:
+            with self.rt.engine.begin() as conn:
+                jobs_.halt(conn, job_id, "cancelled", time.time())
+        return self.status(job_id)
+
+    def resume(self, job_id: str) -> int:
+        """Enqueue a job's unanswered requests again (after a broker loss or crash).
+
+        Routing and answering are idempotent: finished requests are skipped and nothing
+        is charged twice. Returns how many requests were enqueued.
+        """
+        from workers.tasks import route_requests
+
+        self.status(job_id)
+        with self.rt.engine.connect() as conn:
+            todo = conn.execute(select(requests.c.id, requests.c.lane).where(
+                requests.c.job_id == job_id, requests.c.status.in_(jobs_.UNFINISHED))).all()
+        by_lane: dict[str, list[str]] = {}
+        for rid, lane in todo:
+            by_lane.setdefault(lane, []).append(rid)
+        size = self.rt.policy.bundling.ingress_chunk
+        for lane, ids in by_lane.items():
+            for start in range(0, len(ids), size):
+                route_requests.apply_async(args=[ids[start:start + size]],
+                                           queue=ingress_queue(lane))
+        return len(todo)
 
     def wait(self, job_id: str, *, timeout_s: float = 600.0, poll_s: float = 0.2,
              on_progress: Callable[[JobStatus], None] | None = None) -> JobStatus:

@@ -16,7 +16,7 @@ from decimal import Decimal
 from router.decide import fallback_chain
 from router.envelope import Request
 from router.errors import DeadlineExceeded, TierlineError
-from workers import records
+from workers import jobs, records
 from workers.providers.base import Call, Completion
 from workers.providers.fanout import run_calls
 from workers.records import AttemptRow, Price, ResultRow
@@ -44,12 +44,14 @@ def execute(rt: Runtime, request_ids: Sequence[str], now: Callable[[], float] = 
     Safe to run twice: requests that already have a result are skipped, and attempt,
     charge and result rows are keyed so a repeat writes nothing new.
     """
-    with rt.engine.connect() as conn:
+    with rt.engine.begin() as conn:
         loaded = records.load_requests(conn, request_ids)
         done = records.finished_ids(conn, [r.id for r in loaded])
-        todo = [r for r in loaded if r.id not in done]
+        stopped = jobs.halted(conn, [r.id for r in loaded if r.id not in done], now())
+        todo = [r for r in loaded if r.id not in done and r.id not in stopped]
         decided = records.load_decisions(conn, [r.id for r in todo])
-        jobs_by_request = records.job_of(conn, [r.id for r in todo])
+        jobs_by_request = records.job_of(conn, [r.id for r in loaded])
+        jobs.settle(conn, {jobs_by_request[i] for i in stopped if jobs_by_request.get(i)}, now())
     pending = [_Pending(r, [decided[r.id].model, *fallback_chain(rt.policy, decided[r.id].model)])
                for r in todo if r.id in decided]
     attempts: list[AttemptRow] = []
@@ -82,6 +84,7 @@ def execute(rt: Runtime, request_ids: Sequence[str], now: Callable[[], float] = 
     with rt.engine.begin() as conn:
         records.record_outcomes(conn, attempts, results, prices_of(rt),
                                 {r.id: r for r in todo}, jobs_by_request)
+        jobs.settle(conn, {j for j in jobs_by_request.values() if j}, now())
     return len(results)
 
 

@@ -23,11 +23,11 @@ _MILLION = Decimal(1_000_000)
 
 
 def create_job(conn: Connection, job_id: str, *, name: str | None, tenant: str, lane: str,
-               now_s: float) -> None:
-    """Open a job that requests are accepted into."""
+               now_s: float, expires_at: float | None = None) -> None:
+    """Open a job, in state ``validating``, that requests are accepted into."""
     conn.execute(insert(jobs).values(id=job_id, name=name, tenant=tenant, lane=lane,
-                                     status="in_progress", created_at=now_s, accepted=0,
-                                     duplicates=0, rejected=0))
+                                     status="validating", created_at=now_s, expires_at=expires_at,
+                                     accepted=0, duplicates=0, rejected=0))
 
 
 def add_job_counts(conn: Connection, job_id: str, *, accepted: int, duplicates: int,
@@ -218,8 +218,10 @@ def record_outcomes(conn: Connection, made: Sequence[AttemptRow], done: Sequence
         "latency_s": r.finished_at - context[r.request_id].submitted_at} for r in done])
     for status in ("done", "failed"):
         ids = [r.request_id for r in done if (r.status == "ok") == (status == "done")]
-        if ids:
-            conn.execute(update(requests).where(requests.c.id.in_(ids)).values(status=status))
+        if ids:  # a request cancelled or expired meanwhile keeps that status
+            conn.execute(update(requests).where(requests.c.id.in_(ids),
+                                                requests.c.status.in_(("accepted", "routed")))
+                         .values(status=status))
 
 
 def job_counts(conn: Connection, job_id: str) -> dict[str, int]:

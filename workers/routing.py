@@ -7,7 +7,7 @@ from collections.abc import Callable, Sequence
 
 from router.bundling import Item, bundle
 from router.decide import decide
-from workers import records
+from workers import jobs, records
 from workers.runtime import Runtime
 
 Publish = Callable[[list[str], str, str], None]  # (request ids, tier, lane)
@@ -26,6 +26,7 @@ def route(rt: Runtime, request_ids: Sequence[str], publish: Publish) -> int:
     with rt.engine.begin() as conn:
         loaded = records.load_requests(conn, request_ids)
         done = records.finished_ids(conn, [r.id for r in loaded])
+        done |= jobs.halted(conn, [r.id for r in loaded if r.id not in done], time.time())
         pending = [r for r in loaded if r.id not in done]
         stored = records.load_decisions(conn, [r.id for r in pending])
         fresh = [r for r in pending if r.id not in stored]

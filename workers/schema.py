@@ -32,9 +32,12 @@ jobs = Table(
     Column("name", String(200)),
     Column("tenant", String(128), nullable=False),
     Column("lane", String(16), nullable=False),
+    # validating | in_progress | completed | failed | cancelling | cancelled | expired
     Column("status", String(16), nullable=False),
     Column("created_at", Float, nullable=False),
     Column("finished_at", Float),
+    Column("expires_at", Float),  # the completion window: unanswered requests expire then
+    Column("error", Text),
     Column("accepted", Integer, nullable=False, default=0),
     Column("duplicates", Integer, nullable=False, default=0),
     Column("rejected", Integer, nullable=False, default=0),
@@ -55,10 +58,12 @@ requests = Table(
     Column("submitted_at", Float, nullable=False),
     Column("deadline_at", Float, nullable=False),
     Column("enqueued_at", Float),  # null: accepted but not yet handed to the broker
-    Column("status", String(16), nullable=False),  # accepted | routed | done | failed
+    # accepted | routed | done | failed | cancelled | expired
+    Column("status", String(16), nullable=False),
     UniqueConstraint("tenant", "idempotency_key", name="uq_requests_tenant_idempotency_key"),
 )
 Index("ix_requests_status", requests.c.status)
+Index("ix_requests_job_id_status", requests.c.job_id, requests.c.status)
 
 decisions = Table(
     "decisions",
@@ -95,7 +100,7 @@ results = Table(
     "results",
     metadata,
     Column("request_id", String(36), ForeignKey("requests.id"), primary_key=True),
-    Column("status", String(16), nullable=False),  # ok | failed
+    Column("status", String(16), nullable=False),  # ok | failed | cancelled | expired
     Column("model", String(200)),
     Column("content", Text),
     Column("error", Text),

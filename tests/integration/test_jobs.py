@@ -1,0 +1,110 @@
+"""Job lifecycle on Postgres: cancel keeps finished results, windows expire, resume re-charges
+nothing. Messages go to a broker database no worker reads, as if the broker had lost them."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy import func, select
+
+from router.policy import load_policy
+from tierline.client import Client
+from workers import execute, routing
+from workers.runtime import Runtime, install
+from workers.schema import charges
+from workers.settings import Settings
+
+ROOT = Path(__file__).resolve().parents[2]
+POLICY = ROOT / "policies" / "demo.yaml"
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture()
+def lost_broker_client(redis_url: str, postgres_url: str, use_broker: Any) -> Iterator[Client]:
+    """A producer whose broker database nobody consumes, and an in-thread simulator."""
+    from sim.fleet import fleet_from_policy
+    from sim.server import start
+
+    unread = redis_url.rsplit("/", 1)[0] + "/3"
+    with start(fleet_from_policy(POLICY, seed=1)) as sim:
+        rt = Runtime(Settings(unread, postgres_url, POLICY), load_policy(POLICY),
+                     {"TIERLINE_SIM_URL": sim.url})
+        install(rt)
+        previous = str(app_conf_broker())
+        use_broker(unread)
+        try:
+            yield Client(rt)
+        finally:
+            use_broker(previous)
+            import redis
+
+            redis.Redis.from_url(unread).flushdb()
+
+
+def app_conf_broker() -> str:
+    from workers.app import app
+
+    return str(app.conf.broker_url)
+
+
+def _answer_directly(client: Client, ids: list[str]) -> None:
+    """Route and answer these requests with the workers' own code, in this process."""
+    routing.route(client.rt, ids, lambda bundle, _tier, _lane: execute.execute(client.rt, bundle))
+
+
+def test_cancel_keeps_finished_results_and_ends_the_rest(lost_broker_client: Client) -> None:
+    client = lost_broker_client
+    report = client.submit_many([f"cancel me {i}" for i in range(20)], lane="batch")
+    assert client.status(report.job_id).state == "in_progress"
+    _answer_directly(client, report.request_ids[:5])
+    status = client.cancel(report.job_id)
+    assert status.state == "cancelled"
+    assert status.by_status == {"done": 5, "cancelled": 15}
+    rows = list(client.results(report.job_id))
+    assert [r["status"] for r in rows] == ["done"] * 5 + ["cancelled"] * 15
+    assert all(r["content"] for r in rows[:5])
+    _answer_directly(client, report.request_ids)  # a late bundle changes nothing
+    assert client.status(report.job_id).by_status == {"done": 5, "cancelled": 15}
+    assert client.resume(report.job_id) == 0
+
+
+def test_requests_left_when_the_completion_window_closes_expire(lost_broker_client: Client
+                                                                ) -> None:
+    client = lost_broker_client
+    report = client.submit_many(["late"] * 4, lane="batch", completion_window_s=0.5)
+    _answer_directly(client, report.request_ids[:1])
+    time.sleep(0.6)
+    status = client.status(report.job_id)
+    assert status.state == "expired"
+    assert status.by_status == {"done": 1, "expired": 3}
+
+
+def test_a_job_of_only_invalid_requests_fails_with_the_reason(lost_broker_client: Client) -> None:
+    report = lost_broker_client.submit_many([{"lane": "batch"}, {"prompt": ""}])
+    status = lost_broker_client.status(report.job_id)
+    assert (status.state, status.total) == ("failed", 0)
+    assert status.error and "all 2 were rejected" in status.error
+
+
+def test_resume_after_lost_messages_answers_the_rest_without_recharging(
+        lost_broker_client: Client, stack: dict[str, str], use_broker: Any) -> None:
+    client = lost_broker_client
+    report = client.submit_many([f"resume {i}" for i in range(20)], lane="standard")
+    _answer_directly(client, report.request_ids[:5])
+    with client.rt.engine.connect() as conn:
+        paid_before = conn.execute(select(func.count()).select_from(charges).where(
+            charges.c.job_id == report.job_id)).scalar_one()
+    assert paid_before == 5
+
+    use_broker(stack["TIERLINE_BROKER_URL"])  # the broker the workers read
+    assert client.resume(report.job_id) == 15
+    status = client.wait(report.job_id, timeout_s=60)
+    assert (status.state, status.by_status) == ("completed", {"done": 20})
+    with client.rt.engine.connect() as conn:
+        paid_after = conn.execute(select(func.count()).select_from(charges).where(
+            charges.c.job_id == report.job_id)).scalar_one()
+    assert paid_after == 20

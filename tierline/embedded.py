@@ -29,7 +29,7 @@ SIM_URL_ENV = "TIERLINE_SIM_URL"
 
 @contextmanager
 def embedded(policy_path: Path, *, database: Path | None = None, concurrency: int = 8,
-             sim_seed: int = 0) -> Iterator[Runtime]:
+             sim_seed: int = 0, gold: dict[str, str] | None = None) -> Iterator[Runtime]:
     """Run tierline in this process until the block ends; yields the installed runtime."""
     from sim.fleet import fleet_from_policy
     from sim.server import start
@@ -40,7 +40,7 @@ def embedded(policy_path: Path, *, database: Path | None = None, concurrency: in
         settings = Settings(EMBEDDED_BROKER, f"sqlite:///{db_path}", policy_path)
         os.environ.setdefault("TIERLINE_BROKER_URL", EMBEDDED_BROKER)
         upgrade(settings.database_url)
-        with start(fleet_from_policy(policy_path, seed=sim_seed)) as sim:
+        with start(fleet_from_policy(policy_path, seed=sim_seed), gold=gold) as sim:
             # Embedded means simulated: every model's endpoint is the in-process simulator.
             env = dict(os.environ)
             for spec in policy.models.values():

@@ -253,6 +253,9 @@ def _register_optional() -> None:
     from sim.cli import command as sim_command
 
     main.add_command(sim_command, "sim")
+    from tierline.classify import command as classify_command
+
+    main.add_command(classify_command, "classify")
     try:
         from tierline.bench_routing import command as bench_routing
     except ImportError:  # pragma: no cover - during development only

@@ -28,10 +28,11 @@ from router.strategies import (
 from router.training import TrainedRouting
 from router.value_cascade import ValueCascade
 
-BARS = (0.3, 0.4, 0.5, 0.55, 0.6, 0.65, 0.7, 0.75, 0.8, 0.85, 0.9, 0.93, 0.96, 0.98)
-COST_WEIGHTS = (0.0, 0.02, 0.05, 0.1, 0.15, 0.2, 0.3, 0.5, 0.75, 1.0, 2.0)
-THRESHOLDS = tuple(float(x) for x in np.round(np.linspace(0.05, 0.95, 19), 2))
-GAINS_PER_COST = (0.01, 0.02, 0.03, 0.05, 0.07, 0.1, 0.15, 0.2, 0.3, 0.5, 0.8, 1.2, 2.0)
+# Sweeps: the same density for every method, so no frontier is coarser than another's.
+BARS = tuple(float(x) for x in np.round(np.linspace(0.3, 0.98, 28), 3))
+THRESHOLDS = tuple(float(x) for x in np.round(np.linspace(0.02, 0.98, 28), 3))
+COST_WEIGHTS = (0.0, *(float(x) for x in np.round(np.geomspace(0.005, 3.0, 27), 4)))
+GAINS_PER_COST = tuple(float(x) for x in np.round(np.geomspace(0.005, 3.0, 28), 4))
 BANDS = ("low", "mid", "high")
 
 
@@ -122,20 +123,15 @@ def plan(trained: TrainedRouting) -> list[Point]:
             continue
         points += [Point(f"cascade-{k} bar={b}", f"cascade-{k}", "tierline",
                          Cascade(tiers, judge, b)) for b in BARS]
+        points += [Point(f"value-{k} δ={d}", f"value-{k}", "tierline",
+                         ValueCascade(tiers, judge, trained.lookahead, usd, d))
+                   for d in GAINS_PER_COST]
     ranked = sorted(models, key=lambda m: -acc[m])
     for k in range(2, len(models) + 1):
         points.append(Point(f"parallel top-{k} vote", "parallel", "tierline",
                             Parallel(tuple(ranked[:k]), usd)))
         points.append(Point(f"parallel top-{k} judge", "parallel+judge", "tierline",
                             Parallel(tuple(ranked[:k]), usd, judge)))
-    if len(models) > 2:
-        points += [Point(f"value-all δ={d}", "value-all", "tierline",
-                         ValueCascade(models, judge, trained.lookahead, usd, d))
-                   for d in GAINS_PER_COST]
-    if len(models) >= 2:
-        points += [Point(f"value-2 δ={d}", "value-2", "tierline",
-                         ValueCascade((trained.weak, trained.strong), judge, trained.lookahead,
-                                      usd, d)) for d in GAINS_PER_COST]
     verifier = [m for m in ranked if m not in (trained.weak, trained.strong)]
     if verifier:
         tiers = (trained.weak, trained.strong)
@@ -198,4 +194,55 @@ def summarise(rows: Sequence[Row]) -> list[Summary]:
         pts = [(r.cost_vs_best, r.accuracy_vs_best) for r in group]
         out.append(Summary(method, group[0].kind, len(group), max(q for _, q in pts),
                            aiq(pts, max_cost), cost_to_reach(pts, 0.95), cost_to_reach(pts, 0.99)))
+    return out
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """tierline's method chosen on validation against the best baseline, per criterion."""
+
+    criterion: str  # aiq | cost_to_95 | cost_to_99 | accuracy (one operating point)
+    method: str
+    value: float | None
+    baseline: str
+    baseline_value: float | None
+    met: bool  # AIQ larger; cost at least 20% lower; accuracy above the best single model's
+
+
+def choose_methods(validation: Report) -> dict[str, str]:
+    """Per criterion, the tierline method that did best on the validation report."""
+    ours = [s for s in validation.summaries if s.kind == "tierline"]
+    inf = float("inf")
+    return {
+        "aiq": max(ours, key=lambda s: s.aiq).method,
+        "cost_to_95": min(ours, key=lambda s: s.cost_to_95 or inf).method,
+        "cost_to_99": min(ours, key=lambda s: s.cost_to_99 or inf).method,
+        "accuracy": max((r for r in validation.rows if r.kind == "tierline"),
+                        key=lambda r: (r.accuracy, -r.usd)).strategy,
+    }
+
+
+def verdicts(report: Report, chosen: dict[str, str], cost_margin: float = 0.2) -> list[Verdict]:
+    """Compare the chosen methods with the best baseline on the test report."""
+    by_name = {s.method: s for s in report.summaries}
+    baselines = [s for s in report.summaries if s.kind == "baseline"]
+    out = []
+    for criterion, method in chosen.items():
+        if criterion == "accuracy":
+            row = next((r for r in report.rows if r.strategy == method), None)
+            value = None if row is None else row.accuracy
+            met = value is not None and value > report.best_accuracy
+            out.append(Verdict(criterion, method, value, f"single {report.best_single}",
+                               report.best_accuracy, met))
+            continue
+        ours = getattr(by_name[method], criterion) if method in by_name else None
+        if criterion == "aiq":
+            best = max(baselines, key=lambda s: s.aiq)
+            met = ours is not None and ours > best.aiq
+            out.append(Verdict(criterion, method, ours, best.method, best.aiq, met))
+            continue
+        best = min(baselines, key=lambda s: getattr(s, criterion) or float("inf"))
+        theirs = getattr(best, criterion)
+        met = ours is not None and (theirs is None or ours <= (1 - cost_margin) * theirs)
+        out.append(Verdict(criterion, method, ours, best.method, theirs, met))
     return out

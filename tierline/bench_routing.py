@@ -22,7 +22,7 @@ from rich.table import Table
 from router.composite import CompositeEstimator, band_of
 from router.dataset import Item, Prices, parse_items, split_items
 from router.errors import InvalidInput
-from router.evaluation import Report, Row, evaluate
+from router.evaluation import Report, Row, Verdict, choose_methods, evaluate, verdicts
 from router.learned import save_router
 from router.policy import ClassifierSpec
 from router.training import train_routing
@@ -120,6 +120,31 @@ def print_report(report: Report, seconds: dict[str, float]) -> None:
     out.print("[dim]" + ", ".join(f"{k} {v:.1f}s" for k, v in seconds.items()) + "[/dim]")
 
 
+def choose_on_validation(train: Sequence[Item], prices: Prices, seed: int,
+                         fraction: float) -> dict[str, str] | None:
+    """Carve a validation slice from train, evaluate there, pick tierline's methods."""
+    fit, val = split_items(train, fraction, seed + 1)
+    if len(fit) < 20 or len(val) < 20:
+        err.print("[dim]train split too small to carve a validation slice; no headline[/dim]")
+        return None
+    report = evaluate(train_routing(fit, prices, seed), val, prices, composite_bands(val))
+    return choose_methods(report)
+
+
+def print_verdicts(lines: Sequence[Verdict]) -> None:
+    """Goal check: methods chosen on validation vs the best baseline on the test split."""
+    table = Table(title="goal: chosen on validation vs best baseline on test "
+                        "(AIQ larger; cost at least 20% lower; accuracy above the best single)")
+    for col in ("criterion", "tierline (chosen on validation)", "value", "best baseline",
+                "value", "met"):
+        table.add_column(col)
+    for v in lines:
+        fmt = _share if v.criterion.startswith("cost") else (lambda x: f"{x:.4f}")
+        table.add_row(v.criterion, v.method, fmt(v.value), v.baseline, fmt(v.baseline_value),
+                      "yes" if v.met else "no")
+    out.print(table)
+
+
 def json_rows(report: Report) -> list[dict[str, Any]]:
     """Every operating point, with its method's frontier figures."""
     summary = {s.method: s for s in report.summaries}
@@ -180,10 +205,13 @@ def plot_frontier(report: Report, path: Path) -> None:
               help="write every operating point as a JSON list")
 @click.option("--plot", "plot_path", type=click.Path(path_type=Path), default=None,
               help="write the cost-quality frontier as a PNG")
+@click.option("--validation", type=float, default=0.3, show_default=True,
+              help="share of the train split held out to choose tierline's headline methods "
+                   "(0 skips the choice)")
 @click.option("--save-router", "save_router_path", type=click.Path(path_type=Path), default=None,
               help="write the learned router artifact (<path>.npz + <path>.json)")
 def command(train_path: Path, test_path: Path | None, prices_path: Path, split: float,
-            seed: int, json_path: Path | None, plot_path: Path | None,
+            seed: int, json_path: Path | None, plot_path: Path | None, validation: float,
             save_router_path: Path | None) -> None:
     """Compare routing strategies and baselines on recorded outcomes of real models."""
     try:
@@ -198,16 +226,21 @@ def command(train_path: Path, test_path: Path | None, prices_path: Path, split: 
         if not test:
             raise InvalidInput("the test split is empty")
         started = time.perf_counter()
+        chosen = choose_on_validation(train, prices, seed, validation) if validation else None
+        seconds = {"validation": time.perf_counter() - started}
+        started = time.perf_counter()
         trained = train_routing(train, prices, seed)
         trained_s = time.perf_counter() - started
         if set(test[0].outcomes) != set(trained.models):
             raise InvalidInput(f"test models {sorted(test[0].outcomes)} differ from train "
                                f"models {sorted(trained.models)}")
         report = evaluate(trained, test, prices, composite_bands(test))
-        seconds = {"train": trained_s, "evaluate": time.perf_counter() - started - trained_s}
+        seconds |= {"train": trained_s, "evaluate": time.perf_counter() - started - trained_s}
         out.print(f"train {len(train)} items, test {len(test)} items, models (cheapest first): "
                   f"{', '.join(trained.models)}")
         print_report(report, seconds)
+        if chosen is not None:
+            print_verdicts(verdicts(report, chosen))
         if json_path is not None:
             json_path.write_text(json.dumps(json_rows(report), indent=1), encoding="utf-8")
         if plot_path is not None:

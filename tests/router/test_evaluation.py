@@ -197,3 +197,28 @@ def test_end_to_end_evaluation_on_a_synthetic_set() -> None:
 def test_empty_train_split_is_refused() -> None:
     with pytest.raises(InvalidInput, match="empty"):
         train_routing([], PRICES)
+
+
+def _summary(method: str, kind: str, aiq_: float, c95: float | None, c99: float | None):  # type: ignore[no-untyped-def]
+    from router.evaluation import Summary
+
+    return Summary(method, kind, 5, 1.0, aiq_, c95, c99)
+
+
+def test_verdicts_need_a_larger_aiq_and_a_fifth_less_cost() -> None:
+    from router.evaluation import Report, Row, choose_methods, verdicts
+
+    row = Row("cascade-2 bar=0.9", "cascade-2", "tierline", 0.8, 1.0, 1.05, 1.0, 1.0, 2.0, "")
+    report = Report(
+        [row],
+        [_summary("cascade-2", "tierline", 0.97, 0.15, 0.40),
+         _summary("value-2", "tierline", 0.99, 0.30, None),
+         _summary("frugalgpt", "baseline", 0.96, 0.20, 0.45),
+         _summary("knn", "baseline", 0.90, None, None)],
+        "top", 0.75, 1.0)
+    chosen = choose_methods(report)
+    assert chosen == {"aiq": "value-2", "cost_to_95": "cascade-2", "cost_to_99": "cascade-2",
+                      "accuracy": "cascade-2 bar=0.9"}
+    got = {v.criterion: (v.baseline, v.met) for v in verdicts(report, chosen)}
+    assert got == {"aiq": ("frugalgpt", True), "cost_to_95": ("frugalgpt", True),
+                   "cost_to_99": ("frugalgpt", False), "accuracy": ("single top", True)}

@@ -133,6 +133,12 @@ def build_request(
         raise InvalidRequest(
             "max_output_tokens", f"{max_out} exceeds the limit {policy.requests.max_output_tokens}"
         )
+    largest = policy.largest_daily_budget()
+    needed = chars // 4 + 1 + max_out
+    if largest is not None and needed > largest:
+        raise InvalidRequest(
+            "prompt", f"needs up to {needed} tokens, more than any model's whole daily budget "
+            f"({largest}); it could never run")
     budget = _positive(raw, "latency_budget_s", float, lane_spec.latency_budget_s)
     metadata = raw.get("metadata") or {}
     if not isinstance(metadata, dict):

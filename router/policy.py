@@ -109,6 +109,17 @@ class BundlingSpec(_Frozen):
     ingress_chunk: int = Field(default=256, gt=0)
 
 
+class FailureSpec(_Frozen):
+    """What happens when a model's token budget cannot take a call now.
+
+    ``defer``: wait (re-queue with a countdown until the window has room); ``fallback``: hand
+    it to the next equal-or-cheaper model that has budget. Never escalates to a pricier model.
+    """
+
+    on_budget: Literal["defer", "fallback"] = "defer"
+    max_defer_s: float = Field(default=300.0, gt=0)  # a longer wait is re-checked after this
+
+
 class RequestLimits(_Frozen):
     """Bounds on what one request may carry."""
 
@@ -127,6 +138,7 @@ class Policy(_Frozen):
     strategy: StrategySpec = StrategySpec()
     bundling: BundlingSpec = BundlingSpec()
     requests: RequestLimits = RequestLimits()
+    failure: FailureSpec = FailureSpec()
 
     @model_validator(mode="after")
     def _check(self) -> Policy:
@@ -173,6 +185,11 @@ class Policy(_Frozen):
             return self.classifier.band_tiers[band]
         names = self.tier_names
         return names[_SPREAD[len(names)][BANDS.index(band)]]
+
+    def largest_daily_budget(self) -> int | None:
+        """The most tokens any one model may use in a day; None when some model is unlimited."""
+        budgets = [spec.limits.tokens_per_day for spec in self.models.values()]
+        return None if any(b is None for b in budgets) else max(b for b in budgets if b)
 
     def top_model(self) -> str:
         """The preferred model of the most capable tier: the 'everything to the top' baseline."""

@@ -1,18 +1,23 @@
-"""The tier worker's work: call the models for a bundle, fall back on failure, record it all.
+"""The tier worker's work: call the models for a bundle under their token budgets, fall back
+on failure, and record it all.
 
-A bundle's calls go out concurrently. A call that fails moves its request to the next
-model of its fallback chain (the rest of its tier, then cheaper tiers; never pricier),
-and the next round sends all such calls together. Every call is one attempt row; the
-attempts, charges and results of the whole bundle are written in one transaction.
+Each round, the calls due go through the absorber first (one ``reserve_many`` per model),
+then out concurrently. A call that fails moves its request to the next model of its
+fallback chain (the rest of its tier, then cheaper tiers; never pricier), and the next
+round sends all such calls together. A budget that cannot take a call now defers it (the
+task re-queues it with a countdown) or, if the policy says so, falls back; a request no
+budget could ever take fails at once. Every call is one attempt row; the attempts,
+charges and results of the whole bundle are written in one transaction.
 """
 
 from __future__ import annotations
 
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from decimal import Decimal
 
+from router.absorber import Limits, Reservation, scope_key
 from router.decide import fallback_chain
 from router.envelope import Request
 from router.errors import DeadlineExceeded, TierlineError
@@ -20,9 +25,19 @@ from workers import jobs, records
 from workers.providers.base import Call, Completion
 from workers.providers.fanout import run_calls
 from workers.records import AttemptRow, Price, ResultRow
+from workers.routing import estimate_tokens
 from workers.runtime import Runtime
 
 MAX_CALL_TIMEOUT_S = 300.0  # a single model call never waits longer, whatever the lane
+
+
+@dataclass
+class Outcome:
+    """What a bundle came to: how many requests ended, and which wait for budget."""
+
+    finished: int = 0
+    deferred: list[str] = field(default_factory=list)
+    retry_after_s: float = 0.0
 
 
 @dataclass
@@ -31,6 +46,10 @@ class _Pending:
     chain: list[str]  # models still to try, first is next
     seq: int = 0
 
+    @property
+    def model(self) -> str:
+        return self.chain[0]
+
 
 def prices_of(rt: Runtime) -> dict[str, Price]:
     """The policy's unit prices as exact decimals, by model."""
@@ -38,8 +57,9 @@ def prices_of(rt: Runtime) -> dict[str, Price]:
             for name, spec in rt.policy.models.items()}
 
 
-def execute(rt: Runtime, request_ids: Sequence[str], now: Callable[[], float] = time.time) -> int:
-    """Answer a bundle of routed requests; returns how many got a result now.
+def execute(rt: Runtime, request_ids: Sequence[str], now: Callable[[], float] = time.time
+            ) -> Outcome:
+    """Answer a bundle of routed requests.
 
     Safe to run twice: requests that already have a result are skipped, and attempt,
     charge and result rows are keyed so a repeat writes nothing new.
@@ -54,29 +74,34 @@ def execute(rt: Runtime, request_ids: Sequence[str], now: Callable[[], float] = 
         jobs.settle(conn, {jobs_by_request[i] for i in stopped if jobs_by_request.get(i)}, now())
     pending = [_Pending(r, [decided[r.id].model, *fallback_chain(rt.policy, decided[r.id].model)])
                for r in todo if r.id in decided]
+    outcome = Outcome()
     attempts: list[AttemptRow] = []
     results: list[ResultRow] = []
     while pending:
         started = now()
-        calls = [Call(model=_api_name(rt, p.chain[0]), messages=p.request.messages,
+        due, held, retry, waiting, wait_s = _reserve(rt, pending, results, started)
+        calls = [Call(model=_api_name(rt, p.model), messages=p.request.messages,
                       max_output_tokens=p.request.max_output_tokens, key=i)
-                 for i, p in enumerate(pending)]
-        outcomes = run_calls(
-            calls, {_api_name(rt, m): rt.providers[m] for p in pending for m in p.chain[:1]},
-            max_concurrency={_api_name(rt, m): rt.policy.models[m].max_concurrency
-                             for p in pending for m in p.chain[:1]},
+                 for i, p in enumerate(due)]
+        answers = run_calls(
+            calls, {_api_name(rt, p.model): rt.providers[p.model] for p in due},
+            max_concurrency={_api_name(rt, p.model): rt.policy.models[p.model].max_concurrency
+                             for p in due},
             deadline_at={i: min(p.request.deadline_at, started + MAX_CALL_TIMEOUT_S)
-                         for i, p in enumerate(pending)})
-        retry: list[_Pending] = []
-        for p, outcome in zip(pending, outcomes, strict=True):
-            model = p.chain[0]
-            attempts.append(_attempt(rt, p, model, outcome, started))
+                         for i, p in enumerate(due)}) if due else []
+        _settle(rt, due, answers, held)
+        if held:  # this round's settled holds may have made room: try the waiting again
+            retry.extend(waiting)
+        elif waiting:
+            outcome.deferred.extend(p.request.id for p in waiting)
+            outcome.retry_after_s = max(outcome.retry_after_s, wait_s)
+        for p, answer in zip(due, answers, strict=True):
+            attempts.append(_attempt(rt, p, answer, started))
             p.seq += 1
-            if isinstance(outcome, Completion):
-                results.append(ResultRow(p.request.id, "ok", model, outcome.text, None, now()))
-            elif isinstance(outcome, DeadlineExceeded) or len(p.chain) == 1:
-                results.append(ResultRow(p.request.id, "failed", model, None,
-                                         f"{type(outcome).__name__}: {outcome}", now()))
+            if isinstance(answer, Completion):
+                results.append(ResultRow(p.request.id, "ok", p.model, answer.text, None, now()))
+            elif isinstance(answer, DeadlineExceeded) or len(p.chain) == 1:
+                results.append(_failed(p, answer, now()))
             else:
                 p.chain.pop(0)
                 retry.append(p)
@@ -85,7 +110,62 @@ def execute(rt: Runtime, request_ids: Sequence[str], now: Callable[[], float] = 
         records.record_outcomes(conn, attempts, results, prices_of(rt),
                                 {r.id: r for r in todo}, jobs_by_request)
         jobs.settle(conn, {j for j in jobs_by_request.values() if j}, now())
-    return len(results)
+    outcome.finished = len(results)
+    return outcome
+
+
+def _reserve(rt: Runtime, pending: list[_Pending], results: list[ResultRow], now_s: float
+             ) -> tuple[list[_Pending], dict[int, Reservation], list[_Pending], list[_Pending],
+                        float]:
+    """Split a round by budget: calls granted (with their holds, by position in ``due``),
+    calls moved to another model, calls waiting for room (and how long), refusals failed."""
+    due: list[_Pending] = []
+    held: dict[int, Reservation] = {}
+    later: list[_Pending] = []
+    waiting: list[_Pending] = []
+    wait_s = 0.0
+    by_model: dict[str, list[_Pending]] = {}
+    for p in pending:
+        by_model.setdefault(p.model, []).append(p)
+    for model, group in by_model.items():
+        model_limits = rt.policy.models[model].limits
+        if not any((model_limits.tokens_per_day, model_limits.tokens_per_minute,
+                    model_limits.requests_per_minute)):
+            due.extend(group)
+            continue
+        decision = rt.absorber.reserve_many(
+            scope_key(model), Limits.from_model_limits(model_limits),
+            [estimate_tokens(len(p.request.prompt_text), p.request.max_output_tokens)
+             for p in group], now_s=now_s)
+        for index, reservation in decision.granted.items():
+            held[len(due)] = reservation
+            due.append(group[index])
+        blocked = [(group[i], False) for i in decision.deferred]
+        blocked += [(group[i], True) for i in decision.refused]
+        for p, never in blocked:
+            if len(p.chain) > 1 and (never or rt.policy.failure.on_budget == "fallback"):
+                p.chain.pop(0)  # an equal-or-cheaper model with its own budget
+                later.append(p)
+            elif never:
+                results.append(ResultRow(p.request.id, "failed", model, None,
+                                         f"BudgetExceeded: no budget of {model} can ever take "
+                                         "this request", now_s))
+            else:
+                waiting.append(p)
+                wait_s = max(wait_s, decision.retry_after_s or 1.0)
+    return due, held, later, waiting, wait_s
+
+
+def _settle(rt: Runtime, due: Sequence[_Pending], answers: Sequence[object],
+            held: dict[int, Reservation]) -> None:
+    """Swap holds for reported usage; a failed call gives its hold back."""
+    used = [(res, answers[i].tokens_in + answers[i].tokens_out)  # type: ignore[attr-defined]
+            for i, res in held.items() if isinstance(answers[i], Completion)]
+    freed = [res for i, res in held.items() if not isinstance(answers[i], Completion)]
+    if used:
+        rt.absorber.settle_many(used)
+    if freed:
+        rt.absorber.release_many(freed)
 
 
 def _api_name(rt: Runtime, model: str) -> str:
@@ -93,11 +173,16 @@ def _api_name(rt: Runtime, model: str) -> str:
     return rt.policy.models[model].name or model
 
 
-def _attempt(rt: Runtime, p: _Pending, model: str, outcome: Completion | TierlineError,
+def _failed(p: _Pending, error: object, now_s: float) -> ResultRow:
+    return ResultRow(p.request.id, "failed", p.model, None, f"{type(error).__name__}: {error}",
+                     now_s)
+
+
+def _attempt(rt: Runtime, p: _Pending, answer: Completion | TierlineError,
              started: float) -> AttemptRow:
-    tier = rt.policy.tier_of(model)
-    if isinstance(outcome, Completion):
-        return AttemptRow(p.request.id, p.seq, model, tier, True, None, outcome.tokens_in,
-                          outcome.tokens_out, outcome.usage_estimated, outcome.latency_s, started)
-    return AttemptRow(p.request.id, p.seq, model, tier, False,
-                      f"{type(outcome).__name__}: {outcome}", 0, 0, False, 0.0, started)
+    tier = rt.policy.tier_of(p.model)
+    if isinstance(answer, Completion):
+        return AttemptRow(p.request.id, p.seq, p.model, tier, True, None, answer.tokens_in,
+                          answer.tokens_out, answer.usage_estimated, answer.latency_s, started)
+    return AttemptRow(p.request.id, p.seq, p.model, tier, False,
+                      f"{type(answer).__name__}: {answer}", 0, 0, False, 0.0, started)

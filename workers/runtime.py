@@ -13,6 +13,9 @@ from sqlalchemy import Engine
 
 from router.decide import Estimator, make_estimator
 from router.policy import Policy, load_policy
+from workers.absorber_memory import MemoryAbsorberStore
+from workers.absorber_redis import RedisAbsorberStore
+from workers.absorber_store import AbsorberStore
 from workers.db import engine_for
 from workers.settings import Settings, load_settings
 
@@ -32,6 +35,17 @@ class Runtime:
     @cached_property
     def estimator(self) -> Estimator:
         return make_estimator(self.policy)
+
+    @cached_property
+    def absorber(self) -> AbsorberStore:
+        """The token-budget store shared by every worker: Redis, or memory when embedded."""
+        if self.settings.redis_url is None:
+            return MemoryAbsorberStore()
+        import redis
+
+        client = redis.Redis.from_url(self.settings.redis_url, socket_timeout=5,
+                                      socket_connect_timeout=2)
+        return RedisAbsorberStore(client)
 
     @cached_property
     def providers(self) -> dict[str, Any]:

@@ -18,6 +18,7 @@ class Settings:
     broker_url: str
     database_url: str
     policy_path: Path
+    redis_url: str | None = None  # the absorber's counters; None: in-memory (embedded)
 
     @property
     def embedded(self) -> bool:
@@ -32,13 +33,16 @@ def default_policy_path(env: Mapping[str, str]) -> Path:
 
 
 def load_settings(env: Mapping[str, str] | None = None) -> Settings:
-    """Settings from ``TIERLINE_BROKER_URL``, ``TIERLINE_DATABASE_URL`` and the policy variables.
+    """Settings from ``TIERLINE_BROKER_URL``, ``TIERLINE_DATABASE_URL``, ``TIERLINE_REDIS_URL``
+    (absorber counters; defaults to a Redis broker's URL) and the policy variables.
 
-    With neither URL set, the embedded default: in-memory broker and a SQLite file.
+    With no URL set, the embedded default: in-memory broker and absorber, a SQLite file.
     """
     env = os.environ if env is None else env
+    broker = env.get("TIERLINE_BROKER_URL") or EMBEDDED_BROKER
     return Settings(
-        broker_url=env.get("TIERLINE_BROKER_URL") or EMBEDDED_BROKER,
+        broker_url=broker,
         database_url=env.get("TIERLINE_DATABASE_URL") or "sqlite:///tierline.sqlite",
         policy_path=default_policy_path(env),
+        redis_url=env.get("TIERLINE_REDIS_URL") or (broker if broker.startswith("redis") else None),
     )

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from celery import Task
+
 from workers import execute, routing
 from workers.app import app, tier_queue
 from workers.runtime import runtime
@@ -17,7 +19,15 @@ def route_requests(request_ids: list[str]) -> int:
     return routing.route(runtime(), request_ids, _publish)
 
 
-@app.task(name="tierline.call_models")
-def call_models(request_ids: list[str]) -> int:
-    """Answer one bundle: concurrent model calls, fallbacks, and the bundle's records."""
-    return execute.execute(runtime(), request_ids)
+@app.task(name="tierline.call_models", bind=True)
+def call_models(self: Task, request_ids: list[str]) -> int:
+    """Answer one bundle; requests waiting for token budget come back after a countdown."""
+    rt = runtime()
+    outcome = execute.execute(rt, request_ids)
+    if outcome.deferred:
+        # Capped so an ETA message never outlives the broker's visibility timeout; a longer
+        # wait is simply re-checked.
+        countdown = min(outcome.retry_after_s, rt.policy.failure.max_defer_s)
+        queue = self.request.delivery_info.get("routing_key") if self.request.delivery_info else None
+        call_models.apply_async(args=[outcome.deferred], countdown=countdown, queue=queue)
+    return outcome.finished

@@ -27,8 +27,8 @@ from router.learned import train_learned_router  # noqa: E402
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     root = Path(__file__).resolve().parents[1]
-    parser.add_argument("--data", type=Path,
-                        default=Path(os.environ.get("TIERLINE_DATA", root / ".." / "shared" / "data")))
+    default_data = Path(os.environ.get("TIERLINE_DATA", root / ".." / "shared" / "data"))
+    parser.add_argument("--data", type=Path, default=default_data)
     parser.add_argument("--batch", type=int, default=4096)
     parser.add_argument("--repeats", type=int, default=5)
     args = parser.parse_args()

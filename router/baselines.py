@@ -15,7 +15,7 @@ import numpy as np
 
 from router.features import HashingConfig, SparseRows, fit_idf, hash_texts
 from router.learned import LearnedRouter, train_learned_router
-from router.logistic import FitConfig
+from router.logistic import DEFAULT_FIT, FitConfig
 
 KNN_HASHING = HashingConfig(n_bits=12, word_bigrams=False, char_ngram=0, max_chars=3000)
 
@@ -27,7 +27,7 @@ def _dense_unit(rows: SparseRows, idf: np.ndarray, n_dims: int) -> np.ndarray:
     weights = (rows.values * idf[rows.indices])[keep]
     dense = np.bincount(flat, weights=weights, minlength=rows.n_rows * n_dims)
     dense = dense.reshape(rows.n_rows, n_dims).astype(np.float32)
-    return dense / np.maximum(np.linalg.norm(dense, axis=1, keepdims=True), 1e-9)
+    return np.asarray(dense / np.maximum(np.linalg.norm(dense, axis=1, keepdims=True), 1e-9))
 
 
 @dataclass(frozen=True)
@@ -62,7 +62,7 @@ def train_knn(prompts: Sequence[str], scores: np.ndarray, k: int = 40,
 
 
 def train_weak_enough(prompts: Sequence[str], weak_scores: np.ndarray, strong_scores: np.ndarray,
-                      weak: str, strong: str, fit: FitConfig = FitConfig(),
+                      weak: str, strong: str, fit: FitConfig = DEFAULT_FIT,
                       rows: SparseRows | None = None) -> LearnedRouter:
     """RouteLLM-style: one output, P(weak scores at least as well as strong)."""
     label = (weak_scores >= strong_scores).astype(np.float64)[:, None]

@@ -16,7 +16,7 @@ import numpy as np
 
 from router.answers import Extractor
 from router.features import HashingConfig, SparseRows, append_dense, fit_idf, hash_texts
-from router.logistic import FitConfig, fit_sparse, sigmoid
+from router.logistic import DEFAULT_FIT, FitConfig, fit_sparse, sigmoid
 from router.steps import Attempt
 
 _HEDGES = re.compile(
@@ -51,7 +51,7 @@ class ResponseScorer:
         """Logits of P(right) for a batch of responses of one model."""
         rows = self._rows(responses, answers, router_logits)
         j = self.models.index(model)
-        return rows.dot(self.weights[:, j]) + self.bias[j]
+        return np.asarray(rows.dot(self.weights[:, j]) + self.bias[j])
 
     def attempt(self, model: str, response: str, router_logit: float,
                 extractor: Extractor) -> Attempt:
@@ -77,7 +77,7 @@ def train_response_scorer(
     scores: np.ndarray,
     router_logits: np.ndarray,
     config: HashingConfig = RESPONSE_HASHING,
-    fit: FitConfig = FitConfig(),
+    fit: FitConfig = DEFAULT_FIT,
 ) -> ResponseScorer:
     """Fit one column per model; ``responses[j][i]`` is model j's response to item i."""
     n_features = config.n_features + N_DENSE
@@ -99,7 +99,7 @@ def train_shared_scorer(
     scores: np.ndarray,
     router_logits: np.ndarray,
     config: HashingConfig = RESPONSE_HASHING,
-    fit: FitConfig = FitConfig(),
+    fit: FitConfig = DEFAULT_FIT,
 ) -> ResponseScorer:
     """One model over every model's responses (more data per n-gram), a bias per model."""
     n_models = len(models)

@@ -45,6 +45,9 @@ class HashingConfig:
         return asdict(self)
 
 
+DEFAULT_HASHING = HashingConfig()
+
+
 @dataclass(frozen=True)
 class SparseRows:
     """A CSR-like batch: row ``i`` owns ``indices/values[indptr[i]:indptr[i+1]]``."""
@@ -104,7 +107,7 @@ def _mix(h: np.ndarray) -> np.ndarray:
     """A 64-bit finaliser (splitmix64) so nearby codes land far apart."""
     h = (h ^ (h >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
     h = (h ^ (h >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
-    return h ^ (h >> np.uint64(31))
+    return np.asarray(h ^ (h >> np.uint64(31)))
 
 
 def _powers(base: int, count: int) -> np.ndarray:

@@ -114,8 +114,9 @@ def train_judge(models: Sequence[str], states: Sequence[Sequence[Attempt]],
         for group in group_candidates(attempts):
             xs.append(candidate_features(models, group, attempts, logits))
             best = max(group, key=lambda a: a.evidence)
-            key = group[0].answer if (len(group) > 1 and group[0].answer in labels) else best.model
-            ys.append(labels[key])
+            answer = group[0].answer
+            ys.append(labels[answer] if len(group) > 1 and answer in labels and answer is not None
+                      else labels[best.model])
     if not xs:
         raise ValueError("judge: no training states")
     w, b = fit_dense(np.array(xs), np.array(ys, dtype=np.float64), l2=l2)

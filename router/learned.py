@@ -16,8 +16,8 @@ from pathlib import Path
 import numpy as np
 
 from router.errors import InvalidInput, PolicyError
-from router.features import HashingConfig, SparseRows, fit_idf, hash_texts
-from router.logistic import FitConfig, fit_sparse, sigmoid
+from router.features import DEFAULT_HASHING, HashingConfig, SparseRows, fit_idf, hash_texts
+from router.logistic import DEFAULT_FIT, FitConfig, fit_sparse, sigmoid
 
 ARTIFACT_VERSION = 1
 
@@ -34,7 +34,7 @@ class LearnedRouter:
 
     def logits_rows(self, rows: SparseRows) -> np.ndarray:
         """Logits (n, n_models) for already hashed prompts."""
-        return rows.dot(self.weights) + self.bias
+        return np.asarray(rows.dot(self.weights) + self.bias)
 
     def predict(self, prompts: Sequence[str]) -> np.ndarray:
         """P(correct) of shape (n_prompts, n_models), columns in ``models`` order."""
@@ -62,8 +62,8 @@ def train_learned_router(
     scores: np.ndarray,
     models: Sequence[str],
     usd_per_1m: dict[str, tuple[float, float]],
-    config: HashingConfig = HashingConfig(),
-    fit: FitConfig = FitConfig(),
+    config: HashingConfig = DEFAULT_HASHING,
+    fit: FitConfig = DEFAULT_FIT,
     rows: SparseRows | None = None,
 ) -> LearnedRouter:
     """Fit the router on prompts and their recorded scores (n_prompts, n_models) in [0, 1]."""

@@ -18,6 +18,9 @@ class FitConfig:
     learning_rate: float = 0.05
 
 
+DEFAULT_FIT = FitConfig()
+
+
 def sigmoid(z: np.ndarray) -> np.ndarray:
     """Numerically safe logistic function."""
     return 0.5 * (1.0 + np.tanh(0.5 * z))
@@ -26,11 +29,11 @@ def sigmoid(z: np.ndarray) -> np.ndarray:
 def logit(p: np.ndarray, eps: float = 1e-4) -> np.ndarray:
     """Inverse of :func:`sigmoid`, clipped away from 0 and 1."""
     q = np.clip(p, eps, 1 - eps)
-    return np.log(q / (1 - q))
+    return np.asarray(np.log(q / (1 - q)))
 
 
 def fit_sparse(
-    rows: SparseRows, targets: np.ndarray, config: FitConfig = FitConfig(),
+    rows: SparseRows, targets: np.ndarray, config: FitConfig = DEFAULT_FIT,
     mask: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Weights (n_features, k) and biases (k,) for targets (n, k) in [0, 1]; Adam, full batch.

@@ -91,8 +91,8 @@ def prepare_replay(trained: TrainedRouting, items: Sequence[Item], prices: Price
 
     weak_table = np.zeros_like(p_router)
     weak_table[:, models.index(trained.weak)] = p_weak
-    return Replay(models, items, usd, scores_of(items, models), attempts,
-                  {"router": views(p_router), "knn": views(p_knn), "weak_enough": views(weak_table)})
+    sources = {"router": views(p_router), "knn": views(p_knn), "weak_enough": views(weak_table)}
+    return Replay(models, items, usd, scores_of(items, models), attempts, sources)
 
 
 def grade(item: Item, scores_row: np.ndarray, models: Sequence[str], accept: Accept) -> float:

@@ -23,10 +23,10 @@ from router.confidence import (
 )
 from router.dataset import Item, Prices, mean_usd_per_call, models_of
 from router.errors import InvalidInput
-from router.features import HashingConfig, hash_texts
+from router.features import DEFAULT_HASHING, hash_texts
 from router.judge import Judge, train_judge
 from router.learned import LearnedRouter, train_learned_router
-from router.logistic import FitConfig
+from router.logistic import DEFAULT_FIT, FitConfig
 from router.lookahead import Lookahead, train_lookahead
 from router.steps import Attempt
 
@@ -82,7 +82,7 @@ def _lookahead_states(n_models: int, rng: np.random.Generator) -> list[tuple[tup
 
 
 def train_routing(items: Sequence[Item], prices: Prices, seed: int = 0,
-                  fit: FitConfig = FitConfig(), scorer: str = "per-model") -> TrainedRouting:
+                  fit: FitConfig = DEFAULT_FIT, scorer: str = "per-model") -> TrainedRouting:
     """Fit the learned router, response scorer, judge and the baselines' models."""
     if not items:
         raise InvalidInput("the train split is empty")
@@ -96,7 +96,7 @@ def train_routing(items: Sequence[Item], prices: Prices, seed: int = 0,
     prompts = [it.prompt for it in items]
     scores = scores_of(items, models)
     usd = mean_usd_per_call(items, models, prices)
-    rows = hash_texts(prompts, HashingConfig())
+    rows = hash_texts(prompts, DEFAULT_HASHING)
     folds = rng.permutation(len(items)) % 2
     parts = [np.flatnonzero(folds == f) for f in (0, 1)]
     if min(len(p) for p in parts) == 0:
@@ -131,7 +131,7 @@ def train_routing(items: Sequence[Item], prices: Prices, seed: int = 0,
         logit_map = {m: float(oof_logits[i, j]) for j, m in enumerate(models)}
         labels: dict[str, float] = {m: float(scores[i, j]) for j, m in enumerate(models)}
         if it.key is not None:
-            labels.update({a[i]: float(a[i] == it.key) for a in answers if a[i] is not None})
+            labels.update({str(a[i]): float(a[i] == it.key) for a in answers if a[i] is not None})
         logits_of_item.append(logit_map)
         labels_of_item.append(labels)
         for subset in _states(len(models), rng):

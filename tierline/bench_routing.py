@@ -174,8 +174,8 @@ def plot_frontier(report: Report, path: Path) -> None:
     for method, group in methods.items():
         pts = [(r.cost_vs_best, r.accuracy_vs_best) for r in group]
         if len(group) == 1:
-            ax.scatter(*zip(*pts, strict=True), label=method, marker="x" if
-                       group[0].kind == "reference" else "o", s=30)
+            marker = "x" if group[0].kind == "reference" else "o"
+            ax.scatter([pts[0][0]], [pts[0][1]], label=method, marker=marker, s=30)
             continue
         line = hull(pts)[1:]
         ax.plot([c for c, _ in line], [q for _, q in line], marker=".",

@@ -24,7 +24,7 @@ from router.policy import LANES
 from tierline.classify_job import finish, submit, summary_lines
 from tierline.client import Client
 from tierline.jobspec import JobSpec, job_from_dict, load_job
-from tierline.rows import read_errors, read_rows
+from tierline.rows import check_readable, read_errors, read_rows
 from workers.settings import load_settings
 
 
@@ -106,6 +106,7 @@ def command(input_path: str | None, job_file: Path | None, **flags: Any) -> None
     from tierline.cli import _progress, err, out
 
     spec = job_of(input_path, job_file, flags)
+    check_readable(spec)  # a missing column is one error before anything starts
     started = time.monotonic()
     with _session(spec) as rt:
         client = Client(rt) if rt else Client()

@@ -21,7 +21,7 @@ from router.labels import build_prompt
 from tierline.client import Client
 from tierline.intake import Line
 from tierline.jobspec import JobSpec
-from tierline.rows import ErrorLog, OutputWriter, Row, read_rows
+from tierline.rows import ErrorLog, OutputWriter, Row, check_readable, read_rows
 from workers.records import Price
 from workers.reports import job_summary
 
@@ -93,6 +93,7 @@ def max_text_chars(client: Client, spec: JobSpec) -> int:
 def submit(client: Client, spec: JobSpec, *, now_s: float | None = None,
            on_bytes: OnBytes | None = None, name: str | None = None) -> Submitted:
     """Stream the job's rows into tierline; rejected rows go to the errors file at once."""
+    check_readable(spec)
     now_s = time.time() if now_s is None else now_s
     out = spec.out_path(now_s)
     errors = ErrorLog(spec.errors_path(out))

@@ -212,6 +212,7 @@ def job_from_dict(data: Mapping[str, Any], source: str, base: Path) -> JobSpec:
             cron_fields(strings["schedule"])
         except ValueError as exc:
             raise _fail(source, "schedule", str(exc)) from exc
+    strings["text_column"] = strings["text_column"] or "text"
     columns = [strings[k] for k in ("text_column", "id_column", "gold_column") if strings[k]]
     if len(set(columns)) != len(columns):
         raise _fail(source, "text_column", f"text, id and gold columns must differ: {columns}")
@@ -219,7 +220,7 @@ def job_from_dict(data: Mapping[str, Any], source: str, base: Path) -> JobSpec:
         name=strings["name"] or input_path.stem,
         input=input_path, format=fmt, out=out,
         labels=read_labels(data["labels"], source, "labels", base),
-        text_column=strings["text_column"] or "text", id_column=strings["id_column"],
+        text_column=strings["text_column"], id_column=strings["id_column"],
         gold_column=strings["gold_column"], instructions=strings["instructions"],
         lane=lane, tenant=strings["tenant"] or "default",
         errors=_path(data["errors"], source, "errors", base) if data.get("errors") else None,

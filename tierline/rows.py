@@ -44,6 +44,15 @@ def read_rows(spec: JobSpec) -> Iterator[Row]:
         yield row
 
 
+def check_readable(spec: JobSpec) -> None:
+    """Raise now, before any job exists, if the file as a whole is unusable (a missing column)."""
+    rows = read_rows(spec)
+    try:
+        next(rows, None)
+    finally:
+        rows.close()
+
+
 def _field(value: Any) -> str | None:
     return None if value is None or value == "" else str(value)
 

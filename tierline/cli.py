@@ -224,6 +224,22 @@ def sweep() -> None:
 
 
 @main.command()
+@click.option("--since", default=None, help="From this UTC date or time (ISO 8601), inclusive.")
+@click.option("--until", default=None, help="Up to this UTC date or time, exclusive.")
+@click.option("--by", "by", multiple=True, default=("model",), show_default=True,
+              type=click.Choice(["model", "tenant", "job", "lane", "day"]),
+              help="Group by (repeatable: --by day --by model).")
+@click.option("--format", "fmt", type=click.Choice(["table", "csv", "json"]), default="table")
+@click.option("--out", "out_path", type=click.Path(dir_okay=False, path_type=Path), default=None)
+def charges(since: str | None, until: str | None, by: tuple[str, ...], fmt: str,
+            out_path: Path | None) -> None:
+    """The charge ledger: calls, tokens and USD per group, and whether the totals reconcile."""
+    from tierline.charges import show_charges
+
+    show_charges(since=since, until=until, by=by, fmt=fmt, out_path=out_path, console=out)
+
+
+@main.command()
 @click.option("--requests", "n_requests", type=int, default=330, show_default=True)
 @click.option("--db", "database", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Keep the SQLite record here (default: a temporary file).")

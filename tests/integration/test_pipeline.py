@@ -123,3 +123,26 @@ def test_requests_accepted_during_a_broker_outage_are_kept_and_swept(
             break
         time.sleep(0.5)
     assert "20 done" in status.stdout, status.stdout + status.stderr
+
+
+def test_the_ledger_rolls_up_by_day_and_model_and_reconciles(stack: dict[str, str],
+                                                              client: Client) -> None:
+    def charges_cli(*args: str) -> str:
+        run = subprocess.run([sys.executable, "-m", "tierline", "charges", *args], cwd=ROOT,
+                             env=stack, capture_output=True, text=True, timeout=60)
+        assert run.returncode == 0, run.stderr
+        return run.stdout
+
+    rows = json.loads(charges_cli("--by", "day", "--by", "model", "--format", "json"))
+    assert rows and all({"day", "model", "calls", "usd"} <= set(r) for r in rows)
+    with client.rt.engine.connect() as conn:
+        ledger = conn.execute(select(func.sum(charges.c.usd))).scalar_one()
+        calls = conn.execute(select(func.count()).select_from(charges)).scalar_one()
+    assert sum(Decimal(r["usd"]) for r in rows) == Decimal(ledger)
+    assert sum(r["calls"] for r in rows) == calls
+    assert "balanced" in charges_cli("--by", "lane") and "NOT" not in charges_cli("--by", "lane")
+    assert charges_cli("--since", "2999-01-01", "--format", "csv").strip() == \
+        "model,calls,tokens_in,tokens_out,estimated,usd"
+    bad = subprocess.run([sys.executable, "-m", "tierline", "charges", "--since", "yesterday"],
+                         cwd=ROOT, env=stack, capture_output=True, text=True, timeout=60)
+    assert bad.returncode == 2 and "--since: 'yesterday' is not an ISO date" in bad.stderr

@@ -1,0 +1,72 @@
+"""The charge ledger's read side: totals grouped by model, tenant, job, lane or UTC day,
+and the reconciliation of charges against attempts and results."""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Sequence
+from dataclasses import dataclass
+from decimal import Decimal
+from typing import Any
+
+from sqlalchemy import func, select
+from sqlalchemy.engine import Connection
+
+from workers.schema import attempts, charges, results
+
+GROUPS = {"model": charges.c.model, "tenant": charges.c.tenant, "job": charges.c.job_id,
+          "lane": charges.c.lane, "day": charges.c.day}
+
+
+def day_label(day: int) -> str:
+    """A UTC day number as an ISO date."""
+    return (dt.date(1970, 1, 1) + dt.timedelta(days=day)).isoformat()
+
+
+def rollup(conn: Connection, by: Sequence[str], *, since_s: float | None = None,
+           until_s: float | None = None) -> list[dict[str, Any]]:
+    """Calls, tokens and USD per group, largest spend first; one SQL ``GROUP BY``."""
+    columns = [GROUPS[name].label(name) for name in by]
+    stmt = select(*columns, func.count().label("calls"),
+                  func.sum(charges.c.tokens_in).label("tokens_in"),
+                  func.sum(charges.c.tokens_out).label("tokens_out"),
+                  func.sum(charges.c.usd).label("usd"),
+                  func.sum(func.cast(charges.c.usage_estimated, type_=charges.c.tokens_in.type))
+                  .label("estimated"))
+    if since_s is not None:
+        stmt = stmt.where(charges.c.charged_at >= since_s)
+    if until_s is not None:
+        stmt = stmt.where(charges.c.charged_at < until_s)
+    if columns:
+        stmt = stmt.group_by(*columns)
+    rows = []
+    for row in conn.execute(stmt):
+        item = dict(row._mapping)
+        if item["calls"] == 0:
+            continue
+        if "day" in item:
+            item["day"] = day_label(item["day"])
+        item["usd"] = Decimal(item["usd"])
+        rows.append(item)
+    return sorted(rows, key=lambda r: r["usd"], reverse=True)
+
+
+@dataclass(frozen=True)
+class Reconciliation:
+    """The three totals that must agree: the ledger, the attempts, the results."""
+
+    charges_usd: Decimal
+    attempts_usd: Decimal
+    results_usd: Decimal
+
+    @property
+    def balanced(self) -> bool:
+        return self.charges_usd == self.attempts_usd == self.results_usd
+
+
+def reconcile(conn: Connection) -> Reconciliation:
+    """Sum of charges, of attempt costs, and of per-request result costs."""
+    def total(column: Any) -> Decimal:
+        return Decimal(conn.execute(select(func.coalesce(func.sum(column), 0))).scalar_one())
+
+    return Reconciliation(total(charges.c.usd), total(attempts.c.usd), total(results.c.usd))

@@ -138,12 +138,12 @@ class LockedTick:
         except Exception as exc:  # noqa: BLE001 - Redis away: send nothing, try again
             log.warning("beat lock unreachable (%s): sending nothing", exc)
             self.lock.held = False
-            return self.max_interval
+            return float(self.max_interval)
         if held != was_held:
             log.warning("beat lock %s %s", "taken: this beat sends" if held else
                         "lost: another beat holds", self.lock.key)
         if not held:
-            return self.max_interval
+            return float(self.max_interval)
         return float(super().tick(*args, **kwargs))  # type: ignore[misc]
 
     def close(self) -> None:

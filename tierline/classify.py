@@ -123,7 +123,8 @@ def command(input_path: str | None, job_file: Path | None, **flags: Any) -> None
                       f"were rejected (job {job.job_id}: {summary.state}); reasons in "
                       f"{job.errors}", highlight=False)
             sys.exit(1)
-        timeout_s = spec.timeout_s or client.rt.policy.lanes[spec.lane].latency_budget_s
+        lane = client.rt.policy.lanes[spec.lane]  # type: ignore[index]
+        timeout_s = spec.timeout_s or lane.latency_budget_s
         with _progress() as progress:
             task = progress.add_task("labeling", total=job.accepted)
             status = client.wait(job.job_id, timeout_s=timeout_s, poll_s=0.25,

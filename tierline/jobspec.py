@@ -220,7 +220,7 @@ def job_from_dict(data: Mapping[str, Any], source: str, base: Path) -> JobSpec:
         name=strings["name"] or input_path.stem,
         input=input_path, format=fmt, out=out,
         labels=read_labels(data["labels"], source, "labels", base),
-        text_column=strings["text_column"], id_column=strings["id_column"],
+        text_column=str(strings["text_column"]), id_column=strings["id_column"],
         gold_column=strings["gold_column"], instructions=strings["instructions"],
         lane=lane, tenant=strings["tenant"] or "default",
         errors=_path(data["errors"], source, "errors", base) if data.get("errors") else None,

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import csv
 import json
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
@@ -35,7 +35,7 @@ class Row:
     nbytes: int = 0
 
 
-def read_rows(spec: JobSpec) -> Iterator[Row]:
+def read_rows(spec: JobSpec) -> Generator[Row, None, None]:
     """The job's rows in order, at most ``spec.limit`` of them."""
     reader = _csv_rows if spec.format == "csv" else _jsonl_rows
     for row in reader(spec):

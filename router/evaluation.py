@@ -126,6 +126,10 @@ def plan(trained: TrainedRouting) -> list[Point]:
         points += [Point(f"value-{k} δ={d}", f"value-{k}", "tierline",
                          ValueCascade(tiers, judge, trained.lookahead, usd, d))
                    for d in GAINS_PER_COST]
+        if k == 2:  # the per-request cost estimate, as an experiment on the simplest chain
+            points += [Point(f"value-2$ δ={d}", "value-2$", "tierline",
+                             ValueCascade(tiers, judge, trained.lookahead, usd, d,
+                                          costs=trained.costs)) for d in GAINS_PER_COST]
     ranked = sorted(models, key=lambda m: -acc[m])
     for k in range(2, len(models) + 1):
         points.append(Point(f"parallel top-{k} vote", "parallel", "tierline",

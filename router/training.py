@@ -21,6 +21,7 @@ from router.confidence import (
     train_response_scorer,
     train_shared_scorer,
 )
+from router.cost_model import CostModel, fit_cost_model
 from router.dataset import Item, Prices, mean_usd_per_call, models_of
 from router.errors import InvalidInput
 from router.features import DEFAULT_HASHING, hash_texts
@@ -51,6 +52,7 @@ class TrainedRouting:
     strong: str
     knn: KnnRouter
     lookahead: Lookahead
+    costs: CostModel
 
 
 def scores_of(items: Sequence[Item], models: Sequence[str]) -> np.ndarray:
@@ -164,4 +166,10 @@ def train_routing(items: Sequence[Item], prices: Prices, seed: int = 0,
         tuple(models), usd, accuracy, EXTRACTOR_FOR_GRADER[kind],
         _mean_router(*fold_routers), average_scorers(fold_scorers), judge,
         weak_enough, weak, strong, train_knn(prompts, scores), lookahead,
+        fit_cost_model(
+            models, np.array([len(p) for p in prompts]),
+            np.array([[it.outcomes[m].prompt_tokens for m in models] for it in items]),
+            np.array([[it.outcomes[m].completion_tokens for m in models] for it in items]),
+            np.array([[len(it.outcomes[m].response) for m in models] for it in items]),
+            prices_used),
     )

@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
+from router.cost_model import CostModel
 from router.judge import router_logit_map
 from router.lookahead import Lookahead
 from router.steps import Accept, Action, Attempt, Call, RequestView
@@ -28,6 +29,7 @@ class ValueCascade:
     usd_per_call: Mapping[str, float]
     min_gain_per_cost: float
     max_calls: int = 3
+    costs: CostModel | None = None  # per-request cost estimates; else the mean per call
 
     def step(self, request: RequestView, attempts: Sequence[Attempt]) -> Action:
         if not attempts:
@@ -41,7 +43,9 @@ class ValueCascade:
         if options and len(attempts) < self.max_calls:
             def value(m: str) -> float:
                 gain = self.lookahead.p_after(ranked, attempts, m, logits) - best.confidence
-                return gain / max(self.usd_per_call[m] / top_usd, 1e-9)
+                usd = (self.usd_per_call[m] if self.costs is None else
+                       self.costs.expected_usd(m, len(request.prompt), attempts))
+                return gain / max(usd / top_usd, 1e-9)
 
             choice = max(options, key=value)
             if value(choice) >= self.min_gain_per_cost:

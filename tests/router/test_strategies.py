@@ -213,3 +213,22 @@ def test_registry_maps_policy_kinds_to_classes() -> None:
 
 def test_call_is_a_tuple_of_models() -> None:
     assert Call(("a", "b")).models == ("a", "b")
+
+
+def test_cost_model_charges_more_for_long_prompts_and_verbose_cheap_answers() -> None:
+    from router.cost_model import fit_cost_model
+
+    rng = np.random.default_rng(0)
+    n = 300
+    chars = rng.integers(200, 4000, n)
+    cheap_out = rng.integers(20, 400, n)
+    big_out = cheap_out * 2 + rng.integers(0, 20, n)
+    model = fit_cost_model(
+        ["cheap", "big"], chars.astype(float), np.stack([chars // 4, chars // 4], axis=1),
+        np.stack([cheap_out, big_out], axis=1), np.stack([cheap_out * 4, big_out * 4], axis=1),
+        {"cheap": (1.0, 1.0), "big": (10.0, 10.0)})
+    short, long = (model.expected_usd("big", c, []) for c in (500, 3000))
+    assert long > short
+    terse = model.expected_usd("big", 1000, [Attempt("cheap", "x" * 100, "A")])
+    verbose = model.expected_usd("big", 1000, [Attempt("cheap", "x" * 1500, "A")])
+    assert verbose > 2 * terse

@@ -13,6 +13,9 @@ Confidence of an answer (the escalation hook compares it with the policy's bar):
     0.5-0.8  one label inside extra text (higher when the label is most of the answer)
     0.2   several different labels named: ambiguous, no label is taken
     0.0   no label at all
+
+A hook that sees only a request's prompt and answer uses ``prompt_confidence``: it reads
+the label set back from the prompt's ``Labels:`` line (None for other prompts).
 """
 
 from __future__ import annotations
@@ -177,3 +180,31 @@ def extract_label(answer: str | None, labels: LabelSet | Sequence[str]) -> str |
 def label_confidence(answer: str | None, labels: LabelSet | Sequence[str]) -> float:
     """1.0 for a clean single-label answer, lower for extra text or ambiguity, 0 for none."""
     return _as_set(labels).match(answer).confidence
+
+
+_LABELS_LINE = re.compile(r"^\s*labels\s*:\s*(?P<labels>.+?)\s*$", re.IGNORECASE)
+
+
+def labels_of_prompt(prompt: str) -> tuple[str, ...] | None:
+    """The labels of a classification prompt's ``Labels:`` line (the simulator's rule), or None.
+
+    Lets a confidence hook that sees only the prompt and the answer find the label set.
+    """
+    for line in prompt.splitlines():
+        found = _LABELS_LINE.match(line)
+        if found:
+            labels = [x.strip(" .;'\"") for x in re.split(r",|\bor\b", found["labels"])]
+            return tuple(x for x in labels if x) or None
+    return None
+
+
+def prompt_confidence(prompt: str, answer: str | None) -> float | None:
+    """``label_confidence`` of ``answer`` against the labels its prompt lists; None when the
+    prompt is not a classification prompt or its labels are not a valid set."""
+    labels = labels_of_prompt(prompt)
+    if labels is None:
+        return None
+    try:
+        return label_set_of(labels).match(answer).confidence
+    except InvalidInput:
+        return None

@@ -10,6 +10,8 @@ from router.labels import (
     build_prompt,
     extract_label,
     label_confidence,
+    labels_of_prompt,
+    prompt_confidence,
 )
 from sim.synthetic import parse_classification
 
@@ -113,3 +115,20 @@ def test_instructions_may_not_hold_a_cue_line(instructions: str) -> None:
 def test_an_empty_text_makes_no_prompt() -> None:
     with pytest.raises(InvalidInput, match="text: is empty"):
         build_prompt(" \n\t", ["a", "b"])
+
+
+@pytest.mark.parametrize(("prompt", "answer", "confidence"), [
+    (build_prompt("parcel late", ["billing", "shipping"]), "Shipping.", 1.0),
+    (build_prompt("parcel late", ["billing", "shipping"]), "no idea", 0.0),
+    (build_prompt("parcel late", BANK), "lost or stolen card", 0.9),
+    ("Labels: billing or shipping\nparcel late", "billing", 1.0),
+    ("What is the capital of Spain?", "Madrid", None),
+    ("Labels: a, a\nText: x", "a", None),  # not a valid label set: no opinion
+])
+def test_a_hook_reads_the_label_set_from_the_prompt_itself(prompt: str, answer: str,
+                                                            confidence: float | None) -> None:
+    assert prompt_confidence(prompt, answer) == confidence
+
+
+def test_the_labels_line_of_a_built_prompt_reads_back_exactly() -> None:
+    assert labels_of_prompt(build_prompt("hi", BANK)) == tuple(BANK)

@@ -22,7 +22,8 @@ from rich.table import Table
 from router.composite import CompositeEstimator, band_of
 from router.dataset import Item, Prices, parse_items, split_items
 from router.errors import InvalidInput
-from router.evaluation import Report, Row, Verdict, choose_methods, evaluate, verdicts
+from router.evaluation import Report, Row, evaluate
+from router.goal import Verdict, choose_methods, verdicts
 from router.learned import save_router
 from router.policy import ClassifierSpec
 from router.training import train_routing

@@ -206,7 +206,8 @@ def _summary(method: str, kind: str, aiq_: float, c95: float | None, c99: float 
 
 
 def test_verdicts_need_a_larger_aiq_and_a_fifth_less_cost() -> None:
-    from router.evaluation import Report, Row, choose_methods, verdicts
+    from router.evaluation import Report, Row
+    from router.goal import choose_methods, verdicts
 
     row = Row("cascade-2 bar=0.9", "cascade-2", "tierline", 0.8, 1.0, 1.05, 1.0, 1.0, 2.0, "")
     report = Report(

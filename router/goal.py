@@ -1,0 +1,60 @@
+"""The goal check: tierline's methods, chosen on a validation split, against the best
+baseline on the test split — a larger AIQ, at least 20% less cost to reach 95% / 99% of the
+best single model's accuracy, and an operating point more accurate than that model."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from router.evaluation import Report
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """tierline's method chosen on validation against the best baseline, per criterion."""
+
+    criterion: str  # aiq | cost_to_95 | cost_to_99 | accuracy (one operating point)
+    method: str
+    value: float | None
+    baseline: str
+    baseline_value: float | None
+    met: bool  # AIQ larger; cost at least 20% lower; accuracy above the best single model's
+
+
+def choose_methods(validation: Report) -> dict[str, str]:
+    """Per criterion, the tierline method that did best on the validation report."""
+    ours = [s for s in validation.summaries if s.kind == "tierline"]
+    inf = float("inf")
+    return {
+        "aiq": max(ours, key=lambda s: s.aiq).method,
+        "cost_to_95": min(ours, key=lambda s: s.cost_to_95 or inf).method,
+        "cost_to_99": min(ours, key=lambda s: s.cost_to_99 or inf).method,
+        "accuracy": max((r for r in validation.rows if r.kind == "tierline"),
+                        key=lambda r: (r.accuracy, -r.usd)).strategy,
+    }
+
+
+def verdicts(report: Report, chosen: dict[str, str], cost_margin: float = 0.2) -> list[Verdict]:
+    """Compare the chosen methods with the best baseline on the test report."""
+    by_name = {s.method: s for s in report.summaries}
+    baselines = [s for s in report.summaries if s.kind == "baseline"]
+    out = []
+    for criterion, method in chosen.items():
+        if criterion == "accuracy":
+            row = next((r for r in report.rows if r.strategy == method), None)
+            value = None if row is None else row.accuracy
+            met = value is not None and value > report.best_accuracy
+            out.append(Verdict(criterion, method, value, f"single {report.best_single}",
+                               report.best_accuracy, met))
+            continue
+        ours = getattr(by_name[method], criterion) if method in by_name else None
+        if criterion == "aiq":
+            best = max(baselines, key=lambda s: s.aiq)
+            met = ours is not None and ours > best.aiq
+            out.append(Verdict(criterion, method, ours, best.method, best.aiq, met))
+            continue
+        best = min(baselines, key=lambda s: getattr(s, criterion) or float("inf"))
+        theirs = getattr(best, criterion)
+        met = ours is not None and (theirs is None or ours <= (1 - cost_margin) * theirs)
+        out.append(Verdict(criterion, method, ours, best.method, theirs, met))
+    return out

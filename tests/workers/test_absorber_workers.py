@@ -62,11 +62,13 @@ def redis_prefix() -> Iterator[str]:
         client.delete(key)
 
 
-def _hammer(prefix: str, seed: int, start_s: float, one_by_one: bool, go: Any, out: Any) -> None:
+def _hammer(prefix: str, seed: int, start_s: float, one_by_one: bool, ready: Any, go: Any,
+            out: Any) -> None:
     """A worker: reserve bundles, 'call', settle 30-100 % of the estimate, retry the deferred."""
     client = redis.Redis.from_url(REDIS_URL)
     store = RedisAbsorberStore(client, prefix, clock=NoonClock(start_s), ttl_s=30.0)
     client.ping()
+    ready.put(seed)
     go.wait()  # start together: spawned processes come up seconds apart on 2 cores
     limits = Limits(tokens_per_day=TOKENS_PER_DAY)
     rng = random.Random(seed)
@@ -107,15 +109,17 @@ def _hammer(prefix: str, seed: int, start_s: float, one_by_one: bool, go: Any, o
 
 
 def test_eight_workers_fill_a_shared_day_budget_without_exceeding_it(redis_prefix: str):
-    go, out = SPAWN.Event(), SPAWN.Queue()
+    ready, go, out = SPAWN.Queue(), SPAWN.Event(), SPAWN.Queue()
     start_s = time.time()
     procs = [
-        SPAWN.Process(target=_hammer, args=(redis_prefix, seed, start_s, seed % 4 == 0, go, out))
+        SPAWN.Process(target=_hammer,
+                      args=(redis_prefix, seed, start_s, seed % 4 == 0, ready, go, out))
         for seed in range(WORKERS)
     ]
     for proc in procs:
         proc.start()
-    time.sleep(1.0)
+    for _ in procs:  # every worker is up and connected before any starts
+        ready.get(timeout=60)
     go.set()
     results = [out.get(timeout=60) for _ in procs]
     for proc in procs:

@@ -21,7 +21,7 @@ from router.labels import build_prompt
 from tierline.client import Client
 from tierline.intake import Line
 from tierline.jobspec import JobSpec
-from tierline.rows import ErrorLog, OutputWriter, Row, check_readable, read_rows
+from tierline.rows import ErrorLog, OutputWriter, check_readable, read_rows
 from workers.records import Price
 from workers.reports import job_summary
 
@@ -100,7 +100,7 @@ def submit(client: Client, spec: JobSpec, *, now_s: float | None = None,
     run = uuid.uuid4().hex[:12]
     limit = max_text_chars(client, spec)
     output_tokens = min(spec.output_tokens(), client.rt.policy.requests.max_output_tokens)
-    where: dict[int, Row] = {}  # rows refused here, until submit_many reports them
+    where: dict[int, tuple[int, str | None]] = {}  # (line, id) of rows refused here
     rows = 0
 
     def items() -> Iterator[Line]:
@@ -111,7 +111,7 @@ def submit(client: Client, spec: JobSpec, *, now_s: float | None = None,
             if error is None and row.text is not None and len(row.text) > limit:
                 error = f"text is {len(row.text):,} characters; the limit is {limit:,}"
             if error is not None:
-                where[row.row] = row
+                where[row.row] = (row.line, row.id)
                 yield Line(row.row, error=error, nbytes=row.nbytes)
                 continue
             assert row.text is not None
@@ -124,9 +124,8 @@ def submit(client: Client, spec: JobSpec, *, now_s: float | None = None,
                 "max_output_tokens": output_tokens}, nbytes=row.nbytes)
 
     def on_reject(number: int, reason: str) -> None:
-        row = where.pop(number, None)
-        errors.add(number, reason, line=row.line if row else None,
-                   row_id=row.id if row else None)
+        line, row_id = where.pop(number, (None, None))
+        errors.add(number, reason, line=line, row_id=row_id)
 
     try:
         report = client.submit_many(

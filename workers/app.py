@@ -10,6 +10,7 @@ give the realtime queues their own worker so a batch flood never delays them.
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 from celery import Celery
@@ -22,6 +23,9 @@ app = Celery("tierline", include=["workers.tasks"])
 
 def _config() -> dict[str, Any]:
     settings = load_settings()
+    # Redis redelivers an unacknowledged message (its worker died) after this long; it must
+    # exceed the longest bundle, or live bundles are delivered twice (harmless, but wasted).
+    visibility_s = float(os.environ.get("TIERLINE_VISIBILITY_TIMEOUT_S", "3600"))
     config: dict[str, Any] = {
         "broker_url": settings.broker_url,
         "task_serializer": "json",
@@ -33,8 +37,12 @@ def _config() -> dict[str, Any]:
         "task_default_queue": "ingress.standard",
         "broker_connection_retry_on_startup": True,
         "worker_hijack_root_logger": False,
-        # Redis redelivers an unacknowledged message after this long; longer than any bundle.
-        "broker_transport_options": {"visibility_timeout": 3600},
+        "broker_transport_options": {
+            "visibility_timeout": visibility_s,
+            # sweep for abandoned messages often enough for the timeout to mean what it says
+            "unacked_restore_interval": max(1, min(10, int(visibility_s / 2))),
+            "unacked_restore_throttle": 1 if visibility_s < 60 else 10,
+        },
     }
     if settings.embedded:
         config["broker_transport_options"] = {"polling_interval": 0.01}

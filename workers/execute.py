@@ -19,6 +19,7 @@ from decimal import Decimal
 
 from router.absorber import Limits, Reservation, scope_key
 from router.decide import fallback_chain
+from router.escalation import Judge, escalation_path, judge_for
 from router.envelope import Request
 from router.errors import DeadlineExceeded, TierlineError
 from workers import jobs, records
@@ -44,7 +45,9 @@ class Outcome:
 class _Pending:
     request: Request
     chain: list[str]  # models still to try, first is next
+    above: list[str]  # more capable models a weak answer escalates to, in order
     seq: int = 0
+    best: tuple[float, str, str] | None = None  # (confidence, model, text) of answers so far
 
     @property
     def model(self) -> str:
@@ -72,8 +75,10 @@ def execute(rt: Runtime, request_ids: Sequence[str], now: Callable[[], float] = 
         decided = records.load_decisions(conn, [r.id for r in todo])
         jobs_by_request = records.job_of(conn, [r.id for r in loaded])
         jobs.settle(conn, {jobs_by_request[i] for i in stopped if jobs_by_request.get(i)}, now())
-    pending = [_Pending(r, [decided[r.id].model, *fallback_chain(rt.policy, decided[r.id].model)])
-               for r in todo if r.id in decided]
+    judge = judge_for(rt.policy)
+    pending = [_Pending(r, [d.model, *fallback_chain(rt.policy, d.model)],
+                        escalation_path(rt.policy, d.model) if judge else [])
+               for r in todo if (d := decided.get(r.id)) is not None]
     outcome = Outcome()
     attempts: list[AttemptRow] = []
     results: list[ResultRow] = []
@@ -99,7 +104,12 @@ def execute(rt: Runtime, request_ids: Sequence[str], now: Callable[[], float] = 
             attempts.append(_attempt(rt, p, answer, started))
             p.seq += 1
             if isinstance(answer, Completion):
-                results.append(ResultRow(p.request.id, "ok", p.model, answer.text, None, now()))
+                if _escalates(rt, judge, p, answer):
+                    retry.append(p)
+                else:
+                    results.append(_accepted(p, answer, now()))
+            elif p.best is not None and (isinstance(answer, DeadlineExceeded) or len(p.chain) == 1):
+                results.append(ResultRow(p.request.id, "ok", p.best[1], p.best[2], None, now()))
             elif isinstance(answer, DeadlineExceeded) or len(p.chain) == 1:
                 results.append(_failed(p, answer, now()))
             else:
@@ -166,6 +176,32 @@ def _settle(rt: Runtime, due: Sequence[_Pending], answers: Sequence[object],
         rt.absorber.settle_many(used)
     if freed:
         rt.absorber.release_many(freed)
+
+
+def _escalates(rt: Runtime, judge: Judge | None, p: _Pending, answer: Completion) -> bool:
+    """Judge the answer; if it is below the bar and a more capable tier exists, move up."""
+    if judge is None:
+        return False
+    confidence = judge(p.request.prompt_text, answer.text)
+    if confidence is None:
+        return False
+    if p.best is None or confidence >= p.best[0]:
+        p.best = (confidence, p.model, answer.text)
+    if confidence >= rt.policy.strategy.confidence_bar or not p.above:
+        return False
+    nxt = p.above.pop(0)
+    # After escalating, a failure falls back within the new tier only: the answers already
+    # paid for stand in for everything cheaper.
+    p.chain = [nxt, *[m for m in rt.policy.tiers[rt.policy.tier_of(nxt)] if m != nxt]]
+    return True
+
+
+def _accepted(p: _Pending, answer: Completion, now_s: float) -> ResultRow:
+    """The final answer: the one judged likeliest right (the latest on ties), else this one."""
+    if p.best is not None:
+        _, model, text = p.best
+        return ResultRow(p.request.id, "ok", model, text, None, now_s)
+    return ResultRow(p.request.id, "ok", p.model, answer.text, None, now_s)
 
 
 def _api_name(rt: Runtime, model: str) -> str:

@@ -125,7 +125,8 @@ def build_request(
     chars = sum(len(m["content"]) for m in messages)
     if chars > policy.requests.max_prompt_chars:
         raise InvalidRequest(
-            "prompt", f"too long: {chars} characters, the limit is {policy.requests.max_prompt_chars}"
+            "prompt",
+            f"too long: {chars} characters, the limit is {policy.requests.max_prompt_chars}"
         )
     lane_spec = policy.lanes[lane]  # type: ignore[index]
     max_out = _positive(raw, "max_output_tokens", int, lane_spec.max_output_tokens)

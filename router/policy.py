@@ -162,7 +162,8 @@ class Policy(_Frozen):
                 if tpd is not None and tpd < lane_spec.max_output_tokens:
                     raise ValueError(
                         f"models.{name}.limits.tokens_per_day: {tpd} is smaller than one "
-                        f"request's max output tokens in lane {lane} ({lane_spec.max_output_tokens})"
+                        f"request's max output tokens in lane {lane} "
+                        f"({lane_spec.max_output_tokens})"
                     )
         return self
 

@@ -39,7 +39,8 @@ def test_submit_rejects_bad_lines_with_their_numbers_and_answers_the_rest(tmp_pa
     for number, reason in [(2, "malformed JSON"), (3, "lane: unknown lane 'urgent'"),
                            (4, "prompt: missing"), (5, "prompt: too long")]:
         assert f"in.jsonl:{number}: rejected: {reason}" in run.stderr
-    rejects = [json.loads(x) for x in (tmp_path / "in.jsonl.rejects.jsonl").read_text().splitlines()]
+    rejected = (tmp_path / "in.jsonl.rejects.jsonl").read_text().splitlines()
+    rejects = [json.loads(x) for x in rejected]
     assert [r["line"] for r in rejects] == [2, 3, 4, 5]
     assert "completed: 3 requests: 3 done" in run.stdout
 

@@ -11,8 +11,8 @@ from typing import Any
 
 import click
 from rich.console import Console
-from sqlalchemy.exc import SQLAlchemyError
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+from sqlalchemy.exc import SQLAlchemyError
 
 from router.errors import TierlineError
 from router.policy import LANES, load_policy

@@ -63,7 +63,8 @@ def embedded(policy_path: Path, *, database: Path | None = None, concurrency: in
 def _start_worker(queues: list[str], concurrency: int, name: str) -> WorkController:
     """A real Celery worker on a daemon thread, consuming ``queues``."""
     worker = WorkController(app=app, pool_cls="threads", concurrency=concurrency,
-                            queues=queues, hostname=f"{name}@{socket.gethostname()}", without_heartbeat=True,
+                            queues=queues, hostname=f"{name}@{socket.gethostname()}",
+                            without_heartbeat=True,
                             without_mingle=True, without_gossip=True, loglevel="WARNING")
     ready = threading.Event()
     worker.blueprint.on_start = ready.set  # type: ignore[attr-defined]

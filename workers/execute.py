@@ -19,9 +19,9 @@ from decimal import Decimal
 
 from router.absorber import Limits, Reservation, scope_key
 from router.decide import fallback_chain
-from router.escalation import Judge, escalation_path, judge_for
 from router.envelope import Request
 from router.errors import DeadlineExceeded, TierlineError
+from router.escalation import Judge, escalation_path, judge_for
 from workers import jobs, records
 from workers.providers.base import Call, Completion
 from workers.providers.fanout import run_calls

@@ -60,5 +60,6 @@ def job_summary(conn: Connection, job_id: str, tier_of: dict[str, str], top: Pri
                       Decimal(0))
     pcts = {lane: (float(np.percentile(v, 50)), float(np.percentile(v, 95)))
             for lane, v in latencies.items()}
-    return JobSummary(dict(by_tier_lane), failed, Decimal(usd), Decimal(usd_attempts), usd_all_top, pcts,
+    return JobSummary(dict(by_tier_lane), failed, Decimal(usd), Decimal(usd_attempts),
+                      usd_all_top, pcts,
                       escalated)

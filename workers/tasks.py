@@ -28,6 +28,7 @@ def call_models(self: Task, request_ids: list[str]) -> int:
         # Capped so an ETA message never outlives the broker's visibility timeout; a longer
         # wait is simply re-checked.
         countdown = min(outcome.retry_after_s, rt.policy.failure.max_defer_s)
-        queue = self.request.delivery_info.get("routing_key") if self.request.delivery_info else None
+        delivery = self.request.delivery_info or {}
+        queue = delivery.get("routing_key")
         call_models.apply_async(args=[outcome.deferred], countdown=countdown, queue=queue)
     return outcome.finished

@@ -11,7 +11,8 @@ from router.composite import CharTrigramModel, CompositeEstimator, band_of
 from router.policy import load_policy
 
 HARD = ("Design a fault-tolerant distributed ledger for 12 data centres and analyse its consistency "
-        "guarantees under network partitions. Compare a Raft-based design against a CRDT-based "
+        "guarantees under network partitions. Compare a Raft-based design against a "
+        "CRDT-based "
         "design, derive the write latency of each from the round-trip times, discuss clock skew, "
         "reconfiguration, snapshotting and compaction, and state precisely which anomalies each "
         "design admits under partition and during leader failover.")
@@ -36,7 +37,8 @@ def test_the_composite_weighs_its_signals_as_the_policy_says() -> None:
     estimator = CompositeEstimator(POLICY.classifier)
     s = estimator.score(["what is the capital of Spain?"], [{}])
     w = POLICY.classifier.weights
-    expected = w["perplexity"] * s.perplexity + w["semantic"] * s.semantic + w["metadata"] * s.metadata
+    expected = (w["perplexity"] * s.perplexity + w["semantic"] * s.semantic
+                + w["metadata"] * s.metadata)
     assert s.composite == pytest.approx(expected)
     assert all(0 <= v[0] <= 1 for v in (s.perplexity, s.semantic, s.metadata, s.composite))
 
@@ -55,5 +57,6 @@ def test_metadata_uses_the_larger_of_word_count_and_file_size() -> None:
     estimator = CompositeEstimator(POLICY.classifier)
     spec = POLICY.classifier
     s = estimator.score(["short", "short"],
-                        [{"word_count": spec.max_words // 2}, {"file_size": spec.max_file_bytes * 2}])
+                        [{"word_count": spec.max_words // 2},
+                         {"file_size": spec.max_file_bytes * 2}])
     assert s.metadata.tolist() == pytest.approx([0.5, 1.0])

@@ -76,11 +76,13 @@ class Client:
     def submit_many(self, items: Iterable[Any], *, lane: str | None = None,
                     tenant: str | None = None, job: str | None = None,
                     on_reject: OnReject | None = None, on_progress: OnProgress | None = None,
-                    completion_window_s: float | None = None) -> SubmitReport:
+                    completion_window_s: float | None = None,
+                    collect_ids: bool = True) -> SubmitReport:
         """Accept requests from any iterable, streamed in chunks: each chunk is written to the
         database, then enqueued. Invalid items are reported through ``on_reject(line, reason)``
         and skipped; items may be dicts, prompt strings, or :class:`Line` objects from a file.
         Requests still unanswered ``completion_window_s`` after submission end ``expired``.
+        ``collect_ids=False`` leaves ``report.request_ids`` empty, for inputs too large to list.
         """
         now = time.time()
         report = SubmitReport(job_id=str(uuid.uuid4()))
@@ -106,7 +108,8 @@ class Client:
                     on_reject(number, error)
             with self.rt.engine.begin() as conn:
                 new = records.accept_requests(conn, report.job_id, valid)
-                report.request_ids.extend(self._ids_of(conn, valid, set(new)))
+                if collect_ids:
+                    report.request_ids.extend(self._ids_of(conn, valid, set(new)))
             report.accepted += len(new)
             report.duplicates += len(valid) - len(new)
             if broker_up:

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import json
 import os
 import threading
 from collections.abc import Iterable, Mapping
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Engine, Table, create_engine, event
+from sqlalchemy import JSON, Boolean, Engine, Float, Integer, Numeric, Table, create_engine, event
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection
 
@@ -52,14 +54,69 @@ def insert_ignore(conn: Connection, table: Table, rows: Iterable[Mapping[str, An
     rows = list(rows)
     if not rows:
         return 0
-    dialect = conn.dialect.name
-    if dialect == "postgresql":
-        stmt = postgresql.insert(table).on_conflict_do_nothing()
-    elif dialect == "sqlite":
-        stmt = sqlite.insert(table).on_conflict_do_nothing()
-    else:  # pragma: no cover - only Postgres and SQLite are supported
-        raise RuntimeError(f"unsupported database dialect {dialect}")
-    return conn.execute(stmt, rows).rowcount or 0
+    if conn.dialect.name == "postgresql":
+        result = conn.exec_driver_sql(*_unnest_insert(table, rows, None))
+        return result.rowcount or 0
+    return conn.execute(_on_conflict_do_nothing(conn, table), rows).rowcount or 0
+
+
+def insert_new(conn: Connection, table: Table, rows: Iterable[Mapping[str, Any]],
+               key: str) -> list[Any]:
+    """Insert rows as :func:`insert_ignore` does; returns ``key`` of each row that was new."""
+    rows = list(rows)
+    if not rows:
+        return []
+    if conn.dialect.name == "postgresql":
+        return [row[0] for row in conn.exec_driver_sql(*_unnest_insert(table, rows, key))]
+    stmt = _on_conflict_do_nothing(conn, table).returning(table.c[key])
+    return [row[0] for row in conn.execute(stmt, rows)]
+
+
+def _on_conflict_do_nothing(conn: Connection, table: Table) -> Any:
+    if conn.dialect.name == "sqlite":
+        return sqlite.insert(table).on_conflict_do_nothing()
+    if conn.dialect.name == "postgresql":
+        return postgresql.insert(table).on_conflict_do_nothing()
+    raise RuntimeError(f"unsupported database dialect {conn.dialect.name}")  # pragma: no cover
+
+
+def _unnest_insert(table: Table, rows: list[Mapping[str, Any]], returning: str | None
+                   ) -> tuple[str, tuple[Any, ...]]:
+    """One ``INSERT ... SELECT FROM unnest(arrays) ON CONFLICT DO NOTHING`` for all rows.
+
+    One array parameter per column, so the statement text is the same whatever the row
+    count: psycopg parses it once and the server runs it once. (SQLAlchemy's executemany
+    without RETURNING runs one INSERT per row on psycopg 3, and its multi-row VALUES form
+    spends most of its time in psycopg re-parsing a statement too long to cache.)
+    """
+    names = list(rows[0])
+    casts, columns = [], []
+    for name in names:
+        column = table.c[name]
+        kind, convert = _array_type(column.type)
+        casts.append(f"%s::{kind}[]")
+        columns.append([None if (v := row[name]) is None else convert(v) for row in rows])
+    quoted = ", ".join(f'"{n}"' for n in names)
+    sql = (f'INSERT INTO "{table.name}" ({quoted}) SELECT * FROM unnest({", ".join(casts)}) '
+           "ON CONFLICT DO NOTHING")
+    if returning:
+        sql += f' RETURNING "{returning}"'
+    return sql, tuple(columns)
+
+
+def _array_type(sql_type: Any) -> tuple[str, Any]:
+    """The Postgres element type to cast to, and how to coerce a Python value to it."""
+    if isinstance(sql_type, JSON):
+        return "json", json.dumps
+    if isinstance(sql_type, Boolean):
+        return "boolean", bool
+    if isinstance(sql_type, Integer):
+        return "bigint", int
+    if isinstance(sql_type, Numeric) and not isinstance(sql_type, Float):
+        return "numeric", Decimal
+    if isinstance(sql_type, Float):
+        return "float8", float
+    return "text", str
 
 
 def upgrade(url: str, revision: str = "head") -> None:

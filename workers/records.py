@@ -16,7 +16,7 @@ from sqlalchemy.engine import Connection
 
 from router.decide import Decision
 from router.envelope import Request
-from workers.db import insert_ignore
+from workers.db import insert_ignore, insert_new
 from workers.schema import attempts, charges, decisions, jobs, requests, results
 
 _MILLION = Decimal(1_000_000)
@@ -50,12 +50,7 @@ def accept_requests(conn: Connection, job_id: str | None, batch: Sequence[tuple[
         "max_output_tokens": r.max_output_tokens, "latency_budget_s": r.latency_budget_s,
         "submitted_at": r.submitted_at, "deadline_at": r.deadline_at, "status": "accepted",
     } for seq, r in batch]
-    dialect = conn.dialect.name
-    from sqlalchemy.dialects import postgresql, sqlite
-
-    ins = postgresql.insert if dialect == "postgresql" else sqlite.insert
-    stmt = ins(requests).on_conflict_do_nothing().returning(requests.c.id)
-    return [row[0] for row in conn.execute(stmt, rows)]
+    return insert_new(conn, requests, rows, "id")
 
 
 def existing_ids(conn: Connection, tenant: str, keys: Sequence[str]) -> dict[str, str]:
@@ -109,22 +104,53 @@ def job_of(conn: Connection, ids: Sequence[str]) -> dict[str, str | None]:
 def record_decisions(conn: Connection, made: Sequence[Decision], now_s: float
                      ) -> dict[str, Decision]:
     """Store decisions (first one wins on redelivery) and return the stored ones by request."""
-    insert_ignore(conn, decisions, [{
+    new = set(insert_new(conn, decisions, [{
         "request_id": d.request_id, "band": d.band, "score": d.score, "strategy": d.strategy,
         "tier": d.tier, "model": d.model, "reasons": d.reasons, "decided_at": now_s,
-    } for d in made])
+    } for d in made], "request_id"))
     ids = [d.request_id for d in made]
     conn.execute(update(requests).where(requests.c.id.in_(ids), requests.c.status == "accepted")
                  .values(status="routed"))
-    return load_decisions(conn, ids)
+    stored = {d.request_id: d for d in made if d.request_id in new}
+    # Only a concurrent redelivery can have stored another decision first: read those back.
+    stored.update(load_decisions(conn, [i for i in ids if i not in new]))
+    return stored
 
 
 def load_decisions(conn: Connection, ids: Sequence[str]) -> dict[str, Decision]:
     """Stored decisions by request id."""
+    if not ids:
+        return {}
     stmt = select(decisions).where(decisions.c.request_id.in_(list(ids)))
     return {row.request_id: Decision(row.request_id, row.band, row.score, row.strategy,
                                      row.tier, row.model, row.reasons)
             for row in conn.execute(stmt)}
+
+
+def load_routable(conn: Connection, ids: Sequence[str], now_s: float
+                  ) -> tuple[list[Request], dict[str, Decision]]:
+    """In one query: the requests still to route or answer (no result yet, their job not
+    cancelled, failed or past its window), in the order given, and their stored decisions."""
+    stmt = (select(requests, results.c.request_id.label("finished"),
+                   jobs.c.status.label("job_status"), jobs.c.expires_at,
+                   decisions.c.band, decisions.c.score, decisions.c.strategy, decisions.c.tier,
+                   decisions.c.model, decisions.c.reasons)
+            .select_from(requests.outerjoin(results, results.c.request_id == requests.c.id)
+                         .outerjoin(decisions, decisions.c.request_id == requests.c.id)
+                         .outerjoin(jobs, jobs.c.id == requests.c.job_id))
+            .where(requests.c.id.in_(list(ids))))
+    found: dict[str, Request] = {}
+    stored: dict[str, Decision] = {}
+    for row in conn.execute(stmt):
+        halted = row.job_status in ("cancelled", "expired", "failed") or (
+            row.expires_at is not None and row.expires_at < now_s)
+        if row.finished is not None or halted:
+            continue
+        found[row.id] = _request(row)
+        if row.tier is not None:
+            stored[row.id] = Decision(row.id, row.band, row.score, row.strategy, row.tier,
+                                      row.model, row.reasons)
+    return [found[i] for i in ids if i in found], stored
 
 
 def finished_ids(conn: Connection, ids: Sequence[str]) -> set[str]:

@@ -7,7 +7,7 @@ from collections.abc import Callable, Sequence
 
 from router.bundling import Item, bundle
 from router.decide import decide
-from workers import jobs, records
+from workers import records
 from workers.runtime import Runtime
 
 Publish = Callable[[list[str], str, str], None]  # (request ids, tier, lane)
@@ -24,15 +24,12 @@ def route(rt: Runtime, request_ids: Sequence[str], publish: Publish) -> int:
     Safe to run twice: decisions already stored win, finished requests are skipped.
     """
     with rt.engine.begin() as conn:
-        loaded = records.load_requests(conn, request_ids)
-        done = records.finished_ids(conn, [r.id for r in loaded])
-        done |= jobs.halted(conn, [r.id for r in loaded if r.id not in done], time.time())
-        pending = [r for r in loaded if r.id not in done]
-        stored = records.load_decisions(conn, [r.id for r in pending])
+        now_s = time.time()
+        pending, stored = records.load_routable(conn, request_ids, now_s)
         fresh = [r for r in pending if r.id not in stored]
         if fresh:
             stored.update(records.record_decisions(
-                conn, decide(rt.policy, rt.estimator, fresh), time.time()))
+                conn, decide(rt.policy, rt.estimator, fresh), now_s))
     items = [Item(key=(stored[r.id].tier, stored[r.id].model, r.lane), request_id=r.id,
                   est_tokens=estimate_tokens(len(r.prompt_text), r.max_output_tokens),
                   deadline_at=r.deadline_at) for r in pending]

@@ -1,0 +1,270 @@
+"""Throughput end to end: a classification job through real Redis, Postgres and `celery worker`s.
+
+    python bench/throughput.py --rows 1000000              # headline, then the 20k slices
+    python bench/throughput.py --rows 20000 --slice 5000 --profile bench/profiles
+
+Each case gets a fresh Postgres database, a flushed Redis database and its own router and
+tier worker processes; the producer runs in a child process (so its ru_maxrss is its own)
+and submits a generated JSONL file through ``Client.submit_many``. Cases:
+
+- ``bundled``: policies/bench-instant.yaml (instant provider, bundles of up to 256);
+- ``baseline``: the same with bundling.max_count 1 and ingress_chunk 1 (one message per request);
+- ``sim``: policies/demo.yaml's models over HTTP to ``python -m sim`` with zero latency,
+  the bench's bundling.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import resource
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import redis
+import yaml
+
+ROOT = Path(__file__).resolve().parent.parent
+BENCH_POLICY = ROOT / "policies" / "bench-instant.yaml"
+SIM_POLICY = ROOT / "policies" / "demo.yaml"
+ADMIN_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
+REDIS_URL = "redis://127.0.0.1:6379/9"  # the bench's own database: flushed per case
+LABELS = ("billing", "shipping", "returns", "account", "other")
+WORDS = ("parcel order refund invoice card password late broken charged twice address "
+         "monday friday courier login email box label size colour warranty").split()
+
+
+def generate(path: Path, rows: int) -> None:
+    """Write ``rows`` short classification prompts as JSONL, streamed."""
+    with path.open("w") as out:
+        for i in range(rows):
+            text = " ".join(WORDS[(i * k + k * k) % len(WORDS)] for k in range(1, 9))
+            prompt = ("Classify the text into exactly one of the labels. Answer with the label "
+                      f"only.\nLabels: {', '.join(LABELS)}\nText:\n{text} #{i}\nLabel:")
+            out.write(json.dumps({"id": f"r{i}", "prompt": prompt}) + "\n")
+
+
+def produce(rows_file: Path) -> None:
+    """The producer process: submit the file lazily, print timings and peak RSS as JSON."""
+    from tierline.client import Client
+    from tierline.intake import read_jsonl
+
+    started = time.time()
+    report = Client().submit_many(read_jsonl(rows_file), lane="batch", job="bench",
+                                  collect_ids=False)
+    print(json.dumps({"job_id": report.job_id, "accepted": report.accepted,
+                      "started_at": started, "intake_s": time.time() - started,
+                      "maxrss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
+
+
+def _spawn(argv: list[str], env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(argv, cwd=ROOT, env=env, stdout=log.open("wb"),
+                            stderr=subprocess.STDOUT, start_new_session=True)
+
+
+def _stop(proc: subprocess.Popen[bytes]) -> None:
+    if proc.poll() is None:
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+
+
+def _tree(pid: int) -> list[int]:
+    """A process and its children (the prefork pool)."""
+    try:
+        kids = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+    except OSError:
+        return []
+    return [pid, *(int(k) for k in kids)]
+
+
+def _rss_mb(pids: list[int]) -> float:
+    total_kb = 0
+    for pid in pids:
+        try:
+            status = Path(f"/proc/{pid}/status").read_text()
+        except OSError:
+            continue
+        total_kb += int(re.search(r"VmRSS:\s+(\d+)", status)[1])  # type: ignore[index]
+    return total_kb / 1024
+
+
+@contextmanager
+def stack(policy: Path, logs: Path, args: argparse.Namespace, sim: bool = False
+          ) -> Iterator[tuple[dict[str, str], dict[str, subprocess.Popen[bytes]]]]:
+    """A fresh database, a flushed broker, the simulator if asked, router and tier workers."""
+    name = f"tierline_bench_{uuid.uuid4().hex[:8]}"
+    with psycopg.connect(ADMIN_URL, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    redis.Redis.from_url(REDIS_URL).flushdb()
+    env = {**os.environ, "TIERLINE_BROKER_URL": REDIS_URL, "TIERLINE_POLICY": str(policy),
+           "TIERLINE_DATABASE_URL": ADMIN_URL.rsplit("/", 1)[0] + f"/{name}"}
+    subprocess.run([sys.executable, "-m", "tierline", "db", "upgrade"], check=True, cwd=ROOT,
+                   env=env, capture_output=True)
+    procs: dict[str, subprocess.Popen[bytes]] = {}
+    try:
+        if sim:
+            procs["sim"] = _start_sim(env, logs)
+        quiet = ["--", "--without-mingle", "--without-gossip", "--without-heartbeat",
+                 "-l", "WARNING"]
+        worker = [sys.executable, "-m", "tierline", "worker"]
+        procs["router"] = _spawn([*worker, "--role", "router", "-c", str(args.router_c), *quiet,
+                                  "-n", f"bench-router-{name}@%h"], env, logs / "router.log")
+        procs["tier"] = _spawn([*worker, "--role", "tier", "-c", str(args.tier_c), *quiet,
+                                "-n", f"bench-tier-{name}@%h"], env, logs / "tier.log")
+        time.sleep(4)  # workers import, fork their pools and subscribe
+        yield env, procs
+    finally:
+        for proc in procs.values():
+            _stop(proc)
+        with psycopg.connect(ADMIN_URL, autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def _start_sim(env: dict[str, str], logs: Path) -> subprocess.Popen[bytes]:
+    config = logs / "zero-latency.yaml"
+    config.write_text("default: {ttft_s: 0, per_token_s: 0, jitter_s: 0, cold_start_s: 0}\n")
+    proc = _spawn([sys.executable, "-m", "sim", "--policy", str(SIM_POLICY), "--config",
+                   str(config), "--port", "0"], env, logs / "sim.log")
+    for _ in range(400):
+        found = re.search(r"listening on (http://\S+)", (logs / "sim.log").read_text())
+        if found:
+            env["TIERLINE_SIM_URL"] = found[1]
+            return proc
+        time.sleep(0.05)
+    raise RuntimeError("simulator did not start")
+
+
+def run_case(label: str, policy: Path, rows_file: Path, rows: int, args: argparse.Namespace,
+             logs: Path, sim: bool = False) -> dict[str, Any]:
+    """Submit the file, wait for the job to complete, return the figures."""
+    with stack(policy, logs, args, sim) as (env, procs):
+        db = psycopg.connect(env["TIERLINE_DATABASE_URL"], autocommit=True)
+        producer = subprocess.Popen([sys.executable, __file__, "--produce", str(rows_file)],
+                                    cwd=ROOT, env=env, stdout=subprocess.PIPE)
+        rss: dict[str, dict[str, float]] = {}
+        profiles: list[subprocess.Popen[bytes]] = []
+        job_id = None
+        while True:
+            time.sleep(0.5)
+            done = db.execute("select n_tup_ins from pg_stat_user_tables "
+                              "where relname = 'results'").fetchone()[0]  # type: ignore[index]
+            for mark in (0.1, 0.9):
+                if f"{mark:.0%}" not in rss and done >= mark * rows:
+                    rss[f"{mark:.0%}"] = {k: round(_rss_mb(_tree(p.pid)), 1)
+                                          for k, p in procs.items()}
+            if args.profile and not profiles and done >= 0.2 * rows:
+                profiles = _profile({"producer": producer.pid, **{
+                    k: _tree(p.pid)[-1] for k, p in procs.items() if k != "sim"}}, args, label)
+            if job_id is None and producer.poll() is not None:
+                out = json.loads(producer.stdout.read())  # type: ignore[union-attr]
+                job_id = out["job_id"]
+            if job_id:
+                row = db.execute("select status, finished_at from jobs where id = %s",
+                                 (job_id,)).fetchone()
+                if row and row[0] == "completed":
+                    break
+        for proc in profiles:
+            proc.wait()
+        figures = _figures(db, out, rows, row[1])
+        figures.update(case=label, worker_rss_mb=rss)
+        db.close()
+    return figures
+
+
+def _profile(pids: dict[str, int], args: argparse.Namespace, label: str
+             ) -> list[subprocess.Popen[bytes]]:
+    """py-spy on the producer and one pool child of each worker."""
+    out = []
+    for role, pid in pids.items():
+        target = Path(args.profile) / f"{label}-{role}.{args.profile_format}"
+        out.append(subprocess.Popen(["py-spy", "record", "--pid", str(pid), "--duration",
+                                     str(args.profile_s), "--rate", "50", "-o", str(target),
+                                     "--format", {"svg": "flamegraph", "txt": "raw"}[
+                                         args.profile_format]],
+                                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+    return out
+
+
+def _figures(db: psycopg.Connection[Any], out: dict[str, Any], rows: int, finished_at: float
+             ) -> dict[str, Any]:
+    """Phases from the record: intake (producer), routing and answering spans, the ledger."""
+    q = db.execute
+    decided = q("select min(decided_at), max(decided_at) from decisions").fetchone()
+    answered = q("select min(finished_at), max(finished_at), count(*) from results").fetchone()
+    usd = q("select (select sum(usd) from charges), (select sum(usd) from results)").fetchone()
+    tiers = dict(q("select tier, count(*) from decisions group by tier").fetchall())
+    start = out["started_at"]
+    e2e_s = finished_at - start
+    assert answered[2] == rows == out["accepted"], (answered, out)  # type: ignore[index]
+    assert usd[0] == usd[1], usd  # type: ignore[index]
+    return {
+        "rows": rows, "e2e_s": round(e2e_s, 2), "requests_per_s": round(rows / e2e_s),
+        "intake_s": round(out["intake_s"], 2),
+        "routing_s": round(decided[1] - start, 2),  # type: ignore[index]
+        "answered_s": round(answered[1] - start, 2),  # type: ignore[index]
+        "first_answer_s": round(answered[0] - start, 2),  # type: ignore[index]
+        "producer_maxrss_mb": round(out["maxrss_mb"], 1), "usd": str(usd[0]),  # type: ignore[index]
+        "tiers": tiers,
+    }
+
+
+def derived_policy(base: Path, into: Path, **bundling: int) -> Path:
+    """``base`` with the bench's bundling (overridden by ``bundling``), written to ``into``."""
+    data = yaml.safe_load(base.read_text())
+    data["bundling"] = {**yaml.safe_load(BENCH_POLICY.read_text())["bundling"], **bundling}
+    into.write_text(yaml.safe_dump(data, sort_keys=False))
+    return into
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rows", type=int, default=1_000_000)
+    parser.add_argument("--slice", type=int, default=20_000, help="rows of baseline and sim")
+    parser.add_argument("--cases", default="bundled,baseline,bundled-slice,sim")
+    parser.add_argument("--router-c", type=int, default=1)
+    parser.add_argument("--tier-c", type=int, default=2)
+    parser.add_argument("--profile", help="folder for py-spy flame graphs")
+    parser.add_argument("--profile-s", type=int, default=20)
+    parser.add_argument("--profile-format", choices=("svg", "txt"), default="svg")
+    parser.add_argument("--produce", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.produce:
+        return produce(Path(args.produce))
+    tmp = Path(tempfile.mkdtemp(prefix="tierline-bench-"))
+    sizes = {"bundled": args.rows, "baseline": args.slice, "bundled-slice": args.slice,
+             "sim": args.slice}
+    policies = {"bundled": BENCH_POLICY, "bundled-slice": BENCH_POLICY,
+                "baseline": derived_policy(BENCH_POLICY, tmp / "baseline.yaml", max_count=1,
+                                           ingress_chunk=1),
+                "sim": derived_policy(SIM_POLICY, tmp / "sim.yaml")}
+    files: dict[int, Path] = {}
+    for case in args.cases.split(","):
+        rows = sizes[case]
+        if rows not in files:
+            files[rows] = tmp / f"rows-{rows}.jsonl"
+            generate(files[rows], rows)
+        logs = tmp / case
+        logs.mkdir()
+        figures = run_case(case, policies[case], files[rows], rows, args, logs,
+                           sim=case == "sim")
+        print(json.dumps(figures), flush=True)
+    print(f"logs: {tmp}", file=sys.stderr)
+
+
+if __name__ == "__main__":
+    main()

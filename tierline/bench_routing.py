@@ -168,18 +168,20 @@ def plot_frontier(report: Report, path: Path) -> None:
         raise InvalidInput("--plot needs matplotlib: pip install 'tierline[plot]'") from exc
     from router.frontier import hull
 
-    fig, ax = plt.subplots(figsize=(9, 6))
+    fig, ax = plt.subplots(figsize=(10, 6.5))
     methods: dict[str, list[Row]] = {}
     for r in report.rows:
         methods.setdefault(r.method, []).append(r)
-    for method, group in methods.items():
+    colours = plt.get_cmap("tab20")
+    for i, (method, group) in enumerate(methods.items()):
+        colour = colours(i % 20)
         pts = [(r.cost_vs_best, r.accuracy_vs_best) for r in group]
         if len(group) == 1:
             marker = "x" if group[0].kind == "reference" else "o"
-            ax.scatter([pts[0][0]], [pts[0][1]], label=method, marker=marker, s=30)
+            ax.scatter([pts[0][0]], [pts[0][1]], label=method, marker=marker, s=30, color=colour)
             continue
         line = hull(pts)[1:]
-        ax.plot([c for c, _ in line], [q for _, q in line], marker=".",
+        ax.plot([c for c, _ in line], [q for _, q in line], marker=".", color=colour,
                 linestyle="-" if group[0].kind == "tierline" else "--", label=method)
     ax.axhline(0.95, color="grey", linewidth=0.5)
     ax.axhline(0.99, color="grey", linewidth=0.5)

@@ -167,9 +167,10 @@ def run_case(label: str, policy: Path, rows_file: Path, rows: int, args: argpars
                 if f"{mark:.0%}" not in rss and done >= mark * rows:
                     rss[f"{mark:.0%}"] = {k: round(_rss_mb(_tree(p.pid)), 1)
                                           for k, p in procs.items()}
-            if args.profile and not profiles and done >= 0.2 * rows:
-                profiles = _profile({"producer": producer.pid, **{
-                    k: _tree(p.pid)[-1] for k, p in procs.items() if k != "sim"}}, args, label)
+            if args.profile and not profiles:  # the producer from the start: intake ends first
+                profiles = _profile({"producer": producer.pid}, args, label)
+            if args.profile and len(profiles) == 1 and done >= 0.2 * rows:
+                profiles += _profile({k: _tree(p.pid)[-1] for k, p in procs.items()}, args, label)
             if job_id is None and producer.poll() is not None:
                 out = json.loads(producer.stdout.read())  # type: ignore[union-attr]
                 job_id = out["job_id"]
@@ -190,6 +191,7 @@ def _profile(pids: dict[str, int], args: argparse.Namespace, label: str
              ) -> list[subprocess.Popen[bytes]]:
     """py-spy on the producer and one pool child of each worker."""
     out = []
+    Path(args.profile).mkdir(parents=True, exist_ok=True)
     for role, pid in pids.items():
         target = Path(args.profile) / f"{label}-{role}.{args.profile_format}"
         out.append(subprocess.Popen(["py-spy", "record", "--pid", str(pid), "--duration",

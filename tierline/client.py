@@ -89,7 +89,8 @@ class Client:
         with self.rt.engine.begin() as conn:
             records.create_job(conn, report.job_id, name=job, tenant=tenant or "default",
                                lane=lane or "standard", now_s=now,
-                               expires_at=now + completion_window_s if completion_window_s else None)
+                               expires_at=(now + completion_window_s if completion_window_s
+                                           else None))
         broker_up = True
         chunk_size = self.rt.policy.bundling.ingress_chunk
         for chunk in records.iter_chunks(_numbered(items), chunk_size):

@@ -10,7 +10,20 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import JSON, Boolean, Engine, Float, Integer, Numeric, Table, create_engine, event
+from sqlalchemy import (
+    JSON,
+    Boolean,
+    ColumnElement,
+    Engine,
+    Float,
+    Integer,
+    Numeric,
+    Table,
+    any_,
+    bindparam,
+    create_engine,
+    event,
+)
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection
 
@@ -70,6 +83,19 @@ def insert_new(conn: Connection, table: Table, rows: Iterable[Mapping[str, Any]]
         return [row[0] for row in conn.exec_driver_sql(*_unnest_insert(table, rows, key))]
     stmt = _on_conflict_do_nothing(conn, table).returning(table.c[key])
     return [row[0] for row in conn.execute(stmt, rows)]
+
+
+def among(conn: Connection, column: ColumnElement[Any], values: Iterable[Any]
+          ) -> ColumnElement[bool]:
+    """``column IN values`` as one array parameter on Postgres (``= ANY(%s)``).
+
+    SQLAlchemy expands ``in_`` into one parameter per value, so a chunk of a thousand ids
+    makes a statement too long for psycopg's parse cache, re-parsed on every call.
+    """
+    values = list(values)
+    if conn.dialect.name == "postgresql":
+        return column == any_(bindparam(None, values, type_=postgresql.ARRAY(column.type)))
+    return column.in_(values)
 
 
 def _on_conflict_do_nothing(conn: Connection, table: Table) -> Any:

@@ -16,7 +16,7 @@ from sqlalchemy.engine import Connection
 
 from router.decide import Decision
 from router.envelope import Request
-from workers.db import insert_ignore, insert_new
+from workers.db import among, insert_ignore, insert_new
 from workers.schema import attempts, charges, decisions, jobs, requests, results
 
 _MILLION = Decimal(1_000_000)
@@ -58,14 +58,15 @@ def existing_ids(conn: Connection, tenant: str, keys: Sequence[str]) -> dict[str
     if not keys:
         return {}
     stmt = select(requests.c.idempotency_key, requests.c.id).where(
-        requests.c.tenant == tenant, requests.c.idempotency_key.in_(list(keys)))
+        requests.c.tenant == tenant, among(conn, requests.c.idempotency_key, keys))
     return {key: rid for key, rid in conn.execute(stmt)}
 
 
 def mark_enqueued(conn: Connection, ids: Sequence[str], now_s: float) -> None:
     """Note that these requests were handed to the broker."""
     if ids:
-        conn.execute(update(requests).where(requests.c.id.in_(list(ids))).values(enqueued_at=now_s))
+        conn.execute(update(requests).where(among(conn, requests.c.id, ids))
+                     .values(enqueued_at=now_s))
 
 
 def unenqueued(conn: Connection, *, limit: int, submitted_before: float
@@ -80,7 +81,7 @@ def unenqueued(conn: Connection, *, limit: int, submitted_before: float
 
 def load_requests(conn: Connection, ids: Sequence[str]) -> list[Request]:
     """Requests by id, in the order given (missing ids are skipped)."""
-    stmt = select(requests).where(requests.c.id.in_(list(ids)))
+    stmt = select(requests).where(among(conn, requests.c.id, ids))
     found = {row.id: _request(row) for row in conn.execute(stmt)}
     return [found[i] for i in ids if i in found]
 
@@ -97,7 +98,7 @@ def _request(row: Any) -> Request:
 
 def job_of(conn: Connection, ids: Sequence[str]) -> dict[str, str | None]:
     """Each request's job id."""
-    stmt = select(requests.c.id, requests.c.job_id).where(requests.c.id.in_(list(ids)))
+    stmt = select(requests.c.id, requests.c.job_id).where(among(conn, requests.c.id, ids))
     return {rid: job for rid, job in conn.execute(stmt)}
 
 
@@ -109,8 +110,8 @@ def record_decisions(conn: Connection, made: Sequence[Decision], now_s: float
         "tier": d.tier, "model": d.model, "reasons": d.reasons, "decided_at": now_s,
     } for d in made], "request_id"))
     ids = [d.request_id for d in made]
-    conn.execute(update(requests).where(requests.c.id.in_(ids), requests.c.status == "accepted")
-                 .values(status="routed"))
+    conn.execute(update(requests).where(among(conn, requests.c.id, ids),
+                                        requests.c.status == "accepted").values(status="routed"))
     stored = {d.request_id: d for d in made if d.request_id in new}
     # Only a concurrent redelivery can have stored another decision first: read those back.
     stored.update(load_decisions(conn, [i for i in ids if i not in new]))
@@ -121,7 +122,7 @@ def load_decisions(conn: Connection, ids: Sequence[str]) -> dict[str, Decision]:
     """Stored decisions by request id."""
     if not ids:
         return {}
-    stmt = select(decisions).where(decisions.c.request_id.in_(list(ids)))
+    stmt = select(decisions).where(among(conn, decisions.c.request_id, ids))
     return {row.request_id: Decision(row.request_id, row.band, row.score, row.strategy,
                                      row.tier, row.model, row.reasons)
             for row in conn.execute(stmt)}
@@ -138,7 +139,7 @@ def load_routable(conn: Connection, ids: Sequence[str], now_s: float
             .select_from(requests.outerjoin(results, results.c.request_id == requests.c.id)
                          .outerjoin(decisions, decisions.c.request_id == requests.c.id)
                          .outerjoin(jobs, jobs.c.id == requests.c.job_id))
-            .where(requests.c.id.in_(list(ids))))
+            .where(among(conn, requests.c.id, ids)))
     found: dict[str, Request] = {}
     stored: dict[str, Decision] = {}
     for row in conn.execute(stmt):
@@ -155,7 +156,7 @@ def load_routable(conn: Connection, ids: Sequence[str], now_s: float
 
 def finished_ids(conn: Connection, ids: Sequence[str]) -> set[str]:
     """Which of these requests already have a result (a redelivered bundle skips them)."""
-    stmt = select(results.c.request_id).where(results.c.request_id.in_(list(ids)))
+    stmt = select(results.c.request_id).where(among(conn, results.c.request_id, ids))
     return {row[0] for row in conn.execute(stmt)}
 
 
@@ -211,7 +212,8 @@ def record_outcomes(conn: Connection, made: Sequence[AttemptRow], done: Sequence
     A charge is the attempt's tokens at the attempt's prices; attempts that were never
     billed (no tokens either way) are recorded without a charge.
     """
-    attempt_rows, charge_rows = [], []
+    attempt_rows: list[dict[str, Any]] = []
+    charge_rows: list[dict[str, Any]] = []
     for a in made:
         price = prices[a.model]
         usd = price.usd(a.tokens_in, a.tokens_out)
@@ -245,7 +247,7 @@ def record_outcomes(conn: Connection, made: Sequence[AttemptRow], done: Sequence
     for status in ("done", "failed"):
         ids = [r.request_id for r in done if (r.status == "ok") == (status == "done")]
         if ids:  # a request cancelled or expired meanwhile keeps that status
-            conn.execute(update(requests).where(requests.c.id.in_(ids),
+            conn.execute(update(requests).where(among(conn, requests.c.id, ids),
                                                 requests.c.status.in_(("accepted", "routed")))
                          .values(status=status))
 

@@ -3,6 +3,15 @@
 Pure: it receives parsed items, prices and complexity bands, and returns rows and
 per-method summaries (AIQ, cost to reach 95% / 99% of the best single model's accuracy);
 the CLI in ``tierline/bench_routing.py`` reads files and prints.
+
+Methods (tiers = ``k`` models in price order: cheapest, priciest, most accurate between):
+single models, oracle (cheapest right model), random model, ``composite`` (the article's
+bands onto 3 tiers), ``learned`` (max P - lambda x cost share), ``cascade-k`` (judge bar swept),
+``cascade-k+skip`` (middle tiers skipped when learned P < 0.6), ``value-k`` (call the model
+with the best expected accuracy gain per cost while it clears a swept threshold),
+``value-2$`` (the same with per-request cost estimates), ``parallel`` / ``parallel+judge``
+(top-k by train accuracy, vote or judge), ``hybrid`` (cheapest, then the strongest with the
+next-best in parallel); baselines ``knn (RouterBench)``, ``routellm``, ``frugalgpt``.
 """
 
 from __future__ import annotations

@@ -223,3 +223,32 @@ def test_verdicts_need_a_larger_aiq_and_a_fifth_less_cost() -> None:
     got = {v.criterion: (v.baseline, v.met) for v in verdicts(report, chosen)}
     assert got == {"aiq": ("frugalgpt", True), "cost_to_95": ("frugalgpt", True),
                    "cost_to_99": ("frugalgpt", False), "accuracy": ("single top", True)}
+
+
+@pytest.mark.parametrize(
+    ("n_models", "kind", "present", "absent"),
+    [
+        (1, "choice", {"learned", "frugalgpt", "routellm"}, {"cascade-2", "parallel", "hybrid"}),
+        (4, "recorded", {"cascade-4", "cascade-4+skip", "value-4", "hybrid"}, set()),
+    ],
+)
+def test_any_number_of_models_and_either_grader(n_models, kind, present, absent) -> None:  # type: ignore[no-untyped-def]
+    rng = np.random.default_rng(n_models)
+    models = [f"m{j}" for j in range(n_models)]
+    lines = []
+    for i in range(120):
+        key = "ABCD"[i % 4]
+        outs = {}
+        for j, m in enumerate(models):
+            a = key if rng.random() < 0.4 + 0.15 * j else "ABCD"[(i + 1) % 4]
+            outs[m] = {"response": f"the answer is ({a})", "answer": a, "score": float(a == key),
+                       "prompt_tokens": 50, "completion_tokens": 20 + 10 * j}
+        grader = {"kind": kind, "answer": key} if kind == "choice" else {"kind": kind}
+        lines.append((i + 1, {"id": str(i), "prompt": f"q {i}", "grader": grader,
+                              "outcomes": outs}))
+    items = parse_items(lines)
+    prices = {m: (0.1 * (j + 1) ** 2, 0.2 * (j + 1) ** 2) for j, m in enumerate(models)}
+    train, test = split_items(items, 0.3, 0)
+    report = evaluate(train_routing(train, prices), test, prices, ["low"] * len(test))
+    methods = {r.method for r in report.rows}
+    assert present <= methods and not absent & methods

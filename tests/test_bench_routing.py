@@ -68,7 +68,8 @@ def test_smoke_on_a_slice_of_real_recorded_outcomes(tmp_path: Path) -> None:
     data.write_text("".join(head))
     out_json = tmp_path / "rows.json"
     args = ["--train", str(data), "--prices", str(MMLU / "prices.yaml"), "--split", "0.3",
-            "--seed", "1", "--json", str(out_json), "--save-router", str(tmp_path / "router")]
+            "--seed", "1", "--json", str(out_json), "--save-router", str(tmp_path / "router"),
+            "--save-bundle", str(tmp_path / "bundle")]
     plot = pytest.importorskip("matplotlib") and tmp_path / "frontier.png"
     result = CliRunner().invoke(command, [*args, "--plot", str(plot)])
     assert result.exit_code == 0, result.output
@@ -78,3 +79,4 @@ def test_smoke_on_a_slice_of_real_recorded_outcomes(tmp_path: Path) -> None:
     assert any(r["method"] == "frugalgpt" for r in rows)
     assert plot.stat().st_size > 10_000
     assert (tmp_path / "router.npz").exists() and (tmp_path / "router.json").exists()
+    assert (tmp_path / "bundle.npz").exists() and "goal" in result.output

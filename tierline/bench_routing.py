@@ -19,6 +19,7 @@ import yaml
 from rich.console import Console
 from rich.table import Table
 
+from router.bundle import bundle_of, save_bundle
 from router.composite import CompositeEstimator, band_of
 from router.dataset import Item, Prices, parse_items, split_items
 from router.errors import InvalidInput
@@ -208,6 +209,8 @@ def plot_frontier(report: Report, path: Path) -> None:
               help="write every operating point as a JSON list")
 @click.option("--plot", "plot_path", type=click.Path(path_type=Path), default=None,
               help="write the cost-quality frontier as a PNG")
+@click.option("--save-bundle", "save_bundle_path", type=click.Path(path_type=Path), default=None,
+              help="write every trained part a live cascade needs (<path>.npz + <path>.json)")
 @click.option("--validation", type=float, default=0.3, show_default=True,
               help="share of the train split held out to choose tierline's headline methods "
                    "(0 skips the choice)")
@@ -215,7 +218,7 @@ def plot_frontier(report: Report, path: Path) -> None:
               help="write the learned router artifact (<path>.npz + <path>.json)")
 def command(train_path: Path, test_path: Path | None, prices_path: Path, split: float,
             seed: int, json_path: Path | None, plot_path: Path | None, validation: float,
-            save_router_path: Path | None) -> None:
+            save_router_path: Path | None, save_bundle_path: Path | None) -> None:
     """Compare routing strategies and baselines on recorded outcomes of real models."""
     try:
         prices = read_prices(prices_path)
@@ -250,6 +253,8 @@ def command(train_path: Path, test_path: Path | None, prices_path: Path, split: 
             plot_frontier(report, plot_path)
         if save_router_path is not None:
             save_router(trained.router, save_router_path)
+        if save_bundle_path is not None:
+            save_bundle(bundle_of(trained), save_bundle_path)
     except InvalidInput as exc:
         err.print(f"error: {exc}", highlight=False, markup=False)
         sys.exit(2)

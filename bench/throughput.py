@@ -2,6 +2,7 @@
 
     python bench/throughput.py --rows 1000000              # headline, then the 20k slices
     python bench/throughput.py --rows 20000 --slice 5000 --profile bench/profiles
+    python bench/throughput.py --inserts                   # bulk-insert forms side by side
 
 Each case gets a fresh Postgres database, a flushed Redis database and its own router and
 tier worker processes; the producer runs in a child process (so its ru_maxrss is its own)
@@ -63,9 +64,11 @@ def produce(rows_file: Path) -> None:
     started = time.time()
     report = Client().submit_many(read_jsonl(rows_file), lane="batch", job="bench",
                                   collect_ids=False)
+    usage = resource.getrusage(resource.RUSAGE_SELF)
     print(json.dumps({"job_id": report.job_id, "accepted": report.accepted,
                       "started_at": started, "intake_s": time.time() - started,
-                      "maxrss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
+                      "cpu_s": usage.ru_utime + usage.ru_stime,
+                      "maxrss_mb": usage.ru_maxrss / 1024}))
 
 
 def _spawn(argv: list[str], env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
@@ -90,6 +93,47 @@ def _tree(pid: int) -> list[int]:
     except OSError:
         return []
     return [pid, *(int(k) for k in kids)]
+
+
+def _cpu_s(pid: int) -> float:
+    """User + system CPU seconds a live process has used."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _named(name: str) -> list[int]:
+    """Pids of processes called ``name`` (postgres backends, redis-server)."""
+    out = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                if (entry / "comm").read_text().strip() == name:
+                    out.append(int(entry.name))
+            except OSError:
+                continue
+    return out
+
+
+class CpuMeter:
+    """CPU seconds per group of processes since creation; short-lived ones as last seen."""
+
+    def __init__(self, groups: dict[str, Any]) -> None:
+        self.groups = groups  # name -> callable returning the group's pids now
+        self.base = {pid: _cpu_s(pid) for find in groups.values() for pid in find()}
+        self.last: dict[str, dict[int, float]] = {name: {} for name in groups}
+
+    def sample(self) -> None:
+        for name, find in self.groups.items():
+            for pid in find():
+                self.last[name][pid] = _cpu_s(pid)
+
+    def totals(self) -> dict[str, float]:
+        self.sample()
+        return {name: round(sum(cpu - self.base.get(pid, 0.0) for pid, cpu in seen.items()), 1)
+                for name, seen in self.last.items()}
 
 
 def _rss_mb(pids: list[int]) -> float:
@@ -157,10 +201,14 @@ def run_case(label: str, policy: Path, rows_file: Path, rows: int, args: argpars
         producer = subprocess.Popen([sys.executable, __file__, "--produce", str(rows_file)],
                                     cwd=ROOT, env=env, stdout=subprocess.PIPE)
         rss: dict[str, dict[str, float]] = {}
+        meter = CpuMeter({"postgres": lambda: _named("postgres"),
+                          "redis": lambda: _named("redis-server"),
+                          **{k: (lambda p=p: _tree(p.pid)) for k, p in procs.items()}})
         profiles: list[subprocess.Popen[bytes]] = []
         job_id = None
         while True:
             time.sleep(0.5)
+            meter.sample()
             done = db.execute("select n_tup_ins from pg_stat_user_tables "
                               "where relname = 'results'").fetchone()[0]  # type: ignore[index]
             for mark in (0.1, 0.9):
@@ -182,7 +230,8 @@ def run_case(label: str, policy: Path, rows_file: Path, rows: int, args: argpars
         for proc in profiles:
             proc.wait()
         figures = _figures(db, out, rows, row[1])
-        figures.update(case=label, worker_rss_mb=rss)
+        figures.update(case=label, worker_rss_mb=rss,
+                       cpu_s={"producer": round(out["cpu_s"], 1), **meter.totals()})
         db.close()
     return figures
 
@@ -233,6 +282,67 @@ def derived_policy(base: Path, into: Path, **bundling: int) -> Path:
     return into
 
 
+def inserts(repeats: int = 8) -> None:
+    """Side by side, one chunk: SQLAlchemy's bulk forms on psycopg 3 against ``unnest`` arrays."""
+    from decimal import Decimal
+
+    from sqlalchemy.dialects import postgresql
+
+    from workers.db import engine_for, insert_ignore, insert_new, upgrade
+    from workers.schema import attempts, requests
+
+    name = f"tierline_bench_{uuid.uuid4().hex[:8]}"
+    with psycopg.connect(ADMIN_URL, autocommit=True) as admin:
+        admin.execute(f'CREATE DATABASE "{name}"')
+    url = ADMIN_URL.rsplit("/", 1)[0] + f"/{name}"
+    upgrade(url)
+    engine = engine_for(url)
+
+    def request_rows(n: int) -> list[dict[str, Any]]:
+        now = time.time()
+        return [{"id": str(uuid.uuid4()), "job_id": None, "seq": i, "tenant": "t", "lane": "batch",
+                 "idempotency_key": uuid.uuid4().hex, "body": {"messages": [
+                     {"role": "user", "content": f"Labels: a, b\nText:\nparcel {i}"}]},
+                 "max_output_tokens": 16, "latency_budget_s": 60.0, "submitted_at": now,
+                 "deadline_at": now + 60, "status": "accepted"} for i in range(n)]
+
+    def attempt_rows(ids: list[str]) -> list[dict[str, Any]]:
+        return [{"id": f"{i}/0", "request_id": i, "seq": 0, "model": "m", "tier": "t0", "ok": True,
+                 "error": None, "tokens_in": 30, "tokens_out": 2, "usage_estimated": False,
+                 "latency_s": 0.001, "usd": Decimal("0.0000038"), "started_at": time.time()}
+                for i in ids]
+
+    timings: dict[str, list[tuple[float, float]]] = {}
+    for _ in range(repeats):
+        for form in ("sqlalchemy", "unnest"):
+            rows = request_rows(1024)
+            wall, cpu = time.perf_counter(), time.process_time()
+            with engine.begin() as conn:
+                if form == "sqlalchemy":  # insertmanyvalues: multi-row VALUES with RETURNING
+                    stmt = postgresql.insert(requests).on_conflict_do_nothing()
+                    ids = [r[0] for r in conn.execute(stmt.returning(requests.c.id), rows)]
+                else:
+                    ids = insert_new(conn, requests, rows, "id")
+            timings.setdefault(f"1024 requests, {form}", []).append(
+                (time.perf_counter() - wall, time.process_time() - cpu))
+            rows = attempt_rows(ids[:256])
+            wall, cpu = time.perf_counter(), time.process_time()
+            with engine.begin() as conn:
+                if form == "sqlalchemy":  # no RETURNING: psycopg executemany, a row at a time
+                    conn.execute(postgresql.insert(attempts).on_conflict_do_nothing(), rows)
+                else:
+                    insert_ignore(conn, attempts, rows)
+            timings.setdefault(f"256 attempts, {form}", []).append(
+                (time.perf_counter() - wall, time.process_time() - cpu))
+    engine.dispose()
+    with psycopg.connect(ADMIN_URL, autocommit=True) as admin:
+        admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    for label, runs in timings.items():
+        walls, cpus = sorted(r[0] for r in runs), sorted(r[1] for r in runs)
+        print(f"{label:28s} median wall {walls[len(runs) // 2] * 1e3:6.1f} ms, "
+              f"producer CPU {cpus[len(runs) // 2] * 1e3:6.1f} ms")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rows", type=int, default=1_000_000)
@@ -243,8 +353,11 @@ def main() -> None:
     parser.add_argument("--profile", help="folder for py-spy flame graphs")
     parser.add_argument("--profile-s", type=int, default=20)
     parser.add_argument("--profile-format", choices=("svg", "txt"), default="svg")
+    parser.add_argument("--inserts", action="store_true", help="only the bulk-insert side by side")
     parser.add_argument("--produce", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.inserts:
+        return inserts()
     if args.produce:
         return produce(Path(args.produce))
     tmp = Path(tempfile.mkdtemp(prefix="tierline-bench-"))

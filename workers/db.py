@@ -120,7 +120,7 @@ def _unnest_insert(table: Table, rows: list[Mapping[str, Any]], returning: str |
     for name in names:
         column = table.c[name]
         kind, convert = _array_type(column.type)
-        casts.append(f"%s::{kind}[]")
+        casts.append(f"%b::{kind}[]")  # binary: psycopg's text array dumper is pure Python
         columns.append([None if (v := row[name]) is None else convert(v) for row in rows])
     quoted = ", ".join(f'"{n}"' for n in names)
     sql = (f'INSERT INTO "{table.name}" ({quoted}) SELECT * FROM unnest({", ".join(casts)}) '

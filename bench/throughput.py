@@ -42,17 +42,20 @@ SIM_POLICY = ROOT / "policies" / "demo.yaml"
 ADMIN_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
 REDIS_URL = "redis://127.0.0.1:6379/9"  # the bench's own database: flushed per case
 LABELS = ("billing", "shipping", "returns", "account", "other")
+INSTRUCTION = "Classify the text into exactly one of the labels. Answer with the label only.\n"
 WORDS = ("parcel order refund invoice card password late broken charged twice address "
          "monday friday courier login email box label size colour warranty").split()
 
 
 def generate(path: Path, rows: int) -> None:
-    """Write ``rows`` short classification prompts as JSONL, streamed."""
+    """Write ``rows`` short classification prompts as JSONL, streamed; a third each of terse,
+    medium and long ones, which the composite classifier sends to tiers t0, t1 and t2."""
     with path.open("w") as out:
         for i in range(rows):
-            text = " ".join(WORDS[(i * k + k * k) % len(WORDS)] for k in range(1, 9))
-            prompt = ("Classify the text into exactly one of the labels. Answer with the label "
-                      f"only.\nLabels: {', '.join(LABELS)}\nText:\n{text} #{i}\nLabel:")
+            length = (3, 8, 70)[i % 3]
+            text = " ".join(WORDS[(i * k + k * k) % len(WORDS)] for k in range(1, length + 1))
+            head = "" if i % 3 == 0 else INSTRUCTION
+            prompt = f"{head}Labels: {', '.join(LABELS)}\nText:\n{text}\nLabel:"
             out.write(json.dumps({"id": f"r{i}", "prompt": prompt}) + "\n")
 
 

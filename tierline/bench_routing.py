@@ -195,6 +195,24 @@ def plot_frontier(report: Report, path: Path) -> None:
     plt.close(fig)
 
 
+def _live(train: Sequence[Item], test: Sequence[Item], prices: Prices, seed: int, label: str,
+          replay_file: Path) -> None:
+    """Train, then run one point offline and live; exit 1 when the two disagree."""
+    from tierline.bench_live import run_live
+
+    trained = train_routing(train, prices, seed)
+    result = run_live(trained, test, prices, label, replay_file, out)
+    table = Table(title=f"{label}: offline replay vs the live pipeline ({result.n} requests)")
+    for name in ("run", "accuracy", "USD per request"):
+        table.add_column(name, justify="left" if name == "run" else "right")
+    table.add_row("offline", f"{result.offline_accuracy:.4f}", f"{result.offline_usd:.8f}")
+    table.add_row("live", f"{result.live_accuracy:.4f}", f"{result.live_usd:.8f}")
+    out.print(table)
+    out.print("match" if result.matches else "[red]MISMATCH[/red]")
+    if not result.matches:
+        sys.exit(1)
+
+
 @click.command()
 @click.option("--train", "train_path", type=click.Path(path_type=Path), required=True,
               help="recorded-outcome JSONL to train on (and split, without --test)")
@@ -216,9 +234,17 @@ def plot_frontier(report: Report, path: Path) -> None:
                    "(0 skips the choice)")
 @click.option("--save-router", "save_router_path", type=click.Path(path_type=Path), default=None,
               help="write the learned router artifact (<path>.npz + <path>.json)")
+@click.option("--live", is_flag=True,
+              help="run one operating point through the real pipeline (workers, Redis, "
+                   "Postgres, the replay simulator) and compare it with the offline replay")
+@click.option("--live-point", default="cascade-2 bar=0.804", show_default=True,
+              help="the operating point --live runs (a label from the table's sweeps)")
+@click.option("--live-limit", type=int, default=300, show_default=True,
+              help="how many test items --live sends through the pipeline")
 def command(train_path: Path, test_path: Path | None, prices_path: Path, split: float,
             seed: int, json_path: Path | None, plot_path: Path | None, validation: float,
-            save_router_path: Path | None, save_bundle_path: Path | None) -> None:
+            save_router_path: Path | None, save_bundle_path: Path | None, live: bool,
+            live_point: str, live_limit: int) -> None:
     """Compare routing strategies and baselines on recorded outcomes of real models."""
     try:
         prices = read_prices(prices_path)
@@ -231,6 +257,9 @@ def command(train_path: Path, test_path: Path | None, prices_path: Path, split: 
             raise InvalidInput("the train split is empty")
         if not test:
             raise InvalidInput("the test split is empty")
+        if live:
+            _live(train, test[:live_limit], prices, seed, live_point, test_path or train_path)
+            return
         started = time.perf_counter()
         chosen = choose_on_validation(train, prices, seed, validation) if validation else None
         seconds = {"validation": time.perf_counter() - started}

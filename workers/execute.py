@@ -17,19 +17,16 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
 
-from router.absorber import Limits, Reservation, scope_key
-from router.decide import fallback_chain
+from router.absorber import Reservation
+from router.decide import Decision, fallback_chain
 from router.envelope import Request
-from router.errors import DeadlineExceeded, TierlineError
+from router.errors import DeadlineExceeded
 from router.escalation import Judge, escalation_path, judge_for
-from workers import jobs, records
-from workers.providers.base import Call, Completion
-from workers.providers.fanout import run_calls
+from workers import jobs, records, stepping
+from workers.calls import attempt_row, call_round, reserve_round, settle_round
+from workers.providers.base import Completion
 from workers.records import AttemptRow, Price, ResultRow
-from workers.routing import estimate_tokens
 from workers.runtime import Runtime
-
-MAX_CALL_TIMEOUT_S = 300.0  # a single model call never waits longer, whatever the lane
 
 
 @dataclass
@@ -75,33 +72,39 @@ def execute(rt: Runtime, request_ids: Sequence[str], now: Callable[[], float] = 
         decided = records.load_decisions(conn, [r.id for r in todo])
         jobs_by_request = records.job_of(conn, [r.id for r in loaded])
         jobs.settle(conn, {jobs_by_request[i] for i in stopped if jobs_by_request.get(i)}, now())
+    work = [(r, d) for r in todo if (d := decided.get(r.id)) is not None]
+    outcome = Outcome()
+    run = stepping.run if rt.policy.strategy.options.get("bundle") else _run_chains
+    attempts, results = run(rt, work, outcome, now)
+    with rt.engine.begin() as conn:
+        records.record_outcomes(conn, attempts, results, prices_of(rt),
+                                {r.id: r for r in todo}, jobs_by_request)
+        jobs.settle(conn, {j for j in jobs_by_request.values() if j}, now())
+    outcome.finished = len(results)
+    return outcome
+
+
+def _run_chains(rt: Runtime, work: Sequence[tuple[Request, Decision]], outcome: Outcome,
+                now: Callable[[], float]) -> tuple[list[AttemptRow], list[ResultRow]]:
+    """The decided model first, falling back along its chain; cascades climb on weak answers."""
     judge = judge_for(rt.policy)
     pending = [_Pending(r, [d.model, *fallback_chain(rt.policy, d.model)],
                         escalation_path(rt.policy, d.model) if judge else [])
-               for r in todo if (d := decided.get(r.id)) is not None]
-    outcome = Outcome()
+               for r, d in work]
     attempts: list[AttemptRow] = []
     results: list[ResultRow] = []
     while pending:
         started = now()
         due, held, retry, waiting, wait_s = _reserve(rt, pending, results, started)
-        calls = [Call(model=_api_name(rt, p.model), messages=p.request.messages,
-                      max_output_tokens=p.request.max_output_tokens, key=i)
-                 for i, p in enumerate(due)]
-        answers = run_calls(
-            calls, {_api_name(rt, p.model): rt.providers[p.model] for p in due},
-            max_concurrency={_api_name(rt, p.model): rt.policy.models[p.model].max_concurrency
-                             for p in due},
-            deadline_at={i: min(p.request.deadline_at, started + MAX_CALL_TIMEOUT_S)
-                         for i, p in enumerate(due)}) if due else []
-        _settle(rt, due, answers, held)
+        answers = call_round(rt, [(p.request, p.model) for p in due], started)
+        settle_round(rt, held, dict(enumerate(answers)))
         if held:  # this round's settled holds may have made room: try the waiting again
             retry.extend(waiting)
         elif waiting:
             outcome.deferred.extend(p.request.id for p in waiting)
             outcome.retry_after_s = max(outcome.retry_after_s, wait_s)
         for p, answer in zip(due, answers, strict=True):
-            attempts.append(_attempt(rt, p, answer, started))
+            attempts.append(attempt_row(rt, p.request, p.seq, p.model, answer, started))
             p.seq += 1
             if isinstance(answer, Completion):
                 if _escalates(rt, judge, p, answer):
@@ -116,12 +119,7 @@ def execute(rt: Runtime, request_ids: Sequence[str], now: Callable[[], float] = 
                 p.chain.pop(0)
                 retry.append(p)
         pending = retry
-    with rt.engine.begin() as conn:
-        records.record_outcomes(conn, attempts, results, prices_of(rt),
-                                {r.id: r for r in todo}, jobs_by_request)
-        jobs.settle(conn, {j for j in jobs_by_request.values() if j}, now())
-    outcome.finished = len(results)
-    return outcome
+    return attempts, results
 
 
 def _reserve(rt: Runtime, pending: list[_Pending], results: list[ResultRow], now_s: float
@@ -129,53 +127,25 @@ def _reserve(rt: Runtime, pending: list[_Pending], results: list[ResultRow], now
                         float]:
     """Split a round by budget: calls granted (with their holds, by position in ``due``),
     calls moved to another model, calls waiting for room (and how long), refusals failed."""
-    due: list[_Pending] = []
-    held: dict[int, Reservation] = {}
+    budget = reserve_round(rt, [(p.request, p.model) for p in pending], now_s)
+    due_positions = budget.due
+    due = [pending[i] for i in due_positions]
+    held = {due_positions.index(i): res for i, res in budget.granted.items()}
     later: list[_Pending] = []
     waiting: list[_Pending] = []
-    wait_s = 0.0
-    by_model: dict[str, list[_Pending]] = {}
-    for p in pending:
-        by_model.setdefault(p.model, []).append(p)
-    for model, group in by_model.items():
-        model_limits = rt.policy.models[model].limits
-        if not any((model_limits.tokens_per_day, model_limits.tokens_per_minute,
-                    model_limits.requests_per_minute)):
-            due.extend(group)
-            continue
-        decision = rt.absorber.reserve_many(
-            scope_key(model), Limits.from_model_limits(model_limits),
-            [estimate_tokens(len(p.request.prompt_text), p.request.max_output_tokens)
-             for p in group], now_s=now_s)
-        for index, reservation in decision.granted.items():
-            held[len(due)] = reservation
-            due.append(group[index])
-        blocked = [(group[i], False) for i in decision.deferred]
-        blocked += [(group[i], True) for i in decision.refused]
-        for p, never in blocked:
-            if len(p.chain) > 1 and (never or rt.policy.failure.on_budget == "fallback"):
-                p.chain.pop(0)  # an equal-or-cheaper model with its own budget
-                later.append(p)
-            elif never:
-                results.append(ResultRow(p.request.id, "failed", model, None,
-                                         f"BudgetExceeded: no budget of {model} can ever take "
-                                         "this request", now_s))
-            else:
-                waiting.append(p)
-                wait_s = max(wait_s, decision.retry_after_s or 1.0)
-    return due, held, later, waiting, wait_s
-
-
-def _settle(rt: Runtime, due: Sequence[_Pending], answers: Sequence[object],
-            held: dict[int, Reservation]) -> None:
-    """Swap holds for reported usage; a failed call gives its hold back."""
-    used = [(res, answers[i].tokens_in + answers[i].tokens_out)  # type: ignore[attr-defined]
-            for i, res in held.items() if isinstance(answers[i], Completion)]
-    freed = [res for i, res in held.items() if not isinstance(answers[i], Completion)]
-    if used:
-        rt.absorber.settle_many(used)
-    if freed:
-        rt.absorber.release_many(freed)
+    blocked = [(i, False) for i in budget.deferred] + [(i, True) for i in budget.refused]
+    for i, never in sorted(blocked):
+        p = pending[i]
+        if len(p.chain) > 1 and (never or rt.policy.failure.on_budget == "fallback"):
+            p.chain.pop(0)  # an equal-or-cheaper model with its own budget
+            later.append(p)
+        elif never:
+            results.append(ResultRow(p.request.id, "failed", p.model, None,
+                                     f"BudgetExceeded: no budget of {p.model} can ever take "
+                                     "this request", now_s))
+        else:
+            waiting.append(p)
+    return due, held, later, waiting, budget.wait_s
 
 
 def _escalates(rt: Runtime, judge: Judge | None, p: _Pending, answer: Completion) -> bool:
@@ -204,21 +174,6 @@ def _accepted(p: _Pending, answer: Completion, now_s: float) -> ResultRow:
     return ResultRow(p.request.id, "ok", p.model, answer.text, None, now_s)
 
 
-def _api_name(rt: Runtime, model: str) -> str:
-    """The name a model is called by in its API (the policy key unless ``name`` is set)."""
-    return rt.policy.models[model].name or model
-
-
 def _failed(p: _Pending, error: object, now_s: float) -> ResultRow:
     return ResultRow(p.request.id, "failed", p.model, None, f"{type(error).__name__}: {error}",
                      now_s)
-
-
-def _attempt(rt: Runtime, p: _Pending, answer: Completion | TierlineError,
-             started: float) -> AttemptRow:
-    tier = rt.policy.tier_of(p.model)
-    if isinstance(answer, Completion):
-        return AttemptRow(p.request.id, p.seq, p.model, tier, True, None, answer.tokens_in,
-                          answer.tokens_out, answer.usage_estimated, answer.latency_s, started)
-    return AttemptRow(p.request.id, p.seq, p.model, tier, False,
-                      f"{type(answer).__name__}: {answer}", 0, 0, False, 0.0, started)

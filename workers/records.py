@@ -191,6 +191,7 @@ class ResultRow:
     content: str | None
     error: str | None
     finished_at: float
+    detail: dict[str, Any] | None = None  # how a learned strategy accepted (answer, votes)
 
 
 @dataclass(frozen=True)
@@ -243,7 +244,8 @@ def record_outcomes(conn: Connection, made: Sequence[AttemptRow], done: Sequence
         "request_id": r.request_id, "status": r.status, "model": r.model, "content": r.content,
         "error": r.error, "attempts": count.get(r.request_id, 0),
         "usd": spent.get(r.request_id, Decimal(0)), "finished_at": r.finished_at,
-        "latency_s": r.finished_at - context[r.request_id].submitted_at} for r in done])
+        "latency_s": r.finished_at - context[r.request_id].submitted_at,
+        "detail": r.detail} for r in done])
     for status in ("done", "failed"):
         ids = [r.request_id for r in done if (r.status == "ok") == (status == "done")]
         if ids:  # a request cancelled or expired meanwhile keeps that status
@@ -264,7 +266,7 @@ def iter_results(conn: Connection, job_id: str, chunk: int = 1000) -> Iterator[d
     stmt = (select(requests.c.id, requests.c.seq, requests.c.idempotency_key, requests.c.lane,
                    requests.c.status, results.c.status.label("result_status"), results.c.model,
                    results.c.content, results.c.error, results.c.usd, results.c.latency_s,
-                   results.c.attempts, decisions.c.tier, decisions.c.band,
+                   results.c.attempts, results.c.detail, decisions.c.tier, decisions.c.band,
                    decisions.c.reasons)
             .select_from(requests.outerjoin(results, results.c.request_id == requests.c.id)
                          .outerjoin(decisions, decisions.c.request_id == requests.c.id))
@@ -276,7 +278,7 @@ def iter_results(conn: Connection, job_id: str, chunk: int = 1000) -> Iterator[d
             "model": row.model, "tier": row.tier, "band": row.band, "content": row.content,
             "error": row.error, "usd": None if row.usd is None else str(row.usd),
             "latency_s": row.latency_s, "attempts": row.attempts,
-            "reason": (row.reasons or {}).get("rule"),
+            "reason": (row.reasons or {}).get("rule"), "detail": row.detail,
         }
 
 

@@ -7,6 +7,7 @@ import os
 import threading
 from dataclasses import dataclass, field
 from functools import cached_property
+from pathlib import Path
 from typing import Any
 
 from sqlalchemy import Engine
@@ -46,6 +47,18 @@ class Runtime:
         client = redis.Redis.from_url(self.settings.redis_url, socket_timeout=5,
                                       socket_connect_timeout=2)
         return RedisAbsorberStore(client)
+
+    @cached_property
+    def learned(self) -> tuple[Any, Any]:
+        """The policy's trained bundle and the step machine built from it (see router.live)."""
+        from router.bundle import load_bundle
+        from router.live import live_strategy
+
+        path = Path(str(self.policy.strategy.options["bundle"]))
+        if not path.is_absolute():  # relative to the policy file, like every path in it
+            path = self.settings.policy_path.parent / path
+        bundle = load_bundle(path, list(self.policy.models))
+        return bundle, live_strategy(self.policy, bundle)
 
     @cached_property
     def providers(self) -> dict[str, Any]:

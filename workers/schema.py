@@ -108,6 +108,9 @@ results = Table(
     Column("usd", USD, nullable=False),
     Column("finished_at", Float, nullable=False),
     Column("latency_s", Float, nullable=False),  # submitted → finished
+    # How a learned strategy accepted: the answer read from the response, whether several
+    # models agreed on it, the judge's confidence, the chain of calls.
+    Column("detail", JSON),
 )
 
 charges = Table(

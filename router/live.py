@@ -1,0 +1,80 @@
+"""Learned strategies in the live pipeline: the step machine a policy asks for, built from
+its trained bundle (see :mod:`router.bundle`).
+
+A policy opts in by naming a bundle in ``strategy.options.bundle``; the tiers' preferred
+models are the cascade's tiers, cheapest first. Options by ``strategy.kind``:
+
+    cascade, hybrid   confidence_bar; options start_bar, skip_bar, verify_with (hybrid)
+    value             options min_gain_per_cost, max_calls
+    learned           confidence_bar (the cheapest model whose P(correct) clears it)
+    parallel          options models (default: every tier's model)
+
+The same classes run offline in ``tierline bench routing``, so a live run over replayed
+outcomes reproduces the offline figures.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+from router.bundle import RoutingBundle
+from router.errors import PolicyError
+from router.policy import Policy
+from router.steps import RequestView
+from router.strategies import Cascade, LearnedPick, Parallel, Strategy
+from router.value_cascade import ValueCascade
+
+Builder = Callable[[Policy, RoutingBundle, tuple[str, ...], Mapping[str, Any]], Strategy]
+
+
+def _cascade(policy: Policy, b: RoutingBundle, tiers: tuple[str, ...],
+             o: Mapping[str, Any]) -> Strategy:
+    return Cascade(tiers, b.judge, policy.strategy.confidence_bar, start_bar=o.get("start_bar"),
+                   skip_bar=o.get("skip_bar"), verify_with=tuple(o.get("verify_with", ())))
+
+
+def _value(policy: Policy, b: RoutingBundle, tiers: tuple[str, ...],
+           o: Mapping[str, Any]) -> Strategy:
+    return ValueCascade(tiers, b.judge, b.lookahead, b.usd_per_call,
+                        float(o.get("min_gain_per_cost", 1.0)), int(o.get("max_calls", 3)),
+                        b.costs if o.get("per_request_costs") else None)
+
+
+def _learned(policy: Policy, b: RoutingBundle, tiers: tuple[str, ...],
+             o: Mapping[str, Any]) -> Strategy:
+    return LearnedPick(tiers, b.usd_per_call, policy.strategy.confidence_bar,
+                       o.get("cost_weight"))
+
+
+def _parallel(policy: Policy, b: RoutingBundle, tiers: tuple[str, ...],
+              o: Mapping[str, Any]) -> Strategy:
+    return Parallel(tuple(o.get("models", tiers)), b.usd_per_call, b.judge)
+
+
+BUILDERS: dict[str, Builder] = {"cascade": _cascade, "hybrid": _cascade, "value": _value,
+                                "learned": _learned, "parallel": _parallel}
+
+
+def live_strategy(policy: Policy, bundle: RoutingBundle) -> Strategy:
+    """The policy's learned strategy over its tiers; a PolicyError names what does not fit."""
+    kind = policy.strategy.kind
+    if kind not in BUILDERS:
+        raise PolicyError(policy.name, "strategy.kind",
+                          f"{kind!r} cannot use a bundle (known: {', '.join(BUILDERS)})")
+    tiers = tuple(policy.tiers[t][0] for t in policy.tier_names)
+    unknown = [m for m in tiers if m not in bundle.models]
+    if unknown:
+        raise PolicyError(policy.name, "strategy.options.bundle",
+                          f"the bundle was trained for {list(bundle.models)}, not {unknown}")
+    return BUILDERS[kind](policy, bundle, tiers, policy.strategy.options)
+
+
+def views(bundle: RoutingBundle, prompts: Sequence[str], bands: Sequence[str],
+          max_output_tokens: Sequence[int]) -> list[RequestView]:
+    """What the strategy reads per request: the learned P(correct) of every model, in one
+    vectorised call for the whole bundle."""
+    p = bundle.router.predict(prompts)
+    return [RequestView(prompt, {m: float(p[i, j]) for j, m in enumerate(bundle.models)},
+                        bands[i], max_output_tokens[i])
+            for i, prompt in enumerate(prompts)]

@@ -1,0 +1,183 @@
+"""``tierline bench routing --live``: one operating point run two ways, offline over the
+recorded outcomes and live through the whole pipeline, and the two compared.
+
+Live means real: a `tierline worker` process on the configured Redis and Postgres, the
+simulator replaying the recorded responses (with their recorded token counts) over HTTP,
+the trained bundle loaded by the tier worker, the answers graded from what the pipeline
+stored. Accuracy and USD must agree with the offline replay within rounding.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import yaml
+from rich.console import Console
+
+from router.bundle import bundle_of, save_bundle
+from router.dataset import Item, Prices
+from router.errors import InvalidInput
+from router.evaluation import plan
+from router.policy import load_policy
+from router.replay import grade, prepare_replay, run_strategy
+from router.steps import Accept
+from router.strategies import Cascade
+from router.training import TrainedRouting, scores_of
+from router.value_cascade import ValueCascade
+
+BUDGET_S = 86_400.0
+MAX_OUTPUT_TOKENS = 8_192
+
+
+@dataclass(frozen=True)
+class LiveResult:
+    """Both runs of one operating point, per request."""
+
+    label: str
+    n: int
+    offline_accuracy: float
+    offline_usd: float
+    live_accuracy: float
+    live_usd: float
+
+    @property
+    def matches(self) -> bool:
+        """Equal accuracy and USD within rounding (6 decimals of a dollar per request)."""
+        return (abs(self.offline_accuracy - self.live_accuracy) < 0.5 / max(self.n, 1)
+                and abs(self.offline_usd - self.live_usd) < 1e-6)
+
+
+def policy_for(trained: TrainedRouting, prices: Prices, strategy: Any, bundle_path: Path
+               ) -> dict[str, Any]:
+    """A policy whose tiers are the strategy's models and whose strategy is the same point."""
+    if isinstance(strategy, Cascade):
+        options: dict[str, Any] = {"skip_bar": strategy.skip_bar, "start_bar": strategy.start_bar,
+                                   "verify_with": list(strategy.verify_with)}
+        kind, bar = ("hybrid" if strategy.verify_with else "cascade"), strategy.bar
+    elif isinstance(strategy, ValueCascade):
+        options = {"min_gain_per_cost": strategy.min_gain_per_cost,
+                   "max_calls": strategy.max_calls,
+                   "per_request_costs": strategy.costs is not None}
+        kind, bar = "value", 0.5
+    else:
+        raise InvalidInput("--live-point: only cascade, hybrid and value points run live")
+    options = {k: v for k, v in options.items() if v not in (None, [])}
+    return {
+        "name": "bench-live",
+        "tiers": {f"t{i}": [m] for i, m in enumerate(strategy.tiers)},
+        "models": {m: {"provider": "openai", "base_url_env": "TIERLINE_SIM_URL",
+                       "usd_per_1m_input": prices[m][0], "usd_per_1m_output": prices[m][1],
+                       "max_concurrency": 32} for m in trained.models},
+        "lanes": {lane: {"latency_budget_s": BUDGET_S, "max_output_tokens": MAX_OUTPUT_TOKENS}
+                  for lane in ("realtime", "standard", "batch")},
+        "requests": {"max_prompt_chars": 1_000_000, "max_output_tokens": MAX_OUTPUT_TOKENS},
+        "strategy": {"kind": kind, "confidence_bar": bar,
+                     "options": {**options, "bundle": str(bundle_path)}},
+        "bundling": {"max_count": 64, "ingress_chunk": 256},
+    }
+
+
+def run_live(trained: TrainedRouting, test: Sequence[Item], prices: Prices, label: str,
+             replay_file: Path, console: Console) -> LiveResult:
+    """Run ``label``'s strategy offline and live on ``test``; both per-request figures."""
+    points = {p.label: p for p in plan(trained)}
+    if label not in points:
+        live = [p for p in points if p.startswith(("cascade", "value", "hybrid"))]
+        raise InvalidInput(f"--live-point: no point {label!r}; e.g. {', '.join(live[:6])}")
+    strategy = points[label].strategy
+    bands = ["mid"] * len(test)
+    offline = run_strategy(strategy, prepare_replay(trained, test, prices, bands))
+    env = dict(os.environ)
+    for name in ("TIERLINE_BROKER_URL", "TIERLINE_DATABASE_URL"):
+        if not env.get(name):
+            raise InvalidInput(f"--live needs {name} (Redis and Postgres: the real pipeline)")
+    with tempfile.TemporaryDirectory(prefix="tierline-live-") as tmp:
+        bundle = save_bundle(bundle_of(trained), Path(tmp) / "bundle")[0].with_suffix("")
+        policy_path = Path(tmp) / "policy.yaml"
+        policy_path.write_text(yaml.safe_dump(policy_for(trained, prices, strategy, bundle)))
+        zero = Path(tmp) / "zero.yaml"
+        zero.write_text("default: {ttft_s: 0, per_token_s: 0, jitter_s: 0, cold_start_s: 0}\n")
+        env["TIERLINE_POLICY"] = str(policy_path)
+        with _process([sys.executable, "-m", "sim", "--replay", str(replay_file), "--config",
+                       str(zero), "--port", "0"], env, Path(tmp) / "sim.log") as log:
+            env["TIERLINE_SIM_URL"] = _wait_for_url(log)
+            subprocess.run([sys.executable, "-m", "tierline", "db", "upgrade"], env=env,
+                           check=True, capture_output=True)
+            with _process([sys.executable, "-m", "tierline", "worker", "--role", "all",
+                           "--pool", "threads", "-c", "8", "--", "-n", "bench-live@%h",
+                           "--without-mingle", "--without-gossip"], env,
+                          Path(tmp) / "worker.log"):
+                accuracy, usd = _submit_and_grade(trained, test, policy_path, env, console)
+    return LiveResult(label, len(test), offline.accuracy, offline.usd_per_request, accuracy,
+                      usd)
+
+
+def _submit_and_grade(trained: TrainedRouting, test: Sequence[Item], policy_path: Path,
+                      env: dict[str, str], console: Console) -> tuple[float, float]:
+    from tierline.client import Client
+    from workers.app import app
+    from workers.runtime import Runtime, install
+    from workers.settings import load_settings
+
+    rt = Runtime(load_settings(env), load_policy(policy_path), env)
+    install(rt)
+    app.conf.broker_url = rt.settings.broker_url
+    client = Client(rt)
+    by_id = {f"live-{time.time_ns()}-{i}": item for i, item in enumerate(test)}
+    report = client.submit_many([{"prompt": item.prompt, "id": key, "lane": "batch",
+                                  "max_output_tokens": MAX_OUTPUT_TOKENS}
+                                 for key, item in by_id.items()], job="bench-live")
+    if report.rejected or report.accepted != len(test):
+        raise InvalidInput(f"live: {report.rejected} prompts rejected, "
+                           f"{report.accepted} of {len(test)} accepted")
+    with console.status(f"live: {len(test)} requests through the pipeline"):
+        status = client.wait(report.job_id, timeout_s=1800)
+    if status.by_status.get("done", 0) != len(test):
+        raise InvalidInput(f"live: the job ended {status.state} with {status.by_status}")
+    scores = scores_of(list(by_id.values()), trained.models)
+    position = {key: i for i, key in enumerate(by_id)}
+    correct, usd = 0.0, Decimal(0)
+    for row in client.results(report.job_id):
+        detail = row["detail"] or {}
+        accept = Accept(row["model"], detail.get("answer"), detail.get("confidence", 0.0),
+                        bool(detail.get("aggregate")))
+        correct += grade(by_id[row["key"]], scores[position[row["key"]]], trained.models, accept)
+        usd += Decimal(row["usd"])
+    return correct / len(test), float(usd) / len(test)
+
+
+@contextmanager
+def _process(argv: list[str], env: dict[str, str], log: Path) -> Iterator[Path]:
+    proc = subprocess.Popen(argv, env=env, stdout=log.open("wb"), stderr=subprocess.STDOUT,
+                            start_new_session=True)
+    try:
+        yield log
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGTERM)
+            try:
+                proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+
+
+def _wait_for_url(log: Path, timeout_s: float = 60.0) -> str:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        found = re.search(r"listening on (http://\S+)", log.read_text(errors="replace"))
+        if found:
+            return found.group(1)
+        time.sleep(0.05)
+    raise InvalidInput(f"the replay simulator did not start: {log.read_text()[-500:]}")

@@ -46,7 +46,7 @@ class LearnedRouter:
         extra = sorted(set(self.models) - set(models))
         if missing or extra:
             raise PolicyError(
-                source, "classifier.artifact",
+                source, "strategy.options.bundle",
                 f"learned router was trained for {list(self.models)}; the policy has no "
                 f"{extra} and adds {missing}" if extra else
                 f"learned router was trained for {list(self.models)}; no weights for {missing}",
@@ -101,7 +101,7 @@ def load_router(path: str | Path, policy_models: Sequence[str] | None = None) ->
         meta = json.loads(meta_path.read_text(encoding="utf-8"))
         arrays = np.load(npz)
     except (OSError, ValueError) as exc:
-        raise PolicyError(str(base), "classifier.artifact", f"cannot read: {exc}") from exc
+        raise PolicyError(str(base), "strategy.options.bundle", f"cannot read: {exc}") from exc
     if meta.get("version") != ARTIFACT_VERSION or meta.get("kind") != "learned-router":
         raise PolicyError(str(meta_path), "version", "not a learned-router artifact of version "
                           f"{ARTIFACT_VERSION}")

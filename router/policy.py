@@ -75,7 +75,6 @@ class ClassifierSpec(_Frozen):
     perplexity_midpoint: float = 2.5  # log-perplexity (nats per character) that scores 0.5
     perplexity_scale: float = Field(default=0.5, gt=0)
     prototypes: tuple[Prototype, ...] = ()
-    artifact: str | None = None  # trained estimators (learned router) read this file
 
     @model_validator(mode="after")
     def _check(self) -> ClassifierSpec:
@@ -93,7 +92,13 @@ class ClassifierSpec(_Frozen):
 
 
 class StrategySpec(_Frozen):
-    """Which strategy routes a request, and its settings."""
+    """Which strategy routes a request, and its settings.
+
+    ``single``: the decided model, falling back on failure. ``cascade`` / ``hybrid`` without
+    ``options.bundle``: escalate a tier while a free judge (``options.judge``, see
+    router.escalation) is below ``confidence_bar``. With ``options.bundle`` (a file from
+    ``tierline router train``): the trained step machine of router.live.
+    """
 
     kind: str = "single"
     confidence_bar: float = Field(default=0.5, ge=0, le=1)

@@ -265,23 +265,26 @@ def policy_check(file: Path) -> None:
 
 
 def _register_optional() -> None:
-    """Commands whose modules live in other packages."""
+    """Commands whose modules live elsewhere: registered here, imported once."""
     from sim.cli import command as sim_command
+    from tierline.bench_routing import command as bench_routing
+    from tierline.classify import command as classify_command
+    from tierline.router_train import command as router_train
 
     main.add_command(sim_command, "sim")
-    from tierline.classify import command as classify_command
-
     main.add_command(classify_command, "classify")
-    try:
-        from tierline.bench_routing import command as bench_routing
-    except ImportError:  # pragma: no cover - during development only
-        return
 
     @main.group()
     def bench() -> None:
         """Benchmarks over recorded data."""
 
     bench.add_command(bench_routing, "routing")
+
+    @main.group("router")
+    def router_group() -> None:
+        """Learned routing artifacts."""
+
+    router_group.add_command(router_train, "train")
 
 
 _register_optional()

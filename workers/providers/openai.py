@@ -4,7 +4,6 @@ Together, Groq, Mistral, DeepSeek."""
 from __future__ import annotations
 
 import json
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -15,12 +14,11 @@ from router.errors import MalformedResponse, Unavailable
 from workers.providers.base import (
     Call,
     Completion,
-    TextStream,
     checked_text,
     messages_text,
-    require_budget,
     usage_or_estimate,
 )
+from workers.providers.http import HttpProvider, StreamReader
 from workers.providers.sse import iter_events
 from workers.providers.wire import (
     as_dict,
@@ -28,25 +26,20 @@ from workers.providers.wire import (
     error_text,
     iter_body,
     parse_object,
-    read_json,
-    send,
     str_or_none,
 )
 
 
-class OpenAIProvider:
+class OpenAIProvider(HttpProvider):
     """A chat-completions endpoint; ``api_key`` goes in ``Authorization: Bearer``."""
-
-    needs_base_url = True
 
     def __init__(self, *, base_url: str | None, api_key: str | None, client: httpx.Client) -> None:
         if not base_url:
             raise ValueError("OpenAIProvider needs a base_url")
-        self._url = endpoint(base_url, "chat/completions")
-        self._client = client
-        self._headers = {"content-type": "application/json", "accept": "application/json"}
+        headers = {"content-type": "application/json", "accept": "application/json"}
         if api_key:
-            self._headers["authorization"] = f"Bearer {api_key}"
+            headers["authorization"] = f"Bearer {api_key}"
+        super().__init__(endpoint(base_url, "chat/completions"), headers, client)
 
     def payload(self, call: Call, *, stream: bool) -> dict[str, Any]:
         """The request body for ``call``."""
@@ -62,43 +55,14 @@ class OpenAIProvider:
             body["stream_options"] = {"include_usage": True}  # usage in the final chunk
         return body
 
-    def complete(self, call: Call, *, timeout_s: float) -> Completion:
-        """Ask for one whole answer within ``timeout_s``; ``call.stream`` streams it in."""
-        if call.stream:
-            return self.stream(call, timeout_s=timeout_s).read()
-        require_budget(timeout_s, call.model)
-        started = time.monotonic()
-        response = send(
-            self._client,
-            self._url,
-            headers=self._headers,
-            payload=self.payload(call, stream=False),
-            timeout_s=timeout_s,
-            model=call.model,
-        )
-        try:
-            body = read_json(response, deadline_at=started + timeout_s, model=call.model)
-        finally:
-            response.close()
-        return parse_completion(body, call, latency_s=time.monotonic() - started)
+    def parse(self, body: dict[str, Any], call: Call, *, latency_s: float) -> Completion:
+        return parse_completion(body, call, latency_s=latency_s)
 
-    def stream(self, call: Call, *, timeout_s: float) -> TextStream:
-        """Send now (errors before the first token raise here); deltas come as read."""
-        require_budget(timeout_s, call.model)
-        started = time.monotonic()
-        response = send(
-            self._client,
-            self._url,
-            headers=self._headers,
-            payload=self.payload(call, stream=True),
-            timeout_s=timeout_s,
-            model=call.model,
-        )
+    def read_stream(self, response: httpx.Response, call: Call, *, deadline_at: float
+                    ) -> StreamReader:
         state = _StreamState()
-        deltas = _deltas(response, call, state, deadline_at=started + timeout_s)
-        return TextStream(
-            deltas, lambda: state.completion(call, time.monotonic() - started), response.close
-        )
+        deltas = _deltas(response, call, state, deadline_at=deadline_at)
+        return deltas, lambda latency_s: state.completion(call, latency_s)
 
 
 def parse_completion(body: dict[str, Any], call: Call, *, latency_s: float) -> Completion:

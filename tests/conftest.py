@@ -9,6 +9,7 @@ import sys
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -30,6 +31,21 @@ def require_service(name: str, ok: bool, why: str) -> None:
     if os.environ.get("CI"):
         pytest.fail(f"{name} is required under CI: {why}")
     pytest.skip(f"{name} not available: {why}")
+
+
+def redis_or_skip(url: str) -> Any:
+    """A client of the Redis at ``url``: skipped when absent locally, a failure under CI."""
+    import redis
+    from redis.backoff import NoBackoff
+    from redis.retry import Retry
+
+    # no retries: a missing Redis should skip (or fail) at once, not after ~4 s of backoff
+    client = redis.Redis.from_url(url, socket_connect_timeout=1.0, retry=Retry(NoBackoff(), 0))
+    try:
+        client.ping()
+    except redis.RedisError as exc:
+        require_service("Redis", False, f"{url}: {exc}")
+    return client
 
 
 def _reachable(host: str, port: int) -> bool:

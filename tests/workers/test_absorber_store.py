@@ -18,6 +18,7 @@ from redis.retry import Retry
 from router.absorber import BatchDecision, Limits, Reservation
 from router.errors import BudgetExceeded, PolicyError, Unavailable
 from router.policy import policy_from_dict
+from tests.conftest import redis_or_skip as shared_redis_or_skip
 from workers.absorber_memory import MemoryAbsorberStore
 from workers.absorber_redis import RedisAbsorberStore
 from workers.absorber_store import AbsorberStore, reservation_ids
@@ -29,18 +30,8 @@ WALK_LIMITS = Limits(tokens_per_day=5_000, tokens_per_minute=2_500, requests_per
 
 
 def redis_or_skip() -> redis.Redis:
-    """The test Redis: skipped when absent locally, a failure when ``CI`` is set."""
-    # no retries: a missing Redis should skip (or fail) at once, not after ~4 s of backoff
-    client = redis.Redis.from_url(
-        REDIS_URL, socket_connect_timeout=1.0, retry=Retry(NoBackoff(), 0)
-    )
-    try:
-        client.ping()
-    except redis.RedisError as exc:
-        if os.environ.get("CI"):
-            pytest.fail(f"Redis at {REDIS_URL} is required in CI: {exc}")
-        pytest.skip(f"no Redis at {REDIS_URL}: {exc}")
-    return client
+    """The test Redis (database 5): skipped when absent locally, a failure under CI."""
+    return shared_redis_or_skip(REDIS_URL)  # type: ignore[no-any-return]
 
 
 class ScriptedClock:

@@ -13,11 +13,10 @@ from typing import Any
 
 import pytest
 import redis
-from redis.backoff import NoBackoff
-from redis.retry import Retry
 
 from router.absorber import Limits
 from router.errors import BudgetExceeded
+from tests.conftest import redis_or_skip as shared_redis_or_skip
 from workers.absorber_redis import RedisAbsorberStore
 
 REDIS_URL = os.environ.get("TIERLINE_TEST_REDIS_URL", "redis://127.0.0.1:6379/5")
@@ -29,18 +28,8 @@ SPAWN = multiprocessing.get_context("spawn")
 
 
 def redis_or_skip() -> redis.Redis:
-    """The test Redis: skipped when absent locally, a failure when ``CI`` is set."""
-    # no retries: a missing Redis should skip (or fail) at once, not after ~4 s of backoff
-    client = redis.Redis.from_url(
-        REDIS_URL, socket_connect_timeout=1.0, retry=Retry(NoBackoff(), 0)
-    )
-    try:
-        client.ping()
-    except redis.RedisError as exc:
-        if os.environ.get("CI"):
-            pytest.fail(f"Redis at {REDIS_URL} is required in CI: {exc}")
-        pytest.skip(f"no Redis at {REDIS_URL}: {exc}")
-    return client
+    """The test Redis (database 5): skipped when absent locally, a failure under CI."""
+    return shared_redis_or_skip(REDIS_URL)  # type: ignore[no-any-return]
 
 
 class NoonClock:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import time
 import uuid
 from collections import Counter
@@ -99,7 +100,7 @@ class Client:
                 if error is None:
                     try:
                         valid.append((number, build_request(
-                            raw, self.rt.policy, now_s=time.time(), new_id=str(uuid.uuid4()),
+                            raw, self.rt.policy, now_s=time.time(), new_id=time_ordered_id(),
                             lane=lane, tenant=tenant)))
                         continue
                     except InvalidRequest as exc:
@@ -238,6 +239,20 @@ class Client:
     def tier_counts(self, job_id: str) -> Counter[tuple[str, str]]:
         """Finished requests per (tier, lane)."""
         return Counter((r["tier"], r["lane"]) for r in self.results(job_id))
+
+
+def time_ordered_id() -> str:
+    """A UUIDv7-shaped id: milliseconds since the epoch first, then 74 random bits.
+
+    Request ids key the requests, decisions, attempts, charges and results indexes; random
+    (v4) ids scatter every insert and every update of a million-row job across all their
+    pages, so each write dirties a different page (and logs it whole after a checkpoint).
+    Ids that grow with time keep one intake's writes on a few hot pages.
+    """
+    rand = int.from_bytes(os.urandom(10), "big")
+    value = ((time.time_ns() // 1_000_000) << 80 | 0x7 << 76 | (rand >> 62 & 0xFFF) << 64
+             | 0b10 << 62 | rand & (1 << 62) - 1)
+    return str(uuid.UUID(int=value))
 
 
 def _numbered(items: Iterable[Any]) -> Iterator[tuple[int, Any, str | None, int]]:

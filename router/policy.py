@@ -102,7 +102,18 @@ class StrategySpec(_Frozen):
 
     kind: str = "single"
     confidence_bar: float = Field(default=0.5, ge=0, le=1)
+    # Early rejection: a request's max output tokens cut to its complexity band's cap.
+    output_caps_by_band: dict[str, int] = {}
     options: dict[str, Any] = {}
+
+    @model_validator(mode="after")
+    def _check(self) -> StrategySpec:
+        bad = set(self.output_caps_by_band) - set(BANDS)
+        if bad:
+            raise ValueError(f"output_caps_by_band: unknown band(s) {sorted(bad)}")
+        if any(cap <= 0 for cap in self.output_caps_by_band.values()):
+            raise ValueError("output_caps_by_band: caps must be positive")
+        return self
 
 
 class BundlingSpec(_Frozen):

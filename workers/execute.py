@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from decimal import Decimal
 
 from router.absorber import Reservation
@@ -22,6 +22,7 @@ from router.decide import Decision, fallback_chain
 from router.envelope import Request
 from router.errors import DeadlineExceeded
 from router.escalation import Judge, escalation_path, judge_for
+from router.output_budget import output_cap_for_band
 from workers import jobs, records, stepping
 from workers.calls import attempt_row, call_round, reserve_round, settle_round
 from workers.providers.base import Completion
@@ -72,7 +73,9 @@ def execute(rt: Runtime, request_ids: Sequence[str], now: Callable[[], float] = 
         decided = records.load_decisions(conn, [r.id for r in todo])
         jobs_by_request = records.job_of(conn, [r.id for r in loaded])
         jobs.settle(conn, {jobs_by_request[i] for i in stopped if jobs_by_request.get(i)}, now())
-    work = [(r, d) for r in todo if (d := decided.get(r.id)) is not None]
+    caps = rt.policy.strategy.output_caps_by_band
+    work = [(replace(r, max_output_tokens=output_cap_for_band(d.band, caps, r.max_output_tokens)),
+             d) for r in todo if (d := decided.get(r.id)) is not None]
     outcome = Outcome()
     run = stepping.run if rt.policy.strategy.options.get("bundle") else _run_chains
     attempts, results = run(rt, work, outcome, now)

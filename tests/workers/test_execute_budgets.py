@@ -112,3 +112,16 @@ def test_a_request_no_budget_can_ever_take_is_refused_at_intake(tmp_path: Path,
                                     on_reject=lambda n, why: rejected.append((n, why)))
     assert report.accepted == 0
     assert rejected and "more than any model's whole daily budget (600)" in rejected[0][1]
+
+
+def test_output_caps_by_band_cut_what_is_asked_and_reserved(tmp_path: Path, sim_url: str) -> None:
+    data = yaml.safe_load((ROOT / "policies" / "demo.yaml").read_text())
+    rt = _runtime(tmp_path, sim_url, limits={"sim-nano": {"tokens_per_day": 100_000}},
+                  strategy={"kind": "single", "output_caps_by_band": {"low": 3, "mid": 3}})
+    ids = _accept(rt, ["please write a long story about the sea"] * 3)
+    outcomes = _run(rt, ids)
+    assert sum(o.finished for o in outcomes) == 3
+    with rt.engine.connect() as conn:
+        tokens_out = [row[0] for row in conn.execute(select(charges.c.tokens_out))]
+    assert tokens_out and max(tokens_out) <= 3  # the simulator stops at max_tokens
+    assert data["lanes"]["batch"]["max_output_tokens"] > 3

@@ -35,7 +35,7 @@ class _Group(click.Group):
             err.print(f"[red]error:[/red] {exc}", highlight=False)
             sys.exit(2)
         except SQLAlchemyError as exc:
-            reason = str(exc.orig if getattr(exc, "orig", None) else exc).splitlines()[0]
+            reason = str(getattr(exc, "orig", None) or exc).splitlines()[0]
             err.print(f"[red]error:[/red] database {load_settings().database_url.split('@')[-1]}:"
                       f" {reason} (is it migrated? `tierline db upgrade`)", highlight=False)
             sys.exit(2)

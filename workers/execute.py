@@ -72,7 +72,7 @@ def execute(rt: Runtime, request_ids: Sequence[str], now: Callable[[], float] = 
         todo = [r for r in loaded if r.id not in done and r.id not in stopped]
         decided = records.load_decisions(conn, [r.id for r in todo])
         jobs_by_request = records.job_of(conn, [r.id for r in loaded])
-        jobs.settle(conn, {jobs_by_request[i] for i in stopped if jobs_by_request.get(i)}, now())
+        jobs.settle(conn, {j for i in stopped if (j := jobs_by_request.get(i))}, now())
     caps = rt.policy.strategy.output_caps_by_band
     work = [(replace(r, max_output_tokens=output_cap_for_band(d.band, caps, r.max_output_tokens)),
              d) for r in todo if (d := decided.get(r.id)) is not None]

@@ -23,6 +23,7 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Any
 
 import numpy as np
@@ -97,19 +98,49 @@ class CharTrigramModel:
         return sums / np.maximum(lengths, 1)
 
 
-def _word_vectors(texts: Sequence[str]) -> np.ndarray:
-    """Hashed, L2-normalised bag of words and word bigrams, one row per text."""
-    out = np.zeros((len(texts), _WORD_BUCKETS), dtype=np.float32)
+def _word_grams(texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+    """(row, hashed bucket) of every word and word bigram of every text."""
     rows: list[int] = []
     cols: list[int] = []
     for row, text in enumerate(texts):
         words = _WORD.findall(text.lower())
         grams = words + [f"{a} {b}" for a, b in zip(words, words[1:], strict=False)]
         rows.extend([row] * len(grams))
-        cols.extend(_stable_hash(g) % _WORD_BUCKETS for g in grams)
-    np.add.at(out, (np.asarray(rows, dtype=np.int64), np.asarray(cols, dtype=np.int64)), 1.0)
+        cols.extend(map(_bucket, grams))
+    return np.asarray(rows, dtype=np.int64), np.asarray(cols, dtype=np.int64)
+
+
+def _word_vectors(texts: Sequence[str]) -> np.ndarray:
+    """Hashed, L2-normalised bag of words and word bigrams, one dense row per text."""
+    out = np.zeros((len(texts), _WORD_BUCKETS), dtype=np.float32)
+    rows, cols = _word_grams(texts)
+    np.add.at(out, (rows, cols), 1.0)
     norms = np.linalg.norm(out, axis=1, keepdims=True)
     return out / np.maximum(norms, 1e-9)
+
+
+def _cosines(texts: Sequence[str], centroids: np.ndarray) -> np.ndarray:
+    """Cosine of each text's word vector to each (unit) centroid, without the dense vectors.
+
+    Same numbers as ``_word_vectors(texts) @ centroids.T``, from the sparse counts: a batch of
+    a thousand prompts would otherwise allocate and normalise 64 MB of mostly zeros.
+    """
+    rows, cols = _word_grams(texts)
+    if not len(rows):
+        return np.zeros((len(texts), len(centroids)))
+    pairs, counts = np.unique(rows * _WORD_BUCKETS + cols, return_counts=True)
+    prow, pcol = pairs // _WORD_BUCKETS, pairs % _WORD_BUCKETS
+    norms = np.sqrt(np.bincount(prow, weights=counts.astype(np.float64) ** 2,
+                                minlength=len(texts)))
+    dots = np.stack([np.bincount(prow, weights=counts * c[pcol], minlength=len(texts))
+                     for c in centroids], axis=1)
+    return dots / np.maximum(norms, 1e-9)[:, None]
+
+
+@lru_cache(maxsize=1 << 16)
+def _bucket(token: str) -> int:
+    """The token's bucket; cached because words repeat across prompts far more than not."""
+    return _stable_hash(token) % _WORD_BUCKETS
 
 
 def _stable_hash(token: str) -> int:
@@ -144,7 +175,7 @@ class CompositeEstimator:
         lp = self.trigrams.log_perplexity(texts)
         perplexity = 1.0 / (1.0 + np.exp(-(lp - spec.perplexity_midpoint) / spec.perplexity_scale))
         if len(self.complexities):
-            sims = _word_vectors(texts) @ self.centroids.T
+            sims = _cosines(texts, self.centroids)
             weights = np.exp((sims - sims.max(axis=1, keepdims=True)) / _SOFTMAX_TEMPERATURE)
             semantic = (weights @ self.complexities) / weights.sum(axis=1)
         else:

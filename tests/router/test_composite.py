@@ -12,8 +12,8 @@ from router.policy import load_policy
 
 HARD = ("Design a fault-tolerant distributed ledger for 12 data centres and analyse its "
         "consistency guarantees under network partitions. Compare a Raft-based design against a "
-        "CRDT-based design, derive the write latency of each from the round-trip times, discuss clock skew, "
-        "reconfiguration, snapshotting and compaction, and state precisely which anomalies each "
+        "CRDT-based design, derive the write latency of each from the round-trip times, "
+        "discuss clock skew, reconfiguration, snapshotting and compaction, and state precisely which anomalies each "
         "design admits under partition and during leader failover.")
 POLICY = load_policy(Path(__file__).resolve().parents[2] / "policies" / "demo.yaml")
 
@@ -59,3 +59,12 @@ def test_metadata_uses_the_larger_of_word_count_and_file_size() -> None:
                         [{"word_count": spec.max_words // 2},
                          {"file_size": spec.max_file_bytes * 2}])
     assert s.metadata.tolist() == pytest.approx([0.5, 1.0])
+
+
+def test_sparse_cosines_equal_the_dense_product() -> None:
+    from router.composite import _cosines, _word_vectors
+
+    estimator = CompositeEstimator(POLICY.classifier)
+    texts = ["what is the capital of Spain?", HARD, "", "the the the", "zxq"]
+    dense = _word_vectors(texts) @ estimator.centroids.T
+    assert _cosines(texts, estimator.centroids) == pytest.approx(dense, abs=1e-6)

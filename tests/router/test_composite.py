@@ -13,8 +13,8 @@ from router.policy import load_policy
 HARD = ("Design a fault-tolerant distributed ledger for 12 data centres and analyse its "
         "consistency guarantees under network partitions. Compare a Raft-based design against a "
         "CRDT-based design, derive the write latency of each from the round-trip times, "
-        "discuss clock skew, reconfiguration, snapshotting and compaction, and state precisely which anomalies each "
-        "design admits under partition and during leader failover.")
+        "discuss clock skew, reconfiguration, snapshotting and compaction, and state precisely "
+        "which anomalies each design admits under partition and during leader failover.")
 POLICY = load_policy(Path(__file__).resolve().parents[2] / "policies" / "demo.yaml")
 
 

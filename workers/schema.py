@@ -47,7 +47,7 @@ requests = Table(
     "requests",
     metadata,
     Column("id", String(36), primary_key=True),
-    Column("job_id", String(36), ForeignKey("jobs.id"), index=True),
+    Column("job_id", String(36), ForeignKey("jobs.id")),  # see ix_requests_job_id_status
     Column("seq", Integer),  # position in the job's input, so results come back in order
     Column("tenant", String(128), nullable=False),
     Column("lane", String(16), nullable=False),
@@ -62,8 +62,12 @@ requests = Table(
     Column("status", String(16), nullable=False),
     UniqueConstraint("tenant", "idempotency_key", name="uq_requests_tenant_idempotency_key"),
 )
-Index("ix_requests_status", requests.c.status)
 Index("ix_requests_job_id_status", requests.c.job_id, requests.c.status)
+# The sweeper's question (accepted but never enqueued) on a small partial index: a full
+# index on status would be rewritten by every status change of every request.
+Index("ix_requests_unenqueued", requests.c.submitted_at,
+      postgresql_where=requests.c.enqueued_at.is_(None),
+      sqlite_where=requests.c.enqueued_at.is_(None))
 
 decisions = Table(
     "decisions",

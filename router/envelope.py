@@ -134,7 +134,7 @@ def build_request(
         raise InvalidRequest(
             "max_output_tokens", f"{max_out} exceeds the limit {policy.requests.max_output_tokens}"
         )
-    largest = policy.largest_daily_budget()
+    largest = policy.largest_daily_budget
     needed = chars // 4 + 1 + max_out
     if largest is not None and needed > largest:
         raise InvalidRequest(

@@ -8,6 +8,7 @@ policy raises :class:`~router.errors.PolicyError` naming the file, the key and t
 
 from __future__ import annotations
 
+from functools import cached_property
 from pathlib import Path
 from typing import Any, Literal
 
@@ -203,8 +204,12 @@ class Policy(_Frozen):
         names = self.tier_names
         return names[_SPREAD[len(names)][BANDS.index(band)]]
 
+    @cached_property
     def largest_daily_budget(self) -> int | None:
-        """The most tokens any one model may use in a day; None when some model is unlimited."""
+        """The most tokens any one model may use in a day; None when some model is unlimited.
+
+        Cached: intake asks it for every request, and the policy is frozen.
+        """
         budgets = [spec.limits.tokens_per_day for spec in self.models.values()]
         return None if any(b is None for b in budgets) else max(b for b in budgets if b)
 

@@ -8,6 +8,7 @@ from typing import Any, Protocol
 
 from router.composite import CompositeEstimator, Scores, band_of
 from router.envelope import Request
+from router.output_budget import QuantizedVariant, prefer_quantized
 from router.policy import ClassifierSpec, Policy
 
 
@@ -49,7 +50,7 @@ def decide(policy: Policy, estimator: Estimator, requests: Sequence[Request]) ->
     out = []
     for i, (request, band) in enumerate(zip(requests, bands, strict=True)):
         tier = policy.tier_for_band(band)
-        model = policy.tiers[tier][0]
+        model = _maybe_quantized(policy, policy.tiers[tier][0], request.max_output_tokens)
         reasons = {
             "perplexity": round(float(scores.perplexity[i]), 4),
             "semantic": round(float(scores.semantic[i]), 4),
@@ -59,6 +60,20 @@ def decide(policy: Policy, estimator: Estimator, requests: Sequence[Request]) ->
         out.append(Decision(request.id, band, float(scores.composite[i]),
                             policy.strategy.kind, tier, model, reasons))
     return out
+
+
+def _maybe_quantized(policy: Policy, model: str, max_output_tokens: int) -> str:
+    """The model's 4-bit variant for a long output budget, when its quality clears the bar.
+
+    The composite estimator has no per-model quality estimate, so the expected quality is
+    the variant's ``quality_ratio`` of the full model's (taken as 1).
+    """
+    spec = policy.models[model].quantized
+    if spec is None:
+        return model
+    variants = {model: QuantizedVariant(spec.model, spec.quality_ratio, spec.min_output_tokens)}
+    return prefer_quantized(model, variants, 1.0, policy.strategy.confidence_bar,
+                            max_output_tokens)
 
 
 def fallback_chain(policy: Policy, model: str) -> list[str]:

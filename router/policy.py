@@ -36,6 +36,14 @@ class ModelLimits(_Frozen):
     requests_per_minute: int | None = Field(default=None, gt=0)
 
 
+class QuantizedSpec(_Frozen):
+    """A cheaper 4-bit serving of a model, preferred for long outputs when quality holds."""
+
+    model: str  # the variant's key in ``models``
+    quality_ratio: float = Field(gt=0, le=1)  # its expected quality / the full model's
+    min_output_tokens: int = Field(default=1024, gt=0)  # only worth it for outputs this long
+
+
 class ModelSpec(_Frozen):
     """One model: how to reach it and what it costs."""
 
@@ -48,6 +56,7 @@ class ModelSpec(_Frozen):
     usd_per_1m_output: float = Field(ge=0)
     max_concurrency: int = Field(default=16, gt=0)
     limits: ModelLimits = ModelLimits()
+    quantized: QuantizedSpec | None = None
 
 
 class LaneSpec(_Frozen):
@@ -170,6 +179,10 @@ class Policy(_Frozen):
         missing = [lane for lane in LANES if lane not in self.lanes]
         if missing:
             raise ValueError(f"lanes: missing {missing}")
+        for name, spec in self.models.items():
+            if spec.quantized is not None and spec.quantized.model not in self.models:
+                raise ValueError(f"models.{name}.quantized.model: {spec.quantized.model!r} is "
+                                 "not in 'models'")
         for band, tier in self.classifier.band_tiers.items():
             if tier not in self.tiers:
                 raise ValueError(f"classifier.band_tiers.{band}: unknown tier {tier!r}")
@@ -191,10 +204,13 @@ class Policy(_Frozen):
         return tuple(self.tiers)
 
     def tier_of(self, model: str) -> str:
-        """The first tier that lists ``model``."""
+        """The first tier that lists ``model`` (a 4-bit variant: its full model's tier)."""
         for tier, models in self.tiers.items():
             if model in models:
                 return tier
+        for name, spec in self.models.items():
+            if spec.quantized is not None and spec.quantized.model == model:
+                return self.tier_of(name)
         raise KeyError(model)
 
     def tier_for_band(self, band: str) -> str:

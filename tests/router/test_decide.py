@@ -4,11 +4,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 import yaml
 
 from router.bundling import Item, bundle
 from router.decide import decide, fallback_chain, make_estimator
 from router.envelope import build_request
+from router.errors import PolicyError
 from router.policy import load_policy, policy_from_dict
 
 POLICIES = Path(__file__).resolve().parents[2] / "policies"
@@ -49,3 +51,31 @@ def test_bundles_respect_count_tokens_and_key_and_put_urgent_first() -> None:
     ids = [[it.request_id for it in b] for b in out]
     assert ids == [["b4", "b3"], ["b2", "b1"], ["b0"], ["huge"], ["r0"]]
     assert all(len({it.key for it in b}) == 1 for b in out)  # realtime never rides with batch
+
+
+def test_a_long_output_budget_prefers_the_4bit_variant_when_its_quality_clears_the_bar() -> None:
+    data = yaml.safe_load((POLICIES / "demo.yaml").read_text())
+    data["models"]["sim-frontier-4bit"] = {**data["models"]["sim-frontier"],
+                                           "usd_per_1m_output": 8.0}
+    data["models"]["sim-frontier"]["quantized"] = {
+        "model": "sim-frontier-4bit", "quality_ratio": 0.97, "min_output_tokens": 1024}
+    data["strategy"] = {"kind": "single", "confidence_bar": 0.9}
+    policy = policy_from_dict(data)
+    estimator = make_estimator(policy)
+    short, long_ = (build_request({"prompt": HARD, "max_output_tokens": n}, policy, now_s=0,
+                                  new_id=str(n)) for n in (256, 2048))
+    made = decide(policy, estimator, [short, long_])
+    assert [d.model for d in made] == ["sim-frontier", "sim-frontier-4bit"]
+    assert policy.tier_of("sim-frontier-4bit") == "t2"
+    # the same tier first (the full-precision model), then cheaper tiers
+    assert fallback_chain(policy, "sim-frontier-4bit")[:2] == ["sim-frontier", "sim-mid"]
+
+    strict = policy_from_dict({**data, "strategy": {"kind": "single", "confidence_bar": 0.99}})
+    assert decide(strict, estimator, [long_])[0].model == "sim-frontier"  # 0.97 < 0.99
+
+
+def test_a_quantized_variant_must_be_a_listed_model() -> None:
+    data = yaml.safe_load((POLICIES / "demo.yaml").read_text())
+    data["models"]["sim-mid"]["quantized"] = {"model": "nope", "quality_ratio": 0.9}
+    with pytest.raises(PolicyError, match="models.sim-mid.quantized.model"):
+        policy_from_dict(data)

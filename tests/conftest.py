@@ -8,6 +8,7 @@ import subprocess
 import sys
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -65,9 +66,9 @@ def redis_url() -> str:
     return REDIS_URL
 
 
-@pytest.fixture(scope="session")
-def postgres_url() -> Iterator[str]:
-    """A fresh database for the session, migrated to head, dropped afterwards."""
+@contextmanager
+def _fresh_database() -> Iterator[str]:
+    """A new database migrated to head, dropped afterwards."""
     require_service("Postgres", _reachable("127.0.0.1", 5432), "nothing on 127.0.0.1:5432")
     import psycopg
 
@@ -75,8 +76,25 @@ def postgres_url() -> Iterator[str]:
     with psycopg.connect(POSTGRES_ADMIN_URL, autocommit=True) as conn:
         conn.execute(f'CREATE DATABASE "{name}"')
     url = POSTGRES_ADMIN_URL.rsplit("/", 1)[0] + f"/{name}"
-    subprocess.run([sys.executable, "-m", "tierline", "db", "upgrade"], check=True, cwd=ROOT,
-                   env={**os.environ, "TIERLINE_DATABASE_URL": url}, capture_output=True)
-    yield url
-    with psycopg.connect(POSTGRES_ADMIN_URL, autocommit=True) as conn:
-        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    try:
+        subprocess.run([sys.executable, "-m", "tierline", "db", "upgrade"], check=True,
+                       cwd=ROOT, env={**os.environ, "TIERLINE_DATABASE_URL": url},
+                       capture_output=True)
+        yield url
+    finally:
+        with psycopg.connect(POSTGRES_ADMIN_URL, autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture(scope="session")
+def postgres_url() -> Iterator[str]:
+    """A fresh database shared by the session's tests (and their worker processes)."""
+    with _fresh_database() as url:
+        yield url
+
+
+@pytest.fixture()
+def own_postgres_url() -> Iterator[str]:
+    """A fresh database for one test, for tests that leave rows others must not see."""
+    with _fresh_database() as url:
+        yield url

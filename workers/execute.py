@@ -65,14 +65,9 @@ def execute(rt: Runtime, request_ids: Sequence[str], now: Callable[[], float] = 
     Safe to run twice: requests that already have a result are skipped, and attempt,
     charge and result rows are keyed so a repeat writes nothing new.
     """
-    with rt.engine.begin() as conn:
-        loaded = records.load_requests(conn, request_ids)
-        done = records.finished_ids(conn, [r.id for r in loaded])
-        stopped = jobs.halted(conn, [r.id for r in loaded if r.id not in done], now())
-        todo = [r for r in loaded if r.id not in done and r.id not in stopped]
-        decided = records.load_decisions(conn, [r.id for r in todo])
-        jobs_by_request = records.job_of(conn, [r.id for r in loaded])
-        jobs.settle(conn, {j for i in stopped if (j := jobs_by_request.get(i))}, now())
+    with rt.engine.connect() as conn:
+        todo, decided = records.load_routable(conn, request_ids, now())
+        jobs_by_request = records.job_of(conn, request_ids)
     caps = rt.policy.strategy.output_caps_by_band
     work = [(replace(r, max_output_tokens=output_cap_for_band(d.band, caps, r.max_output_tokens)),
              d) for r in todo if (d := decided.get(r.id)) is not None]
@@ -82,6 +77,7 @@ def execute(rt: Runtime, request_ids: Sequence[str], now: Callable[[], float] = 
     with rt.engine.begin() as conn:
         records.record_outcomes(conn, attempts, results, prices_of(rt),
                                 {r.id: r for r in todo}, jobs_by_request)
+        # Also ends jobs whose window closed: their requests were skipped above.
         jobs.settle(conn, {j for j in jobs_by_request.values() if j}, now())
     outcome.finished = len(results)
     return outcome

@@ -154,12 +154,6 @@ def load_routable(conn: Connection, ids: Sequence[str], now_s: float
     return [found[i] for i in ids if i in found], stored
 
 
-def finished_ids(conn: Connection, ids: Sequence[str]) -> set[str]:
-    """Which of these requests already have a result (a redelivered bundle skips them)."""
-    stmt = select(results.c.request_id).where(among(conn, results.c.request_id, ids))
-    return {row[0] for row in conn.execute(stmt)}
-
-
 @dataclass(frozen=True)
 class AttemptRow:
     """One model call attempt, as the tier worker saw it."""

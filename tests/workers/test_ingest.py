@@ -64,8 +64,9 @@ def _statements(engine: Engine) -> Counter[str]:
 
 
 @pytest.fixture
-def pg(postgres_url: str) -> Iterator[Runtime]:
-    rt = _runtime(postgres_url)
+def pg(own_postgres_url: str) -> Iterator[Runtime]:
+    """Its own database: these requests are never enqueued, and a sweeper must not see them."""
+    rt = _runtime(own_postgres_url)
     yield rt
     rt.engine.dispose()
 

@@ -56,6 +56,8 @@ class ModelSpec(_Frozen):
     usd_per_1m_output: float = Field(ge=0)
     max_concurrency: int = Field(default=16, gt=0)
     limits: ModelLimits = ModelLimits()
+    # A tenant's own share of this model, held across every worker like the model's limits.
+    tenant_limits: dict[str, ModelLimits] = {}
     quantized: QuantizedSpec | None = None
 
 

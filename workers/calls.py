@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from router.absorber import Limits, Reservation, scope_key
 from router.envelope import Request
 from router.errors import TierlineError
+from router.policy import ModelLimits
 from workers.providers.base import Call, Completion
 from workers.providers.fanout import Outcome, run_calls
 from workers.records import AttemptRow
@@ -54,8 +55,9 @@ def attempt_row(rt: Runtime, request: Request, seq: int, model: str,
 class Budgeted:
     """A round after the token budgets had their say: positions in the round's list."""
 
-    granted: dict[int, Reservation] = field(default_factory=dict)  # holds of calls allowed
-    unlimited: list[int] = field(default_factory=list)  # calls to models without limits
+    # holds of the calls allowed: the model's budget, then the tenant's share, where limited
+    granted: dict[int, list[Reservation]] = field(default_factory=dict)
+    unlimited: list[int] = field(default_factory=list)  # calls under no limit at all
     deferred: list[int] = field(default_factory=list)  # no room now
     refused: list[int] = field(default_factory=list)  # no room ever
     wait_s: float = 0.0  # when the deferred could fit
@@ -66,36 +68,58 @@ class Budgeted:
         return sorted([*self.granted, *self.unlimited])
 
 
+def _limited(limits: ModelLimits) -> bool:
+    return any((limits.tokens_per_day, limits.tokens_per_minute, limits.requests_per_minute))
+
+
 def reserve_round(rt: Runtime, planned: Sequence[tuple[Request, str]], now_s: float
                   ) -> Budgeted:
     """Reserve prompt + max output tokens for every planned call: one ``reserve_many`` per
-    model, so a bundle costs one round trip per model."""
+    model, then one per tenant that has its own share of that model; a call the tenant's
+    share cannot take gives its model hold back."""
     out = Budgeted()
-    by_model: dict[str, list[int]] = {}
-    for i, (_, model) in enumerate(planned):
-        by_model.setdefault(model, []).append(i)
-    for model, positions in by_model.items():
-        spec = rt.policy.models[model].limits
-        if not any((spec.tokens_per_day, spec.tokens_per_minute, spec.requests_per_minute)):
-            out.unlimited.extend(positions)
+    by_scope: dict[tuple[str, str | None], list[int]] = {}
+    for i, (request, model) in enumerate(planned):
+        by_scope.setdefault((model, None), []).append(i)
+        if request.tenant in rt.policy.models[model].tenant_limits:
+            by_scope.setdefault((model, request.tenant), []).append(i)
+    holds: dict[int, list[Reservation]] = {i: [] for i in range(len(planned))}
+    blocked: set[int] = set()
+    for (model, tenant), positions in by_scope.items():  # model scopes come first
+        spec = rt.policy.models[model]
+        limits = spec.limits if tenant is None else spec.tenant_limits[tenant]
+        positions = [i for i in positions if i not in blocked]
+        if not _limited(limits) or not positions:
             continue
         decision = rt.absorber.reserve_many(
-            scope_key(model), Limits.from_model_limits(spec),
+            scope_key(model, tenant), Limits.from_model_limits(limits),
             [estimate_tokens(len(planned[i][0].prompt_text), planned[i][0].max_output_tokens)
              for i in positions], now_s=now_s)
-        out.granted.update({positions[j]: res for j, res in decision.granted.items()})
-        out.deferred += [positions[j] for j in decision.deferred]
-        out.refused += [positions[j] for j in decision.refused]
+        for j, res in decision.granted.items():
+            holds[positions[j]].append(res)
+        for j in [*decision.deferred, *decision.refused]:
+            blocked.add(positions[j])
+            (out.deferred if j in decision.deferred else out.refused).append(positions[j])
         if decision.deferred:
             out.wait_s = max(out.wait_s, decision.retry_after_s or 1.0)
+    given_back = [res for i in blocked for res in holds.pop(i)]
+    if given_back:
+        rt.absorber.release_many(given_back)
+    for i, held in holds.items():
+        if held:
+            out.granted[i] = held
+        else:
+            out.unlimited.append(i)
     return out
 
 
-def settle_round(rt: Runtime, held: dict[int, Reservation], answers: dict[int, Outcome]) -> None:
-    """Swap holds for the usage the providers reported; a failed call gives its hold back."""
-    used = [(res, answer.tokens_in + answer.tokens_out) for i, res in held.items()
-            if isinstance(answer := answers[i], Completion)]
-    freed = [res for i, res in held.items() if not isinstance(answers[i], Completion)]
+def settle_round(rt: Runtime, held: dict[int, list[Reservation]],
+                 answers: dict[int, Outcome]) -> None:
+    """Swap holds for the usage the providers reported; a failed call gives its holds back."""
+    used = [(res, answer.tokens_in + answer.tokens_out) for i, group in held.items()
+            if isinstance(answer := answers[i], Completion) for res in group]
+    freed = [res for i, group in held.items() if not isinstance(answers[i], Completion)
+             for res in group]
     if used:
         rt.absorber.settle_many(used)
     if freed:

@@ -122,8 +122,8 @@ def _run_chains(rt: Runtime, work: Sequence[tuple[Request, Decision]], outcome: 
 
 
 def _reserve(rt: Runtime, pending: list[_Pending], results: list[ResultRow], now_s: float
-             ) -> tuple[list[_Pending], dict[int, Reservation], list[_Pending], list[_Pending],
-                        float]:
+             ) -> tuple[list[_Pending], dict[int, list[Reservation]], list[_Pending],
+                        list[_Pending], float]:
     """Split a round by budget: calls granted (with their holds, by position in ``due``),
     calls moved to another model, calls waiting for room (and how long), refusals failed."""
     budget = reserve_round(rt, [(p.request, p.model) for p in pending], now_s)

@@ -125,3 +125,25 @@ def test_output_caps_by_band_cut_what_is_asked_and_reserved(tmp_path: Path, sim_
         tokens_out = [row[0] for row in conn.execute(select(charges.c.tokens_out))]
     assert tokens_out and max(tokens_out) <= 3  # the simulator stops at max_tokens
     assert data["lanes"]["batch"]["max_output_tokens"] > 3
+
+
+def test_a_tenants_own_share_limits_that_tenant_only(tmp_path: Path, sim_url: str) -> None:
+    rt = _runtime(tmp_path, sim_url)
+    data = rt.policy.model_dump()
+    data["models"]["sim-nano"]["tenant_limits"] = {"acme": {"tokens_per_day": 1000}}
+    rt = Runtime(rt.settings, policy_from_dict(data), rt.env)
+    rt.__dict__["absorber"] = MemoryAbsorberStore()
+    client = Client(rt)
+    client._enqueue = lambda valid, new: True  # type: ignore[method-assign]
+    prompt = "please answer briefly " * 9
+    acme = client.submit_many([prompt] * 30, lane="batch", tenant="acme").request_ids
+    other = client.submit_many([prompt] * 30, lane="batch", tenant="other").request_ids
+    outcomes = _run(rt, acme + other)
+    deferred = {rid for o in outcomes for rid in o.deferred}
+    assert deferred and deferred <= set(acme)  # only acme waits
+    used = rt.absorber.usage(scope_key("sim-nano", "acme"), Limits(tokens_per_day=1000))
+    assert used["settled_tokens"] <= 1000 and used["held_tokens"] == 0
+    with rt.engine.connect() as conn:
+        paid = conn.execute(select(func.count()).select_from(charges)
+                            .where(charges.c.tenant == "other")).scalar_one()
+    assert paid == 30

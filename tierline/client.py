@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import time
 import uuid
-from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -220,31 +219,11 @@ class Client:
             time.sleep(min(poll_s, max(deadline - time.monotonic(), 0.0)))
             poll_s = min(poll_s * 1.5, max_poll_s)
 
-    def wait_request(self, request_id: str, *, timeout_s: float = 60.0,
-                     poll_s: float = 0.05) -> dict[str, Any] | None:
-        """Block until one request is finished; its result row, or None on timeout."""
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            with self.rt.engine.connect() as conn:
-                state = conn.execute(select(requests.c.status, requests.c.job_id)
-                                     .where(requests.c.id == request_id)).first()
-                if state is None:
-                    raise InvalidInput(f"no request {request_id!r}")
-                if state.status in FINAL:
-                    return next(r for r in records.iter_results(conn, state.job_id)
-                                if r["id"] == request_id)
-            time.sleep(poll_s)
-        return None
-
     def results(self, job_id: str) -> Iterator[dict[str, Any]]:
         """A job's requests with their results, in input order, streamed from the database."""
         self.status(job_id)  # raises for an unknown job
         with self.rt.engine.connect() as conn:
             yield from records.iter_results(conn, job_id)
-
-    def tier_counts(self, job_id: str) -> Counter[tuple[str, str]]:
-        """Finished requests per (tier, lane)."""
-        return Counter((r["tier"], r["lane"]) for r in self.results(job_id))
 
 
 def time_ordered_id() -> str:

@@ -8,6 +8,7 @@ policy raises :class:`~router.errors.PolicyError` naming the file, the key and t
 
 from __future__ import annotations
 
+import math
 from functools import cached_property
 from pathlib import Path
 from typing import Any, Literal
@@ -15,6 +16,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from router.early_stop import EarlyStop
 from router.errors import PolicyError
 
 LANES = ("realtime", "standard", "batch")
@@ -103,6 +105,28 @@ class ClassifierSpec(_Frozen):
         return self
 
 
+class EarlyStopSpec(_Frozen):
+    """Stop a generation whose per-token confidence stays low (router.early_stop).
+
+    Applies where the provider streams logprobs (OpenAI-compatible); Anthropic has none.
+    """
+
+    min_tokens: int = Field(gt=0)
+    window: int = Field(gt=0)
+    min_mean_logprob: float
+
+    @model_validator(mode="after")
+    def _check(self) -> EarlyStopSpec:
+        if not (math.isfinite(self.min_mean_logprob) and self.min_mean_logprob < 0):
+            raise ValueError("min_mean_logprob: must be a negative number (a mean "
+                             f"log-probability, e.g. -1.5), got {self.min_mean_logprob}")
+        return self
+
+    def rule(self) -> EarlyStop:
+        """The pure rule these settings describe."""
+        return EarlyStop(self.min_tokens, self.window, self.min_mean_logprob)
+
+
 class StrategySpec(_Frozen):
     """Which strategy routes a request, and its settings.
 
@@ -116,6 +140,7 @@ class StrategySpec(_Frozen):
     confidence_bar: float = Field(default=0.5, ge=0, le=1)
     # Early rejection: a request's max output tokens cut to its complexity band's cap.
     output_caps_by_band: dict[str, int] = {}
+    early_stop: EarlyStopSpec | None = None  # absent: every generation runs to its end
     options: dict[str, Any] = {}
 
     @model_validator(mode="after")

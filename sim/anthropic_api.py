@@ -65,10 +65,11 @@ def stream_head(c: Completion, rid: str, created: int, req: ChatRequest) -> byte
     )
 
 
-def stream_piece(c: Completion, rid: str, created: int, req: ChatRequest, piece: str) -> bytes:
-    """One content_block_delta."""
+def stream_piece(c: Completion, rid: str, created: int, req: ChatRequest, i: int) -> bytes:
+    """One content_block_delta: the ``i``-th piece."""
+    delta = {"type": "text_delta", "text": c.pieces[i]}
     return sse(
-        {"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": piece}},
+        {"type": "content_block_delta", "index": 0, "delta": delta},
         "content_block_delta",
     )
 

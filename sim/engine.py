@@ -49,6 +49,7 @@ class ChatRequest:
     max_tokens: int | None
     stream: bool
     include_usage: bool = False  # OpenAI stream_options.include_usage
+    logprobs: bool = False  # OpenAI logprobs: per-token log-probabilities (synthetic mode)
 
 
 @dataclass(frozen=True)
@@ -62,6 +63,7 @@ class Completion:
     first_token_delay_s: float
     per_token_s: float
     headers: tuple[tuple[str, str], ...] = ()  # x-ratelimit-* of the model's limits
+    logprobs: tuple[float, ...] | None = None  # one per piece, when asked for and synthetic
 
     @property
     def text(self) -> str:
@@ -111,8 +113,11 @@ class Engine:
             for n, s in self._state.items()
         }
 
-    def _answer(self, req: ChatRequest, profile: ModelProfile) -> tuple[tuple[str, ...], int]:
-        """Answer pieces (before max_tokens) and prompt tokens."""
+    def _answer(
+        self, req: ChatRequest, profile: ModelProfile
+    ) -> tuple[tuple[str, ...], int, tuple[float, ...] | None]:
+        """Answer pieces (before max_tokens), prompt tokens, and the pieces' logprobs when
+        asked for (synthetic mode only: a recording has none)."""
         if self.replay is not None:
             rec = self.replay.lookup(req.model, candidate_texts(req.system, req.messages))
             if rec is None:
@@ -123,12 +128,16 @@ class Engine:
                 )
             n = rec.completion_tokens or synthetic.chars_to_tokens(rec.response)
             prompt_tokens = rec.prompt_tokens or synthetic.chars_to_tokens(req.messages[-1][1])
-            return synthetic.split_pieces(rec.response, n), prompt_tokens
+            return synthetic.split_pieces(rec.response, n), prompt_tokens, None
         users = [text for role, text in req.messages if role == "user"]
         prompt = users[-1] if users else req.messages[-1][1]
         chars = len(req.system) + sum(len(text) for _, text in req.messages)
-        pieces = synthetic.answer(prompt, req.model, profile, self.fleet.seed, self.gold)
-        return pieces, max(1, (chars + 3) // 4)
+        seed = self.fleet.seed
+        pieces = synthetic.answer(prompt, req.model, profile, seed, self.gold)
+        logprobs = None
+        if req.logprobs:
+            logprobs = synthetic.logprobs(prompt, req.model, profile, seed, len(pieces))
+        return pieces, max(1, (chars + 3) // 4), logprobs
 
     def complete(self, req: ChatRequest, now_s: float) -> Completion:
         """Admit ``req`` at monotonic time ``now_s``, or raise SimError."""
@@ -140,10 +149,11 @@ class Engine:
                 param="model",
             )
         profile = state.profile
-        pieces, prompt_tokens = self._answer(req, profile)
+        pieces, prompt_tokens, logprobs = self._answer(req, profile)
         finish = "stop"
         if req.max_tokens is not None and len(pieces) > req.max_tokens:
             pieces, finish = pieces[: req.max_tokens], "length"
+            logprobs = None if logprobs is None else logprobs[: req.max_tokens]
         total_tokens = prompt_tokens + len(pieces)
         wait_s = max(state.requests.wait_s(1, now_s), state.tokens.wait_s(total_tokens, now_s))
         if wait_s > 0:
@@ -173,6 +183,7 @@ class Engine:
             delay_s,
             profile.per_token_s,
             _limit_headers(state, now_s),
+            logprobs,
         )
 
     @staticmethod

@@ -32,7 +32,16 @@ def parse(body: bytes) -> ChatRequest:
         max_tokens=positive_int(data, "max_completion_tokens", "max_tokens"),
         stream=bool(data.get("stream")),
         include_usage=isinstance(options, dict) and bool(options.get("include_usage")),
+        logprobs=_flag(data, "logprobs"),
     )
+
+
+def _flag(data: dict[str, Any], key: str) -> bool:
+    """An optional boolean field, or a 400."""
+    value = data.get(key)
+    if value is not None and not isinstance(value, bool):
+        raise SimError("invalid_request", f"'{key}' must be a boolean", param=key)
+    return bool(value)
 
 
 def _usage(c: Completion) -> dict[str, int]:
@@ -69,13 +78,17 @@ def _chunk(
     delta: dict[str, Any],
     finish: str | None,
     req: ChatRequest,
+    logprobs: dict[str, Any] | None = None,
 ) -> bytes:
+    choice: dict[str, Any] = {"index": 0, "delta": delta, "finish_reason": finish}
+    if req.logprobs:
+        choice["logprobs"] = logprobs
     body: dict[str, Any] = {
         "id": rid,
         "object": "chat.completion.chunk",
         "created": created,
         "model": c.model,
-        "choices": [{"index": 0, "delta": delta, "finish_reason": finish}],
+        "choices": [choice],
     }
     if req.include_usage:
         body["usage"] = None
@@ -87,9 +100,15 @@ def stream_head(c: Completion, rid: str, created: int, req: ChatRequest) -> byte
     return _chunk(c, rid, created, {"role": "assistant", "content": ""}, None, req)
 
 
-def stream_piece(c: Completion, rid: str, created: int, req: ChatRequest, piece: str) -> bytes:
-    """One content delta."""
-    return _chunk(c, rid, created, {"content": piece}, None, req)
+def stream_piece(c: Completion, rid: str, created: int, req: ChatRequest, i: int) -> bytes:
+    """One content delta: the ``i``-th piece, with its logprob when asked for and known."""
+    piece = c.pieces[i]
+    logprobs = None
+    if req.logprobs and c.logprobs is not None:
+        token = {"token": piece, "logprob": c.logprobs[i], "bytes": list(piece.encode()),
+                 "top_logprobs": []}
+        logprobs = {"content": [token], "refusal": None}
+    return _chunk(c, rid, created, {"content": piece}, None, req, logprobs)
 
 
 def stream_tail(c: Completion, rid: str, created: int, req: ChatRequest) -> bytes:

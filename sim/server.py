@@ -94,12 +94,12 @@ class App:
             await asyncio.sleep(c.first_token_delay_s)
         reply.start_stream(dialect.stream_head(c, rid, created, chat), c.headers)
         first_at = loop.time()
-        for i, piece in enumerate(c.pieces):
+        for i in range(len(c.pieces)):
             # pace tokens on a schedule; sleep only when ahead by more than 2 ms
             ahead = first_at + i * c.per_token_s - loop.time()
             if ahead > 0.002:
                 await asyncio.sleep(ahead)
-            await reply.chunk(dialect.stream_piece(c, rid, created, chat, piece))
+            await reply.chunk(dialect.stream_piece(c, rid, created, chat, i))
         await reply.end_stream(dialect.stream_tail(c, rid, created, chat))
 
 

@@ -114,6 +114,26 @@ def load_gold(path: str | Path) -> dict[str, str]:
         raise SimConfigError(str(path), "<file>", f"cannot read: {exc.strerror}") from exc
 
 
+def knows(prompt: str, model: str, profile: ModelProfile, seed: int) -> bool:
+    """Whether ``model`` gets ``prompt`` right: true with probability = accuracy.
+
+    The same draw picks the gold label in ``classify``; for other prompts it only sets how
+    sure the model sounds (``logprobs``).
+    """
+    parsed = parse_classification(prompt)
+    return unit(seed, model, "correct", prompt if parsed is None else parsed[1]) < profile.accuracy
+
+
+def logprobs(prompt: str, model: str, profile: ModelProfile, seed: int, n: int
+             ) -> tuple[float, ...]:
+    """Per-token log-probabilities of an answer of ``n`` tokens: near 0 (-0.4 to 0) when
+    the model knows the answer, low (-4.5 to -1.5) when it does not."""
+    rng = random.Random(f"{seed}\x1f{model}\x1flogprobs\x1f{prompt}")  # seeded by a hash
+    if knows(prompt, model, profile, seed):
+        return tuple(round(-0.4 * rng.random(), 4) for _ in range(n))
+    return tuple(round(-1.5 - 3.0 * rng.random(), 4) for _ in range(n))
+
+
 def classify(
     labels: list[str],
     text: str,
@@ -126,7 +146,7 @@ def classify(
     truth = gold.get(normalise(text)) if gold else None
     if truth is None:
         return labels[int(unit(seed, model, "label", text) * len(labels))]
-    if unit(seed, model, "correct", text) < profile.accuracy:
+    if unit(seed, model, "correct", text) < profile.accuracy:  # the draw of ``knows``
         return truth
     others = [label for label in labels if label != truth] or labels
     return others[int(unit(seed, model, "wrong", text) * len(others))]

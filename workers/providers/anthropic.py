@@ -1,5 +1,8 @@
 """Anthropic Messages ``/v1/messages``: system messages lifted to ``system``, ``x-api-key``
-and ``anthropic-version`` headers, named stream events."""
+and ``anthropic-version`` headers, named stream events.
+
+The Messages API returns no logprobs, so a call's ``early_stop`` rule does not apply here:
+its answers always run to their end (or ``max_tokens``)."""
 
 from __future__ import annotations
 

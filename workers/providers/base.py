@@ -7,6 +7,7 @@ from collections.abc import Callable, Hashable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
+from router.early_stop import EarlyStop
 from router.errors import DeadlineExceeded, MalformedResponse
 
 Message = dict[str, str]  # chat format: {"role": ..., "content": ...}
@@ -18,6 +19,9 @@ class Call:
 
     ``stream`` asks ``complete`` to read the answer as a stream (for servers that only report
     usage or keep connections alive that way); ``Provider.stream`` always streams.
+    ``early_stop``: cut the answer short while its per-token confidence stays low, where the
+    API streams logprobs (OpenAI-compatible); the answer then ends with finish reason
+    ``router.early_stop.EARLY_STOP``. Providers without logprobs ignore it.
     """
 
     model: str
@@ -26,6 +30,7 @@ class Call:
     temperature: float = 0.0
     stream: bool = False
     key: Hashable = None
+    early_stop: EarlyStop | None = None
 
 
 @dataclass(frozen=True, slots=True)

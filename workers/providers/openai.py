@@ -1,15 +1,23 @@
 """OpenAI-compatible ``/v1/chat/completions``: OpenAI, vLLM, Ollama, llama.cpp server,
-Together, Groq, Mistral, DeepSeek."""
+Together, Groq, Mistral, DeepSeek.
+
+A call with ``early_stop`` is streamed with ``logprobs: true``: each chunk's
+``choices[0].logprobs.content[*].logprob`` feeds the rule's monitor, and when it says stop
+the stream is closed and the answer so far returned with finish reason ``early_stop`` and
+the usage of the tokens received (the server's report comes only at the end, so the count
+of tokens seen stands in, flagged estimated). A server that sends no logprobs never stops.
+"""
 
 from __future__ import annotations
 
 import json
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import httpx
 
+from router.early_stop import EARLY_STOP, StopMonitor
 from router.errors import MalformedResponse, Unavailable
 from workers.providers.base import (
     Call,
@@ -53,7 +61,15 @@ class OpenAIProvider(HttpProvider):
         if stream:
             body["stream"] = True
             body["stream_options"] = {"include_usage": True}  # usage in the final chunk
+            if call.early_stop is not None:
+                body["logprobs"] = True
         return body
+
+    def complete(self, call: Call, *, timeout_s: float) -> Completion:
+        """One whole answer; streamed when early stop needs its per-token logprobs."""
+        if call.early_stop is not None and not call.stream:
+            call = replace(call, stream=True)
+        return super().complete(call, timeout_s=timeout_s)
 
     def parse(self, body: dict[str, Any], call: Call, *, latency_s: float) -> Completion:
         return parse_completion(body, call, latency_s=latency_s)
@@ -107,14 +123,18 @@ class _StreamState:
     finish_reason: str | None = None
     usage: dict[str, Any] = field(default_factory=dict)
     model: str | None = None
+    monitor: StopMonitor | None = None  # set when the call asked for early stop
 
     def completion(self, call: Call, latency_s: float) -> Completion:
         """The assembled answer, held to the same rules as a non-streamed one."""
+        usage = self.usage
+        if self.finish_reason == EARLY_STOP and not usage and self.monitor is not None:
+            usage = {"completion_tokens": self.monitor.tokens}  # prompt tokens: estimated
         body = {
             "choices": [
                 {"message": {"content": "".join(self.pieces)}, "finish_reason": self.finish_reason}
             ],
-            "usage": self.usage,
+            "usage": usage,
             "model": self.model,
         }
         return parse_completion(body, call, latency_s=latency_s)
@@ -123,8 +143,10 @@ class _StreamState:
 def _deltas(
     response: httpx.Response, call: Call, state: _StreamState, *, deadline_at: float
 ) -> Iterator[str]:
-    """Text deltas until ``[DONE]``; a stream that ends without it is MalformedResponse."""
+    """Text deltas until ``[DONE]``, or until early stop says enough; a stream that ends
+    without either is MalformedResponse."""
     model = call.model
+    state.monitor = call.early_stop.monitor() if call.early_stop is not None else None
     try:
         for event in iter_events(iter_body(response, deadline_at=deadline_at, model=model)):
             if event.data.strip() == "[DONE]":
@@ -143,12 +165,27 @@ def _deltas(
                 state.finish_reason = finish_reason or state.finish_reason
                 delta = choice.get("delta")
                 text = _text_of(delta.get("content")) if isinstance(delta, dict) else None
+                stop = state.monitor is not None and _feed(state.monitor, choice)
                 if text:
                     state.pieces.append(text)
                     yield text
+                if stop:
+                    state.finish_reason = EARLY_STOP
+                    return  # closes the response: no more tokens generated for us
         raise MalformedResponse(f"{model}: stream ended before [DONE]", model=model)
     finally:
         response.close()
+
+
+def _feed(monitor: StopMonitor, choice: dict[str, Any]) -> bool:
+    """Feed a chunk's token logprobs to ``monitor``; True once it says stop."""
+    tokens = as_dict(choice.get("logprobs")).get("content")
+    stop = False
+    for token in tokens if isinstance(tokens, list) else ():
+        logprob = token.get("logprob") if isinstance(token, dict) else None
+        if isinstance(logprob, (int, float)) and not isinstance(logprob, bool):
+            stop = monitor.feed(float(logprob)) or stop
+    return stop
 
 
 def _text_of(content: Any) -> str | None:

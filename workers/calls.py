@@ -29,8 +29,10 @@ def call_round(rt: Runtime, due: Sequence[tuple[Request, str]], started: float) 
     """Call ``model`` for each ``(request, model)`` at once; outcomes in the same order."""
     if not due:
         return []
+    early_stop = rt.policy.strategy.early_stop
+    rule = early_stop.rule() if early_stop is not None else None
     calls = [Call(model=api_name(rt, model), messages=request.messages,
-                  max_output_tokens=request.max_output_tokens, key=i)
+                  max_output_tokens=request.max_output_tokens, key=i, early_stop=rule)
              for i, (request, model) in enumerate(due)]
     models = {model for _, model in due}
     return run_calls(

@@ -8,6 +8,11 @@ round sends all such calls together. A budget that cannot take a call now defers
 task re-queues it with a countdown) or, if the policy says so, falls back; a request no
 budget could ever take fails at once. Every call is one attempt row; the attempts,
 charges and results of the whole bundle are written in one transaction.
+
+An answer the provider cut short for low per-token confidence (``strategy.early_stop``) is
+paid for what was generated and counts as a weak answer: a cascade climbs a tier as if the
+judge had scored it 0; with nowhere to climb it stands, its finish reason in the result's
+detail.
 """
 
 from __future__ import annotations
@@ -19,6 +24,7 @@ from decimal import Decimal
 
 from router.absorber import Reservation
 from router.decide import Decision, fallback_chain
+from router.early_stop import EARLY_STOP
 from router.envelope import Request
 from router.errors import DeadlineExceeded
 from router.escalation import Judge, escalation_path, judge_for
@@ -39,13 +45,21 @@ class Outcome:
     retry_after_s: float = 0.0
 
 
+@dataclass(frozen=True)
+class _Answer:
+    confidence: float
+    model: str
+    text: str
+    finish_reason: str | None
+
+
 @dataclass
 class _Pending:
     request: Request
     chain: list[str]  # models still to try, first is next
     above: list[str]  # more capable models a weak answer escalates to, in order
     seq: int = 0
-    best: tuple[float, str, str] | None = None  # (confidence, model, text) of answers so far
+    best: _Answer | None = None  # the answer judged likeliest right so far
 
     @property
     def model(self) -> str:
@@ -111,7 +125,7 @@ def _run_chains(rt: Runtime, work: Sequence[tuple[Request, Decision]], outcome: 
                 else:
                     results.append(_accepted(p, answer, now()))
             elif p.best is not None and (isinstance(answer, DeadlineExceeded) or len(p.chain) == 1):
-                results.append(ResultRow(p.request.id, "ok", p.best[1], p.best[2], None, now()))
+                results.append(_result(p.request, p.best, now()))
             elif isinstance(answer, DeadlineExceeded) or len(p.chain) == 1:
                 results.append(_failed(p, answer, now()))
             else:
@@ -148,14 +162,20 @@ def _reserve(rt: Runtime, pending: list[_Pending], results: list[ResultRow], now
 
 
 def _escalates(rt: Runtime, judge: Judge | None, p: _Pending, answer: Completion) -> bool:
-    """Judge the answer; if it is below the bar and a more capable tier exists, move up."""
-    if judge is None:
+    """Judge the answer; if it is below the bar and a more capable tier exists, move up.
+
+    An early-stopped answer scores 0 whatever it says: the model itself was unsure.
+    """
+    if answer.finish_reason == EARLY_STOP:
+        confidence: float | None = 0.0
+    elif judge is None:
         return False
-    confidence = judge(p.request.prompt_text, answer.text)
+    else:
+        confidence = judge(p.request.prompt_text, answer.text)
     if confidence is None:
         return False
-    if p.best is None or confidence >= p.best[0]:
-        p.best = (confidence, p.model, answer.text)
+    if p.best is None or confidence >= p.best.confidence:
+        p.best = _Answer(confidence, p.model, answer.text, answer.finish_reason)
     if confidence >= rt.policy.strategy.confidence_bar or not p.above:
         return False
     nxt = p.above.pop(0)
@@ -166,11 +186,20 @@ def _escalates(rt: Runtime, judge: Judge | None, p: _Pending, answer: Completion
 
 
 def _accepted(p: _Pending, answer: Completion, now_s: float) -> ResultRow:
-    """The final answer: the one judged likeliest right (the latest on ties), else this one."""
-    if p.best is not None:
-        _, model, text = p.best
-        return ResultRow(p.request.id, "ok", model, text, None, now_s)
-    return ResultRow(p.request.id, "ok", p.model, answer.text, None, now_s)
+    """The final answer: the one judged likeliest right (the latest on ties), else this one.
+
+    A whole answer the judge cannot score still beats one cut short for low confidence.
+    """
+    best = p.best
+    if best is None or (best.finish_reason == EARLY_STOP and answer.finish_reason != EARLY_STOP):
+        best = _Answer(1.0, p.model, answer.text, answer.finish_reason)
+    return _result(p.request, best, now_s)
+
+
+def _result(request: Request, answer: _Answer, now_s: float) -> ResultRow:
+    """An answered request; a cut-short answer says so in ``detail``."""
+    detail = {"finish_reason": EARLY_STOP} if answer.finish_reason == EARLY_STOP else None
+    return ResultRow(request.id, "ok", answer.model, answer.text, None, now_s, detail)
 
 
 def _failed(p: _Pending, error: object, now_s: float) -> ResultRow:

@@ -8,7 +8,12 @@ from typing import Any, Protocol
 
 from router.composite import CompositeEstimator, Scores, band_of
 from router.envelope import Request
-from router.output_budget import QuantizedVariant, prefer_quantized
+from router.output_budget import (
+    QuantizedChoice,
+    QuantizedVariant,
+    choose_quantized,
+    output_cap_for_band,
+)
 from router.policy import ClassifierSpec, Policy
 
 
@@ -50,30 +55,44 @@ def decide(policy: Policy, estimator: Estimator, requests: Sequence[Request]) ->
     out = []
     for i, (request, band) in enumerate(zip(requests, bands, strict=True)):
         tier = policy.tier_for_band(band)
-        model = _maybe_quantized(policy, policy.tiers[tier][0], request.max_output_tokens)
-        reasons = {
+        # the budget the tier worker will reserve: the request's own, cut to its band's cap
+        budget = output_cap_for_band(band, policy.strategy.output_caps_by_band,
+                                     request.max_output_tokens)
+        choice = first_model(policy, policy.tiers[tier][0], budget)
+        model = choice.model
+        reasons: dict[str, Any] = {
             "perplexity": round(float(scores.perplexity[i]), 4),
             "semantic": round(float(scores.semantic[i]), 4),
             "metadata": round(float(scores.metadata[i]), 4),
             "rule": f"score {scores.composite[i]:.3f} → band {band} → tier {tier} → {model}",
         }
+        if choice.reason is not None:
+            reasons["quantized"] = choice.reason
         out.append(Decision(request.id, band, float(scores.composite[i]),
                             policy.strategy.kind, tier, model, reasons))
     return out
 
 
-def _maybe_quantized(policy: Policy, model: str, max_output_tokens: int) -> str:
-    """The model's 4-bit variant for a long output budget, when its quality clears the bar.
-
-    The composite estimator has no per-model quality estimate, so the expected quality is
-    the variant's ``quality_ratio`` of the full model's (taken as 1).
-    """
+def quantized_variant(policy: Policy, model: str) -> QuantizedVariant | None:
+    """The 4-bit variant the policy lists for ``model``, if any."""
     spec = policy.models[model].quantized
     if spec is None:
-        return model
-    variants = {model: QuantizedVariant(spec.model, spec.quality_ratio, spec.min_output_tokens)}
-    return prefer_quantized(model, variants, 1.0, policy.strategy.confidence_bar,
-                            max_output_tokens)
+        return None
+    return QuantizedVariant(spec.model, spec.quality_ratio, spec.min_output_tokens)
+
+
+def first_model(policy: Policy, model: str, max_output_tokens: int,
+                p_correct: Mapping[str, float] | None = None) -> QuantizedChoice:
+    """The model to call first in place of ``model``: its 4-bit variant when the output budget
+    is long and the variant's expected quality clears the strategy's confidence bar.
+
+    Both paths use it: :func:`decide` with the composite estimator (no per-model quality, so
+    ``p_correct`` is None and the variant's ``quality_ratio`` alone is its expected quality),
+    and the learned step machine with the bundle's P(correct) per model (see
+    :func:`router.output_budget.choose_quantized`).
+    """
+    return choose_quantized(model, quantized_variant(policy, model),
+                            policy.strategy.confidence_bar, max_output_tokens, p_correct)
 
 
 def fallback_chain(policy: Policy, model: str) -> list[str]:

@@ -9,6 +9,10 @@ models are the cascade's tiers, cheapest first. Options by ``strategy.kind``:
     learned           confidence_bar (the cheapest model whose P(correct) clears it)
     parallel          options models (default: every tier's model)
 
+The strategies name the tiers' models. For a request's first call, a tier model with a
+4-bit variant is served by that variant when :func:`first_call` says so; the strategy still
+sees the answer as its tier model's, so it judges and climbs as usual.
+
 The same classes run offline in ``tierline bench routing``, so a live run over replayed
 outcomes reproduces the offline figures.
 """
@@ -19,7 +23,9 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from router.bundle import RoutingBundle
+from router.decide import first_model
 from router.errors import PolicyError
+from router.output_budget import QuantizedChoice
 from router.policy import Policy
 from router.steps import RequestView
 from router.strategies import Cascade, LearnedPick, Parallel, Strategy
@@ -78,3 +84,10 @@ def views(bundle: RoutingBundle, prompts: Sequence[str], bands: Sequence[str],
     return [RequestView(prompt, {m: float(p[i, j]) for j, m in enumerate(bundle.models)},
                         bands[i], max_output_tokens[i])
             for i, prompt in enumerate(prompts)]
+
+
+def first_call(policy: Policy, model: str, view: RequestView) -> QuantizedChoice:
+    """What serves the strategy's first call of ``model``: the model, or its 4-bit variant
+    when the request's output budget is long and the variant's expected quality (the
+    bundle's P(variant correct), else quality_ratio x P(model correct)) clears the bar."""
+    return first_model(policy, model, view.max_output_tokens, view.p_correct)

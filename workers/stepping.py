@@ -6,20 +6,25 @@ with the bundle's scorer, and asks again, until every request is accepted. Each 
 one attempt row. A call that fails, or that a token budget cannot take, ends its request
 with the best answer already paid for (the judge picks it), or as failed when there is none;
 a request whose very first call must wait for budget is deferred whole.
+
+A request's first call of a tier model with a 4-bit variant may go to the variant
+(:func:`router.live.first_call`). The strategy keeps the tier model's name for it, so it
+judges and climbs as usual; the attempt row, the scorer and the result name the variant,
+and the result's ``detail`` records why (``quantized``: expected quality, bar, budget).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from dataclasses import dataclass, field, replace
+from typing import TYPE_CHECKING, Any
 
 from router.answers import EXTRACTORS
 from router.decide import Decision
 from router.envelope import Request
 from router.judge import router_logit_map
-from router.live import views
-from router.steps import Accept, Attempt, Call
+from router.live import first_call, views
+from router.steps import Accept, Attempt, Call, RequestView
 from workers.calls import attempt_row, call_round, reserve_round, settle_round
 from workers.providers.base import Completion
 from workers.records import AttemptRow, ResultRow
@@ -34,9 +39,15 @@ MAX_ROUNDS = 16
 @dataclass
 class _State:
     request: Request
-    paid: list[Attempt] = field(default_factory=list)
-    chain: list[str] = field(default_factory=list)  # "+"-joined models of each round
+    paid: list[Attempt] = field(default_factory=list)  # named as the strategy asked for them
+    chain: list[str] = field(default_factory=list)  # "+"-joined models called, each round
     seq: int = 0
+    served: dict[str, str] = field(default_factory=dict)  # tier model -> its 4-bit variant
+    quantized: list[dict[str, Any]] = field(default_factory=list)  # why, per variant consulted
+
+    def called(self, model: str) -> str:
+        """The model that actually serves the strategy's ``model``."""
+        return self.served.get(model, model)
 
 
 def run(rt: Runtime, work: Sequence[tuple[Request, Decision]], outcome: Outcome,
@@ -61,16 +72,17 @@ def run(rt: Runtime, work: Sequence[tuple[Request, Decision]], outcome: Outcome,
             if isinstance(action, Accept) or not fresh:
                 results.append(_accept(states[i], action, now()))
             else:
+                if not states[i].chain:  # the first call: a 4-bit variant may serve it
+                    _serve_first(rt, states[i], fresh, seen[i])
                 planned += [(i, m) for m in fresh]
-                states[i].chain.append("+".join(fresh))
+                states[i].chain.append("+".join(states[i].called(m) for m in fresh))
         if not planned:
             break
         started = now()
-        budget = reserve_round(rt, [(states[i].request, m) for i, m in planned], started)
+        calls = [(states[i].request, states[i].called(m)) for i, m in planned]
+        budget = reserve_round(rt, calls, started)
         due = budget.due
-        answers = dict(zip(due, call_round(
-            rt, [(states[planned[k][0]].request, planned[k][1]) for k in due], started),
-            strict=True))
+        answers = dict(zip(due, call_round(rt, [calls[k] for k in due], started), strict=True))
         settle_round(rt, budget.granted, answers)
         ended: set[int] = set()
         for k in sorted({*budget.deferred, *budget.refused}):
@@ -82,11 +94,16 @@ def run(rt: Runtime, work: Sequence[tuple[Request, Decision]], outcome: Outcome,
         for k, answer in answers.items():
             i, model = planned[k]
             st = states[i]
-            attempts.append(attempt_row(rt, st.request, st.seq, model, answer, started))
+            served = st.called(model)
+            attempts.append(attempt_row(rt, st.request, st.seq, served, answer, started))
             st.seq += 1
             if isinstance(answer, Completion):
-                logit = router_logit_map(bundle.models, seen[i].p_correct)[model]
-                st.paid.append(bundle.scorer.attempt(model, answer.text, logit, extract))
+                # Scored as the model that answered when the bundle knows it, then handed to
+                # the strategy under the name it asked for.
+                scored_as = served if served in bundle.models else model
+                logit = router_logit_map(bundle.models, seen[i].p_correct)[scored_as]
+                st.paid.append(replace(bundle.scorer.attempt(scored_as, answer.text, logit,
+                                                             extract), model=model))
         for k in sorted({*budget.deferred, *budget.refused, *(
                 k for k, a in answers.items() if not isinstance(a, Completion))}):
             i = planned[k][0]
@@ -99,15 +116,29 @@ def run(rt: Runtime, work: Sequence[tuple[Request, Decision]], outcome: Outcome,
     return attempts, results
 
 
+def _serve_first(rt: Runtime, st: _State, models: Sequence[str], view: RequestView) -> None:
+    """Apply the quantization rule to the models of a request's first call."""
+    for model in models:
+        choice = first_call(rt.policy, model, view)
+        if choice.reason is not None:
+            st.quantized.append({"model": model, **choice.reason})
+        if choice.model != model and choice.model not in models:
+            st.served[model] = choice.model
+
+
 def _accept(st: _State, action: Accept | Call, now_s: float) -> ResultRow:
     """The accepted response, with how it was chosen in ``detail``."""
     if isinstance(action, Call):  # the strategy asked only for calls already made
         best = max(st.paid, key=lambda a: a.evidence)
         action = Accept(best.model, best.answer, 0.0)
     response = next(a.response for a in st.paid if a.model == action.answer_from)
-    return ResultRow(st.request.id, "ok", action.answer_from, response, None, now_s, {
+    detail: dict[str, Any] = {
         "answer": action.answer, "aggregate": action.aggregate,
-        "confidence": round(action.confidence, 6), "chain": st.chain})
+        "confidence": round(action.confidence, 6), "chain": st.chain}
+    if st.quantized:
+        detail["quantized"] = st.quantized
+    return ResultRow(st.request.id, "ok", st.called(action.answer_from), response, None, now_s,
+                     detail)
 
 
 def _best_or_failed(rt: Runtime, st: _State, error: object, now_s: float) -> ResultRow:

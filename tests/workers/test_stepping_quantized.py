@@ -1,0 +1,130 @@
+"""The learned step machine serves a first call with its model's 4-bit variant when the
+bundle's P(variant correct) clears the bar and the output budget is long."""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import yaml
+from sqlalchemy import select
+
+from router.bundle import bundle_of, save_bundle
+from router.dataset import parse_items
+from router.policy import policy_from_dict
+from router.training import train_routing
+from tierline.client import Client
+from workers import execute, routing
+from workers.absorber_memory import MemoryAbsorberStore
+from workers.db import upgrade
+from workers.runtime import Runtime
+from workers.schema import attempts, results
+from workers.settings import Settings
+
+ROOT = Path(__file__).resolve().parents[2]
+# How often each model is right in the recorded outcomes the bundle learns from.
+ACCURACY = {"sim-nano": 0.1, "sim-mid": 0.2, "sim-frontier": 1.0, "sim-frontier-4bit": 0.97}
+PRICES = {"sim-nano": (0.1, 0.4), "sim-mid": (0.8, 3.2), "sim-frontier": (5.0, 20.0),
+          "sim-frontier-4bit": (2.0, 8.0)}
+
+
+class _Models(BaseHTTPRequestHandler):
+    def do_POST(self) -> None:  # noqa: N802 - the stdlib's name
+        self.rfile.read(int(self.headers["content-length"]))
+        data = json.dumps({
+            "choices": [{"message": {"role": "assistant", "content": "the answer is (A)"},
+                         "finish_reason": "stop"}],
+            "usage": {"prompt_tokens": 40, "completion_tokens": 30}}).encode()
+        self.send_response(200)
+        self.send_header("content-type", "application/json")
+        self.send_header("content-length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+@pytest.fixture(scope="module")
+def models_url() -> Iterator[str]:
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _Models)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{server.server_port}"
+    server.shutdown()
+
+
+@pytest.fixture(scope="module")
+def bundle_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    rng = np.random.default_rng(0)
+    lines = []
+    for i in range(160):
+        key = "ABCD"[i % 4]
+        outs = {}
+        for m, p in ACCURACY.items():
+            a = key if rng.random() < p else "ABCD"[(i + 1) % 4]
+            outs[m] = {"response": f"the answer is ({a})", "answer": a, "score": float(a == key),
+                       "prompt_tokens": 40, "completion_tokens": 30}
+        lines.append((i + 1, {"id": str(i), "prompt": f"question {i}",
+                              "grader": {"kind": "choice", "answer": key}, "outcomes": outs}))
+    path = tmp_path_factory.mktemp("bundle") / "routing"
+    save_bundle(bundle_of(train_routing(parse_items(lines), PRICES)), path)
+    return path
+
+
+def _run(tmp_path: Path, url: str, bundle: Path, bar: float) -> Runtime:
+    data = yaml.safe_load((ROOT / "policies" / "demo.yaml").read_text())
+    data["models"]["sim-frontier-4bit"] = {**data["models"]["sim-frontier"],
+                                           "usd_per_1m_input": 2.0, "usd_per_1m_output": 8.0}
+    data["models"]["sim-frontier"]["quantized"] = {
+        "model": "sim-frontier-4bit", "quality_ratio": 0.9, "min_output_tokens": 256}
+    # The learned pick: the cheapest tier model whose P(correct) clears the bar.
+    data["strategy"] = {"kind": "learned", "confidence_bar": bar,
+                        "options": {"bundle": str(bundle)}}
+    db = f"sqlite:///{tmp_path / 'learned.sqlite'}"
+    upgrade(db)
+    rt = Runtime(Settings("memory://", db, ROOT / "policies/demo.yaml"), policy_from_dict(data),
+                 {"TIERLINE_SIM_URL": url})
+    rt.__dict__["absorber"] = MemoryAbsorberStore()
+    client = Client(rt)
+    client._enqueue = lambda valid, new: True  # type: ignore[method-assign]
+    ids = client.submit_many([{"prompt": "question 7", "max_output_tokens": 512}],
+                             lane="batch").request_ids
+    routing.route(rt, ids, lambda bundle, _t, _l: execute.execute(rt, bundle))
+    return rt
+
+
+def _ended(rt: Runtime) -> tuple[list[str], str, dict[str, Any]]:
+    with rt.engine.connect() as conn:
+        tried = [row.model for row in conn.execute(select(attempts.c.model))]
+        row = conn.execute(select(results.c.model, results.c.detail)).one()
+    return tried, row.model, row.detail
+
+
+def test_the_variant_answers_when_its_learned_quality_clears_the_bar(
+        tmp_path: Path, models_url: str, bundle_path: Path) -> None:
+    rt = _run(tmp_path, models_url, bundle_path, bar=0.7)
+    bundle, _ = rt.learned
+    p = dict(zip(bundle.models, bundle.router.predict(["question 7"])[0], strict=True))
+    assert p["sim-mid"] < 0.7 <= p["sim-frontier-4bit"]  # what the bundle learned
+    tried, model, detail = _ended(rt)
+    assert tried == ["sim-frontier-4bit"] and model == "sim-frontier-4bit"
+    [why] = detail["quantized"]
+    assert why["model"] == "sim-frontier" and why["chosen"] == "sim-frontier-4bit"
+    assert why["basis"] == "P(sim-frontier-4bit)" and why["bar"] == 0.7
+    assert why["expected_quality"] == pytest.approx(p["sim-frontier-4bit"], abs=1e-4)
+    assert detail["chain"] == ["sim-frontier-4bit"]
+
+
+def test_the_full_model_answers_when_the_variant_falls_short_of_the_bar(
+        tmp_path: Path, models_url: str, bundle_path: Path) -> None:
+    rt = _run(tmp_path, models_url, bundle_path, bar=0.99)
+    tried, model, detail = _ended(rt)
+    assert tried == ["sim-frontier"] and model == "sim-frontier"
+    [why] = detail["quantized"]
+    assert why["chosen"] == "sim-frontier" and why["expected_quality"] < 0.99

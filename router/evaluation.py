@@ -5,7 +5,9 @@ per-method summaries (AIQ, cost to reach 95% / 99% of the best single model's ac
 the CLI in ``tierline/bench_routing.py`` reads files and prints.
 
 Methods (tiers = ``k`` models in price order: cheapest, priciest, most accurate between):
-single models, oracle (cheapest right model), random model, ``composite`` (the article's
+single models, oracle (cheapest right model), random model, ``perfect judge`` (the cheapest
+and the most accurate model as a 2-tier cascade whose judge knows the grade: the ceiling of
+any scorer on that chain), ``composite`` (the article's
 bands onto 3 tiers), ``learned`` (max P - lambda x cost share), ``cascade-k`` (judge bar swept),
 ``cascade-k+skip`` (middle tiers skipped when learned P < 0.6), ``value-k`` (call the model
 with the best expected accuracy gain per cost while it clears a swept threshold),
@@ -44,6 +46,7 @@ COST_WEIGHTS = (0.0, *(float(x) for x in np.round(np.geomspace(0.005, 3.0, 27), 
 SKIP_BAR = 0.6  # tuned on a validation slice carved from MMLU-Pro's train part only
 GAINS_PER_COST = tuple(float(x) for x in np.round(np.geomspace(0.005, 3.0, 28), 4))
 BANDS = ("low", "mid", "high")
+CEILINGS = ("oracle", "perfect judge")  # know the grades; left out of the AIQ's cost range
 
 
 @dataclass(frozen=True)
@@ -176,6 +179,18 @@ def _oracle(replay: Replay) -> RunResult:
                      float(replay.usd[rows, chosen].mean()), 0.0, 1.0)
 
 
+def _perfect_judge(replay: Replay, weak: str, strong: str) -> list[RunResult]:
+    """Weak alone, and weak escalating exactly the items it gets wrong to strong; the hull
+    between the two is every escalation share of a judge that knows the grade."""
+    w, s = replay.models.index(weak), replay.models.index(strong)
+    wrong = replay.scores[:, w] < 1.0
+    alone = RunResult(float(replay.scores[:, w].mean()), float(replay.usd[:, w].mean()), 0.0, 1.0)
+    escalated = RunResult(float(np.where(wrong, replay.scores[:, s], replay.scores[:, w]).mean()),
+                          float((replay.usd[:, w] + wrong * replay.usd[:, s]).mean()),
+                          float(wrong.mean()), float(1 + wrong.mean()))
+    return [alone, escalated]
+
+
 def evaluate(trained: TrainedRouting, items: Sequence[Item], prices: Prices,
              bands: Sequence[str]) -> Report:
     """Run every planned point on the test items and summarise each method's frontier."""
@@ -189,6 +204,9 @@ def evaluate(trained: TrainedRouting, items: Sequence[Item], prices: Prices,
     extra = [(Point("oracle (cheapest right)", "oracle", "reference", SingleModel("")),
               _oracle(replay)),
              (Point("random model", "random", "reference", SingleModel("")), random)]
+    extra += [(Point(f"perfect judge {trained.weak}>{trained.strong} ({i})", "perfect judge",
+                     "reference", SingleModel("")), r)
+              for i, r in enumerate(_perfect_judge(replay, trained.weak, trained.strong))]
     rows = [
         Row(p.label, p.method, p.kind, r.accuracy, r.usd_per_request,
             r.accuracy / best.accuracy, r.usd_per_request / best.usd_per_request,
@@ -202,7 +220,7 @@ def evaluate(trained: TrainedRouting, items: Sequence[Item], prices: Prices,
 
 def summarise(rows: Sequence[Row]) -> list[Summary]:
     """AIQ and cost to 95% / 99% of the best single accuracy, per method (costs as shares)."""
-    max_cost = max(r.cost_vs_best for r in rows if r.method != "oracle")
+    max_cost = max(r.cost_vs_best for r in rows if r.method not in CEILINGS)
     methods: dict[str, list[Row]] = {}
     for r in rows:
         methods.setdefault(r.method, []).append(r)

@@ -192,6 +192,13 @@ def test_end_to_end_evaluation_on_a_synthetic_set() -> None:
     oracle = next(r for r in report.rows if r.method == "oracle")
     assert oracle.accuracy >= max(r.accuracy for r in report.rows if r.kind == "reference"
                                   and r.method.startswith("single"))
+    weak_alone, perfect = (r for r in report.rows if r.method == "perfect judge")
+    singles = {r.strategy: r for r in report.rows if r.method.startswith("single ")}
+    cheap, top = singles["single cheap"], singles["single top"]
+    assert weak_alone.accuracy == cheap.accuracy
+    assert weak_alone.usd == pytest.approx(cheap.usd)
+    assert perfect.accuracy >= max(cheap.accuracy, top.accuracy)  # only wrong answers escalate
+    assert perfect.usd < cheap.usd + top.usd
 
 
 def test_empty_train_split_is_refused() -> None:

@@ -81,7 +81,8 @@ def finish_job(client: Any, submitted: dict[str, Any]) -> dict[str, Any] | None:
 
 @app.task(name="tierline.sweep_stranded")
 def sweep_stranded() -> int:
-    """Enqueue accepted requests that never reached the broker."""
+    """One sweep: fail jobs whose intake was interrupted, and enqueue accepted requests that
+    never reached the broker (see ``schedules.sweeper``)."""
     return enqueue_stranded(runtime())
 
 

@@ -1,25 +1,65 @@
-"""The sweeper: accepted requests that never reached the broker are enqueued again.
+"""The sweeper: accepted requests that never reached the broker are enqueued again, and jobs
+whose intake was interrupted are ended.
 
 A producer writes each request to the database before it publishes it, so a broker
 outage between the two leaves requests accepted but stranded. Routing is idempotent,
 so enqueueing a request twice is harmless; the age threshold only avoids racing a
 producer that is about to publish.
+
+A producer that dies while it streams a job's input in (a crash, a killed nightly task)
+leaves the job ``validating`` for ever: only the end of intake moves it on. The sweeper
+ends such a job ``failed`` once no request of it has been written for ``stalled_after_s``
+(see ``workers.jobs.fail_intake`` for why ``failed``). The timeout must be longer than
+any pause a live producer's input may take between two chunks of requests.
 """
 
 from __future__ import annotations
 
+import logging
 import time
 from collections import defaultdict
 
-from workers import records
+from workers import jobs, records
 from workers.app import ingress_queue
 from workers.runtime import Runtime
 
+log = logging.getLogger(__name__)
 
-def enqueue_stranded(rt: Runtime, *, min_age_s: float = 30.0, limit: int = 10_000) -> int:
-    """Publish stranded requests older than ``min_age_s``; returns how many."""
+INTAKE_STALLED_AFTER_S = 900.0
+
+
+def intake_error(written: int, stalled_after_s: float) -> str:
+    """The error a job whose intake was interrupted ends with: what happened, what to do."""
+    return (f"intake interrupted: {written} requests were written, none in the last "
+            f"{stalled_after_s:.0f} s, so the input may be incomplete. Submit it again as a new "
+            "job; `tierline resume` cannot help, it only re-enqueues requests already written")
+
+
+def fail_stalled_intakes(rt: Runtime, *, stalled_after_s: float = INTAKE_STALLED_AFTER_S,
+                         now_s: float | None = None) -> list[str]:
+    """End as ``failed`` the jobs still ``validating`` with no request written for
+    ``stalled_after_s``; returns their ids."""
+    now_s = time.time() if now_s is None else now_s
+    with rt.engine.connect() as conn:
+        stalled = jobs.stalled_intakes(conn, now_s - stalled_after_s)
+    failed = []
+    for job_id, written in stalled:
+        with rt.engine.begin() as conn:  # one job per transaction: a big one holds no others
+            if jobs.fail_intake(conn, job_id, now_s, intake_error(written, stalled_after_s)):
+                failed.append(job_id)
+                log.warning("job %s failed: intake interrupted after %d requests", job_id,
+                            written)
+    return failed
+
+
+def enqueue_stranded(rt: Runtime, *, min_age_s: float = 30.0, limit: int = 10_000,
+                     stalled_after_s: float = INTAKE_STALLED_AFTER_S) -> int:
+    """One sweep: fail interrupted intakes, then publish stranded requests older than
+    ``min_age_s``; returns how many were published."""
     from workers.tasks import route_requests
 
+    # First, so that the requests of a job that just failed are not published for nothing.
+    fail_stalled_intakes(rt, stalled_after_s=stalled_after_s)
     cutoff = time.time() - min_age_s
     with rt.engine.connect() as conn:
         stranded = records.unenqueued(conn, limit=limit, submitted_before=cutoff)

@@ -4,7 +4,8 @@
         │               ├──▶ cancelled   (``cancel``: unanswered requests end ``cancelled``)
         └──▶ failed     └──▶ expired     (the completion window passed: the rest end ``expired``)
 
-``failed`` is a job none of whose input was valid. Finished results are always kept;
+``failed`` is a job none of whose input was valid, or whose intake was interrupted (see
+``fail_intake``). Finished results are always kept;
 a call already in flight when its job is cancelled is still charged, and its late
 answer is recorded as an attempt but does not replace the ``cancelled`` result.
 (``cancelling`` and ``finalizing`` exist in OpenAI's API; here both transitions happen
@@ -15,7 +16,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 
-from sqlalchemy import and_, select, update
+from sqlalchemy import and_, func, select, update
 from sqlalchemy.engine import Connection
 
 from workers.db import insert_ignore
@@ -28,13 +29,18 @@ UNFINISHED = ("accepted", "routed")
 
 def set_state(conn: Connection, job_id: str, state: str, *, now_s: float,
               error: str | None = None) -> None:
-    """Move a job to ``state`` (terminal states record when)."""
+    """Move a job to ``state`` (terminal states record when); a job that has ended stays so.
+
+    An ended job is never reopened: an intake the sweeper declared interrupted that then
+    finishes after all must not turn its ``failed`` job back into ``in_progress``.
+    """
     values: dict[str, object] = {"status": state}
     if state in TERMINAL:
         values["finished_at"] = now_s
     if error is not None:
         values["error"] = error
-    conn.execute(update(jobs).where(jobs.c.id == job_id).values(**values))
+    conn.execute(update(jobs).where(jobs.c.id == job_id, jobs.c.status.not_in(TERMINAL))
+                 .values(**values))
 
 
 def halt(conn: Connection, job_id: str, state: str, now_s: float) -> int:
@@ -87,3 +93,48 @@ def settle(conn: Connection, job_ids: Iterable[str], now_s: float) -> None:
             requests.c.job_id == job_id, requests.c.status.in_(UNFINISHED)).limit(1)).first()
         if left is None:
             set_state(conn, job_id, "completed", now_s=now_s)
+
+
+def stalled_intakes(conn: Connection, quiet_since: float) -> list[tuple[str, int]]:
+    """(job id, requests written) of jobs still ``validating`` that were opened before
+    ``quiet_since`` and have had no request written since.
+
+    A request's ``submitted_at`` is when intake built it, so the newest one is the intake's
+    last sign of life. This reads every request of such jobs once; only jobs validating for
+    longer than the sweeper's timeout are looked at.
+    """
+    newest = func.max(requests.c.submitted_at)
+    stmt = (select(jobs.c.id, func.count(requests.c.id), newest)
+            .select_from(jobs.outerjoin(requests, requests.c.job_id == jobs.c.id))
+            .where(jobs.c.status == "validating", jobs.c.created_at < quiet_since)
+            .group_by(jobs.c.id)
+            .having((newest.is_(None)) | (newest < quiet_since)))
+    return [(job_id, int(written)) for job_id, written, _ in conn.execute(stmt)]
+
+
+def fail_intake(conn: Connection, job_id: str, now_s: float, error: str) -> bool:
+    """End a ``validating`` job whose intake was interrupted as ``failed``, with ``error``.
+
+    Why ``failed`` and not ``in_progress``: intake writes a job's requests chunk by chunk,
+    each chunk in its own transaction, and only after the last chunk records the job's
+    counts and moves it to ``in_progress``, in one more transaction. So a job still
+    ``validating`` long after its last chunk is one whose producer stopped somewhere in its
+    input, and nothing recorded tells how much input there was: the requests written may
+    be all of it or a tenth. Moving it on would report a partial job as ``completed``.
+
+    Its unanswered requests end ``failed`` (as ``halt`` ends them), so the job's counts add
+    up; finished results are kept. ``Client.resume`` cannot recover it: it re-enqueues a
+    job's unanswered requests, and a failed job has none (its workers skip it anyway). The
+    input must be submitted again as a new job; there a row that keeps its idempotency key
+    gets its earlier request back, answered or failed. Returns False when the job was not
+    ``validating`` any more (its intake finished meanwhile): then nothing changes.
+    """
+    moved = conn.execute(update(jobs).where(jobs.c.id == job_id, jobs.c.status == "validating")
+                         .values(status="failed", finished_at=now_s, error=error))
+    if moved.rowcount != 1:
+        return False
+    ids = [row[0] for row in conn.execute(
+        select(requests.c.id).where(requests.c.job_id == job_id,
+                                    requests.c.status.in_(UNFINISHED)))]
+    _end_requests(conn, ids, "failed", now_s)
+    return True

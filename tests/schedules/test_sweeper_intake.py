@@ -1,0 +1,111 @@
+"""The sweeper ends a job whose intake was interrupted, on real Postgres: ``failed``, with an
+error that says what to do, and its written requests ended so the counts add up."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from sqlalchemy import select
+
+from router.policy import load_policy
+from schedules.sweeper import INTAKE_STALLED_AFTER_S, enqueue_stranded, fail_stalled_intakes
+from tierline.client import Client
+from workers import jobs
+from workers.runtime import Runtime
+from workers.schema import results
+from workers.settings import Settings
+
+ROOT = Path(__file__).resolve().parents[2]
+POLICY = ROOT / "policies" / "demo.yaml"  # ingress_chunk 64: intake commits every 64 rows
+
+
+class Crash(Exception):
+    """The producer dies in the middle of its input."""
+
+
+@pytest.fixture()
+def client(own_postgres_url: str) -> Client:
+    rt = Runtime(Settings("memory://", own_postgres_url, POLICY), load_policy(POLICY))
+    client = Client(rt)
+    client._enqueue = lambda valid, new: True  # type: ignore[method-assign]  # no worker here
+    return client
+
+
+def _crashing(rows: int) -> Iterator[str]:
+    for i in range(rows):
+        yield f"question {i}"
+    raise Crash
+
+
+def _interrupted(client: Client, rows: int = 150) -> str:
+    """Submit a job whose producer dies after ``rows`` rows; return its id."""
+    with pytest.raises(Crash):
+        client.submit_many(_crashing(rows), lane="batch", job="nightly@2026-11-28")
+    [job] = [j for j, _ in _validating(client)]
+    return job
+
+
+def _validating(client: Client) -> list[tuple[str, int]]:
+    with client.rt.engine.connect() as conn:
+        return jobs.stalled_intakes(conn, quiet_since=time.time() + 1)
+
+
+def test_an_interrupted_intake_ends_failed_once_it_has_been_quiet_for_the_timeout(
+        client: Client) -> None:
+    job = _interrupted(client)
+    assert client.status(job).state == "validating"
+    # two chunks of 64 were committed before the crash; the last 22 rows were lost with it
+    assert _validating(client) == [(job, 128)]
+
+    soon = time.time() + INTAKE_STALLED_AFTER_S / 2
+    assert fail_stalled_intakes(client.rt, now_s=soon) == []
+    assert client.status(job).state == "validating"
+
+    later = time.time() + INTAKE_STALLED_AFTER_S + 1
+    assert fail_stalled_intakes(client.rt, now_s=later) == [job]
+    status = client.status(job)
+    assert status.state == "failed" and status.by_status == {"failed": 128}
+    assert status.error is not None and status.error.startswith(
+        "intake interrupted: 128 requests were written, none in the last 900 s")
+    assert "Submit it again as a new job" in status.error
+    assert client.resume(job) == 0  # what the error says: resume has nothing to enqueue
+    with client.rt.engine.connect() as conn:
+        ended = conn.execute(select(results.c.status, results.c.error)).all()
+    assert {tuple(r) for r in ended} == {("failed", "job failed")} and len(ended) == 128
+    assert fail_stalled_intakes(client.rt, now_s=later + 1) == []  # once only
+
+
+def test_a_job_that_crashed_before_its_first_chunk_fails_too(client: Client) -> None:
+    job = _interrupted(client, rows=10)  # fewer than a chunk: nothing was written
+    assert _validating(client) == [(job, 0)]
+    assert fail_stalled_intakes(client.rt, now_s=time.time() + INTAKE_STALLED_AFTER_S + 1) \
+        == [job]
+    status = client.status(job)
+    assert status.state == "failed" and status.total == 0
+    assert status.error is not None and status.error.startswith("intake interrupted: 0 requests")
+
+
+def test_finished_intakes_are_left_alone_and_a_late_finish_does_not_reopen_a_failed_job(
+        client: Client) -> None:
+    done = client.submit_many([f"q {i}" for i in range(70)], lane="batch").job_id
+    job = _interrupted(client)
+    assert fail_stalled_intakes(client.rt, now_s=time.time() + INTAKE_STALLED_AFTER_S + 1) \
+        == [job]
+    assert client.status(done).state == "in_progress"
+    with client.rt.engine.begin() as conn:  # the stalled producer wakes up and finishes
+        jobs.set_state(conn, job, "in_progress", now_s=time.time())
+        assert not jobs.fail_intake(conn, done, time.time(), "not validating")
+    assert client.status(job).state == "failed"
+    assert client.status(done).state == "in_progress"
+
+
+def test_the_sweep_that_tierline_sweep_and_beat_run_fails_the_job_before_enqueueing(
+        client: Client) -> None:
+    job = _interrupted(client)
+    # Its requests were never enqueued (no broker here): without the failure first, the
+    # sweep would publish all 128 of them for nothing.
+    assert enqueue_stranded(client.rt, min_age_s=0.0, stalled_after_s=0.0) == 0
+    assert client.status(job).state == "failed"

@@ -214,12 +214,21 @@ def db_upgrade() -> None:
 
 
 @main.command()
-def sweep() -> None:
-    """Enqueue accepted requests that never reached the broker (e.g. it was down)."""
-    from schedules.sweeper import enqueue_stranded
+@click.option("--intake-timeout", type=click.FloatRange(min=0), default=None,
+              help="Seconds without a new request after which a validating job's intake "
+                   "counts as interrupted (default: 900).")
+def sweep(intake_timeout: float | None) -> None:
+    """Enqueue accepted requests that never reached the broker (e.g. it was down), and
+    fail jobs whose intake was interrupted."""
+    from schedules.sweeper import INTAKE_STALLED_AFTER_S, enqueue_stranded, fail_stalled_intakes
     from workers.runtime import runtime
 
-    n = enqueue_stranded(runtime(), min_age_s=0.0)
+    rt = runtime()
+    timeout = INTAKE_STALLED_AFTER_S if intake_timeout is None else intake_timeout
+    for job_id in fail_stalled_intakes(rt, stalled_after_s=timeout):
+        out.print(f"job {job_id} failed: its intake was interrupted; submit it again",
+                  highlight=False)
+    n = enqueue_stranded(rt, min_age_s=0.0, stalled_after_s=timeout)
     out.print(f"{n} stranded requests enqueued", highlight=False)
 
 

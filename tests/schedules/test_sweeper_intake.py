@@ -3,6 +3,9 @@ error that says what to do, and its written requests ended so the counts add up.
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -108,4 +111,17 @@ def test_the_sweep_that_tierline_sweep_and_beat_run_fails_the_job_before_enqueue
     # Its requests were never enqueued (no broker here): without the failure first, the
     # sweep would publish all 128 of them for nothing.
     assert enqueue_stranded(client.rt, min_age_s=0.0, stalled_after_s=0.0) == 0
+    assert client.status(job).state == "failed"
+
+
+def test_the_sweep_command_names_the_jobs_it_failed(client: Client, own_postgres_url: str,
+                                                     tmp_path: Path) -> None:
+    job = _interrupted(client)
+    env = {**os.environ, "TIERLINE_DATABASE_URL": own_postgres_url, "TIERLINE_POLICY": str(POLICY),
+           "TIERLINE_BROKER_URL": "redis://127.0.0.1:6379/8"}
+    run = subprocess.run([sys.executable, "-m", "tierline", "sweep", "--intake-timeout", "0"],
+                         cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60)
+    assert run.returncode == 0, run.stderr
+    assert f"job {job} failed: its intake was interrupted; submit it again" in run.stdout
+    assert "0 stranded requests enqueued" in run.stdout  # its requests ended with the job
     assert client.status(job).state == "failed"

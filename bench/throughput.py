@@ -21,7 +21,6 @@ import json
 import os
 import re
 import resource
-import signal
 import subprocess
 import sys
 import tempfile
@@ -35,6 +34,8 @@ from typing import Any
 import psycopg
 import redis
 import yaml
+
+from tierline.children import sim_url, spawn, stop
 
 ROOT = Path(__file__).resolve().parent.parent
 BENCH_POLICY = ROOT / "policies" / "bench-instant.yaml"
@@ -72,21 +73,6 @@ def produce(rows_file: Path) -> None:
                       "started_at": started, "intake_s": time.time() - started,
                       "cpu_s": usage.ru_utime + usage.ru_stime,
                       "maxrss_mb": usage.ru_maxrss / 1024}))
-
-
-def _spawn(argv: list[str], env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
-    return subprocess.Popen(argv, cwd=ROOT, env=env, stdout=log.open("wb"),
-                            stderr=subprocess.STDOUT, start_new_session=True)
-
-
-def _stop(proc: subprocess.Popen[bytes]) -> None:
-    if proc.poll() is None:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
 
 
 def _tree(pid: int) -> list[int]:
@@ -169,15 +155,16 @@ def stack(policy: Path, logs: Path, args: argparse.Namespace, sim: bool = False
         quiet = ["--", "--without-mingle", "--without-gossip", "--without-heartbeat",
                  "-l", "WARNING"]
         worker = [sys.executable, "-m", "tierline", "worker"]
-        procs["router"] = _spawn([*worker, "--role", "router", "-c", str(args.router_c), *quiet,
-                                  "-n", f"bench-router-{name}@%h"], env, logs / "router.log")
-        procs["tier"] = _spawn([*worker, "--role", "tier", "-c", str(args.tier_c), *quiet,
-                                "-n", f"bench-tier-{name}@%h"], env, logs / "tier.log")
+        procs["router"] = spawn([*worker, "--role", "router", "-c", str(args.router_c), *quiet,
+                                 "-n", f"bench-router-{name}@%h"], env, logs / "router.log",
+                                cwd=ROOT)
+        procs["tier"] = spawn([*worker, "--role", "tier", "-c", str(args.tier_c), *quiet,
+                               "-n", f"bench-tier-{name}@%h"], env, logs / "tier.log", cwd=ROOT)
         time.sleep(4)  # workers import, fork their pools and subscribe
         yield env, procs
     finally:
         for proc in procs.values():
-            _stop(proc)
+            stop(proc)
         with psycopg.connect(ADMIN_URL, autocommit=True) as conn:
             conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
@@ -185,15 +172,10 @@ def stack(policy: Path, logs: Path, args: argparse.Namespace, sim: bool = False
 def _start_sim(env: dict[str, str], logs: Path) -> subprocess.Popen[bytes]:
     config = logs / "zero-latency.yaml"
     config.write_text("default: {ttft_s: 0, per_token_s: 0, jitter_s: 0, cold_start_s: 0}\n")
-    proc = _spawn([sys.executable, "-m", "sim", "--policy", str(SIM_POLICY), "--config",
-                   str(config), "--port", "0"], env, logs / "sim.log")
-    for _ in range(400):
-        found = re.search(r"listening on (http://\S+)", (logs / "sim.log").read_text())
-        if found:
-            env["TIERLINE_SIM_URL"] = found[1]
-            return proc
-        time.sleep(0.05)
-    raise RuntimeError("simulator did not start")
+    proc = spawn([sys.executable, "-m", "sim", "--policy", str(SIM_POLICY), "--config",
+                  str(config), "--port", "0"], env, logs / "sim.log", cwd=ROOT)
+    env["TIERLINE_SIM_URL"] = sim_url(logs / "sim.log", proc)
+    return proc
 
 
 def run_case(label: str, policy: Path, rows_file: Path, rows: int, args: argparse.Namespace,

@@ -10,14 +10,11 @@ stored. Accuracy and USD must agree with the offline replay within rounding.
 from __future__ import annotations
 
 import os
-import re
-import signal
 import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import Path
@@ -36,6 +33,7 @@ from router.steps import Accept
 from router.strategies import Cascade
 from router.training import TrainedRouting, scores_of
 from router.value_cascade import ValueCascade
+from tierline.children import sim_url, spawn, stop
 
 BUDGET_S = 86_400.0
 MAX_OUTPUT_TOKENS = 8_192
@@ -110,16 +108,22 @@ def run_live(trained: TrainedRouting, test: Sequence[Item], prices: Prices, labe
         zero = Path(tmp) / "zero.yaml"
         zero.write_text("default: {ttft_s: 0, per_token_s: 0, jitter_s: 0, cold_start_s: 0}\n")
         env["TIERLINE_POLICY"] = str(policy_path)
-        with _process([sys.executable, "-m", "sim", "--replay", str(replay_file), "--config",
-                       str(zero), "--port", "0"], env, Path(tmp) / "sim.log") as log:
-            env["TIERLINE_SIM_URL"] = _wait_for_url(log)
+        sim = spawn([sys.executable, "-m", "sim", "--replay", str(replay_file), "--config",
+                     str(zero), "--port", "0"], env, Path(tmp) / "sim.log")
+        worker = None
+        try:
+            env["TIERLINE_SIM_URL"] = sim_url(Path(tmp) / "sim.log", sim, timeout_s=60)
             subprocess.run([sys.executable, "-m", "tierline", "db", "upgrade"], env=env,
                            check=True, capture_output=True)
-            with _process([sys.executable, "-m", "tierline", "worker", "--role", "all",
-                           "--pool", "threads", "-c", "8", "--", "-n", "bench-live@%h",
-                           "--without-mingle", "--without-gossip"], env,
-                          Path(tmp) / "worker.log"):
-                accuracy, usd = _submit_and_grade(trained, test, policy_path, env, console)
+            worker = spawn([sys.executable, "-m", "tierline", "worker", "--role", "all",
+                            "--pool", "threads", "-c", "8", "--", "-n", "bench-live@%h",
+                            "--without-mingle", "--without-gossip"], env,
+                           Path(tmp) / "worker.log")
+            accuracy, usd = _submit_and_grade(trained, test, policy_path, env, console)
+        finally:
+            for proc in (worker, sim):
+                if proc is not None:
+                    stop(proc)
     return LiveResult(label, len(test), offline.accuracy, offline.usd_per_request, accuracy,
                       usd)
 
@@ -158,26 +162,3 @@ def _submit_and_grade(trained: TrainedRouting, test: Sequence[Item], policy_path
     return correct / len(test), float(usd) / len(test)
 
 
-@contextmanager
-def _process(argv: list[str], env: dict[str, str], log: Path) -> Iterator[Path]:
-    proc = subprocess.Popen(argv, env=env, stdout=log.open("wb"), stderr=subprocess.STDOUT,
-                            start_new_session=True)
-    try:
-        yield log
-    finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGTERM)
-            try:
-                proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
-
-
-def _wait_for_url(log: Path, timeout_s: float = 60.0) -> str:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        found = re.search(r"listening on (http://\S+)", log.read_text(errors="replace"))
-        if found:
-            return found.group(1)
-        time.sleep(0.05)
-    raise InvalidInput(f"the replay simulator did not start: {log.read_text()[-500:]}")

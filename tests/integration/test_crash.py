@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import re
 import signal
 import subprocess
 import sys
@@ -17,6 +16,7 @@ import redis
 from sqlalchemy import func, select
 
 from router.policy import load_policy
+from tierline.children import sim_url, spawn, stop
 from tierline.client import Client
 from workers.runtime import Runtime, install
 from workers.schema import attempts, charges, requests
@@ -27,41 +27,23 @@ POLICY = ROOT / "policies" / "demo.yaml"
 pytestmark = pytest.mark.integration
 
 
-def _spawn(argv: list[str], env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
-    return subprocess.Popen(argv, cwd=ROOT, env=env, stdout=log.open("ab"),
-                            stderr=subprocess.STDOUT, start_new_session=True)
-
-
-def _kill(proc: subprocess.Popen[bytes], sig: int = signal.SIGKILL) -> None:
-    if proc.poll() is None:
-        os.killpg(proc.pid, sig)
-        proc.wait(timeout=20)
-
-
 def test_a_bundle_whose_worker_is_killed_mid_call_is_redelivered_and_charged_once(
         redis_url: str, postgres_url: str, tmp_path: Path, use_broker: Any) -> None:
     broker = redis_url.rsplit("/", 1)[0] + "/4"  # this test's own queues and workers
     redis.Redis.from_url(broker).flushdb()
     slow = tmp_path / "slow.yaml"
     slow.write_text("default: {ttft_s: 2.0, per_token_s: 0, jitter_s: 0, cold_start_s: 0}\n")
-    sim = _spawn([sys.executable, "-m", "sim", "--policy", str(POLICY), "--config", str(slow),
-                  "--port", "0"], dict(os.environ), tmp_path / "sim.log")
+    sim = spawn([sys.executable, "-m", "sim", "--policy", str(POLICY), "--config", str(slow),
+                 "--port", "0"], dict(os.environ), tmp_path / "sim.log", cwd=ROOT)
     workers: list[subprocess.Popen[bytes]] = []
     try:
-        url = None
-        for _ in range(200):
-            found = re.search(r"listening on (http://\S+)", (tmp_path / "sim.log").read_text())
-            if found:
-                url = found.group(1)
-                break
-            time.sleep(0.05)
-        assert url, (tmp_path / "sim.log").read_text()
+        url = sim_url(tmp_path / "sim.log", sim)
         env = {**os.environ, "TIERLINE_BROKER_URL": broker, "TIERLINE_DATABASE_URL": postgres_url,
                "TIERLINE_POLICY": str(POLICY), "TIERLINE_SIM_URL": url,
                "TIERLINE_VISIBILITY_TIMEOUT_S": "4"}
         worker = [sys.executable, "-m", "tierline", "worker", "--role", "all", "-c", "2", "--",
                   "--without-mingle", "--without-gossip"]
-        workers.append(_spawn([*worker, "-n", "doomed@%h"], env, tmp_path / "doomed.log"))
+        workers.append(spawn([*worker, "-n", "doomed@%h"], env, tmp_path / "doomed.log", cwd=ROOT))
 
         rt = Runtime(Settings(broker, postgres_url, POLICY), load_policy(POLICY), env)
         install(rt)
@@ -76,12 +58,13 @@ def test_a_bundle_whose_worker_is_killed_mid_call_is_redelivered_and_charged_onc
         while calls_seen() == 0 and time.monotonic() < deadline:
             time.sleep(0.1)
         assert calls_seen() > 0, "the doomed worker never called a model"
-        _kill(workers[0])  # mid-call: the simulator takes 2 s to answer
+        stop(workers[0], signal.SIGKILL)  # mid-call: the simulator takes 2 s to answer
         with rt.engine.connect() as conn:
             assert conn.execute(select(func.count()).select_from(charges).where(
                 charges.c.job_id == report.job_id)).scalar_one() == 0
 
-        workers.append(_spawn([*worker, "-n", "survivor@%h"], env, tmp_path / "survivor.log"))
+        workers.append(spawn([*worker, "-n", "survivor@%h"], env, tmp_path / "survivor.log",
+                             cwd=ROOT))
         status = Client(rt).wait(report.job_id, timeout_s=90)
         assert (status.state, status.by_status) == ("completed", {"done": 6}), status
         ids = select(requests.c.id).where(requests.c.job_id == report.job_id)
@@ -93,6 +76,6 @@ def test_a_bundle_whose_worker_is_killed_mid_call_is_redelivered_and_charged_onc
         assert (n_charges, n_attempts) == (6, 6)
     finally:
         for proc in workers:
-            _kill(proc, signal.SIGTERM)
-        _kill(sim, signal.SIGTERM)
+            stop(proc)
+        stop(sim)
         redis.Redis.from_url(broker).flushdb()

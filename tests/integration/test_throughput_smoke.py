@@ -15,7 +15,7 @@ import redis
 from sqlalchemy import func, select
 
 from router.policy import load_policy
-from tests.integration.conftest import _spawn, _stop
+from tierline.children import spawn, stop
 from tierline.client import Client
 from workers.runtime import Runtime
 from workers.schema import attempts, charges, requests, results
@@ -39,17 +39,17 @@ def instant_client(redis_url: str, postgres_url: str, use_broker: Any,
            "TIERLINE_POLICY": str(POLICY)}
     quiet = ["--", "--without-mingle", "--without-gossip", "-l", "WARNING"]
     worker = [sys.executable, "-m", "tierline", "worker"]
-    procs = [_spawn([*worker, "--role", "router", "-c", "1", *quiet, "-n", "smoke-router@%h"],
-                    env, logs / "router.log"),
-             _spawn([*worker, "--role", "tier", "-c", "2", *quiet, "-n", "smoke-tier@%h"],
-                    env, logs / "tier.log")]
+    procs = [spawn([*worker, "--role", "router", "-c", "1", *quiet, "-n", "smoke-router@%h"],
+                   env, logs / "router.log", cwd=ROOT),
+             spawn([*worker, "--role", "tier", "-c", "2", *quiet, "-n", "smoke-tier@%h"],
+                   env, logs / "tier.log", cwd=ROOT)]
     settings = Settings(broker, postgres_url, POLICY)
     use_broker(broker)
     try:
         yield Client(Runtime(settings, load_policy(POLICY), dict(env)))
     finally:
         for proc in procs:
-            _stop(proc)
+            stop(proc)
         use_broker(redis_url)  # the demo stack's tests may run after this module
 
 

@@ -6,12 +6,14 @@ the line. Prices map a model to (USD per 1M input, USD per 1M output).
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
+from router.answers import EXTRACTOR_FOR_GRADER
 from router.errors import InvalidInput
 
 Prices = Mapping[str, tuple[float, float]]
@@ -49,6 +51,15 @@ def _field(obj: Mapping[str, Any], name: str, kind: type | tuple[type, ...], whe
     return value
 
 
+def _number(obj: Mapping[str, Any], name: str, where: str, high: float = math.inf) -> float:
+    """A finite number in [0, high] (JSON's NaN and Infinity are refused)."""
+    value = float(_field(obj, name, (int, float), where))
+    if not (math.isfinite(value) and 0 <= value <= high):
+        bounds = "a finite number >= 0" if high == math.inf else f"a number in [0, {high:g}]"
+        raise InvalidInput(f"{where}: field {name!r} must be {bounds}, got {value}")
+    return value
+
+
 def parse_item(raw: Any, line: int, source: str = "<data>") -> Item:
     """Validate one decoded JSON line into an :class:`Item`."""
     where = f"{source}: line {line}"
@@ -56,6 +67,9 @@ def parse_item(raw: Any, line: int, source: str = "<data>") -> Item:
         raise InvalidInput(f"{where}: not a JSON object")
     grader = _field(raw, "grader", dict, where)
     kind = _field(grader, "kind", str, f"{where}: grader")
+    if kind not in EXTRACTOR_FOR_GRADER:
+        raise InvalidInput(f"{where}: grader kind {kind!r} is not supported "
+                           f"(known: {', '.join(EXTRACTOR_FOR_GRADER)})")
     key = _field(grader, "answer", str, f"{where}: grader") if kind == "choice" else None
     outcomes = {}
     for model, out in _field(raw, "outcomes", dict, where).items():
@@ -66,9 +80,9 @@ def parse_item(raw: Any, line: int, source: str = "<data>") -> Item:
         outcomes[model] = Outcome(
             response=_field(out, "response", str, at),
             answer=answer if isinstance(answer, str) else None,
-            score=float(_field(out, "score", (int, float), at)),
-            prompt_tokens=int(_field(out, "prompt_tokens", (int, float), at)),
-            completion_tokens=int(_field(out, "completion_tokens", (int, float), at)),
+            score=_number(out, "score", at, high=1.0),
+            prompt_tokens=int(_number(out, "prompt_tokens", at)),
+            completion_tokens=int(_number(out, "completion_tokens", at)),
         )
     if not outcomes:
         raise InvalidInput(f"{where}: 'outcomes' lists no model")
@@ -78,13 +92,23 @@ def parse_item(raw: Any, line: int, source: str = "<data>") -> Item:
 
 
 def parse_items(lines: Iterable[tuple[int, Any]], source: str = "<data>") -> list[Item]:
-    """Parse (line number, decoded JSON) pairs; every item must list the same models."""
+    """Parse (line number, decoded JSON) pairs; every item must list the same models and use
+    the same grader kind as the first."""
     items: list[Item] = []
     for line, raw in lines:
         item = parse_item(raw, line, source)
-        if items and set(item.outcomes) != set(items[0].outcomes):
-            raise InvalidInput(f"{source}: line {line}: models {sorted(item.outcomes)} "
-                               f"differ from the first line's {sorted(items[0].outcomes)}")
+        if items:
+            first = items[0]
+            missing = sorted(set(first.outcomes) - set(item.outcomes))
+            extra = sorted(set(item.outcomes) - set(first.outcomes))
+            if missing or extra:
+                raise InvalidInput(f"{source}: line {line}: "
+                                   + "; ".join([f"no outcome for model {m!r}" for m in missing]
+                                               + [f"model {m!r} is not in the first item"
+                                                  for m in extra]))
+            if item.grader_kind != first.grader_kind:
+                raise InvalidInput(f"{source}: line {line}: grader kind {item.grader_kind!r} "
+                                   f"differs from the first item's {first.grader_kind!r}")
         items.append(item)
     return items
 

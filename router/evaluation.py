@@ -4,7 +4,9 @@ Pure: it receives parsed items, prices and complexity bands, and returns rows an
 per-method summaries (AIQ, cost to reach 95% / 99% of the best single model's accuracy);
 the CLI in ``tierline/bench_routing.py`` reads files and prints.
 
-Methods (tiers = ``k`` models in price order: cheapest, priciest, most accurate between):
+Methods (tiers = ``k`` models in price order: the cheapest, the strong model — the most
+accurate of the others — and the most accurate priced between them; a model pricier than
+the strong one is never a tier):
 single models, oracle (cheapest right model), random model, ``perfect judge`` (the cheapest
 and the most accurate model as a 2-tier cascade whose judge knows the grade: the ceiling of
 any scorer on that chain), ``composite`` (the article's
@@ -24,6 +26,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 
 from router.dataset import Item, Prices
+from router.errors import InvalidInput
 from router.frontier import aiq, cost_to_reach
 from router.judge import LastResponseJudge
 from router.replay import CachedJudge, Replay, RunResult, prepare_replay, run_strategy
@@ -36,7 +39,7 @@ from router.strategies import (
     Strategy,
     TwoModelThreshold,
 )
-from router.training import TrainedRouting
+from router.training import TrainedRouting, strong_model
 from router.value_cascade import ValueCascade
 
 # Sweeps: the same density for every method, so no frontier is coarser than another's.
@@ -90,6 +93,7 @@ class Report:
     best_single: str
     best_accuracy: float
     best_usd: float
+    cost_unit: str = ""  # the single model whose USD is 100%: the best, unless it is free
 
 
 @dataclass(frozen=True)
@@ -106,17 +110,22 @@ class Point:
 def tier_subset(models: Sequence[str], accuracy: dict[str, float], n_tiers: int) -> tuple[
     str, ...
 ] | None:
-    """``n_tiers`` models in price order: the cheapest, the priciest, and the most accurate
-    of the ones between; None when there are fewer models than tiers."""
-    if n_tiers > len(models) or n_tiers < 2:
+    """``n_tiers`` models in price order (``models`` are cheapest first): the cheapest, the
+    strong model (:func:`strong_model`), and the most accurate of the ones priced between;
+    None when fewer models are priced up to the strong one than there are tiers."""
+    if n_tiers < 2 or len(models) < 2:
         return None
-    middle = sorted(models[1:-1], key=lambda m: -accuracy[m])[: n_tiers - 2]
-    return tuple(m for m in models if m in {models[0], models[-1], *middle})
+    top = strong_model(models, accuracy)
+    chain = list(models[: models.index(top) + 1])
+    if n_tiers > len(chain):
+        return None
+    middle = sorted(chain[1:-1], key=lambda m: -accuracy[m])[: n_tiers - 2]
+    return tuple(m for m in chain if m in {chain[0], top, *middle})
 
 
 def band_models(models: Sequence[str], accuracy: dict[str, float]) -> dict[str, str]:
-    """Bands low/mid/high onto the 3-tier subset (or fewer tiers: low and mid share)."""
-    tiers = tier_subset(models, accuracy, min(3, len(models))) or (models[0],)
+    """Bands low/mid/high onto the 3-tier subset (or 2 tiers: low and mid share)."""
+    tiers = tier_subset(models, accuracy, 3) or tier_subset(models, accuracy, 2) or (models[0],)
     spread = {1: (0, 0, 0), 2: (0, 0, 1), 3: (0, 1, 2)}[len(tiers)]
     return {band: tiers[spread[i]] for i, band in enumerate(BANDS)}
 
@@ -200,6 +209,15 @@ def evaluate(trained: TrainedRouting, items: Sequence[Item], prices: Prices,
     ]
     singles = {p.method: r for p, r in results if p.kind == "reference"}
     best_name, best = max(singles.items(), key=lambda kv: (kv[1].accuracy, -kv[1].usd_per_request))
+    if best.accuracy <= 0:
+        raise InvalidInput(f"no model answers any of the {len(items)} evaluation items right: "
+                           "accuracy shares are undefined")
+    # Costs are shares of the best model's USD; when it is free, of the priciest model's.
+    unit_name, unit = (best_name, best) if best.usd_per_request > 0 else max(
+        singles.items(), key=lambda kv: kv[1].usd_per_request)
+    if unit.usd_per_request <= 0:
+        raise InvalidInput("every model's recorded calls cost $0 at these prices: "
+                           "there is no cost to route on")
     random = RunResult(float(replay.scores.mean()), float(replay.usd.mean()), 0.0, 1.0)
     extra = [(Point("oracle (cheapest right)", "oracle", "reference", SingleModel("")),
               _oracle(replay)),
@@ -209,13 +227,13 @@ def evaluate(trained: TrainedRouting, items: Sequence[Item], prices: Prices,
               for i, r in enumerate(_perfect_judge(replay, trained.weak, trained.strong))]
     rows = [
         Row(p.label, p.method, p.kind, r.accuracy, r.usd_per_request,
-            r.accuracy / best.accuracy, r.usd_per_request / best.usd_per_request,
+            r.accuracy / best.accuracy, r.usd_per_request / unit.usd_per_request,
             r.escalation_rate, r.calls_per_request,
             max(r.chains, key=r.chains.__getitem__) if r.chains else "")
         for p, r in results + extra
     ]
     return Report(rows, summarise(rows), best_name.removeprefix("single "),
-                  best.accuracy, best.usd_per_request)
+                  best.accuracy, best.usd_per_request, unit_name.removeprefix("single "))
 
 
 def summarise(rows: Sequence[Row]) -> list[Summary]:

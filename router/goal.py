@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from router.evaluation import Report
+from router.evaluation import Report, Summary
 
 
 @dataclass(frozen=True)
@@ -21,14 +21,19 @@ class Verdict:
     met: bool  # AIQ larger; cost at least 20% lower; accuracy above the best single model's
 
 
+def _cost(summary: Summary, criterion: str) -> float:
+    """A cost to reach a target; never reached counts as infinite (0 is a real cost)."""
+    value = getattr(summary, criterion)
+    return float("inf") if value is None else float(value)
+
+
 def choose_methods(validation: Report) -> dict[str, str]:
     """Per criterion, the tierline method that did best on the validation report."""
     ours = [s for s in validation.summaries if s.kind == "tierline"]
-    inf = float("inf")
     return {
         "aiq": max(ours, key=lambda s: s.aiq).method,
-        "cost_to_95": min(ours, key=lambda s: s.cost_to_95 or inf).method,
-        "cost_to_99": min(ours, key=lambda s: s.cost_to_99 or inf).method,
+        "cost_to_95": min(ours, key=lambda s: _cost(s, "cost_to_95")).method,
+        "cost_to_99": min(ours, key=lambda s: _cost(s, "cost_to_99")).method,
         "accuracy": max((r for r in validation.rows if r.kind == "tierline"),
                         key=lambda r: (r.accuracy, -r.usd)).strategy,
     }
@@ -53,8 +58,10 @@ def verdicts(report: Report, chosen: dict[str, str], cost_margin: float = 0.2) -
             met = ours is not None and ours > best.aiq
             out.append(Verdict(criterion, method, ours, best.method, best.aiq, met))
             continue
-        best = min(baselines, key=lambda s: getattr(s, criterion) or float("inf"))
+        best = min(baselines, key=lambda s: _cost(s, criterion))
         theirs = getattr(best, criterion)
-        met = ours is not None and (theirs is None or ours <= (1 - cost_margin) * theirs)
+        # strictly cheaper too: nothing is 20% cheaper than a baseline that costs nothing
+        met = ours is not None and (theirs is None or ours < theirs
+                                    and ours <= (1 - cost_margin) * theirs)
         out.append(Verdict(criterion, method, ours, best.method, theirs, met))
     return out

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import lru_cache
 from itertools import combinations
 
 import numpy as np
@@ -65,21 +66,41 @@ def _mean_router(a: LearnedRouter, b: LearnedRouter) -> LearnedRouter:
                          (a.bias + b.bias) / 2)
 
 
+@lru_cache(maxsize=8)
+def _subsets(n_models: int) -> tuple[tuple[int, ...], ...]:
+    """Every non-empty subset of the model columns (enumerated once per model count)."""
+    return tuple(c for r in range(1, n_models + 1) for c in combinations(range(n_models), r))
+
+
+@lru_cache(maxsize=8)
+def _call_pairs(n_models: int) -> tuple[tuple[tuple[int, ...], int], ...]:
+    """(called columns, next column) for every state of at most two calls."""
+    return tuple((c, m) for r in range(0, min(2, n_models - 1) + 1)
+                 for c in combinations(range(n_models), r) for m in range(n_models) if m not in c)
+
+
+def strong_model(models: Sequence[str], accuracy: dict[str, float]) -> str:
+    """The top of a cheap-to-strong chain: the most accurate model other than the cheapest
+    (ties go to the cheaper); ``models`` are cheapest first. A pricier, less accurate model
+    is never the top, whatever its price."""
+    rest = list(models[1:]) or list(models)
+    return max(rest, key=lambda m: (accuracy[m], -rest.index(m)))
+
+
 def _states(n_models: int, rng: np.random.Generator) -> list[tuple[int, ...]]:
     """Model subsets (as column tuples) the judge learns from: all, or a sample."""
-    every = [c for r in range(1, n_models + 1) for c in combinations(range(n_models), r)]
+    every = _subsets(n_models)
     if len(every) <= MAX_STATES_PER_ITEM:
-        return every
+        return list(every)
     chosen = rng.choice(len(every), MAX_STATES_PER_ITEM, replace=False)
     return [every[i] for i in chosen]
 
 
 def _lookahead_states(n_models: int, rng: np.random.Generator) -> list[tuple[tuple[int, ...], int]]:
     """(called columns, next column) pairs: states of at most two calls, a sample per item."""
-    pairs = [(c, m) for r in range(0, min(2, n_models - 1) + 1)
-             for c in combinations(range(n_models), r) for m in range(n_models) if m not in c]
+    pairs = _call_pairs(n_models)
     if len(pairs) <= LOOKAHEAD_PER_ITEM:
-        return pairs
+        return list(pairs)
     return [pairs[i] for i in rng.choice(len(pairs), LOOKAHEAD_PER_ITEM, replace=False)]
 
 
@@ -156,10 +177,7 @@ def train_routing(items: Sequence[Item], prices: Prices, seed: int = 0,
                               logits_of_item[i], labels[key]))
     lookahead = train_lookahead(models, look_rows)
     accuracy = {m: float(scores[:, j].mean()) for j, m in enumerate(models)}
-    weak = models[0]
-    strong = max(models, key=lambda m: (accuracy[m], -usd[m]))
-    if strong == weak:
-        strong = models[-1]
+    weak, strong = models[0], strong_model(models, accuracy)
     weak_enough = train_weak_enough(prompts, scores[:, models.index(weak)],
                                     scores[:, models.index(strong)], weak, strong, fit, rows)
     return TrainedRouting(

@@ -80,3 +80,81 @@ def test_smoke_on_a_slice_of_real_recorded_outcomes(tmp_path: Path) -> None:
     assert plot.stat().st_size > 10_000
     assert (tmp_path / "router.npz").exists() and (tmp_path / "router.json").exists()
     assert (tmp_path / "bundle.npz").exists() and "goal" in result.output
+
+
+def _varied(n: int, models: tuple[str, ...] = ("small", "large")) -> list[str]:
+    """Items where the first model is right on every other item and the second on 9 in 10."""
+    lines = []
+    for i in range(n):
+        right = dict(zip(models, (i % 2 == 0, i % 10 != 3), strict=True))
+        outcomes = {m: {"response": f"the answer is ({'A' if right[m] else 'B'})",
+                        "answer": "A" if right[m] else "B", "score": float(right[m]),
+                        "prompt_tokens": 10 + i % 3, "completion_tokens": 5} for m in models}
+        lines.append(json.dumps({"id": f"v/{i}", "prompt": f"question {i}\u2028 part two",
+                                 "grader": {"kind": "choice", "answer": "A"},
+                                 "outcomes": outcomes}, ensure_ascii=False))
+    return lines
+
+
+def test_non_utf8_bytes_are_named_with_their_line(tmp_path: Path) -> None:
+    data = tmp_path / "d.jsonl"
+    data.write_bytes(("\n".join([_line(1), _line(2)]) + "\n").encode() + b'{"id": "caf\xe9"}\n')
+    (tmp_path / "p.yaml").write_text(PRICES)
+    result = CliRunner().invoke(command, ["--train", str(data), "--prices",
+                                          str(tmp_path / "p.yaml")])
+    assert result.exit_code == 2, result.output
+    assert "d.jsonl: line 3: not UTF-8" in result.output and "Traceback" not in result.output
+
+
+def test_an_empty_file_is_named(tmp_path: Path) -> None:
+    result = _run(tmp_path, [""])
+    assert result.exit_code == 2 and "d.jsonl: no items" in result.output
+
+
+def test_an_item_missing_one_model_names_the_line_and_model(tmp_path: Path) -> None:
+    short = json.loads(_line(2))
+    del short["outcomes"]["large"]
+    result = _run(tmp_path, [_line(1), json.dumps(short)])
+    assert result.exit_code == 2 and "line 2: no outcome for model 'large'" in result.output
+
+
+@pytest.mark.parametrize("spec", ["{usd_per_1m_input: -1, usd_per_1m_output: 2}",
+                                  "{usd_per_1m_input: .nan, usd_per_1m_output: 2}", "3"])
+def test_bad_prices_are_named(tmp_path: Path, spec: str) -> None:
+    result = _run(tmp_path, [_line(i) for i in range(10)],
+                  prices=PRICES.replace("{usd_per_1m_input: 1.0, usd_per_1m_output: 2.0}", spec))
+    assert result.exit_code == 2 and "p.yaml: models.large" in result.output
+
+
+def test_test_models_must_match_train_models_before_any_training(tmp_path: Path) -> None:
+    test = tmp_path / "t.jsonl"
+    test.write_text("\n".join(_varied(4, ("small", "other"))) + "\n")
+    data = tmp_path / "d.jsonl"
+    data.write_text("\n".join(_varied(40)) + "\n")
+    (tmp_path / "p.yaml").write_text(PRICES)
+    result = CliRunner().invoke(command, ["--train", str(data), "--test", str(test),
+                                          "--prices", str(tmp_path / "p.yaml")])
+    assert result.exit_code == 2
+    assert "t.jsonl: models differ" in result.output and "['other']" in result.output
+    assert "validation" not in result.output  # refused before anything was trained
+
+
+def test_a_free_best_model_and_an_unused_price_give_finite_json(tmp_path: Path) -> None:
+    prices = ("models:\n  small: {usd_per_1m_input: 0.1, usd_per_1m_output: 0.2}\n"
+              "  large: {usd_per_1m_input: 0, usd_per_1m_output: 0}\n"
+              "  unused: {usd_per_1m_input: 9, usd_per_1m_output: 9}\n")
+    data = tmp_path / "d.jsonl"
+    data.write_text("\n".join(_varied(80)) + "\n")  # U+2028 inside prompts: one item a line
+    (tmp_path / "p.yaml").write_text(prices)
+    out_json = tmp_path / "rows.json"
+    result = CliRunner().invoke(command, ["--train", str(data), "--prices",
+                                          str(tmp_path / "p.yaml"), "--json", str(out_json)])
+    assert result.exit_code == 0, result.output
+    assert "train 56 items, test 24 items" in result.output
+    assert "costs are shares of small's USD" in result.output
+
+    def refuse(constant: str) -> None:
+        raise AssertionError(f"{constant} in the JSON")
+
+    rows = json.loads(out_json.read_text(), parse_constant=refuse)
+    assert {r["cost_unit"] for r in rows} == {"small"} and rows[0]["best_single"] == "large"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -50,3 +51,22 @@ def test_bad_training_input_is_one_clear_line(tmp_path: Path) -> None:
         run = train(*args, "--prices", str(prices), "--out", str(tmp_path / "b"))
         assert run.returncode == 2, run.stderr
         assert message in run.stderr and "Traceback" not in run.stderr
+
+
+def test_an_unpriced_model_or_an_empty_file_names_the_file(tmp_path: Path) -> None:
+    from click.testing import CliRunner
+
+    from tierline.router_train import command
+
+    prices = tmp_path / "prices.yaml"
+    prices.write_text("models: {a: {usd_per_1m_input: 1, usd_per_1m_output: 2}}\n")
+    outcome = {"response": "7", "score": 1.0, "prompt_tokens": 3, "completion_tokens": 1}
+    data = tmp_path / "data.jsonl"
+    data.write_text(json.dumps({"id": "1", "prompt": "p", "grader": {"kind": "recorded"},
+                                "outcomes": {"a": outcome, "b": outcome}}) + "\n")
+    (tmp_path / "empty.jsonl").write_text("")
+    for dataset, message in [(data, "prices.yaml: no price for model 'b' of"),
+                             (tmp_path / "empty.jsonl", "empty.jsonl: no items")]:
+        run = CliRunner().invoke(command, [str(dataset), "--prices", str(prices),
+                                           "--out", str(tmp_path / "b")])
+        assert run.exit_code == 2 and message in run.output, run.output

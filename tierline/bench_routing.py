@@ -8,6 +8,7 @@ and each method's frontier (AIQ, cost to 95% / 99% of the best single model's ac
 from __future__ import annotations
 
 import json
+import math
 import sys
 import time
 from collections.abc import Sequence
@@ -17,6 +18,7 @@ from typing import Any
 import click
 import yaml
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from router.bundle import bundle_of, save_bundle
@@ -32,43 +34,80 @@ from router.training import train_routing
 out = Console()
 if not out.is_terminal:
     out.width = 150  # piped or redirected: keep the tables on one line per row
-err = Console(stderr=True)
+err = Console(stderr=True, soft_wrap=True)  # an error stays on one line
+
+
+def _read_text(path: Path, what: str) -> str:
+    """A UTF-8 file's text (a leading BOM dropped); errors name the file and the line."""
+    try:
+        raw = path.read_bytes()
+    except OSError as exc:
+        raise InvalidInput(f"{path}: cannot read {what}: {exc.strerror}") from exc
+    try:
+        return raw.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        line = raw[: exc.start].count(b"\n") + 1
+        raise InvalidInput(f"{path}: line {line}: not UTF-8 (byte {raw[exc.start]:#04x})") from exc
 
 
 def read_items(path: Path) -> list[Item]:
     """Decode a recorded-outcome JSONL file; errors name the file and line."""
-    try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise InvalidInput(f"{path}: cannot read: {exc.strerror}") from exc
     lines = []
-    for number, line in enumerate(text.splitlines(), start=1):
+    # Split on newlines only: str.splitlines would also break at U+2028 inside a JSON string.
+    for number, line in enumerate(_read_text(path, "data").split("\n"), start=1):
         if not line.strip():
             continue
         try:
             lines.append((number, json.loads(line)))
         except json.JSONDecodeError as exc:
             raise InvalidInput(f"{path}: line {number}: not JSON ({exc.msg})") from exc
+    if not lines:
+        raise InvalidInput(f"{path}: no items (the file is empty)")
     return parse_items(lines, str(path))
 
 
 def read_prices(path: Path) -> Prices:
-    """Read ``models: {name: {usd_per_1m_input, usd_per_1m_output}}``."""
+    """Read ``models: {name: {usd_per_1m_input, usd_per_1m_output}}`` (finite, >= 0)."""
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except (OSError, yaml.YAMLError) as exc:
+        data = yaml.safe_load(_read_text(path, "prices"))
+    except yaml.YAMLError as exc:
         raise InvalidInput(f"{path}: cannot read prices: {exc}") from exc
     models = data.get("models") if isinstance(data, dict) else None
-    if not isinstance(models, dict):
-        raise InvalidInput(f"{path}: expected a 'models' mapping")
+    if not isinstance(models, dict) or not models:
+        raise InvalidInput(f"{path}: expected a non-empty 'models' mapping")
     prices = {}
     for name, spec in models.items():
         try:
-            prices[str(name)] = (float(spec["usd_per_1m_input"]), float(spec["usd_per_1m_output"]))
+            price = (float(spec["usd_per_1m_input"]), float(spec["usd_per_1m_output"]))
         except (TypeError, KeyError, ValueError) as exc:
             raise InvalidInput(f"{path}: models.{name}: needs numeric usd_per_1m_input and "
                                "usd_per_1m_output") from exc
+        if not all(math.isfinite(x) and x >= 0 for x in price):
+            raise InvalidInput(f"{path}: models.{name}: prices must be finite and >= 0, "
+                               f"got {price}")
+        prices[str(name)] = price
     return prices
+
+
+def check_priced(items: Sequence[Item], prices: Prices, data_path: Path,
+                 prices_path: Path) -> None:
+    """Every model in the data needs a price (priced models absent from the data are fine)."""
+    missing = [m for m in items[0].outcomes if m not in prices]
+    if missing:
+        raise InvalidInput(f"{prices_path}: no price for model {missing[0]!r} of {data_path}"
+                           + (f" (nor for {len(missing) - 1} more)" if len(missing) > 1 else ""))
+
+
+def check_same_shape(train: Sequence[Item], test: Sequence[Item], train_path: Path,
+                     test_path: Path) -> None:
+    """--test must hold the models and the grader kind of --train."""
+    a, b = set(train[0].outcomes), set(test[0].outcomes)
+    if a != b:
+        raise InvalidInput(f"{test_path}: models differ from {train_path}'s: only in test "
+                           f"{sorted(b - a)}, only in train {sorted(a - b)}")
+    if train[0].grader_kind != test[0].grader_kind:
+        raise InvalidInput(f"{test_path}: grader kind {test[0].grader_kind!r} differs from "
+                           f"{train_path}'s {train[0].grader_kind!r}")
 
 
 def composite_bands(items: Sequence[Item]) -> list[str]:
@@ -101,8 +140,12 @@ def highlights(rows: Sequence[Row]) -> list[Row]:
 
 def print_report(report: Report, seconds: dict[str, float]) -> None:
     """The operating-point table and the frontier table."""
-    out.print(f"best single model: [bold]{report.best_single}[/bold] accuracy "
+    out.print(f"best single model: [bold]{escape(report.best_single)}[/bold] accuracy "
               f"{report.best_accuracy:.3f} at ${report.best_usd * 1000:.4f} per 1k requests")
+    unit = report.cost_unit or report.best_single
+    if unit != report.best_single:
+        out.print(f"[yellow]the best single model is free: costs are shares of {escape(unit)}'s USD"
+                  "[/yellow]")
     points = Table(title="operating points (swept methods: most accurate, cheapest at 95%/99%)")
     for col in ("strategy", "kind", "accuracy", "acc/best", "USD/1k req", "USD/best", "escal.",
                 "calls/req"):
@@ -112,7 +155,7 @@ def print_report(report: Report, seconds: dict[str, float]) -> None:
                        f"{r.usd * 1000:.4f}", f"{r.cost_vs_best:.1%}", f"{r.escalation_rate:.2f}",
                        f"{r.calls_per_request:.2f}")
     out.print(points)
-    frontier = Table(title="frontiers (costs as share of the best single model's USD)")
+    frontier = Table(title=f"frontiers (costs as share of {unit}'s USD)")
     for col in ("method", "kind", "points", "best acc/best", "AIQ", "cost to 95%", "cost to 99%"):
         frontier.add_column(col, justify="left" if col in ("method", "kind") else "right")
     for s in sorted(report.summaries, key=lambda s: -s.aiq):
@@ -129,7 +172,12 @@ def choose_on_validation(train: Sequence[Item], prices: Prices, seed: int,
     if len(fit) < 20 or len(val) < 20:
         err.print("[dim]train split too small to carve a validation slice; no headline[/dim]")
         return None
-    report = evaluate(train_routing(fit, prices, seed), val, prices, composite_bands(val))
+    try:
+        report = evaluate(train_routing(fit, prices, seed), val, prices, composite_bands(val))
+    except InvalidInput as exc:
+        err.print(f"validation slice unusable ({exc}); no headline", style="dim", markup=False,
+                  highlight=False)
+        return None
     return choose_methods(report)
 
 
@@ -153,7 +201,8 @@ def json_rows(report: Report) -> list[dict[str, Any]]:
     rows = []
     for r in report.rows:
         s = summary[r.method]
-        rows.append({**r.to_dict(), "best_single": report.best_single, "aiq": s.aiq,
+        rows.append({**r.to_dict(), "best_single": report.best_single,
+                     "cost_unit": report.cost_unit or report.best_single, "aiq": s.aiq,
                      "cost_to_95": s.cost_to_95, "cost_to_99": s.cost_to_99})
     return rows
 
@@ -186,7 +235,7 @@ def plot_frontier(report: Report, path: Path) -> None:
                 linestyle="-" if group[0].kind == "tierline" else "--", label=method)
     ax.axhline(0.95, color="grey", linewidth=0.5)
     ax.axhline(0.99, color="grey", linewidth=0.5)
-    ax.set_xlabel(f"cost / cost of {report.best_single}")
+    ax.set_xlabel(f"cost / cost of {report.cost_unit or report.best_single}")
     ax.set_ylabel(f"accuracy / accuracy of {report.best_single}")
     ax.set_ylim(0.5, None)
     ax.legend(fontsize=7, ncol=2)
@@ -247,16 +296,20 @@ def command(train_path: Path, test_path: Path | None, prices_path: Path, split: 
             live_point: str, live_limit: int) -> None:
     """Compare routing strategies and baselines on recorded outcomes of real models."""
     try:
+        if not 0 <= validation < 1:
+            raise InvalidInput(f"--validation must be in [0, 1), got {validation}")
         prices = read_prices(prices_path)
         items = read_items(train_path)
+        check_priced(items, prices, train_path, prices_path)
         if test_path is None:
             train, test = split_items(items, split, seed)
         else:
             train, test = items, read_items(test_path)
-        if not train:
-            raise InvalidInput("the train split is empty")
-        if not test:
-            raise InvalidInput("the test split is empty")
+            check_same_shape(train, test, train_path, test_path)
+        for name, part in (("train", train), ("test", test)):
+            if not part:
+                raise InvalidInput(f"{train_path}: the {name} split is empty ({len(items)} "
+                                   f"items, --split {split})")
         if live:
             _live(train, test[:live_limit], prices, seed, live_point, test_path or train_path)
             return
@@ -266,9 +319,6 @@ def command(train_path: Path, test_path: Path | None, prices_path: Path, split: 
         started = time.perf_counter()
         trained = train_routing(train, prices, seed)
         trained_s = time.perf_counter() - started
-        if set(test[0].outcomes) != set(trained.models):
-            raise InvalidInput(f"test models {sorted(test[0].outcomes)} differ from train "
-                               f"models {sorted(trained.models)}")
         report = evaluate(trained, test, prices, composite_bands(test))
         seconds |= {"train": trained_s, "evaluate": time.perf_counter() - started - trained_s}
         out.print(f"train {len(train)} items, test {len(test)} items, models (cheapest first): "

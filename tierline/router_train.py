@@ -13,7 +13,7 @@ from rich.console import Console
 from router.bundle import bundle_of, save_bundle
 from router.errors import InvalidInput
 from router.training import train_routing
-from tierline.bench_routing import read_items, read_prices
+from tierline.bench_routing import check_priced, read_items, read_prices
 
 out = Console(soft_wrap=True)
 err = Console(stderr=True, soft_wrap=True)
@@ -31,8 +31,7 @@ def command(dataset: Path, prices_path: Path, out_path: Path, seed: int) -> None
     try:
         prices = read_prices(prices_path)
         items = read_items(dataset)
-        if not items:
-            raise InvalidInput(f"{dataset}: no items to train on")
+        check_priced(items, prices, dataset, prices_path)
         started = time.perf_counter()
         with err.status(f"training on {len(items)} items"):
             trained = train_routing(items, prices, seed)

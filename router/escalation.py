@@ -35,14 +35,19 @@ def judge_labels(prompt: str, response: str) -> float | None:
     return prompt_confidence(prompt, response)
 
 
+def asks_definite_answer(prompt: str) -> bool:
+    """Whether a prompt asks for a definite answer (a choice letter, a number): a
+    multiple-choice or arithmetic prompt, i.e. one whose own text yields an answer form."""
+    return extract_auto(prompt) is not None or "answer" in prompt.lower()
+
+
 def judge_answer(prompt: str, response: str) -> float | None:
     """1.0 when a definite answer (letter, number) can be read from the response, else low.
 
-    Prompts that ask for no definite answer cannot be judged this way: the cue is a
-    multiple-choice or arithmetic prompt, i.e. one whose own text yields an answer form.
+    Prompts that ask for no definite answer (:func:`asks_definite_answer`) cannot be judged
+    this way.
     """
-    asks_definite = extract_auto(prompt) is not None or "answer" in prompt.lower()
-    if not asks_definite:
+    if not asks_definite_answer(prompt):
         return None
     return 1.0 if extract_auto(response) is not None else NO_ANSWER_CONFIDENCE
 

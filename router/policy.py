@@ -22,6 +22,9 @@ from router.errors import PolicyError
 LANES = ("realtime", "standard", "batch")
 Lane = Literal["realtime", "standard", "batch"]
 BANDS = ("low", "mid", "high")
+STRATEGY_KINDS = ("single", "cascade", "hybrid", "parallel", "value", "learned")
+_LEARNED_ONLY = ("value", "learned")  # strategies that exist only as a trained bundle
+AGGREGATES = ("vote", "evaluator")  # how kind 'parallel' brings its answers to one
 # Tier index per band (low, mid, high) by number of tiers, when the policy gives no mapping.
 _SPREAD = {1: (0, 0, 0), 2: (0, 0, 1), 3: (0, 1, 2), 4: (0, 1, 3)}
 
@@ -128,12 +131,22 @@ class EarlyStopSpec(_Frozen):
 
 
 class StrategySpec(_Frozen):
-    """Which strategy routes a request, and its settings.
+    """Which strategy routes a request, and its settings. ``kind`` is one of STRATEGY_KINDS.
 
-    ``single``: the decided model, falling back on failure. ``cascade`` / ``hybrid`` without
-    ``options.bundle``: escalate a tier while a free judge (``options.judge``, see
-    router.escalation) is below ``confidence_bar``. With ``options.bundle`` (a file from
-    ``tierline router train``): the trained step machine of router.live.
+    Without ``options.bundle`` (the tier worker's own loop, workers/execute.py):
+
+    - ``single``: the decided model, falling back on failure.
+    - ``cascade``: escalate a tier while a free judge (``options.judge``, see
+      router.escalation) scores the answer below ``confidence_bar``.
+    - ``parallel``: ask ``options.models`` (default: every tier's preferred model) at once
+      and aggregate (``options.aggregate``): ``vote`` (default), a majority over the
+      extracted answers, or ``evaluator``, where the model ``options.evaluator`` picks the
+      best response (workers/panel.py, router.aggregation).
+    - ``hybrid``: a cascade that, at ``options.critical_tier`` (default: the last tier), asks
+      that tier's preferred model together with ``options.verify_with`` and takes their vote.
+
+    With ``options.bundle`` (a file from ``tierline router train``): the trained step machine
+    of router.live, for every kind but ``single``; ``value`` and ``learned`` exist only there.
     """
 
     kind: str = "single"
@@ -150,7 +163,69 @@ class StrategySpec(_Frozen):
             raise ValueError(f"output_caps_by_band: unknown band(s) {sorted(bad)}")
         if any(cap <= 0 for cap in self.output_caps_by_band.values()):
             raise ValueError("output_caps_by_band: caps must be positive")
+        if self.kind not in STRATEGY_KINDS:
+            raise ValueError(f"kind: unknown strategy {self.kind!r} (known: "
+                             f"{', '.join(STRATEGY_KINDS)})")
+        bundled = bool(self.options.get("bundle"))
+        if self.kind in _LEARNED_ONLY and not bundled:
+            raise ValueError(f"options.bundle: kind {self.kind!r} is a learned strategy and "
+                             "needs a trained bundle (tierline router train)")
+        _check_panel_options(self.kind, self.options, bundled)
         return self
+
+    def models_named(self) -> dict[str, list[str]]:
+        """Model names the options name, by option key (checked against ``models``)."""
+        o = self.options
+        named: dict[str, list[str]] = {key: list(o[key]) for key in ("models", "verify_with")
+                                       if key in o}
+        if "evaluator" in o:
+            named["evaluator"] = [o["evaluator"]]
+        return named
+
+
+def _model_list(options: dict[str, Any], key: str, at_least: int) -> None:
+    names = options[key]
+    if not (isinstance(names, list | tuple) and all(isinstance(m, str) and m for m in names)):
+        raise ValueError(f"options.{key}: a list of model names, got {names!r}")
+    if len(names) < at_least:
+        raise ValueError(f"options.{key}: at least {at_least} model(s), got {len(names)}")
+    repeated = sorted({m for m in names if list(names).count(m) > 1})
+    if repeated:
+        raise ValueError(f"options.{key}: lists {repeated} more than once")
+
+
+def _check_panel_options(kind: str, o: dict[str, Any], bundled: bool) -> None:
+    """Shapes of the parallel and hybrid options, and that no option is silently ignored."""
+    for key in ("models", "aggregate", "evaluator"):
+        if key in o and kind != "parallel":
+            raise ValueError(f"options.{key}: only kind 'parallel' reads it, not {kind!r}")
+    if "critical_tier" in o and kind != "hybrid":
+        raise ValueError(f"options.critical_tier: only kind 'hybrid' reads it, not {kind!r}")
+    if "verify_with" in o and not (kind == "hybrid" or (kind == "cascade" and bundled)):
+        raise ValueError(f"options.verify_with: only kind 'hybrid' reads it, not {kind!r}")
+    if bundled:  # the trained judge aggregates and the last tier is the critical step
+        for key in ("aggregate", "evaluator", "critical_tier"):
+            if key in o:
+                raise ValueError(f"options.{key}: not read with options.bundle (the trained "
+                                 "judge aggregates)")
+    if "models" in o:
+        _model_list(o, "models", 2)
+    if kind == "hybrid":
+        if "verify_with" not in o:
+            raise ValueError("options.verify_with: kind 'hybrid' needs the models that verify "
+                             "the critical step (else it is a cascade)")
+        _model_list(o, "verify_with", 1)
+    aggregate = o.get("aggregate", "vote")
+    if aggregate not in AGGREGATES:
+        raise ValueError(f"options.aggregate: unknown aggregate {aggregate!r} (known: "
+                         f"{', '.join(AGGREGATES)})")
+    if (aggregate == "evaluator") != ("evaluator" in o):
+        raise ValueError("options.evaluator: names the evaluator model exactly when "
+                         "aggregate is 'evaluator'")
+    if "evaluator" in o and not (isinstance(o["evaluator"], str) and o["evaluator"]):
+        raise ValueError(f"options.evaluator: a model name, got {o['evaluator']!r}")
+    if "critical_tier" in o and not isinstance(o["critical_tier"], str):
+        raise ValueError(f"options.critical_tier: a tier name, got {o['critical_tier']!r}")
 
 
 class BundlingSpec(_Frozen):
@@ -210,6 +285,20 @@ class Policy(_Frozen):
             if spec.quantized is not None and spec.quantized.model not in self.models:
                 raise ValueError(f"models.{name}.quantized.model: {spec.quantized.model!r} is "
                                  "not in 'models'")
+        for key, names in self.strategy.models_named().items():
+            unknown = [m for m in names if m not in self.models]
+            if unknown:
+                raise ValueError(f"strategy.options.{key}: {unknown} not in 'models'")
+            for model in names:  # a call is recorded with its model's tier
+                try:
+                    self.tier_of(model)
+                except KeyError:
+                    raise ValueError(f"strategy.options.{key}: model {model!r} is in no tier"
+                                     ) from None
+        critical = self.strategy.options.get("critical_tier")
+        if critical is not None and critical not in self.tiers:
+            raise ValueError(f"strategy.options.critical_tier: unknown tier {critical!r} "
+                             f"(tiers: {', '.join(self.tiers)})")
         for band, tier in self.classifier.band_tiers.items():
             if tier not in self.tiers:
                 raise ValueError(f"classifier.band_tiers.{band}: unknown tier {tier!r}")

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from decimal import Decimal
 
 from router.absorber import Limits, Reservation, scope_key
 from router.envelope import Request
@@ -13,7 +14,7 @@ from router.errors import TierlineError
 from router.policy import ModelLimits
 from workers.providers.base import Call, Completion
 from workers.providers.fanout import Outcome, run_calls
-from workers.records import AttemptRow
+from workers.records import AttemptRow, Price
 from workers.routing import estimate_tokens
 from workers.runtime import Runtime
 
@@ -23,6 +24,12 @@ MAX_CALL_TIMEOUT_S = 300.0  # a single model call never waits longer, whatever t
 def api_name(rt: Runtime, model: str) -> str:
     """The name a model is called by in its API (the policy key unless ``name`` is set)."""
     return rt.policy.models[model].name or model
+
+
+def prices_of(rt: Runtime) -> dict[str, Price]:
+    """The policy's unit prices as exact decimals, by model."""
+    return {name: Price(Decimal(str(spec.usd_per_1m_input)), Decimal(str(spec.usd_per_1m_output)))
+            for name, spec in rt.policy.models.items()}
 
 
 def call_round(rt: Runtime, due: Sequence[tuple[Request, str]], started: float) -> list[Outcome]:

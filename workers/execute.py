@@ -9,6 +9,10 @@ task re-queues it with a countdown) or, if the policy says so, falls back; a req
 budget could ever take fails at once. Every call is one attempt row; the attempts,
 charges and results of the whole bundle are written in one transaction.
 
+Kinds ``parallel`` and ``hybrid`` ask a panel of models in one round (workers.panel): a
+parallel request at its first call, a hybrid one when its cascade reaches the critical
+tier. The vote (or the evaluator's pick) stands in for the one answer of that round.
+
 An answer the provider cut short for low per-token confidence (``strategy.early_stop``) is
 paid for what was generated and counts as a weak answer: a cascade climbs a tier as if the
 judge had scored it 0; with nowhere to climb it stands, its finish reason in the result's
@@ -20,7 +24,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
-from decimal import Decimal
+from typing import Any
 
 from router.absorber import Reservation
 from router.decide import Decision, fallback_chain
@@ -29,10 +33,12 @@ from router.envelope import Request
 from router.errors import DeadlineExceeded
 from router.escalation import Judge, escalation_path, judge_for
 from router.output_budget import output_cap_for_band
-from workers import jobs, records, stepping
-from workers.calls import attempt_row, call_round, reserve_round, settle_round
+from workers import jobs, panel, records, stepping
+from workers.calls import attempt_row, call_round, prices_of, reserve_round, settle_round
+from workers.panel import Asked, PanelPlan
 from workers.providers.base import Completion
-from workers.records import AttemptRow, Price, ResultRow
+from workers.providers.fanout import Outcome as CallOutcome
+from workers.records import AttemptRow, ResultRow
 from workers.runtime import Runtime
 
 
@@ -51,6 +57,7 @@ class _Answer:
     model: str
     text: str
     finish_reason: str | None
+    seq: int  # the attempt that gave it
 
 
 @dataclass
@@ -60,16 +67,12 @@ class _Pending:
     above: list[str]  # more capable models a weak answer escalates to, in order
     seq: int = 0
     best: _Answer | None = None  # the answer judged likeliest right so far
+    verify: list[str] = field(default_factory=list)  # asked with ``model`` this round: a panel
+    panel: dict[str, Any] | None = None  # the panel's record (models, votes), once opened
 
     @property
     def model(self) -> str:
         return self.chain[0]
-
-
-def prices_of(rt: Runtime) -> dict[str, Price]:
-    """The policy's unit prices as exact decimals, by model."""
-    return {name: Price(Decimal(str(spec.usd_per_1m_input)), Decimal(str(spec.usd_per_1m_output)))
-            for name, spec in rt.policy.models.items()}
 
 
 def execute(rt: Runtime, request_ids: Sequence[str], now: Callable[[], float] = time.time
@@ -97,75 +100,156 @@ def execute(rt: Runtime, request_ids: Sequence[str], now: Callable[[], float] = 
     return outcome
 
 
+def _start(rt: Runtime, request: Request, decision: Decision, escalates: bool,
+           plan: PanelPlan | None) -> _Pending:
+    """A request's first round: its decided model, or a parallel strategy's whole panel."""
+    if plan is not None and plan.kind == "parallel":
+        lead, others, record = panel.open_parallel(rt.policy, plan)
+        # If the whole panel fails: the lead's fallback chain, less the models just asked.
+        rest = [m for m in fallback_chain(rt.policy, lead) if m not in plan.models]
+        return _Pending(request, [lead, *rest], [], verify=others, panel=record)
+    return _Pending(request, [decision.model, *fallback_chain(rt.policy, decision.model)],
+                    escalation_path(rt.policy, decision.model) if escalates else [])
+
+
 def _run_chains(rt: Runtime, work: Sequence[tuple[Request, Decision]], outcome: Outcome,
                 now: Callable[[], float]) -> tuple[list[AttemptRow], list[ResultRow]]:
-    """The decided model first, falling back along its chain; cascades climb on weak answers."""
+    """The decided model first, falling back along its chain; cascades climb on weak answers;
+    panels (parallel, hybrid) ask several models in one round and take their vote."""
     judge = judge_for(rt.policy)
-    pending = [_Pending(r, [d.model, *fallback_chain(rt.policy, d.model)],
-                        escalation_path(rt.policy, d.model) if judge else [])
-               for r, d in work]
+    plan = panel.plan_of(rt.policy)
+    pending = [_start(rt, r, d, judge is not None, plan) for r, d in work]
     attempts: list[AttemptRow] = []
     results: list[ResultRow] = []
+    awaiting: list[panel.Awaiting] = []  # parallel votes the evaluator has yet to check
     while pending:
         started = now()
+        if plan is not None and plan.kind == "hybrid":
+            for p in pending:  # the cascade reached the critical step: verify it
+                if p.panel is None and p.model == plan.critical_model:
+                    p.verify, p.panel = panel.open_hybrid(plan)
         due, held, retry, waiting, wait_s = _reserve(rt, pending, results, started)
-        answers = call_round(rt, [(p.request, p.model) for p in due], started)
+        answers = call_round(rt, [(p.request, m) for p, m in due], started)
         settle_round(rt, held, dict(enumerate(answers)))
         if held:  # this round's settled holds may have made room: try the waiting again
             retry.extend(waiting)
         elif waiting:
             outcome.deferred.extend(p.request.id for p in waiting)
             outcome.retry_after_s = max(outcome.retry_after_s, wait_s)
-        for p, answer in zip(due, answers, strict=True):
-            attempts.append(attempt_row(rt, p.request, p.seq, p.model, answer, started))
-            p.seq += 1
-            if isinstance(answer, Completion):
-                if _escalates(rt, judge, p, answer):
+        for p, calls in _by_request(due, answers):
+            asked = []
+            for model, answer in calls:
+                attempts.append(attempt_row(rt, p.request, p.seq, model, answer, started))
+                asked.append(Asked(model, p.seq, answer))
+                p.seq += 1
+            lead = asked[0]
+            if p.verify:  # a panel: its vote stands in for the lead's answer
+                p.verify = []
+                voted = _panel_vote(rt, plan, p, asked, awaiting)
+                if voted is None:
+                    continue  # the evaluator has the last word, after this loop
+                lead = voted
+            if isinstance(lead.outcome, Completion):
+                if _escalates(rt, judge, p, lead):
                     retry.append(p)
                 else:
-                    results.append(_accepted(p, answer, now()))
-            elif p.best is not None and (isinstance(answer, DeadlineExceeded) or len(p.chain) == 1):
-                results.append(_result(p.request, p.best, now()))
-            elif isinstance(answer, DeadlineExceeded) or len(p.chain) == 1:
-                results.append(_failed(p, answer, now()))
+                    results.append(_accepted(p, lead, now()))
+            elif p.best is not None and (isinstance(lead.outcome, DeadlineExceeded)
+                                         or len(p.chain) == 1):
+                results.append(_result(p, p.best, now()))
+            elif isinstance(lead.outcome, DeadlineExceeded) or len(p.chain) == 1:
+                results.append(_failed(p, asked, now()))
             else:
                 p.chain.pop(0)
                 retry.append(p)
         pending = retry
-    return attempts, results
+    if awaiting and plan is not None and plan.evaluator is not None:
+        more, picks = panel.evaluate(rt, awaiting, plan.evaluator, now)
+        attempts.extend(more)
+        results.extend(_picked(w, pick, now()) for w, pick in zip(awaiting, picks, strict=True))
+    return attempts, panel.with_cost_multipliers(rt, attempts, results)
+
+
+def _panel_vote(rt: Runtime, plan: PanelPlan | None, p: _Pending, asked: list[Asked],
+                awaiting: list[panel.Awaiting]) -> Asked | None:
+    """The call whose answer a panel round gives: the vote's pick, or the lead's failure
+    when nothing came back; None when it waits for the evaluator (added to ``awaiting``)."""
+    record = p.panel if p.panel is not None else {}
+    decided = panel.decide(rt.policy, p.request.prompt_text, asked, record)
+    if decided is None:
+        return asked[0]
+    chosen, answered = decided
+    if plan is not None and plan.evaluator is not None and len(answered) > 1:
+        awaiting.append(panel.Awaiting(p.request, p.seq, chosen, answered, record))
+        return None
+    return chosen
+
+
+def _by_request(due: list[tuple[_Pending, str]], answers: Sequence[CallOutcome]
+                ) -> list[tuple[_Pending, list[tuple[str, CallOutcome]]]]:
+    """A round's calls grouped by request, in order: its own model first, then verifiers."""
+    grouped: list[tuple[_Pending, list[tuple[str, CallOutcome]]]] = []
+    for (p, model), answer in zip(due, answers, strict=True):
+        if not grouped or grouped[-1][0] is not p:
+            grouped.append((p, []))
+        grouped[-1][1].append((model, answer))
+    return grouped
 
 
 def _reserve(rt: Runtime, pending: list[_Pending], results: list[ResultRow], now_s: float
-             ) -> tuple[list[_Pending], dict[int, list[Reservation]], list[_Pending],
-                        list[_Pending], float]:
+             ) -> tuple[list[tuple[_Pending, str]], dict[int, list[Reservation]],
+                        list[_Pending], list[_Pending], float]:
     """Split a round by budget: calls granted (with their holds, by position in ``due``),
-    calls moved to another model, calls waiting for room (and how long), refusals failed."""
-    budget = reserve_round(rt, [(p.request, p.model) for p in pending], now_s)
-    due_positions = budget.due
-    due = [pending[i] for i in due_positions]
-    held = {due_positions.index(i): res for i, res in budget.granted.items()}
+    requests moved to another model, requests waiting for room (and how long), refusals
+    failed. A panel verifier without budget is left out; a request whose own model has
+    none waits or moves as a whole, its verifiers' holds given back."""
+    planned = [(k, m) for k, p in enumerate(pending) for m in (p.model, *p.verify)]
+    budget = reserve_round(rt, [(pending[k].request, m) for k, m in planned], now_s)
+    lead_at: dict[int, int] = {}  # request -> position of its own model's call
+    for i, (k, _) in enumerate(planned):
+        lead_at.setdefault(k, i)
+    blocked = set(budget.deferred) | set(budget.refused)
+    stalled = {k for k, i in lead_at.items() if i in blocked}
+    freed = [i for i in budget.due if planned[i][0] in stalled]
+    given_back = [res for i in freed for res in budget.granted.get(i, [])]
+    if given_back:
+        rt.absorber.release_many(given_back)
+    due_positions = [i for i in budget.due if i not in freed]
+    due = [(pending[planned[i][0]], planned[i][1]) for i in due_positions]
+    held = {j: budget.granted[i] for j, i in enumerate(due_positions) if i in budget.granted}
     later: list[_Pending] = []
     waiting: list[_Pending] = []
-    blocked = [(i, False) for i in budget.deferred] + [(i, True) for i in budget.refused]
-    for i, never in sorted(blocked):
-        p = pending[i]
+    for i in sorted(blocked):
+        k, model = planned[i]
+        p = pending[k]
+        if i != lead_at[k]:  # a verifier: the panel goes ahead without it
+            if k not in stalled:
+                p.verify.remove(model)
+                (p.panel or {}).setdefault("no_budget", []).append(model)
+            continue
+        never = i in budget.refused
         if len(p.chain) > 1 and (never or rt.policy.failure.on_budget == "fallback"):
             p.chain.pop(0)  # an equal-or-cheaper model with its own budget
+            if p.verify:  # asked alone: the panel's models stay where the budget holds them
+                (p.panel or {}).setdefault("no_budget", []).append(model)
+                p.verify = []
             later.append(p)
         elif never:
             results.append(ResultRow(p.request.id, "failed", p.model, None,
                                      f"BudgetExceeded: no budget of {p.model} can ever take "
-                                     "this request", now_s))
+                                     "this request", now_s, p.panel))
         else:
             waiting.append(p)
     return due, held, later, waiting, budget.wait_s
 
 
-def _escalates(rt: Runtime, judge: Judge | None, p: _Pending, answer: Completion) -> bool:
+def _escalates(rt: Runtime, judge: Judge | None, p: _Pending, lead: Asked) -> bool:
     """Judge the answer; if it is below the bar and a more capable tier exists, move up.
 
     An early-stopped answer scores 0 whatever it says: the model itself was unsure.
     """
+    answer = lead.outcome
+    assert isinstance(answer, Completion)
     if answer.finish_reason == EARLY_STOP:
         confidence: float | None = 0.0
     elif judge is None:
@@ -175,7 +259,7 @@ def _escalates(rt: Runtime, judge: Judge | None, p: _Pending, answer: Completion
     if confidence is None:
         return False
     if p.best is None or confidence >= p.best.confidence:
-        p.best = _Answer(confidence, p.model, answer.text, answer.finish_reason)
+        p.best = _Answer(confidence, lead.model, answer.text, answer.finish_reason, lead.seq)
     if confidence >= rt.policy.strategy.confidence_bar or not p.above:
         return False
     nxt = p.above.pop(0)
@@ -185,23 +269,44 @@ def _escalates(rt: Runtime, judge: Judge | None, p: _Pending, answer: Completion
     return True
 
 
-def _accepted(p: _Pending, answer: Completion, now_s: float) -> ResultRow:
+def _accepted(p: _Pending, lead: Asked, now_s: float) -> ResultRow:
     """The final answer: the one judged likeliest right (the latest on ties), else this one.
 
     A whole answer the judge cannot score still beats one cut short for low confidence.
     """
+    answer = lead.outcome
+    assert isinstance(answer, Completion)
     best = p.best
     if best is None or (best.finish_reason == EARLY_STOP and answer.finish_reason != EARLY_STOP):
-        best = _Answer(1.0, p.model, answer.text, answer.finish_reason)
-    return _result(p.request, best, now_s)
+        best = _Answer(1.0, lead.model, answer.text, answer.finish_reason, lead.seq)
+    return _result(p, best, now_s)
 
 
-def _result(request: Request, answer: _Answer, now_s: float) -> ResultRow:
-    """An answered request; a cut-short answer says so in ``detail``."""
-    detail = {"finish_reason": EARLY_STOP} if answer.finish_reason == EARLY_STOP else None
-    return ResultRow(request.id, "ok", answer.model, answer.text, None, now_s, detail)
+def _result(p: _Pending, answer: _Answer, now_s: float) -> ResultRow:
+    """An answered request; a cut-short answer says so in ``detail``, a panel how it voted."""
+    detail: dict[str, Any] = {}
+    if answer.finish_reason == EARLY_STOP:
+        detail["finish_reason"] = EARLY_STOP
+    if p.panel is not None:
+        detail.update(p.panel, chosen_attempt=answer.seq)
+    return ResultRow(p.request.id, "ok", answer.model, answer.text, None, now_s, detail or None)
 
 
-def _failed(p: _Pending, error: object, now_s: float) -> ResultRow:
-    return ResultRow(p.request.id, "failed", p.model, None, f"{type(error).__name__}: {error}",
-                     now_s)
+def _picked(w: panel.Awaiting, pick: Asked, now_s: float) -> ResultRow:
+    """A parallel request's answer once the evaluator had its say."""
+    completion = pick.outcome
+    assert isinstance(completion, Completion)
+    detail = {**w.detail, "chosen_attempt": pick.seq}
+    if completion.finish_reason == EARLY_STOP:
+        detail["finish_reason"] = EARLY_STOP
+    return ResultRow(w.request.id, "ok", pick.model, completion.text, None, now_s, detail)
+
+
+def _failed(p: _Pending, asked: Sequence[Asked], now_s: float) -> ResultRow:
+    """A request nothing answered: the error of its last call, or of every panel call."""
+    if len(asked) == 1:
+        error = f"{type(asked[0].outcome).__name__}: {asked[0].outcome}"
+    else:
+        error = "no model of the panel answered: " + "; ".join(
+            f"{a.model}: {type(a.outcome).__name__}: {a.outcome}" for a in asked)
+    return ResultRow(p.request.id, "failed", p.model, None, error, now_s, p.panel)

@@ -22,7 +22,7 @@ detail.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -80,17 +80,19 @@ def execute(rt: Runtime, request_ids: Sequence[str], now: Callable[[], float] = 
     """Answer a bundle of routed requests.
 
     Safe to run twice: requests that already have a result are skipped, and attempt,
-    charge and result rows are keyed so a repeat writes nothing new.
+    charge and result rows are keyed so a repeat writes nothing new. A request that comes
+    back after a deferral numbers its new calls after the ones it has already paid for.
     """
     with rt.engine.connect() as conn:
         todo, decided = records.load_routable(conn, request_ids, now())
         jobs_by_request = records.job_of(conn, request_ids)
+        first_seq = records.next_attempt_seq(conn, request_ids)
     caps = rt.policy.strategy.output_caps_by_band
     work = [(replace(r, max_output_tokens=output_cap_for_band(d.band, caps, r.max_output_tokens)),
              d) for r in todo if (d := decided.get(r.id)) is not None]
     outcome = Outcome()
     run = stepping.run if rt.policy.strategy.options.get("bundle") else _run_chains
-    attempts, results = run(rt, work, outcome, now)
+    attempts, results = run(rt, work, first_seq, outcome, now)
     with rt.engine.begin() as conn:
         records.record_outcomes(conn, attempts, results, prices_of(rt),
                                 {r.id: r for r in todo}, jobs_by_request)
@@ -112,13 +114,16 @@ def _start(rt: Runtime, request: Request, decision: Decision, escalates: bool,
                     escalation_path(rt.policy, decision.model) if escalates else [])
 
 
-def _run_chains(rt: Runtime, work: Sequence[tuple[Request, Decision]], outcome: Outcome,
-                now: Callable[[], float]) -> tuple[list[AttemptRow], list[ResultRow]]:
+def _run_chains(rt: Runtime, work: Sequence[tuple[Request, Decision]],
+                first_seq: Mapping[str, int], outcome: Outcome, now: Callable[[], float]
+                ) -> tuple[list[AttemptRow], list[ResultRow]]:
     """The decided model first, falling back along its chain; cascades climb on weak answers;
     panels (parallel, hybrid) ask several models in one round and take their vote."""
     judge = judge_for(rt.policy)
     plan = panel.plan_of(rt.policy)
     pending = [_start(rt, r, d, judge is not None, plan) for r, d in work]
+    for p in pending:
+        p.seq = first_seq.get(p.request.id, 0)
     attempts: list[AttemptRow] = []
     results: list[ResultRow] = []
     awaiting: list[panel.Awaiting] = []  # parallel votes the evaluator has yet to check

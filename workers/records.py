@@ -102,6 +102,15 @@ def job_of(conn: Connection, ids: Sequence[str]) -> dict[str, str | None]:
     return {rid: job for rid, job in conn.execute(stmt)}
 
 
+def next_attempt_seq(conn: Connection, ids: Sequence[str]) -> dict[str, int]:
+    """Where each request's attempt numbering goes on: after the attempts already recorded
+    (a request deferred after a paid call comes back with some); requests with none are
+    left out, they start at 0."""
+    stmt = (select(attempts.c.request_id, func.max(attempts.c.seq) + 1)
+            .where(among(conn, attempts.c.request_id, ids)).group_by(attempts.c.request_id))
+    return {rid: int(n) for rid, n in conn.execute(stmt)}
+
+
 def record_decisions(conn: Connection, made: Sequence[Decision], now_s: float
                      ) -> dict[str, Decision]:
     """Store decisions (first one wins on redelivery) and return the stored ones by request."""

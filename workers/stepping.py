@@ -15,7 +15,7 @@ and the result's ``detail`` records why (``quantized``: expected quality, bar, b
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
@@ -50,15 +50,15 @@ class _State:
         return self.served.get(model, model)
 
 
-def run(rt: Runtime, work: Sequence[tuple[Request, Decision]], outcome: Outcome,
-        now: Callable[[], float]) -> tuple[list[AttemptRow], list[ResultRow]]:
+def run(rt: Runtime, work: Sequence[tuple[Request, Decision]], first_seq: Mapping[str, int],
+        outcome: Outcome, now: Callable[[], float]) -> tuple[list[AttemptRow], list[ResultRow]]:
     """Step every request of the bundle to an accepted answer."""
     bundle, strategy = rt.learned
     extract = EXTRACTORS[bundle.extractor]
     requests = [r for r, _ in work]
     seen = views(bundle, [r.prompt_text for r in requests], [d.band for _, d in work],
                  [r.max_output_tokens for r in requests])
-    states = [_State(r) for r in requests]
+    states = [_State(r, seq=first_seq.get(r.id, 0)) for r in requests]
     attempts: list[AttemptRow] = []
     results: list[ResultRow] = []
     active = list(range(len(states)))

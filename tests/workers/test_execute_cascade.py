@@ -12,6 +12,7 @@ import pytest
 import yaml
 from sqlalchemy import select
 
+from router.absorber import Limits, scope_key
 from router.labels import build_prompt
 from router.policy import policy_from_dict
 from tierline.client import Client
@@ -58,19 +59,34 @@ def models_url() -> Iterator[str]:
     server.shutdown()
 
 
-def _run(tmp_path: Path, url: str, prompts: list[str], strategy: dict[str, object]) -> Runtime:
+def _runtime(tmp_path: Path, url: str, strategy: dict[str, object],
+             limits: dict[str, dict[str, int]] | None = None) -> Runtime:
     data = yaml.safe_load((ROOT / "policies" / "demo.yaml").read_text())
     data["strategy"] = strategy
     data["classifier"]["band_tiers"] = {"low": "t0", "mid": "t0", "high": "t0"}
+    for model, model_limits in (limits or {}).items():
+        data["models"][model]["limits"] = model_limits
     db = f"sqlite:///{tmp_path / 'cascade.sqlite'}"
     upgrade(db)
     rt = Runtime(Settings("memory://", db, ROOT / "policies/demo.yaml"), policy_from_dict(data),
                  {"TIERLINE_SIM_URL": url})
     rt.__dict__["absorber"] = MemoryAbsorberStore()
+    return rt
+
+
+def _route(rt: Runtime, prompts: list[str]) -> list[execute.Outcome]:
+    """Accept the prompts, route them and answer each bundle in this thread."""
     client = Client(rt)
     client._enqueue = lambda valid, new: True  # type: ignore[method-assign]
     ids = client.submit_many(prompts, lane="batch").request_ids
-    routing.route(rt, ids, lambda bundle, _t, _l: execute.execute(rt, bundle))
+    outcomes: list[execute.Outcome] = []
+    routing.route(rt, ids, lambda bundle, _t, _l: outcomes.append(execute.execute(rt, bundle)))
+    return outcomes
+
+
+def _run(tmp_path: Path, url: str, prompts: list[str], strategy: dict[str, object]) -> Runtime:
+    rt = _runtime(tmp_path, url, strategy)
+    _route(rt, prompts)
     return rt
 
 
@@ -121,3 +137,23 @@ def test_when_the_tier_above_is_down_the_best_answer_so_far_is_kept(
     ended, tried, paid = _rows(rt)
     assert ended == [("sim-nano", "Hmm, hard to say.")]
     assert tried == [("sim-nano", True), ("sim-mid", False)] and paid == 1
+
+
+def test_a_climb_deferred_for_budget_numbers_its_later_calls_after_the_paid_ones(
+        tmp_path: Path, models_url: str) -> None:
+    one_a_minute = {"requests_per_minute": 1}
+    rt = _runtime(tmp_path, models_url, {"kind": "cascade", "confidence_bar": 0.7},
+                  limits={"sim-mid": one_a_minute})
+    rt.absorber.reserve_many(scope_key("sim-mid", None), Limits.from_model_limits(
+        rt.policy.models["sim-mid"].limits), [1])  # this minute's one call is taken
+    [outcome] = _route(rt, [build_prompt("where is my money", LABELS)])
+    assert outcome.finished == 0 and len(outcome.deferred) == 1  # nano paid, the climb waits
+    rt.__dict__["absorber"] = MemoryAbsorberStore()  # a minute later
+    again = execute.execute(rt, outcome.deferred)
+    assert again.finished == 1
+    ended, tried, paid = _rows(rt)
+    assert ended == [("sim-mid", "refund")]
+    # The redelivery starts over at the decided model; its calls are numbered after the
+    # first run's, so none collides with a recorded attempt and every paid call is charged.
+    assert tried == [("sim-nano", True), ("sim-nano", True), ("sim-mid", True)]
+    assert paid == 3

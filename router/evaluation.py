@@ -15,7 +15,8 @@ bands onto 3 tiers), ``learned`` (max P - lambda x cost share), ``cascade-k`` (j
 with the best expected accuracy gain per cost while it clears a swept threshold),
 ``value-2$`` (the same with per-request cost estimates), ``parallel`` / ``parallel+judge``
 (top-k by train accuracy, vote or judge), ``hybrid`` (cheapest, then the strongest with the
-next-best in parallel); baselines ``knn (RouterBench)``, ``routellm``, ``frugalgpt``.
+next-best no pricier than it in parallel); baselines ``knn (RouterBench)``, ``routellm``,
+``frugalgpt``.
 """
 
 from __future__ import annotations
@@ -161,7 +162,9 @@ def plan(trained: TrainedRouting) -> list[Point]:
                             Parallel(tuple(ranked[:k]), usd)))
         points.append(Point(f"parallel top-{k} judge", "parallel+judge", "tierline",
                             Parallel(tuple(ranked[:k]), usd, judge)))
-    verifier = [m for m in ranked if m not in (trained.weak, trained.strong)]
+    # The most accurate other model verifies, if it costs no more than the strong one.
+    verifier = [m for m in ranked if m not in (trained.weak, trained.strong)
+                and usd[m] <= usd[trained.strong]]
     if verifier:
         tiers = (trained.weak, trained.strong)
         points += [Point(f"hybrid bar={b}", "hybrid", "tierline",

@@ -66,6 +66,14 @@ def test_a_pricier_clone_is_never_a_tier() -> None:
     assert tier_subset(["a", "b", "b-clone"], acc, 3) is None
 
 
+def test_hybrid_never_verifies_with_a_model_pricier_than_the_strong_one() -> None:
+    prices = {"a": (0.1, 0.1), "b": (1.0, 1.0), "c": (5.0, 5.0), "d": (0.5, 0.5)}
+    report = _report({"a": 0.5, "b": 0.8, "c": 0.7, "d": 0.4}, prices)
+    chains = {r.top_chain for r in report.rows if r.method == "hybrid"}
+    assert chains and not any("c" in chain.replace(">", "+").split("+") for chain in chains)
+    assert any("d" in chain.replace(">", "+").split("+") for chain in chains)
+
+
 def test_permuted_prices_give_cascades_that_end_at_the_best_model() -> None:
     acc = {"good": 0.85, "fair": 0.6, "poor": 0.3}
     prices = {"fair": (0.1, 0.1), "good": (1.0, 1.0), "poor": (5.0, 5.0)}  # poor is priciest

@@ -2,91 +2,48 @@
 
 from __future__ import annotations
 
-import json
-import threading
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
-import yaml
 from sqlalchemy import select
 
 from router.absorber import Limits, scope_key
 from router.labels import build_prompt
-from router.policy import policy_from_dict
-from tierline.client import Client
-from workers import execute, routing
+from tests.workers.scripted import completion, demo_policy, route_here, runtime, serve
+from workers import execute
 from workers.absorber_memory import MemoryAbsorberStore
-from workers.db import upgrade
 from workers.runtime import Runtime
 from workers.schema import attempts, charges, results
-from workers.settings import Settings
 
-ROOT = Path(__file__).resolve().parents[2]
 # What each model says, whatever it is asked: the cheap one hedges, the others answer.
 ANSWERS = {"sim-nano": "Hmm, hard to say.", "sim-mid": "refund", "sim-frontier": "card_lost"}
 BROKEN: set[str] = set()
 
 
-class _Models(BaseHTTPRequestHandler):
-    def do_POST(self) -> None:  # noqa: N802 - the stdlib's name
-        body = json.loads(self.rfile.read(int(self.headers["content-length"])))
-        model = body["model"]
-        if model in BROKEN:
-            status, reply = 503, {"error": {"message": "down"}}
-        else:
-            status, reply = 200, {
-                "choices": [{"message": {"role": "assistant", "content": ANSWERS[model]},
-                             "finish_reason": "stop"}],
-                "usage": {"prompt_tokens": 40, "completion_tokens": 3}}
-        data = json.dumps(reply).encode()
-        self.send_response(status)
-        self.send_header("content-type", "application/json")
-        self.send_header("content-length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
-
-    def log_message(self, *args: object) -> None:
-        pass
+def _reply(model: str, _asked: str) -> tuple[int, dict[str, object]]:
+    if model in BROKEN:
+        return 503, {"error": {"message": "down"}}
+    return 200, completion(ANSWERS[model])
 
 
 @pytest.fixture(scope="module")
 def models_url() -> Iterator[str]:
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _Models)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    yield f"http://127.0.0.1:{server.server_port}"
-    server.shutdown()
+    with serve(_reply) as url:
+        yield url
 
 
 def _runtime(tmp_path: Path, url: str, strategy: dict[str, object],
              limits: dict[str, dict[str, int]] | None = None) -> Runtime:
-    data = yaml.safe_load((ROOT / "policies" / "demo.yaml").read_text())
-    data["strategy"] = strategy
-    data["classifier"]["band_tiers"] = {"low": "t0", "mid": "t0", "high": "t0"}
+    data = demo_policy(strategy)
     for model, model_limits in (limits or {}).items():
         data["models"][model]["limits"] = model_limits
-    db = f"sqlite:///{tmp_path / 'cascade.sqlite'}"
-    upgrade(db)
-    rt = Runtime(Settings("memory://", db, ROOT / "policies/demo.yaml"), policy_from_dict(data),
-                 {"TIERLINE_SIM_URL": url})
-    rt.__dict__["absorber"] = MemoryAbsorberStore()
-    return rt
-
-
-def _route(rt: Runtime, prompts: list[str]) -> list[execute.Outcome]:
-    """Accept the prompts, route them and answer each bundle in this thread."""
-    client = Client(rt)
-    client._enqueue = lambda valid, new: True  # type: ignore[method-assign]
-    ids = client.submit_many(prompts, lane="batch").request_ids
-    outcomes: list[execute.Outcome] = []
-    routing.route(rt, ids, lambda bundle, _t, _l: outcomes.append(execute.execute(rt, bundle)))
-    return outcomes
+    return runtime(tmp_path, url, data)
 
 
 def _run(tmp_path: Path, url: str, prompts: list[str], strategy: dict[str, object]) -> Runtime:
     rt = _runtime(tmp_path, url, strategy)
-    _route(rt, prompts)
+    route_here(rt, prompts)
     return rt
 
 
@@ -146,7 +103,7 @@ def test_a_climb_deferred_for_budget_numbers_its_later_calls_after_the_paid_ones
                   limits={"sim-mid": one_a_minute})
     rt.absorber.reserve_many(scope_key("sim-mid", None), Limits.from_model_limits(
         rt.policy.models["sim-mid"].limits), [1])  # this minute's one call is taken
-    [outcome] = _route(rt, [build_prompt("where is my money", LABELS)])
+    [outcome] = route_here(rt, [build_prompt("where is my money", LABELS)])
     assert outcome.finished == 0 and len(outcome.deferred) == 1  # nano paid, the climb waits
     rt.__dict__["absorber"] = MemoryAbsorberStore()  # a minute later
     again = execute.execute(rt, outcome.deferred)

@@ -9,22 +9,15 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 from sqlalchemy import select
 
 from router.early_stop import EARLY_STOP
-from router.policy import policy_from_dict
 from sim.fleet import Fleet, ModelProfile
 from sim.server import start
-from tierline.client import Client
-from workers import execute, routing
-from workers.absorber_memory import MemoryAbsorberStore
-from workers.db import upgrade
+from tests.workers.scripted import demo_policy, route_here, runtime
 from workers.runtime import Runtime
 from workers.schema import attempts, charges, results
-from workers.settings import Settings
 
-ROOT = Path(__file__).resolve().parents[2]
 QUICK = {"ttft_s": 0.0, "per_token_s": 0.0, "jitter_s": 0.0, "cold_start_s": 0.0}
 # The cheap model gets every answer wrong (low logprobs); the others get them right.
 FLEET = Fleet({"sim-nano": ModelProfile(**QUICK, accuracy=0.0, answer_tokens=64),
@@ -42,18 +35,8 @@ def sim_url() -> Iterator[str]:
 
 
 def _run(tmp_path: Path, url: str, strategy: dict[str, Any]) -> Runtime:
-    data = yaml.safe_load((ROOT / "policies" / "demo.yaml").read_text())
-    data["strategy"] = strategy
-    data["classifier"]["band_tiers"] = {"low": "t0", "mid": "t0", "high": "t0"}
-    db = f"sqlite:///{tmp_path / 'early.sqlite'}"
-    upgrade(db)
-    rt = Runtime(Settings("memory://", db, ROOT / "policies/demo.yaml"), policy_from_dict(data),
-                 {"TIERLINE_SIM_URL": url})
-    rt.__dict__["absorber"] = MemoryAbsorberStore()
-    client = Client(rt)
-    client._enqueue = lambda valid, new: True  # type: ignore[method-assign]
-    ids = client.submit_many([PROMPT], lane="batch").request_ids
-    routing.route(rt, ids, lambda bundle, _t, _l: execute.execute(rt, bundle))
+    rt = runtime(tmp_path, url, demo_policy(strategy))
+    route_here(rt, [PROMPT])
     return rt
 
 

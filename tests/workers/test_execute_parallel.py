@@ -4,32 +4,22 @@ attempt with its charge, and the vote and its cost multiplier in the result's de
 
 from __future__ import annotations
 
-import json
-import threading
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 from sqlalchemy import select
 
 from router.absorber import Limits, scope_key
 from router.aggregation import EVALUATOR_INSTRUCTION
 from router.labels import build_prompt
-from router.policy import policy_from_dict
 from sim.fleet import Fleet, ModelProfile
 from sim.server import start
-from tierline.client import Client
-from workers import execute, routing
-from workers.absorber_memory import MemoryAbsorberStore
-from workers.db import upgrade
+from tests.workers.scripted import completion, demo_policy, route_here, runtime, serve
 from workers.runtime import Runtime
 from workers.schema import attempts, charges, results
-from workers.settings import Settings
 
-ROOT = Path(__file__).resolve().parents[2]
 LABELS = ["refund", "card_lost", "transfer"]
 PROMPT = build_prompt("where is my money", LABELS)
 PRICES = {"sim-nano": (0.10, 0.40), "sim-mid": (0.80, 3.20), "sim-frontier": (5.00, 20.00),
@@ -41,37 +31,17 @@ EVALUATOR_REPLY = {"text": ""}
 BROKEN: set[str] = set()
 
 
-class _Models(BaseHTTPRequestHandler):
-    def do_POST(self) -> None:  # noqa: N802 - the stdlib's name
-        body = json.loads(self.rfile.read(int(self.headers["content-length"])))
-        model = body["model"]
-        asked = body["messages"][-1]["content"]
-        if model in BROKEN:
-            status, reply = 400, {"error": {"message": "down"}}  # rejected: never retried
-        else:
-            text = (EVALUATOR_REPLY["text"] if asked.startswith(EVALUATOR_INSTRUCTION)
-                    else ANSWERS[model])
-            status, reply = 200, {
-                "choices": [{"message": {"role": "assistant", "content": text},
-                             "finish_reason": "stop"}],
-                "usage": {"prompt_tokens": TOKENS_IN, "completion_tokens": TOKENS_OUT}}
-        data = json.dumps(reply).encode()
-        self.send_response(status)
-        self.send_header("content-type", "application/json")
-        self.send_header("content-length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
-
-    def log_message(self, *args: object) -> None:
-        pass
+def _reply(model: str, asked: str) -> tuple[int, dict[str, Any]]:
+    if model in BROKEN:
+        return 400, {"error": {"message": "down"}}  # rejected: never retried
+    text = EVALUATOR_REPLY["text"] if asked.startswith(EVALUATOR_INSTRUCTION) else ANSWERS[model]
+    return 200, completion(text, TOKENS_IN, TOKENS_OUT)
 
 
 @pytest.fixture(scope="module")
 def models_url() -> Iterator[str]:
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _Models)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    yield f"http://127.0.0.1:{server.server_port}"
-    server.shutdown()
+    with serve(_reply) as url:
+        yield url
 
 
 @pytest.fixture(autouse=True)
@@ -84,7 +54,7 @@ def _fresh_models() -> Iterator[None]:
 
 def _policy(strategy: dict[str, Any], limits: dict[str, Any] | None = None) -> dict[str, Any]:
     """The demo policy with two more models in the top tier, to verify with."""
-    data = yaml.safe_load((ROOT / "policies" / "demo.yaml").read_text())
+    data = demo_policy(strategy)
     data["tiers"] = {"t0": ["sim-nano"], "t1": ["sim-mid"],
                      "t2": ["sim-frontier", "sim-check-a", "sim-check-b"]}
     data["models"] = {m: {"provider": "openai", "base_url_env": "TIERLINE_SIM_URL",
@@ -92,23 +62,15 @@ def _policy(strategy: dict[str, Any], limits: dict[str, Any] | None = None) -> d
                       for m, (i, o) in PRICES.items()}
     for model, limit in (limits or {}).items():
         data["models"][model]["limits"] = limit
-    data["strategy"] = strategy
-    data["classifier"]["band_tiers"] = {"low": "t0", "mid": "t0", "high": "t0"}
     return data
 
 
 def _run(tmp_path: Path, url: str, strategy: dict[str, Any], prompts: tuple[str, ...] = (PROMPT,),
          limits: dict[str, Any] | None = None, deferred: list[str] | None = None) -> Runtime:
-    db = f"sqlite:///{tmp_path / 'parallel.sqlite'}"
-    upgrade(db)
-    rt = Runtime(Settings("memory://", db, ROOT / "policies/demo.yaml"),
-                 policy_from_dict(_policy(strategy, limits)), {"TIERLINE_SIM_URL": url})
-    rt.__dict__["absorber"] = MemoryAbsorberStore()
-    client = Client(rt)
-    client._enqueue = lambda valid, new: True  # type: ignore[method-assign]
-    ids = client.submit_many(list(prompts), lane="batch").request_ids
-    routing.route(rt, ids, lambda bundle, _t, _l: (deferred if deferred is not None else [])
-                  .extend(execute.execute(rt, bundle).deferred))
+    rt = runtime(tmp_path, url, _policy(strategy, limits))
+    outcomes = route_here(rt, list(prompts))
+    if deferred is not None:
+        deferred.extend(rid for o in outcomes for rid in o.deferred)
     return rt
 
 

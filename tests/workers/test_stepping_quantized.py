@@ -3,60 +3,31 @@ bundle's P(variant correct) clears the bar and the output budget is long."""
 
 from __future__ import annotations
 
-import json
-import threading
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
-import yaml
 from sqlalchemy import select
 
 from router.bundle import bundle_of, save_bundle
 from router.dataset import parse_items
-from router.policy import policy_from_dict
 from router.training import train_routing
-from tierline.client import Client
-from workers import execute, routing
-from workers.absorber_memory import MemoryAbsorberStore
-from workers.db import upgrade
+from tests.workers.scripted import completion, demo_policy, route_here, runtime, serve
 from workers.runtime import Runtime
 from workers.schema import attempts, results
-from workers.settings import Settings
 
-ROOT = Path(__file__).resolve().parents[2]
 # How often each model is right in the recorded outcomes the bundle learns from.
 ACCURACY = {"sim-nano": 0.1, "sim-mid": 0.2, "sim-frontier": 1.0, "sim-frontier-4bit": 0.97}
 PRICES = {"sim-nano": (0.1, 0.4), "sim-mid": (0.8, 3.2), "sim-frontier": (5.0, 20.0),
           "sim-frontier-4bit": (2.0, 8.0)}
 
 
-class _Models(BaseHTTPRequestHandler):
-    def do_POST(self) -> None:  # noqa: N802 - the stdlib's name
-        self.rfile.read(int(self.headers["content-length"]))
-        data = json.dumps({
-            "choices": [{"message": {"role": "assistant", "content": "the answer is (A)"},
-                         "finish_reason": "stop"}],
-            "usage": {"prompt_tokens": 40, "completion_tokens": 30}}).encode()
-        self.send_response(200)
-        self.send_header("content-type", "application/json")
-        self.send_header("content-length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
-
-    def log_message(self, *args: object) -> None:
-        pass
-
-
 @pytest.fixture(scope="module")
 def models_url() -> Iterator[str]:
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _Models)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    yield f"http://127.0.0.1:{server.server_port}"
-    server.shutdown()
+    with serve(lambda _model, _asked: (200, completion("the answer is (A)", 40, 30))) as url:
+        yield url
 
 
 @pytest.fixture(scope="module")
@@ -78,24 +49,15 @@ def bundle_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def _run(tmp_path: Path, url: str, bundle: Path, bar: float) -> Runtime:
-    data = yaml.safe_load((ROOT / "policies" / "demo.yaml").read_text())
+    # The learned pick: the cheapest tier model whose P(correct) clears the bar.
+    data = demo_policy({"kind": "learned", "confidence_bar": bar,
+                        "options": {"bundle": str(bundle)}})
     data["models"]["sim-frontier-4bit"] = {**data["models"]["sim-frontier"],
                                            "usd_per_1m_input": 2.0, "usd_per_1m_output": 8.0}
     data["models"]["sim-frontier"]["quantized"] = {
         "model": "sim-frontier-4bit", "quality_ratio": 0.9, "min_output_tokens": 256}
-    # The learned pick: the cheapest tier model whose P(correct) clears the bar.
-    data["strategy"] = {"kind": "learned", "confidence_bar": bar,
-                        "options": {"bundle": str(bundle)}}
-    db = f"sqlite:///{tmp_path / 'learned.sqlite'}"
-    upgrade(db)
-    rt = Runtime(Settings("memory://", db, ROOT / "policies/demo.yaml"), policy_from_dict(data),
-                 {"TIERLINE_SIM_URL": url})
-    rt.__dict__["absorber"] = MemoryAbsorberStore()
-    client = Client(rt)
-    client._enqueue = lambda valid, new: True  # type: ignore[method-assign]
-    ids = client.submit_many([{"prompt": "question 7", "max_output_tokens": 512}],
-                             lane="batch").request_ids
-    routing.route(rt, ids, lambda bundle, _t, _l: execute.execute(rt, bundle))
+    rt = runtime(tmp_path, url, data)
+    route_here(rt, [{"prompt": "question 7", "max_output_tokens": 512}])
     return rt
 
 

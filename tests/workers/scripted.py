@@ -1,0 +1,90 @@
+"""Stand-ins for the tier-worker tests: a scripted OpenAI-compatible model server on
+loopback, and a runtime (SQLite, the in-memory absorber) that accepts, routes and answers
+requests in this thread through the real code path."""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from router.policy import policy_from_dict
+from tierline.client import Client
+from workers import execute, routing
+from workers.absorber_memory import MemoryAbsorberStore
+from workers.db import upgrade
+from workers.runtime import Runtime
+from workers.settings import Settings
+
+ROOT = Path(__file__).resolve().parents[2]
+DEMO = ROOT / "policies" / "demo.yaml"
+
+# (model, the last message's text) -> (HTTP status, JSON body)
+Reply = Callable[[str, str], tuple[int, dict[str, Any]]]
+
+
+def completion(text: str, tokens_in: int = 40, tokens_out: int = 3) -> dict[str, Any]:
+    """A chat completion body answering ``text``."""
+    return {"choices": [{"message": {"role": "assistant", "content": text},
+                         "finish_reason": "stop"}],
+            "usage": {"prompt_tokens": tokens_in, "completion_tokens": tokens_out}}
+
+
+@contextmanager
+def serve(reply: Reply) -> Iterator[str]:
+    """A model server answering every chat completion with ``reply``; yields its URL."""
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:  # noqa: N802 - the stdlib's name
+            body = json.loads(self.rfile.read(int(self.headers["content-length"])))
+            status, answer = reply(body["model"], body["messages"][-1]["content"])
+            data = json.dumps(answer).encode()
+            self.send_response(status)
+            self.send_header("content-type", "application/json")
+            self.send_header("content-length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        yield f"http://127.0.0.1:{server.server_port}"
+    finally:
+        server.shutdown()
+
+
+def demo_policy(strategy: dict[str, Any]) -> dict[str, Any]:
+    """The demo policy as data, with ``strategy`` and every band on the cheapest tier."""
+    data = yaml.safe_load(DEMO.read_text())
+    data["strategy"] = strategy
+    data["classifier"]["band_tiers"] = {"low": "t0", "mid": "t0", "high": "t0"}
+    return data
+
+
+def runtime(tmp_path: Path, url: str, policy: dict[str, Any]) -> Runtime:
+    """A runtime on a fresh SQLite file whose models are reached at ``url``."""
+    db = f"sqlite:///{tmp_path / 'worker.sqlite'}"
+    upgrade(db)
+    rt = Runtime(Settings("memory://", db, DEMO), policy_from_dict(policy),
+                 {"TIERLINE_SIM_URL": url})
+    rt.__dict__["absorber"] = MemoryAbsorberStore()
+    return rt
+
+
+def route_here(rt: Runtime, prompts: list[Any]) -> list[execute.Outcome]:
+    """Accept the requests, route them and answer each bundle in this thread."""
+    client = Client(rt)
+    client._enqueue = lambda valid, new: True  # type: ignore[method-assign]
+    ids = client.submit_many(prompts, lane="batch").request_ids
+    outcomes: list[execute.Outcome] = []
+    routing.route(rt, ids, lambda bundle, _t, _l: outcomes.append(execute.execute(rt, bundle)))
+    return outcomes

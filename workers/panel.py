@@ -174,6 +174,8 @@ def with_cost_multipliers(rt: Runtime, attempts: Sequence[AttemptRow],
                           results: Sequence[ResultRow]) -> list[ResultRow]:
     """Results that name their chosen attempt gain ``cost_multiplier`` in ``detail``: the
     request's USD over that attempt's (None when the chosen call cost nothing)."""
+    if not any(r.detail is not None and "chosen_attempt" in r.detail for r in results):
+        return list(results)  # no panel in this bundle: nothing to price twice
     prices = prices_of(rt)
     usd = {(a.request_id, a.seq): prices[a.model].usd(a.tokens_in, a.tokens_out)
            for a in attempts}

@@ -75,18 +75,19 @@ class _Pending:
         return self.chain[0]
 
 
-def execute(rt: Runtime, request_ids: Sequence[str], now: Callable[[], float] = time.time
-            ) -> Outcome:
+def execute(rt: Runtime, request_ids: Sequence[str], now: Callable[[], float] = time.time,
+            *, resumed: bool = False) -> Outcome:
     """Answer a bundle of routed requests.
 
     Safe to run twice: requests that already have a result are skipped, and attempt,
-    charge and result rows are keyed so a repeat writes nothing new. A request that comes
-    back after a deferral numbers its new calls after the ones it has already paid for.
+    charge and result rows are keyed so a repeat writes nothing new. A bundle that comes
+    back after a deferral (``resumed``) numbers its new calls after the ones already
+    recorded; only then is the lookup worth its query.
     """
     with rt.engine.connect() as conn:
         todo, decided = records.load_routable(conn, request_ids, now())
         jobs_by_request = records.job_of(conn, request_ids)
-        first_seq = records.next_attempt_seq(conn, request_ids)
+        first_seq = records.next_attempt_seq(conn, request_ids) if resumed else {}
     caps = rt.policy.strategy.output_caps_by_band
     work = [(replace(r, max_output_tokens=output_cap_for_band(d.band, caps, r.max_output_tokens)),
              d) for r in todo if (d := decided.get(r.id)) is not None]

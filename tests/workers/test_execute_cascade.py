@@ -106,7 +106,7 @@ def test_a_climb_deferred_for_budget_numbers_its_later_calls_after_the_paid_ones
     [outcome] = route_here(rt, [build_prompt("where is my money", LABELS)])
     assert outcome.finished == 0 and len(outcome.deferred) == 1  # nano paid, the climb waits
     rt.__dict__["absorber"] = MemoryAbsorberStore()  # a minute later
-    again = execute.execute(rt, outcome.deferred)
+    again = execute.execute(rt, outcome.deferred, resumed=True)  # as the countdown sends it
     assert again.finished == 1
     ended, tried, paid = _rows(rt)
     assert ended == [("sim-mid", "refund")]

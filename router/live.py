@@ -76,6 +76,25 @@ def live_strategy(policy: Policy, bundle: RoutingBundle) -> Strategy:
     return BUILDERS[kind](policy, bundle, tiers, policy.strategy.options)
 
 
+def policy_strategy(strategy: Strategy) -> dict[str, Any] | None:
+    """The policy ``strategy`` mapping that rebuilds ``strategy`` from a bundle (the inverse
+    of :func:`live_strategy`, ``options.bundle`` left to the caller; the tiers are
+    ``strategy.tiers``), or None for strategies that do not run live this way."""
+    if isinstance(strategy, Cascade):
+        options: dict[str, Any] = {"skip_bar": strategy.skip_bar, "start_bar": strategy.start_bar,
+                                   "verify_with": list(strategy.verify_with)}
+        kind, bar = ("hybrid" if strategy.verify_with else "cascade"), strategy.bar
+    elif isinstance(strategy, ValueCascade):
+        options = {"min_gain_per_cost": strategy.min_gain_per_cost,
+                   "max_calls": strategy.max_calls,
+                   "per_request_costs": strategy.costs is not None}
+        kind, bar = "value", 0.5
+    else:
+        return None
+    return {"kind": kind, "confidence_bar": bar,
+            "options": {k: v for k, v in options.items() if v not in (None, [])}}
+
+
 def views(bundle: RoutingBundle, prompts: Sequence[str], bands: Sequence[str],
           max_output_tokens: Sequence[int]) -> list[RequestView]:
     """What the strategy reads per request: the learned P(correct) of every model, in one

@@ -70,3 +70,52 @@ def test_an_unpriced_model_or_an_empty_file_names_the_file(tmp_path: Path) -> No
         run = CliRunner().invoke(command, [str(dataset), "--prices", str(prices),
                                            "--out", str(tmp_path / "b")])
         assert run.exit_code == 2 and message in run.output, run.output
+
+
+def _synthetic(path: Path, n: int) -> None:
+    """Three models, the priciest the most accurate; answers are choice letters."""
+    rng = __import__("numpy").random.default_rng(1)
+    accuracy = {"small": 0.55, "medium": 0.7, "large": 0.85}
+    with path.open("w") as f:
+        for i in range(n):
+            key = "ABCD"[i % 4]
+            outcomes = {}
+            for m, p in accuracy.items():
+                a = key if rng.random() < p else "ABCD"[(i + 1) % 4]
+                outcomes[m] = {"response": f"the answer is ({a})", "answer": a,
+                               "score": float(a == key), "prompt_tokens": 40,
+                               "completion_tokens": 10}
+            f.write(json.dumps({"id": str(i), "prompt": f"question {i} " + "x" * (i % 9),
+                                "grader": {"kind": "choice", "answer": key},
+                                "outcomes": outcomes}) + "\n")
+
+
+def test_a_target_prints_the_cheapest_live_strategy_that_reached_it(tmp_path: Path) -> None:
+    import yaml
+    from click.testing import CliRunner
+
+    from tierline.router_train import command
+
+    prices = tmp_path / "prices.yaml"
+    prices.write_text("models: {small: {usd_per_1m_input: 0.1, usd_per_1m_output: 0.4},\n"
+                      "  medium: {usd_per_1m_input: 1, usd_per_1m_output: 4},\n"
+                      "  large: {usd_per_1m_input: 5, usd_per_1m_output: 20}}\n")
+    data = tmp_path / "data.jsonl"
+    _synthetic(data, 300)
+    bundle = tmp_path / "bundle"
+    run = CliRunner().invoke(command, [str(data), "--prices", str(prices), "--out", str(bundle),
+                                       "--target", "0.95"])
+    assert run.exit_code == 0, run.output
+    head, snippet = run.output.split("In the policy:\n")
+    assert "of the best single model) at" in head
+    policy = yaml.safe_load(snippet)
+    assert policy["tiers"]["t0"] == ["small"] and policy["tiers"][max(policy["tiers"])] == ["large"]
+    assert policy["strategy"]["kind"] in ("cascade", "hybrid", "value")
+    assert policy["strategy"]["options"]["bundle"] == str(bundle)
+    assert load_bundle(bundle, ["small", "medium", "large"]).models  # trained on all of it
+
+    tiny = tmp_path / "tiny.jsonl"
+    _synthetic(tiny, 1)
+    run = CliRunner().invoke(command, [str(tiny), "--prices", str(prices), "--out", str(bundle),
+                                       "--target", "0.95"])
+    assert run.exit_code == 2 and "too few to hold out a validation slice" in run.output

@@ -27,12 +27,11 @@ from router.bundle import bundle_of, save_bundle
 from router.dataset import Item, Prices
 from router.errors import InvalidInput
 from router.evaluation import plan
+from router.live import policy_strategy
 from router.policy import load_policy
 from router.replay import grade, prepare_replay, run_strategy
 from router.steps import Accept
-from router.strategies import Cascade
 from router.training import TrainedRouting, scores_of
-from router.value_cascade import ValueCascade
 from tierline.children import sim_url, spawn, stop
 
 BUDGET_S = 86_400.0
@@ -60,18 +59,9 @@ class LiveResult:
 def policy_for(trained: TrainedRouting, prices: Prices, strategy: Any, bundle_path: Path
                ) -> dict[str, Any]:
     """A policy whose tiers are the strategy's models and whose strategy is the same point."""
-    if isinstance(strategy, Cascade):
-        options: dict[str, Any] = {"skip_bar": strategy.skip_bar, "start_bar": strategy.start_bar,
-                                   "verify_with": list(strategy.verify_with)}
-        kind, bar = ("hybrid" if strategy.verify_with else "cascade"), strategy.bar
-    elif isinstance(strategy, ValueCascade):
-        options = {"min_gain_per_cost": strategy.min_gain_per_cost,
-                   "max_calls": strategy.max_calls,
-                   "per_request_costs": strategy.costs is not None}
-        kind, bar = "value", 0.5
-    else:
+    spec = policy_strategy(strategy)
+    if spec is None:
         raise InvalidInput("--live-point: only cascade, hybrid and value points run live")
-    options = {k: v for k, v in options.items() if v not in (None, [])}
     return {
         "name": "bench-live",
         "tiers": {f"t{i}": [m] for i, m in enumerate(strategy.tiers)},
@@ -81,8 +71,7 @@ def policy_for(trained: TrainedRouting, prices: Prices, strategy: Any, bundle_pa
         "lanes": {lane: {"latency_budget_s": BUDGET_S, "max_output_tokens": MAX_OUTPUT_TOKENS}
                   for lane in ("realtime", "standard", "batch")},
         "requests": {"max_prompt_chars": 1_000_000, "max_output_tokens": MAX_OUTPUT_TOKENS},
-        "strategy": {"kind": kind, "confidence_bar": bar,
-                     "options": {**options, "bundle": str(bundle_path)}},
+        "strategy": {**spec, "options": {**spec["options"], "bundle": str(bundle_path)}},
         "bundling": {"max_count": 64, "ingress_chunk": 256},
     }
 

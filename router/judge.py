@@ -55,7 +55,7 @@ def candidate_features(models: Sequence[str], group: Sequence[Attempt],
     ev = [a.evidence for a in group]
     rev = [a.evidence for a in rivals]
     shared = [
-        max(ev), float(np.mean(ev)), max(router_logits.get(a.model, 0.0) for a in group),
+        max(ev), sum(ev) / len(ev), max(router_logits.get(a.model, 0.0) for a in group),
         len(group) - 1.0, float(len(rivals)), max(rev) if rev else 0.0, float(bool(rivals)),
         float(group[0].answer is None),
     ]

@@ -72,14 +72,16 @@ def save_bundle(bundle: RoutingBundle, path: str | Path) -> tuple[Path, Path]:
     return npz, meta
 
 
-def load_bundle(path: str | Path, policy_models: Sequence[str] | None = None) -> RoutingBundle:
-    """Read a bundle; with ``policy_models``, refuse one trained for other models."""
+def load_bundle(path: str | Path, policy_models: Sequence[str] | None = None,
+                key: str = "strategy.options.bundle") -> RoutingBundle:
+    """Read a bundle; with ``policy_models``, refuse one trained for other models (errors
+    name the policy ``key`` that points at it)."""
     base = Path(path).with_suffix("")
     try:
         meta: dict[str, Any] = json.loads(base.with_suffix(".json").read_text(encoding="utf-8"))
         arrays = np.load(base.with_suffix(".npz"))
     except (OSError, ValueError) as exc:
-        raise PolicyError(str(base), "strategy.options.bundle", f"cannot read: {exc}") from exc
+        raise PolicyError(str(base), key, f"cannot read: {exc}") from exc
     if meta.get("kind") != "routing-bundle" or meta.get("version") != BUNDLE_VERSION:
         raise PolicyError(str(base), "version", f"not a routing bundle of version {BUNDLE_VERSION}")
     models = tuple(meta["models"])
@@ -87,7 +89,7 @@ def load_bundle(path: str | Path, policy_models: Sequence[str] | None = None) ->
     router = LearnedRouter(models, prices, HashingConfig(**meta["router_features"]),
                            arrays["router_w"].astype(np.float64), arrays["router_b"])
     if policy_models is not None:
-        router.check_models(policy_models, str(base))
+        router.check_models(policy_models, str(base), key)
     c = meta["costs"]
     costs = CostModel({m: (float(p[0]), float(p[1])) for m, p in c["usd_per_1m"].items()},
                       c["tokens_per_char"], {m: tuple(v) for m, v in c["coef"].items()},

@@ -46,6 +46,16 @@ class Scores:
     metadata: np.ndarray
     composite: np.ndarray
 
+    def reasons(self, i: int) -> dict[str, Any]:
+        """Prompt ``i``'s signals, for its decision's reasons."""
+        return {"perplexity": round(float(self.perplexity[i]), 4),
+                "semantic": round(float(self.semantic[i]), 4),
+                "metadata": round(float(self.metadata[i]), 4)}
+
+    def p_correct(self, i: int) -> None:
+        """No per-model quality estimate: the composite scores prompts, not models."""
+        return None
+
 
 def _char_codes(texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
     """All texts as one uint8 array of lower-cased UTF-8 bytes, plus each text's start offset."""

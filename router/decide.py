@@ -6,31 +6,45 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from router.composite import CompositeEstimator, Scores, band_of
+import numpy as np
+
+from router.composite import CompositeEstimator, band_of
 from router.envelope import Request
+from router.learned_bands import learned_estimator
 from router.output_budget import (
     QuantizedChoice,
     QuantizedVariant,
     choose_quantized,
     output_cap_for_band,
 )
-from router.policy import ClassifierSpec, Policy
+from router.policy import Policy
+
+
+class Scored(Protocol):
+    """A batch's complexity in [0, 1], and per prompt what it came from."""
+
+    composite: np.ndarray
+
+    def reasons(self, i: int) -> dict[str, Any]: ...
+
+    def p_correct(self, i: int) -> Mapping[str, float] | None: ...
 
 
 class Estimator(Protocol):
     """Scores a batch of prompts for complexity in [0, 1]."""
 
-    def score(self, texts: Sequence[str], metas: Sequence[Mapping[str, Any]]) -> Scores: ...
+    def score(self, texts: Sequence[str], metas: Sequence[Mapping[str, Any]]) -> Scored: ...
 
 
-ESTIMATORS: dict[str, Callable[[ClassifierSpec], Estimator]] = {
-    "composite": CompositeEstimator,
+ESTIMATORS: dict[str, Callable[[Policy], Estimator]] = {
+    "composite": lambda policy: CompositeEstimator(policy.classifier),
+    "learned": learned_estimator,
 }
 
 
 def make_estimator(policy: Policy) -> Estimator:
-    """The estimator the policy names, fitted from the policy."""
-    return ESTIMATORS[policy.classifier.kind](policy.classifier)
+    """The estimator the policy names (``classifier.kind``), built from the policy."""
+    return ESTIMATORS[policy.classifier.kind](policy)
 
 
 @dataclass(frozen=True)
@@ -58,12 +72,10 @@ def decide(policy: Policy, estimator: Estimator, requests: Sequence[Request]) ->
         # the budget the tier worker will reserve: the request's own, cut to its band's cap
         budget = output_cap_for_band(band, policy.strategy.output_caps_by_band,
                                      request.max_output_tokens)
-        choice = first_model(policy, policy.tiers[tier][0], budget)
+        choice = first_model(policy, policy.tiers[tier][0], budget, scores.p_correct(i))
         model = choice.model
         reasons: dict[str, Any] = {
-            "perplexity": round(float(scores.perplexity[i]), 4),
-            "semantic": round(float(scores.semantic[i]), 4),
-            "metadata": round(float(scores.metadata[i]), 4),
+            **scores.reasons(i),
             "rule": f"score {scores.composite[i]:.3f} → band {band} → tier {tier} → {model}",
         }
         if choice.reason is not None:
@@ -86,10 +98,10 @@ def first_model(policy: Policy, model: str, max_output_tokens: int,
     """The model to call first in place of ``model``: its 4-bit variant when the output budget
     is long and the variant's expected quality clears the strategy's confidence bar.
 
-    Both paths use it: :func:`decide` with the composite estimator (no per-model quality, so
-    ``p_correct`` is None and the variant's ``quality_ratio`` alone is its expected quality),
-    and the learned step machine with the bundle's P(correct) per model (see
-    :func:`router.output_budget.choose_quantized`).
+    Both paths use it: :func:`decide` (with the composite estimator there is no per-model
+    quality, so ``p_correct`` is None and the variant's ``quality_ratio`` alone is its
+    expected quality; the learned estimator gives P(correct) per model), and the learned
+    step machine with the bundle's P(correct) (see :func:`router.output_budget.choose_quantized`).
     """
     return choose_quantized(model, quantized_variant(policy, model),
                             policy.strategy.confidence_bar, max_output_tokens, p_correct)

@@ -40,13 +40,14 @@ class LearnedRouter:
         """P(correct) of shape (n_prompts, n_models), columns in ``models`` order."""
         return sigmoid(self.logits_rows(hash_texts(list(prompts), self.config)))
 
-    def check_models(self, models: Sequence[str], source: str = "<artifact>") -> None:
+    def check_models(self, models: Sequence[str], source: str = "<artifact>",
+                     key: str = "strategy.options.bundle") -> None:
         """Refuse to serve a policy whose models differ from the ones trained for."""
         missing = sorted(set(models) - set(self.models))
         extra = sorted(set(self.models) - set(models))
         if missing or extra:
             raise PolicyError(
-                source, "strategy.options.bundle",
+                source, key,
                 f"learned router was trained for {list(self.models)}; the policy has no "
                 f"{extra} and adds {missing}" if extra else
                 f"learned router was trained for {list(self.models)}; no weights for {missing}",

@@ -80,10 +80,16 @@ class Prototype(_Frozen):
     examples: tuple[str, ...] = Field(min_length=1)
 
 
+CLASSIFIER_KINDS = ("composite", "learned")
+
+
 class ClassifierSpec(_Frozen):
-    """Settings of the complexity estimator (the article's composite by default)."""
+    """Settings of the complexity estimator: ``composite`` (the article's, the default) or
+    ``learned`` (the router of ``artifact``, a bundle from ``tierline router train``; see
+    router.learned_bands). Thresholds band the score for both; the rest is the composite's."""
 
     kind: str = "composite"
+    artifact: str | None = None  # kind learned: the bundle's path
     weights: dict[str, float] = {"perplexity": 0.3, "semantic": 0.4, "metadata": 0.3}
     thresholds: dict[str, float] = {"high": 0.7, "mid": 0.4}
     band_tiers: dict[str, str] = {}  # band -> tier; defaults spread bands over the tiers
@@ -95,6 +101,12 @@ class ClassifierSpec(_Frozen):
 
     @model_validator(mode="after")
     def _check(self) -> ClassifierSpec:
+        if self.kind not in CLASSIFIER_KINDS:
+            raise ValueError(f"kind: unknown estimator {self.kind!r} "
+                             f"(known: {', '.join(CLASSIFIER_KINDS)})")
+        if self.kind == "learned" and not self.artifact:
+            raise ValueError("artifact: kind 'learned' needs the path of a trained bundle "
+                             "(tierline router train DATASET --prices P --out PATH)")
         unknown = set(self.weights) - {"perplexity", "semantic", "metadata"}
         if unknown:
             raise ValueError(f"weights: unknown weight(s) {sorted(unknown)}")

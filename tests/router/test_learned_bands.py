@@ -1,0 +1,85 @@
+"""``classifier.kind: learned``: the trained router bands prompts by how likely the cheapest
+tier's model is to answer them right, and the decision says so."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from router.bundle import bundle_of, save_bundle
+from router.dataset import parse_items
+from router.decide import decide, make_estimator
+from router.envelope import build_request
+from router.errors import PolicyError
+from router.policy import policy_from_dict
+from router.training import train_routing
+
+PRICES = {"cheap": (0.1, 0.4), "top": (5.0, 20.0)}
+
+
+def _items(n: int = 240) -> list[Any]:
+    """Half the prompts are easy (the cheap model is right on 95%), half hard (5%)."""
+    rng = np.random.default_rng(0)
+    lines = []
+    for i in range(n):
+        key, easy = "ABCD"[i % 4], i % 2 == 0
+        outs = {}
+        for m, p in (("cheap", 0.95 if easy else 0.05), ("top", 0.9)):
+            a = key if rng.random() < p else "ABCD"[(i + 1) % 4]
+            outs[m] = {"response": f"the answer is ({a})", "answer": a, "score": float(a == key),
+                       "prompt_tokens": 40, "completion_tokens": 30}
+        topic = "spelling of a common word" if easy else "proof of a deep theorem"
+        lines.append((i + 1, {"id": str(i), "prompt": f"question {i}: the {topic}",
+                              "grader": {"kind": "choice", "answer": key}, "outcomes": outs}))
+    return parse_items(lines)
+
+
+@pytest.fixture(scope="module")
+def artifact(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("bundle") / "routing"
+    save_bundle(bundle_of(train_routing(_items(), PRICES)), path)
+    return path
+
+
+def _policy(classifier: dict[str, Any], models: dict[str, Any] | None = None) -> Any:
+    models = models or {m: {"provider": "openai", "base_url": "http://127.0.0.1:9",
+                            "usd_per_1m_input": i, "usd_per_1m_output": o}
+                        for m, (i, o) in PRICES.items()}
+    return policy_from_dict({
+        "name": "learned-bands", "tiers": {"t0": ["cheap"], "t1": ["top"]}, "models": models,
+        "lanes": {lane: {"latency_budget_s": 600, "max_output_tokens": 256}
+                  for lane in ("realtime", "standard", "batch")},
+        "classifier": {"band_tiers": {"low": "t0", "mid": "t1", "high": "t1"}, **classifier}})
+
+
+def test_prompts_the_cheap_model_gets_right_stay_on_the_cheap_tier(artifact: Path) -> None:
+    policy = _policy({"kind": "learned", "artifact": str(artifact)})
+    prompts = ["question 900: the spelling of a common word",
+               "question 901: the proof of a deep theorem"]
+    requests = [build_request({"prompt": p, "lane": "batch"}, policy, now_s=0, new_id=str(i))
+                for i, p in enumerate(prompts)]
+    easy, hard = decide(policy, make_estimator(policy), requests)
+    assert (easy.band, easy.tier, easy.model) == ("low", "t0", "cheap")
+    assert (hard.band, hard.tier, hard.model) == ("high", "t1", "top")
+    assert easy.reasons["p_correct"]["cheap"] > 0.6 > 0.3 > hard.reasons["p_correct"]["cheap"]
+    assert easy.score == pytest.approx(1 - easy.reasons["p_correct"]["cheap"], abs=1e-4)
+    assert "band low → tier t0 → cheap" in easy.reasons["rule"]
+
+
+def test_a_learned_classifier_needs_an_artifact_for_the_policys_models(artifact: Path) -> None:
+    with pytest.raises(PolicyError, match=r"classifier\.artifact.*needs the path"):
+        _policy({"kind": "learned"})
+    with pytest.raises(PolicyError, match=r"classifier\.kind.*unknown estimator 'neural' "
+                                          r"\(known: composite, learned\)"):
+        _policy({"kind": "neural"})
+    other = {m: {"provider": "openai", "base_url": "http://127.0.0.1:9", "usd_per_1m_input": 1,
+                 "usd_per_1m_output": 1} for m in ("cheap", "top", "extra")}
+    policy = _policy({"kind": "learned", "artifact": str(artifact)}, other)
+    with pytest.raises(PolicyError, match=r"classifier\.artifact.*trained for"):
+        make_estimator(policy)
+    missing = _policy({"kind": "learned", "artifact": str(artifact.parent / "nothing")})
+    with pytest.raises(PolicyError, match=r"classifier\.artifact.*cannot read"):
+        make_estimator(missing)

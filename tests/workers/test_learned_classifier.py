@@ -1,0 +1,66 @@
+"""A router worker with ``classifier.kind: learned`` sends each request to the tier its
+trained router picks, records why, and the tier worker answers there."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+from sqlalchemy import select
+
+from router.bundle import bundle_of, save_bundle
+from router.dataset import parse_items
+from router.training import train_routing
+from tests.workers.scripted import completion, demo_policy, route_here, runtime, serve
+from workers.schema import decisions, requests, results
+
+PRICES = {"sim-nano": (0.1, 0.4), "sim-mid": (0.8, 3.2), "sim-frontier": (5.0, 20.0)}
+EASY, HARD = "the spelling of a common word", "the proof of a deep theorem"
+
+
+@pytest.fixture(scope="module")
+def artifact(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A bundle whose router learned that sim-nano gets the easy prompts right only."""
+    rng = np.random.default_rng(0)
+    lines = []
+    for i in range(240):
+        key, easy = "ABCD"[i % 4], i % 2 == 0
+        accuracy = {"sim-nano": 0.95 if easy else 0.05, "sim-mid": 0.6, "sim-frontier": 0.9}
+        outs = {}
+        for m, p in accuracy.items():
+            a = key if rng.random() < p else "ABCD"[(i + 1) % 4]
+            outs[m] = {"response": f"the answer is ({a})", "answer": a, "score": float(a == key),
+                       "prompt_tokens": 40, "completion_tokens": 30}
+        lines.append((i + 1, {"id": str(i), "prompt": f"question {i}: {EASY if easy else HARD}",
+                              "grader": {"kind": "choice", "answer": key}, "outcomes": outs}))
+    path = tmp_path_factory.mktemp("bundle") / "routing"
+    save_bundle(bundle_of(train_routing(parse_items(lines), PRICES)), path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def models_url() -> Iterator[str]:
+    with serve(lambda model, _asked: (200, completion(f"{model} says (A)"))) as url:
+        yield url
+
+
+def test_the_learned_router_picks_the_tier_and_says_why(tmp_path: Path, models_url: str,
+                                                        artifact: Path) -> None:
+    policy = demo_policy({"kind": "single"})
+    policy["classifier"] = {"kind": "learned", "artifact": str(artifact),
+                            "band_tiers": {"low": "t0", "mid": "t1", "high": "t2"}}
+    rt = runtime(tmp_path, models_url, policy)
+    route_here(rt, [f"question 900: {EASY}", f"question 901: {HARD}"])
+    with rt.engine.connect() as conn:
+        rows = conn.execute(select(decisions.c.band, decisions.c.model,
+                                   decisions.c.reasons, results.c.model.label("answered"))
+                            .select_from(requests)
+                            .join(decisions, decisions.c.request_id == requests.c.id)
+                            .join(results, results.c.request_id == requests.c.id)
+                            .order_by(requests.c.seq)).all()
+    easy, hard = rows
+    assert (easy.band, easy.model, easy.answered) == ("low", "sim-nano", "sim-nano")
+    assert (hard.band, hard.model, hard.answered) == ("high", "sim-frontier", "sim-frontier")
+    assert set(easy.reasons["p_correct"]) == set(PRICES)

@@ -11,6 +11,7 @@ import pytest
 
 from router.bundle import load_bundle
 from router.errors import PolicyError
+from tests import recorded
 from tests.conftest import data_dir
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -73,21 +74,10 @@ def test_an_unpriced_model_or_an_empty_file_names_the_file(tmp_path: Path) -> No
 
 
 def _synthetic(path: Path, n: int) -> None:
-    """Three models, the priciest the most accurate; answers are choice letters."""
-    rng = __import__("numpy").random.default_rng(1)
-    accuracy = {"small": 0.55, "medium": 0.7, "large": 0.85}
-    with path.open("w") as f:
-        for i in range(n):
-            key = "ABCD"[i % 4]
-            outcomes = {}
-            for m, p in accuracy.items():
-                a = key if rng.random() < p else "ABCD"[(i + 1) % 4]
-                outcomes[m] = {"response": f"the answer is ({a})", "answer": a,
-                               "score": float(a == key), "prompt_tokens": 40,
-                               "completion_tokens": 10}
-            f.write(json.dumps({"id": str(i), "prompt": f"question {i} " + "x" * (i % 9),
-                                "grader": {"kind": "choice", "answer": key},
-                                "outcomes": outcomes}) + "\n")
+    """Three models, the priciest the most accurate."""
+    lines = recorded.lines(n, {"small": 0.55, "medium": 0.7, "large": 0.85}, seed=1,
+                           prompt=lambda i: f"question {i} " + "x" * (i % 9))
+    path.write_text("".join(json.dumps(line) + "\n" for _, line in lines))
 
 
 def test_a_target_prints_the_cheapest_live_strategy_that_reached_it(tmp_path: Path) -> None:

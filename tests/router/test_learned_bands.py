@@ -6,41 +6,25 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pytest
 
 from router.bundle import bundle_of, save_bundle
-from router.dataset import parse_items
 from router.decide import decide, make_estimator
 from router.envelope import build_request
 from router.errors import PolicyError
 from router.policy import policy_from_dict
 from router.training import train_routing
+from tests import recorded
 
 PRICES = {"cheap": (0.1, 0.4), "top": (5.0, 20.0)}
-
-
-def _items(n: int = 240) -> list[Any]:
-    """Half the prompts are easy (the cheap model is right on 95%), half hard (5%)."""
-    rng = np.random.default_rng(0)
-    lines = []
-    for i in range(n):
-        key, easy = "ABCD"[i % 4], i % 2 == 0
-        outs = {}
-        for m, p in (("cheap", 0.95 if easy else 0.05), ("top", 0.9)):
-            a = key if rng.random() < p else "ABCD"[(i + 1) % 4]
-            outs[m] = {"response": f"the answer is ({a})", "answer": a, "score": float(a == key),
-                       "prompt_tokens": 40, "completion_tokens": 30}
-        topic = "spelling of a common word" if easy else "proof of a deep theorem"
-        lines.append((i + 1, {"id": str(i), "prompt": f"question {i}: the {topic}",
-                              "grader": {"kind": "choice", "answer": key}, "outcomes": outs}))
-    return parse_items(lines)
 
 
 @pytest.fixture(scope="module")
 def artifact(tmp_path_factory: pytest.TempPathFactory) -> Path:
     path = tmp_path_factory.mktemp("bundle") / "routing"
-    save_bundle(bundle_of(train_routing(_items(), PRICES)), path)
+    items = recorded.items(240, recorded.easy_or_hard("cheap", {"top": 0.9}),
+                           prompt=recorded.easy_hard_prompt)
+    save_bundle(bundle_of(train_routing(items, PRICES)), path)
     return path
 
 
@@ -57,8 +41,7 @@ def _policy(classifier: dict[str, Any], models: dict[str, Any] | None = None) ->
 
 def test_prompts_the_cheap_model_gets_right_stay_on_the_cheap_tier(artifact: Path) -> None:
     policy = _policy({"kind": "learned", "artifact": str(artifact)})
-    prompts = ["question 900: the spelling of a common word",
-               "question 901: the proof of a deep theorem"]
+    prompts = [recorded.easy_hard_prompt(900), recorded.easy_hard_prompt(901)]
     requests = [build_request({"prompt": p, "lane": "batch"}, policy, now_s=0, new_id=str(i))
                 for i, p in enumerate(prompts)]
     easy, hard = decide(policy, make_estimator(policy), requests)

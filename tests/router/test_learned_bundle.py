@@ -9,29 +9,18 @@ import pytest
 
 from router.answers import EXTRACTORS
 from router.bundle import bundle_of, load_bundle, save_bundle
-from router.dataset import parse_items
 from router.errors import PolicyError
 from router.judge import router_logit_map
 from router.steps import Accept, Attempt, RequestView
 from router.strategies import Cascade
 from router.training import train_routing
+from tests import recorded
 
 PRICES = {"cheap": (1.0, 1.0), "top": (20.0, 20.0)}
 
 
 def _items(n: int = 160) -> list:  # type: ignore[type-arg]
-    rng = np.random.default_rng(0)
-    lines = []
-    for i in range(n):
-        key = "ABCD"[i % 4]
-        outs = {}
-        for m, p in (("cheap", 0.5), ("top", 0.9)):
-            a = key if rng.random() < p else "ABCD"[(i + 1) % 4]
-            outs[m] = {"response": f"thinking... the answer is ({a})", "answer": a,
-                       "score": float(a == key), "prompt_tokens": 40, "completion_tokens": 30}
-        lines.append((i + 1, {"id": str(i), "prompt": f"question {i}",
-                              "grader": {"kind": "choice", "answer": key}, "outcomes": outs}))
-    return parse_items(lines)
+    return recorded.items(n, {"cheap": 0.5, "top": 0.9})
 
 
 def test_bundle_round_trips_and_drives_a_live_cascade(tmp_path: Path) -> None:

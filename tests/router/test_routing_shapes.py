@@ -7,7 +7,6 @@ import math
 import time
 from typing import Any
 
-import numpy as np
 import pytest
 
 from router.dataset import Item, parse_items, split_items
@@ -15,27 +14,14 @@ from router.errors import InvalidInput
 from router.evaluation import Report, Row, Summary, band_models, evaluate, tier_subset
 from router.goal import choose_methods, verdicts
 from router.training import strong_model, train_routing
+from tests import recorded
 
 
 def _items(accuracy: dict[str, float], n: int = 90, kind: str = "choice", seed: int = 0,
            clones: dict[str, str] | None = None) -> list[Item]:
-    """``n`` synthetic items; model m is right with probability ``accuracy[m]``; a clone
-    repeats its source model's outcomes."""
-    rng = np.random.default_rng(seed)
-    lines = []
-    for i in range(n):
-        key = "ABCD"[i % 4]
-        outcomes = {}
-        for m, p in accuracy.items():
-            a = key if rng.random() < p else "ABCD"[(i + 1) % 4]
-            outcomes[m] = {"response": f"so the answer is ({a})", "answer": a,
-                           "score": float(a == key), "prompt_tokens": 40,
-                           "completion_tokens": 10 + i % 7}
-        outcomes |= {c: outcomes[src] for c, src in (clones or {}).items()}
-        grader = {"kind": kind, "answer": key} if kind == "choice" else {"kind": kind}
-        lines.append((i + 1, {"id": f"s/{i}", "prompt": f"q{i} {'x' * (i % 5)}",
-                              "grader": grader, "outcomes": outcomes}))
-    return parse_items(lines)
+    return recorded.items(n, accuracy, kind=kind, seed=seed, clones=clones,
+                          prompt=lambda i: f"q{i} {'x' * (i % 5)}",
+                          completion_tokens=lambda i: 10 + i % 7)
 
 
 def _report(accuracy: dict[str, float], prices: dict[str, tuple[float, float]],

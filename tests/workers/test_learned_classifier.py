@@ -6,37 +6,26 @@ from __future__ import annotations
 from collections.abc import Iterator
 from pathlib import Path
 
-import numpy as np
 import pytest
 from sqlalchemy import select
 
 from router.bundle import bundle_of, save_bundle
-from router.dataset import parse_items
 from router.training import train_routing
+from tests import recorded
 from tests.workers.scripted import completion, demo_policy, route_here, runtime, serve
 from workers.schema import decisions, requests, results
 
 PRICES = {"sim-nano": (0.1, 0.4), "sim-mid": (0.8, 3.2), "sim-frontier": (5.0, 20.0)}
-EASY, HARD = "the spelling of a common word", "the proof of a deep theorem"
 
 
 @pytest.fixture(scope="module")
 def artifact(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A bundle whose router learned that sim-nano gets the easy prompts right only."""
-    rng = np.random.default_rng(0)
-    lines = []
-    for i in range(240):
-        key, easy = "ABCD"[i % 4], i % 2 == 0
-        accuracy = {"sim-nano": 0.95 if easy else 0.05, "sim-mid": 0.6, "sim-frontier": 0.9}
-        outs = {}
-        for m, p in accuracy.items():
-            a = key if rng.random() < p else "ABCD"[(i + 1) % 4]
-            outs[m] = {"response": f"the answer is ({a})", "answer": a, "score": float(a == key),
-                       "prompt_tokens": 40, "completion_tokens": 30}
-        lines.append((i + 1, {"id": str(i), "prompt": f"question {i}: {EASY if easy else HARD}",
-                              "grader": {"kind": "choice", "answer": key}, "outcomes": outs}))
+    items = recorded.items(240, recorded.easy_or_hard("sim-nano", {"sim-mid": 0.6,
+                                                                   "sim-frontier": 0.9}),
+                           prompt=recorded.easy_hard_prompt)
     path = tmp_path_factory.mktemp("bundle") / "routing"
-    save_bundle(bundle_of(train_routing(parse_items(lines), PRICES)), path)
+    save_bundle(bundle_of(train_routing(items, PRICES)), path)
     return path
 
 
@@ -52,7 +41,7 @@ def test_the_learned_router_picks_the_tier_and_says_why(tmp_path: Path, models_u
     policy["classifier"] = {"kind": "learned", "artifact": str(artifact),
                             "band_tiers": {"low": "t0", "mid": "t1", "high": "t2"}}
     rt = runtime(tmp_path, models_url, policy)
-    route_here(rt, [f"question 900: {EASY}", f"question 901: {HARD}"])
+    route_here(rt, [recorded.easy_hard_prompt(900), recorded.easy_hard_prompt(901)])
     with rt.engine.connect() as conn:
         rows = conn.execute(select(decisions.c.band, decisions.c.model,
                                    decisions.c.reasons, results.c.model.label("answered"))

@@ -7,13 +7,12 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pytest
 from sqlalchemy import select
 
 from router.bundle import bundle_of, save_bundle
-from router.dataset import parse_items
 from router.training import train_routing
+from tests import recorded
 from tests.workers.scripted import completion, demo_policy, route_here, runtime, serve
 from workers.runtime import Runtime
 from workers.schema import attempts, results
@@ -32,19 +31,8 @@ def models_url() -> Iterator[str]:
 
 @pytest.fixture(scope="module")
 def bundle_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    rng = np.random.default_rng(0)
-    lines = []
-    for i in range(160):
-        key = "ABCD"[i % 4]
-        outs = {}
-        for m, p in ACCURACY.items():
-            a = key if rng.random() < p else "ABCD"[(i + 1) % 4]
-            outs[m] = {"response": f"the answer is ({a})", "answer": a, "score": float(a == key),
-                       "prompt_tokens": 40, "completion_tokens": 30}
-        lines.append((i + 1, {"id": str(i), "prompt": f"question {i}",
-                              "grader": {"kind": "choice", "answer": key}, "outcomes": outs}))
     path = tmp_path_factory.mktemp("bundle") / "routing"
-    save_bundle(bundle_of(train_routing(parse_items(lines), PRICES)), path)
+    save_bundle(bundle_of(train_routing(recorded.items(160, ACCURACY), PRICES)), path)
     return path
 
 

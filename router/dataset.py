@@ -138,6 +138,15 @@ def mean_usd_per_call(items: Sequence[Item], models: Sequence[str], prices: Pric
             for m in models}
 
 
+def fold_items(items: Sequence[Item], k: int, seed: int) -> list[tuple[list[Item], list[Item]]]:
+    """``k`` deterministic (fit, validation) pairs; each item validates in exactly one."""
+    if k < 2:
+        raise InvalidInput(f"--folds must be at least 2, got {k}")
+    fold = np.random.default_rng(seed).permutation(len(items)) % k
+    return [([it for it, f in zip(items, fold, strict=True) if f != j],
+             [it for it, f in zip(items, fold, strict=True) if f == j]) for j in range(k)]
+
+
 def split_items(items: Sequence[Item], test_fraction: float, seed: int) -> tuple[
     list[Item], list[Item]
 ]:

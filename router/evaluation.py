@@ -13,7 +13,7 @@ any scorer on that chain), ``composite`` (the article's
 bands onto 3 tiers), ``learned`` (max P - lambda x cost share), ``cascade-k`` (judge bar swept),
 ``cascade-k+skip`` (middle tiers skipped when learned P < 0.6), ``value-k`` (call the model
 with the best expected accuracy gain per cost while it clears a swept threshold),
-``value-2$`` (the same with per-request cost estimates), ``parallel`` / ``parallel+judge``
+``value-k$`` (the same with per-request cost estimates), ``parallel`` / ``parallel+judge``
 (top-k by train accuracy, vote or judge), ``hybrid`` (cheapest, then the strongest with the
 next-best no pricier than it in parallel); baselines ``knn (RouterBench)``, ``routellm``,
 ``frugalgpt``.
@@ -152,10 +152,10 @@ def plan(trained: TrainedRouting) -> list[Point]:
         points += [Point(f"value-{k} δ={d}", f"value-{k}", "tierline",
                          ValueCascade(tiers, judge, trained.lookahead, usd, d))
                    for d in GAINS_PER_COST]
-        if k == 2:  # the per-request cost estimate, as an experiment on the simplest chain
-            points += [Point(f"value-2$ δ={d}", "value-2$", "tierline",
-                             ValueCascade(tiers, judge, trained.lookahead, usd, d,
-                                          costs=trained.costs)) for d in GAINS_PER_COST]
+        # the same, pricing each call for this request (its prompt and the answers so far)
+        points += [Point(f"value-{k}$ δ={d}", f"value-{k}$", "tierline",
+                         ValueCascade(tiers, judge, trained.lookahead, usd, d,
+                                      costs=trained.costs)) for d in GAINS_PER_COST]
     ranked = sorted(models, key=lambda m: -acc[m])
     for k in range(2, len(models) + 1):
         points.append(Point(f"parallel top-{k} vote", "parallel", "tierline",

@@ -158,3 +158,14 @@ def test_a_free_best_model_and_an_unused_price_give_finite_json(tmp_path: Path) 
 
     rows = json.loads(out_json.read_text(), parse_constant=refuse)
     assert {r["cost_unit"] for r in rows} == {"small"} and rows[0]["best_single"] == "large"
+
+
+@pytest.mark.parametrize("folds", ["1", "-2"])
+def test_a_single_or_negative_fold_count_is_refused(tmp_path: Path, folds: str) -> None:
+    data = tmp_path / "d.jsonl"
+    data.write_text("\n".join(_varied(40)) + "\n")
+    (tmp_path / "p.yaml").write_text(PRICES)
+    result = CliRunner().invoke(command, ["--train", str(data), "--prices",
+                                          str(tmp_path / "p.yaml"), "--folds", folds])
+    assert result.exit_code == 2
+    assert "--folds must be 0 (no headline) or at least 2" in result.output

@@ -23,7 +23,7 @@ from rich.table import Table
 
 from router.bundle import bundle_of, save_bundle
 from router.composite import CompositeEstimator, band_of
-from router.dataset import Item, Prices, parse_items, split_items
+from router.dataset import Item, Prices, fold_items, parse_items, split_items
 from router.errors import InvalidInput
 from router.evaluation import Report, Row, evaluate
 from router.goal import Verdict, choose_methods, verdicts
@@ -166,19 +166,24 @@ def print_report(report: Report, seconds: dict[str, float]) -> None:
 
 
 def choose_on_validation(train: Sequence[Item], prices: Prices, seed: int,
-                         fraction: float) -> dict[str, str] | None:
-    """Carve a validation slice from train, evaluate there, pick tierline's methods."""
-    fit, val = split_items(train, fraction, seed + 1)
-    if len(fit) < 20 or len(val) < 20:
-        err.print("[dim]train split too small to carve a validation slice; no headline[/dim]")
+                         folds: int) -> dict[str, str] | None:
+    """Split train into ``folds`` folds; each in turn validates what the rest trained; pick
+    tierline's methods by their mean over the folds."""
+    pairs = fold_items(train, folds, seed + 1)
+    if min(min(len(fit), len(val)) for fit, val in pairs) < 20:
+        err.print("[dim]train split too small for validation folds; no headline[/dim]")
         return None
-    try:
-        report = evaluate(train_routing(fit, prices, seed), val, prices, composite_bands(val))
-    except InvalidInput as exc:
-        err.print(f"validation slice unusable ({exc}); no headline", style="dim", markup=False,
-                  highlight=False)
-        return None
-    return choose_methods(report)
+    reports = []
+    for i, (fit, val) in enumerate(pairs, start=1):
+        try:
+            with err.status(f"validation fold {i} of {folds}"):
+                reports.append(evaluate(train_routing(fit, prices, seed), val, prices,
+                                        composite_bands(val)))
+        except InvalidInput as exc:
+            err.print(f"validation fold {i} unusable ({exc}); no headline", style="dim",
+                      markup=False, highlight=False)
+            return None
+    return choose_methods(reports)
 
 
 def print_verdicts(lines: Sequence[Verdict]) -> None:
@@ -278,9 +283,9 @@ def _live(train: Sequence[Item], test: Sequence[Item], prices: Prices, seed: int
               help="write the cost-quality frontier as a PNG")
 @click.option("--save-bundle", "save_bundle_path", type=click.Path(path_type=Path), default=None,
               help="write every trained part a live cascade needs (<path>.npz + <path>.json)")
-@click.option("--validation", type=float, default=0.3, show_default=True,
-              help="share of the train split held out to choose tierline's headline methods "
-                   "(0 skips the choice)")
+@click.option("--folds", type=int, default=5, show_default=True,
+              help="validation folds of the train split that choose tierline's headline "
+                   "methods (0 skips the choice)")
 @click.option("--save-router", "save_router_path", type=click.Path(path_type=Path), default=None,
               help="write the learned router artifact (<path>.npz + <path>.json)")
 @click.option("--live", is_flag=True,
@@ -291,13 +296,13 @@ def _live(train: Sequence[Item], test: Sequence[Item], prices: Prices, seed: int
 @click.option("--live-limit", type=int, default=300, show_default=True,
               help="how many test items --live sends through the pipeline")
 def command(train_path: Path, test_path: Path | None, prices_path: Path, split: float,
-            seed: int, json_path: Path | None, plot_path: Path | None, validation: float,
+            seed: int, json_path: Path | None, plot_path: Path | None, folds: int,
             save_router_path: Path | None, save_bundle_path: Path | None, live: bool,
             live_point: str, live_limit: int) -> None:
     """Compare routing strategies and baselines on recorded outcomes of real models."""
     try:
-        if not 0 <= validation < 1:
-            raise InvalidInput(f"--validation must be in [0, 1), got {validation}")
+        if folds == 1 or folds < 0:
+            raise InvalidInput(f"--folds must be 0 (no headline) or at least 2, got {folds}")
         prices = read_prices(prices_path)
         items = read_items(train_path)
         check_priced(items, prices, train_path, prices_path)
@@ -314,7 +319,7 @@ def command(train_path: Path, test_path: Path | None, prices_path: Path, split: 
             _live(train, test[:live_limit], prices, seed, live_point, test_path or train_path)
             return
         started = time.perf_counter()
-        chosen = choose_on_validation(train, prices, seed, validation) if validation else None
+        chosen = choose_on_validation(train, prices, seed, folds) if folds else None
         seconds = {"validation": time.perf_counter() - started}
         started = time.perf_counter()
         trained = train_routing(train, prices, seed)

@@ -224,7 +224,7 @@ def test_verdicts_need_a_larger_aiq_and_a_fifth_less_cost() -> None:
          _summary("frugalgpt", "baseline", 0.96, 0.20, 0.45),
          _summary("knn", "baseline", 0.90, None, None)],
         "top", 0.75, 1.0)
-    chosen = choose_methods(report)
+    chosen = choose_methods([report])
     assert chosen == {"aiq": "value-2", "cost_to_95": "cascade-2", "cost_to_99": "cascade-2",
                       "accuracy": "cascade-2 bar=0.9"}
     got = {v.criterion: (v.baseline, v.met) for v in verdicts(report, chosen)}

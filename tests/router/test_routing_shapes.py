@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from router.dataset import Item, parse_items, split_items
+from router.dataset import Item, fold_items, parse_items, split_items
 from router.errors import InvalidInput
 from router.evaluation import Report, Row, Summary, band_models, evaluate, tier_subset
 from router.goal import choose_methods, verdicts
@@ -152,8 +152,36 @@ def test_a_zero_cost_is_a_cost_not_a_missing_one() -> None:
     row = Row("x", "cheap", "tierline", 0.9, 0.0, 1.0, 0.0, 0.0, 1.0, "")
     report = Report([row], [_summary("cheap", "tierline", 0.0), _summary("dear", "tierline", 0.5),
                             _summary("base", "baseline", 0.0)], "top", 0.9, 0.0)
-    chosen = choose_methods(report)
+    chosen = choose_methods([report])
     assert chosen["cost_to_95"] == "cheap"
     got = {v.criterion: v for v in verdicts(report, chosen)}
     assert got["cost_to_95"].baseline == "base" and got["cost_to_95"].baseline_value == 0.0
     assert not got["cost_to_95"].met  # nothing is 20% cheaper than free
+
+
+def test_methods_are_chosen_by_their_mean_over_the_folds() -> None:
+    def fold(lucky: float, steady: float, acc: tuple[float, float]) -> Report:
+        rows = [Row("lucky bar=0.5", "lucky", "tierline", acc[0], 1.0, 1.0, 1.0, 0, 1, ""),
+                Row("steady bar=0.5", "steady", "tierline", acc[1], 1.0, 1.0, 1.0, 0, 1, "")]
+        return Report(rows, [_summary("lucky", "tierline", lucky),
+                             _summary("steady", "tierline", steady)], "top", 0.9, 1.0)
+
+    # "lucky" wins one fold by a hair and loses the others by a lot
+    folds = [fold(0.10, 0.11, (0.80, 0.79)), fold(0.30, 0.12, (0.70, 0.78)),
+             fold(None, 0.13, (0.70, 0.77))]  # type: ignore[arg-type]
+    alone = choose_methods(folds[:1])
+    assert (alone["cost_to_95"], alone["accuracy"]) == ("lucky", "lucky bar=0.5")
+    chosen = choose_methods(folds)
+    assert chosen["cost_to_95"] == "steady"  # never reaching it counts as infinitely dear
+    assert chosen["accuracy"] == "steady bar=0.5"
+
+
+def test_folds_validate_every_item_once() -> None:
+    items = recorded.items(10, {"a": 0.5})
+    pairs = fold_items(items, 3, seed=0)
+    assert sorted(it.id for _, val in pairs for it in val) == sorted(it.id for it in items)
+    for fit, val in pairs:
+        assert not {it.id for it in fit} & {it.id for it in val}
+        assert len(fit) + len(val) == 10
+    with pytest.raises(InvalidInput, match="--folds must be at least 2"):
+        fold_items(items, 1, seed=0)

@@ -20,7 +20,8 @@ from router.decide import decide
 from workers import records
 from workers.runtime import Runtime
 
-Publish = Callable[[list[str], str, str], None]  # (request ids, tier, lane)
+# (request ids, tier, lane, resumed: some were routed before and may have paid calls)
+Publish = Callable[[list[str], str, str, bool], None]
 
 
 def estimate_tokens(prompt_chars: int, max_output_tokens: int) -> int:
@@ -36,6 +37,7 @@ def route(rt: Runtime, request_ids: Sequence[str], publish: Publish) -> int:
     with rt.engine.begin() as conn:
         now_s = time.time()
         pending, stored = records.load_routable(conn, request_ids, now_s)
+        rerouted = set(stored)  # by resume, the sweeper or a redelivery: maybe paid already
         fresh = [r for r in pending if r.id not in stored]
         if fresh:
             stored.update(records.record_decisions(
@@ -48,5 +50,6 @@ def route(rt: Runtime, request_ids: Sequence[str], publish: Publish) -> int:
     lanes = {r.id: r.lane for r in pending}
     for group in bundles:
         first = group[0].request_id  # a bundle shares one (tier, model, lane)
-        publish([it.request_id for it in group], stored[first].tier, lanes[first])
+        ids = [it.request_id for it in group]
+        publish(ids, stored[first].tier, lanes[first], not rerouted.isdisjoint(ids))
     return len(bundles)

@@ -9,8 +9,9 @@ from workers.app import app, tier_queue
 from workers.runtime import runtime
 
 
-def _publish(request_ids: list[str], tier: str, lane: str) -> None:
-    call_models.apply_async(args=[request_ids], queue=tier_queue(tier, lane))
+def _publish(request_ids: list[str], tier: str, lane: str, resumed: bool) -> None:
+    call_models.apply_async(args=[request_ids], kwargs={"resumed": resumed},
+                            queue=tier_queue(tier, lane))
 
 
 @app.task(name="tierline.route_requests")
@@ -22,7 +23,8 @@ def route_requests(request_ids: list[str]) -> int:
 @app.task(name="tierline.call_models", bind=True)
 def call_models(self: Task, request_ids: list[str], resumed: bool = False) -> int:
     """Answer one bundle; requests waiting for token budget come back after a countdown
-    (``resumed``: some may have paid calls recorded already)."""
+    (``resumed``: some may have paid calls recorded already, after a deferral, a resume or
+    a sweep)."""
     rt = runtime()
     outcome = execute.execute(rt, request_ids, resumed=resumed)
     if outcome.deferred:

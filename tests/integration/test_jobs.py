@@ -53,7 +53,8 @@ def app_conf_broker() -> str:
 
 def _answer_directly(client: Client, ids: list[str]) -> None:
     """Route and answer these requests with the workers' own code, in this process."""
-    routing.route(client.rt, ids, lambda bundle, _tier, _lane: execute.execute(client.rt, bundle))
+    routing.route(client.rt, ids, lambda bundle, _tier, _lane, resumed: execute.execute(
+        client.rt, bundle, resumed=resumed))
 
 
 def test_cancel_keeps_finished_results_and_ends_the_rest(lost_broker_client: Client) -> None:

@@ -86,5 +86,6 @@ def route_here(rt: Runtime, prompts: list[Any]) -> list[execute.Outcome]:
     client._enqueue = lambda valid, new: True  # type: ignore[method-assign]
     ids = client.submit_many(prompts, lane="batch").request_ids
     outcomes: list[execute.Outcome] = []
-    routing.route(rt, ids, lambda bundle, _t, _l: outcomes.append(execute.execute(rt, bundle)))
+    routing.route(rt, ids, lambda bundle, _t, _l, resumed: outcomes.append(
+        execute.execute(rt, bundle, resumed=resumed)))
     return outcomes

@@ -62,7 +62,7 @@ def _accept(rt: Runtime, prompts: list[str]) -> list[str]:
 
 def _run(rt: Runtime, ids: list[str]) -> list[execute.Outcome]:
     outcomes: list[execute.Outcome] = []
-    routing.route(rt, ids, lambda bundle, _t, _l: outcomes.append(
+    routing.route(rt, ids, lambda bundle, _t, _l, _r: outcomes.append(
         execute.execute(rt, bundle)))
     return outcomes
 

@@ -11,7 +11,7 @@ from sqlalchemy import select
 from router.absorber import Limits, scope_key
 from router.labels import build_prompt
 from tests.workers.scripted import completion, demo_policy, route_here, runtime, serve
-from workers import execute
+from workers import execute, routing
 from workers.absorber_memory import MemoryAbsorberStore
 from workers.runtime import Runtime
 from workers.schema import attempts, charges, results
@@ -96,8 +96,9 @@ def test_when_the_tier_above_is_down_the_best_answer_so_far_is_kept(
     assert tried == [("sim-nano", True), ("sim-mid", False)] and paid == 1
 
 
+@pytest.mark.parametrize("back_by", ["countdown", "resume"])
 def test_a_climb_deferred_for_budget_numbers_its_later_calls_after_the_paid_ones(
-        tmp_path: Path, models_url: str) -> None:
+        tmp_path: Path, models_url: str, back_by: str) -> None:
     one_a_minute = {"requests_per_minute": 1}
     rt = _runtime(tmp_path, models_url, {"kind": "cascade", "confidence_bar": 0.7},
                   limits={"sim-mid": one_a_minute})
@@ -106,8 +107,13 @@ def test_a_climb_deferred_for_budget_numbers_its_later_calls_after_the_paid_ones
     [outcome] = route_here(rt, [build_prompt("where is my money", LABELS)])
     assert outcome.finished == 0 and len(outcome.deferred) == 1  # nano paid, the climb waits
     rt.__dict__["absorber"] = MemoryAbsorberStore()  # a minute later
-    again = execute.execute(rt, outcome.deferred, resumed=True)  # as the countdown sends it
-    assert again.finished == 1
+    if back_by == "countdown":  # the tier worker's own re-queue marks the bundle resumed
+        again = [execute.execute(rt, outcome.deferred, resumed=True)]
+    else:  # `tierline resume` routes it again: the router sees its stored decision
+        again = []
+        routing.route(rt, outcome.deferred, lambda ids, _t, _l, resumed: again.append(
+            execute.execute(rt, ids, resumed=resumed)))
+    assert [o.finished for o in again] == [1]
     ended, tried, paid = _rows(rt)
     assert ended == [("sim-mid", "refund")]
     # The redelivery starts over at the decided model; its calls are numbered after the

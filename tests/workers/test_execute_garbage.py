@@ -67,7 +67,7 @@ def test_garbage_answers_end_as_failed_attempts_with_the_reason(
     client = Client(rt)
     client._enqueue = lambda valid, new: True  # type: ignore[method-assign]
     ids = client.submit_many(["hello", "world"], lane="batch").request_ids
-    routing.route(rt, ids, lambda bundle, _t, _l: execute.execute(rt, bundle))
+    routing.route(rt, ids, lambda bundle, _t, _l, _r: execute.execute(rt, bundle))
     with rt.engine.connect() as conn:
         tried = conn.execute(select(attempts.c.ok, attempts.c.error)).all()
         ended = conn.execute(select(results.c.status, results.c.error, results.c.content)).all()

@@ -94,10 +94,10 @@ def test_a_target_prints_the_cheapest_live_strategy_that_reached_it(tmp_path: Pa
     _synthetic(data, 300)
     bundle = tmp_path / "bundle"
     run = CliRunner().invoke(command, [str(data), "--prices", str(prices), "--out", str(bundle),
-                                       "--target", "0.95"])
+                                       "--target", "0.95", "--folds", "3"])
     assert run.exit_code == 0, run.output
     head, snippet = run.output.split("In the policy:\n")
-    assert "of the best single model) at" in head
+    assert "over 3 validation folds" in head and "of the best single model's accuracy" in head
     policy = yaml.safe_load(snippet)
     assert policy["tiers"]["t0"] == ["small"] and policy["tiers"][max(policy["tiers"])] == ["large"]
     assert policy["strategy"]["kind"] in ("cascade", "hybrid", "value")
@@ -108,4 +108,4 @@ def test_a_target_prints_the_cheapest_live_strategy_that_reached_it(tmp_path: Pa
     _synthetic(tiny, 1)
     run = CliRunner().invoke(command, [str(tiny), "--prices", str(prices), "--out", str(bundle),
                                        "--target", "0.95"])
-    assert run.exit_code == 2 and "too few to hold out a validation slice" in run.output
+    assert run.exit_code == 2 and "too few for 5 validation folds" in run.output

@@ -92,31 +92,6 @@ def train_response_scorer(
     return ResponseScorer(tuple(models), config, weights, bias)
 
 
-def train_shared_scorer(
-    models: Sequence[str],
-    responses: Sequence[Sequence[str]],
-    answers: Sequence[Sequence[str | None]],
-    scores: np.ndarray,
-    router_logits: np.ndarray,
-    config: HashingConfig = RESPONSE_HASHING,
-    fit: FitConfig = DEFAULT_FIT,
-) -> ResponseScorer:
-    """One model over every model's responses (more data per n-gram), a bias per model."""
-    n_models = len(models)
-    flat = [r for resp in responses for r in resp]
-    flat_answers = [a for ans in answers for a in ans]
-    rows = hash_texts(flat, config)
-    idf = np.concatenate([fit_idf(rows), np.ones(N_DENSE + n_models)])
-    owner = np.repeat(np.arange(n_models), [len(r) for r in responses])
-    dense = response_dense(flat, flat_answers, router_logits.T.ravel())
-    rows = append_dense(rows, np.hstack([dense, np.eye(n_models)[owner]]))
-    w, b = fit_sparse(rows.with_values(rows.values * idf[rows.indices]), scores.T.ravel(), fit)
-    shared = (w[:, 0] * idf)[: config.n_features + N_DENSE]
-    per_model = w[config.n_features + N_DENSE :, 0]
-    return ResponseScorer(tuple(models), config, np.repeat(shared[:, None], n_models, axis=1),
-                          b[0] + per_model)
-
-
 def average_scorers(scorers: Sequence[ResponseScorer]) -> ResponseScorer:
     """The mean of fold models (linear, so the mean is itself a model)."""
     first = scorers[0]

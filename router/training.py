@@ -20,7 +20,6 @@ from router.confidence import (
     ResponseScorer,
     average_scorers,
     train_response_scorer,
-    train_shared_scorer,
 )
 from router.cost_model import CostModel, fit_cost_model
 from router.dataset import Item, Prices, mean_usd_per_call, models_of
@@ -34,7 +33,6 @@ from router.steps import Attempt
 
 MAX_STATES_PER_ITEM = 16
 LOOKAHEAD_PER_ITEM = 8
-SCORER_TRAINERS = {"per-model": train_response_scorer, "shared": train_shared_scorer}
 
 
 @dataclass(frozen=True)
@@ -105,7 +103,7 @@ def _lookahead_states(n_models: int, rng: np.random.Generator) -> list[tuple[tup
 
 
 def train_routing(items: Sequence[Item], prices: Prices, seed: int = 0,
-                  fit: FitConfig = DEFAULT_FIT, scorer: str = "per-model") -> TrainedRouting:
+                  fit: FitConfig = DEFAULT_FIT) -> TrainedRouting:
     """Fit the learned router, response scorer, judge and the baselines' models."""
     if not items:
         raise InvalidInput("the train split is empty")
@@ -139,7 +137,7 @@ def train_routing(items: Sequence[Item], prices: Prices, seed: int = 0,
     fold_scorers = []
     for f in (0, 1):
         fit_on, score_on = parts[1 - f], parts[f]
-        s = SCORER_TRAINERS[scorer](
+        s = train_response_scorer(
             models, [[resp[i] for i in fit_on] for resp in responses],
             [[ans[i] for i in fit_on] for ans in answers], scores[fit_on],
             oof_logits[fit_on], fit=fit)

@@ -9,6 +9,10 @@ task re-queues it with a countdown) or, if the policy says so, falls back; a req
 budget could ever take fails at once. Every call is one attempt row; the attempts,
 charges and results of the whole bundle are written in one transaction.
 
+A cascade deferred mid-climb keeps the answers it paid for on their attempt rows. When it
+comes back it reuses them in place of those calls (no new attempt, charge or token hold),
+judged as if just received, so it climbs on from where it stopped.
+
 Kinds ``parallel`` and ``hybrid`` ask a panel of models in one round (workers.panel): a
 parallel request at its first call, a hybrid one when its cascade reaches the critical
 tier. The vote (or the evaluator's pick) stands in for the one answer of that round.
@@ -34,11 +38,18 @@ from router.errors import DeadlineExceeded
 from router.escalation import Judge, escalation_path, judge_for
 from router.output_budget import output_cap_for_band
 from workers import jobs, panel, records, stepping
-from workers.calls import attempt_row, call_round, prices_of, reserve_round, settle_round
+from workers.calls import (
+    Budgeted,
+    attempt_row,
+    call_round,
+    prices_of,
+    reserve_round,
+    settle_round,
+)
 from workers.panel import Asked, PanelPlan
 from workers.providers.base import Completion
 from workers.providers.fanout import Outcome as CallOutcome
-from workers.records import AttemptRow, ResultRow
+from workers.records import AttemptRow, OnRecord, ResultRow
 from workers.runtime import Runtime
 
 
@@ -69,6 +80,10 @@ class _Pending:
     best: _Answer | None = None  # the answer judged likeliest right so far
     verify: list[str] = field(default_factory=list)  # asked with ``model`` this round: a panel
     panel: dict[str, Any] | None = None  # the panel's record (models, votes), once opened
+    # Answers paid before a deferral, by model, oldest first (a hybrid's verifier may be
+    # a model its cascade called already).
+    kept: dict[str, list[Asked]] = field(default_factory=dict)
+    paid: dict[int, Completion] = field(default_factory=dict)  # answers of this run, by seq
 
     @property
     def model(self) -> str:
@@ -81,22 +96,26 @@ def execute(rt: Runtime, request_ids: Sequence[str], now: Callable[[], float] = 
 
     Safe to run twice: requests that already have a result are skipped, and attempt,
     charge and result rows are keyed so a repeat writes nothing new. A bundle that comes
-    back after a deferral (``resumed``) numbers its new calls after the ones already
-    recorded; only then is the lookup worth its query.
+    back (``resumed``: after a deferral, a resume or a sweep) numbers its new calls after
+    the ones already recorded and reuses the answers kept for it; only then is the lookup
+    worth its query.
     """
     with rt.engine.connect() as conn:
         todo, decided = records.load_routable(conn, request_ids, now())
         jobs_by_request = records.job_of(conn, request_ids)
-        first_seq = records.next_attempt_seq(conn, request_ids) if resumed else {}
+        earlier = records.on_record(conn, request_ids) if resumed else {}
     caps = rt.policy.strategy.output_caps_by_band
     work = [(replace(r, max_output_tokens=output_cap_for_band(d.band, caps, r.max_output_tokens)),
              d) for r in todo if (d := decided.get(r.id)) is not None]
     outcome = Outcome()
-    run = stepping.run if rt.policy.strategy.options.get("bundle") else _run_chains
-    attempts, results = run(rt, work, first_seq, outcome, now)
+    if rt.policy.strategy.options.get("bundle"):  # never defers a request it paid for
+        first_seq = {rid: seen.next_seq for rid, seen in earlier.items()}
+        attempts, results = stepping.run(rt, work, first_seq, outcome, now)
+    else:
+        attempts, results = _run_chains(rt, work, earlier, outcome, now)
     with rt.engine.begin() as conn:
         records.record_outcomes(conn, attempts, results, prices_of(rt),
-                                {r.id: r for r in todo}, jobs_by_request)
+                                {r.id: r for r in todo}, jobs_by_request, earlier)
         # Also ends jobs whose window closed: their requests were skipped above.
         jobs.settle(conn, {j for j in jobs_by_request.values() if j}, now())
     outcome.finished = len(results)
@@ -116,7 +135,7 @@ def _start(rt: Runtime, request: Request, decision: Decision, escalates: bool,
 
 
 def _run_chains(rt: Runtime, work: Sequence[tuple[Request, Decision]],
-                first_seq: Mapping[str, int], outcome: Outcome, now: Callable[[], float]
+                earlier: Mapping[str, OnRecord], outcome: Outcome, now: Callable[[], float]
                 ) -> tuple[list[AttemptRow], list[ResultRow]]:
     """The decided model first, falling back along its chain; cascades climb on weak answers;
     panels (parallel, hybrid) ask several models in one round and take their vote."""
@@ -124,7 +143,11 @@ def _run_chains(rt: Runtime, work: Sequence[tuple[Request, Decision]],
     plan = panel.plan_of(rt.policy)
     pending = [_start(rt, r, d, judge is not None, plan) for r, d in work]
     for p in pending:
-        p.seq = first_seq.get(p.request.id, 0)
+        if (seen := earlier.get(p.request.id)) is not None:
+            p.seq = seen.next_seq
+            for a in seen.kept:
+                p.kept.setdefault(a.model, []).append(Asked(a.model, a.seq, _completion(a)))
+    keep: dict[tuple[str, int], Completion] = {}  # the answers of requests deferred now
     attempts: list[AttemptRow] = []
     results: list[ResultRow] = []
     awaiting: list[panel.Awaiting] = []  # parallel votes the evaluator has yet to check
@@ -135,18 +158,24 @@ def _run_chains(rt: Runtime, work: Sequence[tuple[Request, Decision]],
                 if p.panel is None and p.model == plan.critical_model:
                     p.verify, p.panel = panel.open_hybrid(plan)
         due, held, retry, waiting, wait_s = _reserve(rt, pending, results, started)
-        answers = call_round(rt, [(p.request, m) for p, m in due], started)
+        answers = _answers(rt, due, started)
         settle_round(rt, held, dict(enumerate(answers)))
         if held:  # this round's settled holds may have made room: try the waiting again
             retry.extend(waiting)
         elif waiting:
             outcome.deferred.extend(p.request.id for p in waiting)
             outcome.retry_after_s = max(outcome.retry_after_s, wait_s)
+            keep.update(((p.request.id, seq), c) for p in waiting for seq, c in p.paid.items())
         for p, calls in _by_request(due, answers):
             asked = []
             for model, answer in calls:
+                if model in p.kept:  # paid before its deferral: already recorded
+                    asked.append(_reuse(p, model))
+                    continue
                 attempts.append(attempt_row(rt, p.request, p.seq, model, answer, started))
                 asked.append(Asked(model, p.seq, answer))
+                if isinstance(answer, Completion):
+                    p.paid[p.seq] = answer
                 p.seq += 1
             lead = asked[0]
             if p.verify:  # a panel: its vote stands in for the lead's answer
@@ -173,7 +202,42 @@ def _run_chains(rt: Runtime, work: Sequence[tuple[Request, Decision]],
         more, picks = panel.evaluate(rt, awaiting, plan.evaluator, now)
         attempts.extend(more)
         results.extend(_picked(w, pick, now()) for w, pick in zip(awaiting, picks, strict=True))
+    if keep:
+        attempts = [_keeping(a, keep.get((a.request_id, a.seq))) for a in attempts]
     return attempts, panel.with_cost_multipliers(rt, attempts, results)
+
+
+def _completion(kept: AttemptRow) -> Completion:
+    """An answer kept on its attempt row, as its call returned it."""
+    assert kept.content is not None
+    return Completion(kept.content, kept.tokens_in, kept.tokens_out, kept.usage_estimated,
+                      kept.latency_s, kept.finish_reason, kept.model)
+
+
+def _keeping(row: AttemptRow, answer: Completion | None) -> AttemptRow:
+    """The attempt row with its answer, for a request deferred mid-climb."""
+    if answer is None:
+        return row
+    return replace(row, content=answer.text, finish_reason=answer.finish_reason)
+
+
+def _answers(rt: Runtime, due: list[tuple[_Pending, str]], started: float
+             ) -> list[CallOutcome]:
+    """Each due call's outcome, in order: the kept answer where there is one, else the
+    model's reply, all asked at once."""
+    asked = [i for i, (p, model) in enumerate(due) if model not in p.kept]
+    replies = dict(zip(asked, call_round(rt, [(due[i][0].request, due[i][1]) for i in asked],
+                                         started), strict=True))
+    return [replies[i] if i in replies else p.kept[model][0].outcome
+            for i, (p, model) in enumerate(due)]
+
+
+def _reuse(p: _Pending, model: str) -> Asked:
+    """The oldest answer kept for ``model``, taken: it stands in for this round's call."""
+    reused = p.kept[model].pop(0)
+    if not p.kept[model]:
+        del p.kept[model]
+    return reused
 
 
 def _panel_vote(rt: Runtime, plan: PanelPlan | None, p: _Pending, asked: list[Asked],
@@ -210,7 +274,7 @@ def _reserve(rt: Runtime, pending: list[_Pending], results: list[ResultRow], now
     failed. A panel verifier without budget is left out; a request whose own model has
     none waits or moves as a whole, its verifiers' holds given back."""
     planned = [(k, m) for k, p in enumerate(pending) for m in (p.model, *p.verify)]
-    budget = reserve_round(rt, [(pending[k].request, m) for k, m in planned], now_s)
+    budget = _reserve_unkept(rt, [(pending[k], m) for k, m in planned], now_s)
     lead_at: dict[int, int] = {}  # request -> position of its own model's call
     for i, (k, _) in enumerate(planned):
         lead_at.setdefault(k, i)
@@ -247,6 +311,21 @@ def _reserve(rt: Runtime, pending: list[_Pending], results: list[ResultRow], now
         else:
             waiting.append(p)
     return due, held, later, waiting, budget.wait_s
+
+
+def _reserve_unkept(rt: Runtime, planned: list[tuple[_Pending, str]], now_s: float
+                    ) -> Budgeted:
+    """The budgets' say on a round's calls, by position; a call with a kept answer is paid
+    for already and due with no hold."""
+    asked = [i for i, (p, model) in enumerate(planned) if model not in p.kept]
+    budget = reserve_round(rt, [(planned[i][0].request, planned[i][1]) for i in asked], now_s)
+    if len(asked) == len(planned):
+        return budget
+    kept = [i for i, (p, model) in enumerate(planned) if model in p.kept]
+    return Budgeted({asked[j]: held for j, held in budget.granted.items()},
+                    [*(asked[j] for j in budget.unlimited), *kept],
+                    [asked[j] for j in budget.deferred], [asked[j] for j in budget.refused],
+                    budget.wait_s)
 
 
 def _escalates(rt: Runtime, judge: Judge | None, p: _Pending, lead: Asked) -> bool:

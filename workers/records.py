@@ -6,8 +6,8 @@ row is written for a whole bundle in one statement.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import dataclass
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
 
@@ -102,13 +102,35 @@ def job_of(conn: Connection, ids: Sequence[str]) -> dict[str, str | None]:
     return {rid: job for rid, job in conn.execute(stmt)}
 
 
-def next_attempt_seq(conn: Connection, ids: Sequence[str]) -> dict[str, int]:
-    """Where each request's attempt numbering goes on: after the attempts already recorded
-    (a request deferred after a paid call comes back with some); requests with none are
-    left out, they start at 0."""
-    stmt = (select(attempts.c.request_id, func.max(attempts.c.seq) + 1)
-            .where(among(conn, attempts.c.request_id, ids)).group_by(attempts.c.request_id))
-    return {rid: int(n) for rid, n in conn.execute(stmt)}
+@dataclass
+class OnRecord:
+    """A request's attempts already recorded when its bundle comes back (after a deferral, a
+    resume or a sweep): where its numbering and its result's totals go on, and the answers
+    kept when it was deferred mid-climb, which it reuses instead of paying again."""
+
+    next_seq: int = 0
+    attempts: int = 0
+    usd: Decimal = Decimal(0)
+    kept: list[AttemptRow] = field(default_factory=list)
+
+
+def on_record(conn: Connection, ids: Sequence[str]) -> dict[str, OnRecord]:
+    """What these requests already have on record, in one query; requests with no attempts
+    are left out. Only a bundle that comes back needs to ask."""
+    stmt = select(attempts).where(among(conn, attempts.c.request_id, ids)).order_by(
+        attempts.c.seq)
+    found: dict[str, OnRecord] = {}
+    for row in conn.execute(stmt):
+        seen = found.setdefault(row.request_id, OnRecord())
+        seen.next_seq = row.seq + 1
+        seen.attempts += 1
+        seen.usd += row.usd
+        if row.content is not None:
+            seen.kept.append(AttemptRow(
+                row.request_id, row.seq, row.model, row.tier, row.ok, row.error, row.tokens_in,
+                row.tokens_out, row.usage_estimated, row.latency_s, row.started_at, row.content,
+                row.finish_reason))
+    return found
 
 
 def record_decisions(conn: Connection, made: Sequence[Decision], now_s: float
@@ -178,6 +200,8 @@ class AttemptRow:
     usage_estimated: bool
     latency_s: float
     started_at: float
+    content: str | None = None  # the answer, kept only for a request deferred mid-climb
+    finish_reason: str | None = None  # with it
 
     @property
     def id(self) -> str:
@@ -210,12 +234,16 @@ class Price:
 
 def record_outcomes(conn: Connection, made: Sequence[AttemptRow], done: Sequence[ResultRow],
                     prices: dict[str, Price], context: dict[str, Request],
-                    jobs_by_request: dict[str, str | None]) -> None:
+                    jobs_by_request: dict[str, str | None],
+                    earlier: Mapping[str, OnRecord] | None = None) -> None:
     """Write a bundle's attempts, charges and results: one statement per table.
 
     A charge is the attempt's tokens at the attempt's prices; attempts that were never
-    billed (no tokens either way) are recorded without a charge.
+    billed (no tokens either way) are recorded without a charge. A result counts its
+    request's ``earlier`` attempts too (those of a bundle that came back).
     """
+    # Kept answers are rare: a bundle without any leaves their columns out of the insert.
+    keeps = any(a.content is not None for a in made)
     attempt_rows: list[dict[str, Any]] = []
     charge_rows: list[dict[str, Any]] = []
     for a in made:
@@ -226,6 +254,8 @@ def record_outcomes(conn: Connection, made: Sequence[AttemptRow], done: Sequence
             "tier": a.tier, "ok": a.ok, "error": a.error, "tokens_in": a.tokens_in,
             "tokens_out": a.tokens_out, "usage_estimated": a.usage_estimated,
             "latency_s": a.latency_s, "usd": usd, "started_at": a.started_at})
+        if keeps:
+            attempt_rows[-1].update(content=a.content, finish_reason=a.finish_reason)
         if a.tokens_in or a.tokens_out:
             request = context[a.request_id]
             charge_rows.append({
@@ -238,8 +268,8 @@ def record_outcomes(conn: Connection, made: Sequence[AttemptRow], done: Sequence
                 "day": int((a.started_at + a.latency_s) // 86400)})
     insert_ignore(conn, attempts, attempt_rows)
     insert_ignore(conn, charges, charge_rows)
-    spent: dict[str, Decimal] = {}
-    count: dict[str, int] = {}
+    spent = {rid: seen.usd for rid, seen in (earlier or {}).items()}
+    count = {rid: seen.attempts for rid, seen in (earlier or {}).items()}
     for row in attempt_rows:
         spent[row["request_id"]] = spent.get(row["request_id"], Decimal(0)) + row["usd"]
         count[row["request_id"]] = count.get(row["request_id"], 0) + 1

@@ -98,6 +98,10 @@ attempts = Table(
     Column("latency_s", Float, nullable=False),
     Column("usd", USD, nullable=False),
     Column("started_at", Float, nullable=False),
+    # The answer, kept only when its request was deferred mid-climb: it goes on from there
+    # when it comes back instead of paying the call again. Null on every other attempt.
+    Column("content", Text),
+    Column("finish_reason", String(32)),
 )
 
 results = Table(

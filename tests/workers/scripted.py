@@ -70,9 +70,11 @@ def demo_policy(strategy: dict[str, Any]) -> dict[str, Any]:
     return data
 
 
-def runtime(tmp_path: Path, url: str, policy: dict[str, Any]) -> Runtime:
-    """A runtime on a fresh SQLite file whose models are reached at ``url``."""
-    db = f"sqlite:///{tmp_path / 'worker.sqlite'}"
+def runtime(tmp_path: Path, url: str, policy: dict[str, Any], database_url: str | None = None
+            ) -> Runtime:
+    """A runtime whose models are reached at ``url``, on ``database_url`` (migrated here) or
+    else a fresh SQLite file."""
+    db = database_url or f"sqlite:///{tmp_path / 'worker.sqlite'}"
     upgrade(db)
     rt = Runtime(Settings("memory://", db, DEMO), policy_from_dict(policy),
                  {"TIERLINE_SIM_URL": url})

@@ -1,4 +1,5 @@
-"""Live cascades in the tier worker: a weak answer climbs a tier; every paid call is kept."""
+"""Live cascades in the tier worker: a weak answer climbs a tier; every paid call is kept,
+and a climb deferred for budget goes on from the answers it paid for."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from router.labels import build_prompt
 from tests.workers.scripted import completion, demo_policy, route_here, runtime, serve
 from workers import execute, routing
 from workers.absorber_memory import MemoryAbsorberStore
+from workers.ledger import reconcile
 from workers.runtime import Runtime
 from workers.schema import attempts, charges, results
 
@@ -34,11 +36,12 @@ def models_url() -> Iterator[str]:
 
 
 def _runtime(tmp_path: Path, url: str, strategy: dict[str, object],
-             limits: dict[str, dict[str, int]] | None = None) -> Runtime:
+             limits: dict[str, dict[str, int]] | None = None,
+             database_url: str | None = None) -> Runtime:
     data = demo_policy(strategy)
     for model, model_limits in (limits or {}).items():
         data["models"][model]["limits"] = model_limits
-    return runtime(tmp_path, url, data)
+    return runtime(tmp_path, url, data, database_url)
 
 
 def _run(tmp_path: Path, url: str, prompts: list[str], strategy: dict[str, object]) -> Runtime:
@@ -97,7 +100,7 @@ def test_when_the_tier_above_is_down_the_best_answer_so_far_is_kept(
 
 
 @pytest.mark.parametrize("back_by", ["countdown", "resume"])
-def test_a_climb_deferred_for_budget_numbers_its_later_calls_after_the_paid_ones(
+def test_a_climb_deferred_for_budget_goes_on_from_the_answer_it_paid_for(
         tmp_path: Path, models_url: str, back_by: str) -> None:
     one_a_minute = {"requests_per_minute": 1}
     rt = _runtime(tmp_path, models_url, {"kind": "cascade", "confidence_bar": 0.7},
@@ -116,7 +119,48 @@ def test_a_climb_deferred_for_budget_numbers_its_later_calls_after_the_paid_ones
     assert [o.finished for o in again] == [1]
     ended, tried, paid = _rows(rt)
     assert ended == [("sim-mid", "refund")]
-    # The redelivery starts over at the decided model; its calls are numbered after the
-    # first run's, so none collides with a recorded attempt and every paid call is charged.
-    assert tried == [("sim-nano", True), ("sim-nano", True), ("sim-mid", True)]
-    assert paid == 3
+    # The cheap answer kept at the deferral is judged again rather than bought again: the
+    # climb goes on at sim-mid, numbered after the paid call.
+    assert tried == [("sim-nano", True), ("sim-mid", True)]
+    assert paid == 2
+    with rt.engine.connect() as conn:  # the result counts the call paid before the deferral
+        assert conn.execute(select(results.c.attempts)).scalar_one() == 2
+        assert reconcile(conn).balanced
+
+
+def test_only_a_climb_deferred_after_paid_calls_keeps_their_answers(
+        tmp_path: Path, models_url: str, database_url: str) -> None:
+    rt = _runtime(tmp_path, models_url, {"kind": "cascade", "confidence_bar": 0.7},
+                  limits={"sim-mid": {"requests_per_minute": 1}}, database_url=database_url)
+    # Both labelled prompts climb to sim-mid, which takes one of them this minute; the
+    # haiku's answer cannot be judged and stands.
+    [outcome] = route_here(rt, [build_prompt("where is my money", LABELS),
+                                build_prompt("my card is gone", LABELS),
+                                "write me a haiku about autumn"])
+    assert outcome.finished == 2
+    [waiting] = outcome.deferred
+
+    def kept() -> dict[str, list[tuple[str, str | None, str | None]]]:
+        with rt.engine.connect() as conn:
+            rows = conn.execute(select(attempts.c.request_id, attempts.c.model,
+                                       attempts.c.content, attempts.c.finish_reason)
+                                .order_by(attempts.c.seq)).all()
+        by_request: dict[str, list[tuple[str, str | None, str | None]]] = {}
+        for request_id, model, content, finish_reason in rows:
+            by_request.setdefault(request_id, []).append((model, content, finish_reason))
+        return by_request
+
+    first = kept()
+    assert first.pop(waiting) == [("sim-nano", "Hmm, hard to say.", "stop")]
+    assert sorted(first.values()) == [
+        [("sim-nano", None, None)], [("sim-nano", None, None), ("sim-mid", None, None)]]
+
+    rt.__dict__["absorber"] = MemoryAbsorberStore()  # a minute later
+    assert execute.execute(rt, [waiting], resumed=True).finished == 1
+    assert kept()[waiting] == [("sim-nano", "Hmm, hard to say.", "stop"),
+                               ("sim-mid", None, None)]
+    with rt.engine.connect() as conn:
+        assert conn.execute(select(results.c.model, results.c.content)
+                            .where(results.c.request_id == waiting)).one() == ("sim-mid",
+                                                                                "refund")
+        assert reconcile(conn).balanced

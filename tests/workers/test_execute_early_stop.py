@@ -11,10 +11,13 @@ from typing import Any
 import pytest
 from sqlalchemy import select
 
+from router.absorber import Limits, scope_key
 from router.early_stop import EARLY_STOP
 from sim.fleet import Fleet, ModelProfile
 from sim.server import start
 from tests.workers.scripted import demo_policy, route_here, runtime
+from workers import execute
+from workers.absorber_memory import MemoryAbsorberStore
 from workers.runtime import Runtime
 from workers.schema import attempts, charges, results
 
@@ -78,3 +81,21 @@ def test_without_early_stop_the_unsure_answer_is_kept_whole(tmp_path: Path, sim_
     ended, tried, _ = _rows(rt)
     assert [m for m, _, _ in tried] == ["sim-nano"] and tried[0][2] > EARLY["min_tokens"]
     assert [(m, d) for m, d, _ in ended] == [("sim-nano", None)]
+
+
+def test_a_cut_answer_kept_at_a_deferral_still_climbs_when_it_comes_back(
+        tmp_path: Path, sim_url: str) -> None:
+    data = demo_policy({"kind": "cascade", "confidence_bar": 0.7, "early_stop": EARLY})
+    data["models"]["sim-mid"]["limits"] = {"requests_per_minute": 1}
+    rt = runtime(tmp_path, sim_url, data)
+    rt.absorber.reserve_many(scope_key("sim-mid", None), Limits.from_model_limits(
+        rt.policy.models["sim-mid"].limits), [1])  # this minute's one call is taken
+    [outcome] = route_here(rt, [PROMPT])
+    assert len(outcome.deferred) == 1
+    rt.__dict__["absorber"] = MemoryAbsorberStore()  # a minute later
+    execute.execute(rt, outcome.deferred, resumed=True)
+    ended, tried, _ = _rows(rt)
+    # Kept with its finish reason, the cut answer counts as weak again (free text the
+    # judge cannot score would otherwise stand): one nano call, then the climb.
+    assert [(m, ok) for m, ok, _ in tried] == [("sim-nano", True), ("sim-mid", True)]
+    assert [(m, d) for m, d, _ in ended] == [("sim-mid", None)]

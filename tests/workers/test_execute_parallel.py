@@ -17,6 +17,8 @@ from router.labels import build_prompt
 from sim.fleet import Fleet, ModelProfile
 from sim.server import start
 from tests.workers.scripted import completion, demo_policy, route_here, runtime, serve
+from workers import execute
+from workers.absorber_memory import MemoryAbsorberStore
 from workers.runtime import Runtime
 from workers.schema import attempts, charges, results
 
@@ -276,6 +278,29 @@ def test_a_panel_whose_lead_has_no_budget_waits_and_gives_its_verifiers_holds_ba
     held = rt.absorber.usage(scope_key("sim-check-b", None),
                              Limits.from_model_limits(rt.policy.models["sim-check-b"].limits))
     assert held["in_flight"] == 0 and held["held_tokens"] == 0
+
+
+def test_a_hybrid_deferred_above_its_panel_reuses_every_answer_it_paid_for(
+        tmp_path: Path, models_url: str) -> None:
+    ANSWERS.update({"sim-nano": "Hmm, hard to say.", "sim-mid": "Maybe, not sure.",
+                    "sim-frontier": "card_lost"})
+    deferred: list[str] = []
+    # sim-nano answers twice on the way up: as the cascade's first step, then verifying t1.
+    rt = _run(tmp_path, models_url, {"kind": "hybrid", "confidence_bar": 0.7, "options": {
+        "verify_with": ["sim-nano"], "critical_tier": "t1"}}, TWO,
+        limits={"sim-frontier": ONE_A_MINUTE}, deferred=deferred)
+    [waiting] = deferred  # the other took this minute's sim-frontier call
+    rt.__dict__["absorber"] = MemoryAbsorberStore()  # a minute later
+    assert execute.execute(rt, deferred, resumed=True).finished == 1
+    with rt.engine.connect() as conn:
+        tried = conn.execute(select(attempts.c.model, attempts.c.content.is_not(None))
+                             .where(attempts.c.request_id == waiting)
+                             .order_by(attempts.c.seq)).all()
+        ended = conn.execute(select(results.c.model, results.c.content)
+                             .where(results.c.request_id == waiting)).one()
+    assert [tuple(t) for t in tried] == [("sim-nano", True), ("sim-mid", True),
+                                         ("sim-nano", True), ("sim-frontier", False)]
+    assert tuple(ended) == ("sim-frontier", "card_lost")
 
 
 # -- the evaluator against the synthetic simulator ---------------------------------------

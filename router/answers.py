@@ -58,6 +58,12 @@ def extract_number(text: str) -> str | None:
     return None
 
 
+def states_answer(text: str) -> bool:
+    """Whether the response states its final answer ('the answer is', '####', \\boxed{})
+    rather than leaving the extractor to guess from its last number."""
+    return any(p.search(text) for p in (_CHOICE_STATED, _HASHES, _BOXED))
+
+
 def extract_auto(text: str) -> str | None:
     """A stated choice letter when the response states one, else a number."""
     stated = _CHOICE_STATED.findall(text)

@@ -24,7 +24,7 @@ from router.learned import LearnedRouter
 from router.lookahead import Lookahead
 from router.training import TrainedRouting
 
-BUNDLE_VERSION = 1
+BUNDLE_VERSION = 2
 
 
 @dataclass(frozen=True)

@@ -16,7 +16,9 @@ with the best expected accuracy gain per cost while it clears a swept threshold)
 ``value-k$`` (the same with per-request cost estimates), ``parallel`` / ``parallel+judge``
 (top-k by train accuracy, vote or judge), ``hybrid`` (cheapest, then the strongest with the
 next-best no pricier than it in parallel); baselines ``knn (RouterBench)``, ``routellm``,
-``frugalgpt``.
+``frugalgpt``. Baselines score answers as the published methods do, without tierline's
+self-checks (:mod:`router.arithmetic`); the reference ``frugalgpt, tierline's scorer`` is the
+FrugalGPT-style cascade given them.
 """
 
 from __future__ import annotations
@@ -177,6 +179,9 @@ def plan(trained: TrainedRouting) -> list[Point]:
     frugal = CachedJudge(LastResponseJudge())
     points += [Point(f"frugalgpt bar={b}", "frugalgpt", "baseline",
                      Cascade((trained.weak, trained.strong), frugal, b)) for b in BARS]
+    # The same baseline reading tierline's response scorer: how much is the scorer's.
+    points += [Point(f"frugalgpt+checks bar={b}", "frugalgpt, tierline's scorer", "reference",
+                     Cascade((trained.weak, trained.strong), frugal, b)) for b in BARS]
     return points
 
 
@@ -208,7 +213,8 @@ def evaluate(trained: TrainedRouting, items: Sequence[Item], prices: Prices,
     """Run every planned point on the test items and summarise each method's frontier."""
     replay = prepare_replay(trained, items, prices, bands)
     results: list[tuple[Point, RunResult]] = [
-        (p, run_strategy(p.strategy, replay, p.source)) for p in plan(trained)
+        (p, run_strategy(p.strategy, replay, p.source, plain=p.kind == "baseline"))
+        for p in plan(trained)
     ]
     singles = {p.method: r for p, r in results if p.kind == "reference"}
     best_name, best = max(singles.items(), key=lambda kv: (kv[1].accuracy, -kv[1].usd_per_request))

@@ -31,7 +31,8 @@ class Replay:
     items: Sequence[Item]
     usd: np.ndarray  # (n, m) cost of each call
     scores: np.ndarray  # (n, m) recorded scores
-    attempts: list[list[Attempt]]  # [item][model]
+    attempts: list[list[Attempt]]  # [item][model], scored by tierline's response scorer
+    plain_attempts: list[list[Attempt]]  # the same, scored without the self-checks
     views: Mapping[str, list[RequestView]]  # estimate source -> one view per item
 
 
@@ -73,14 +74,20 @@ def prepare_replay(trained: TrainedRouting, items: Sequence[Item], prices: Price
     router_logit = trained.router.logits_rows(hash_texts(prompts, trained.router.config))
     p_router = sigmoid(router_logit)
     evidence = np.zeros((len(items), len(models)))
+    plain = np.zeros_like(evidence)
     answers: list[list[str | None]] = []
     for j, m in enumerate(models):
         responses = [it.outcomes[m].response for it in items]
         ans = [extract(r) for r in responses]
         answers.append(ans)
-        evidence[:, j] = trained.scorer.evidence(m, responses, ans, router_logit[:, j])
-    attempts = [[Attempt(m, items[i].outcomes[m].response, answers[j][i], float(evidence[i, j]))
+        evidence[:, j] = trained.scorer.evidence(m, prompts, responses, ans, router_logit[:, j])
+        plain[:, j] = trained.plain_scorer.evidence(m, prompts, responses, ans,
+                                                    router_logit[:, j])
+
+    def scored(table: np.ndarray) -> list[list[Attempt]]:
+        return [[Attempt(m, items[i].outcomes[m].response, answers[j][i], float(table[i, j]))
                  for j, m in enumerate(models)] for i in range(len(items))]
+
     p_knn = trained.knn.predict(prompts)
     p_weak = sigmoid(trained.weak_enough.logits_rows(
         hash_texts(prompts, trained.weak_enough.config))[:, 0])
@@ -92,7 +99,8 @@ def prepare_replay(trained: TrainedRouting, items: Sequence[Item], prices: Price
     weak_table = np.zeros_like(p_router)
     weak_table[:, models.index(trained.weak)] = p_weak
     sources = {"router": views(p_router), "knn": views(p_knn), "weak_enough": views(weak_table)}
-    return Replay(models, items, usd, scores_of(items, models), attempts, sources)
+    return Replay(models, items, usd, scores_of(items, models), scored(evidence), scored(plain),
+                  sources)
 
 
 def grade(item: Item, scores_row: np.ndarray, models: Sequence[str], accept: Accept) -> float:
@@ -104,8 +112,10 @@ def grade(item: Item, scores_row: np.ndarray, models: Sequence[str], accept: Acc
 
 
 def run_strategy(strategy: Strategy, replay: Replay, source: str = "router",
-                 max_rounds: int = 16) -> RunResult:
-    """Step ``strategy`` through every replayed item; a request pays for every call it made."""
+                 max_rounds: int = 16, plain: bool = False) -> RunResult:
+    """Step ``strategy`` through every replayed item; a request pays for every call it made.
+    ``plain``: its answers are scored without the self-checks (a baseline's scorer)."""
+    scored = replay.plain_attempts if plain else replay.attempts
     index = {m: j for j, m in enumerate(replay.models)}
     correct = usd = rounds_multi = calls = 0.0
     chains: dict[str, int] = {}
@@ -116,7 +126,7 @@ def run_strategy(strategy: Strategy, replay: Replay, source: str = "router",
             action = strategy.step(view, paid)
             if isinstance(action, Call):
                 fresh = [m for m in action.models if m not in {a.model for a in paid}]
-                paid.extend(replay.attempts[i][index[m]] for m in fresh)
+                paid.extend(scored[i][index[m]] for m in fresh)
                 usd += float(sum(replay.usd[i, index[m]] for m in fresh))
                 calls += len(fresh)
                 chain.append("+".join(action.models))

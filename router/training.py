@@ -45,6 +45,7 @@ class TrainedRouting:
     extractor: str
     router: LearnedRouter
     scorer: ResponseScorer
+    plain_scorer: ResponseScorer  # without the self-checks: the FrugalGPT-style baseline's
     judge: Judge
     weak_enough: LearnedRouter
     weak: str
@@ -134,15 +135,16 @@ def train_routing(items: Sequence[Item], prices: Prices, seed: int = 0,
     responses = [[it.outcomes[m].response for it in items] for m in models]
     answers = [[extract(r) for r in resp] for resp in responses]
     evidence = np.zeros_like(scores)
-    fold_scorers = []
+    fold_scorers, plain_scorers = [], []
     for f in (0, 1):
         fit_on, score_on = parts[1 - f], parts[f]
-        s = train_response_scorer(
-            models, [[resp[i] for i in fit_on] for resp in responses],
-            [[ans[i] for i in fit_on] for ans in answers], scores[fit_on],
-            oof_logits[fit_on], fit=fit)
+        fold = ([prompts[i] for i in fit_on], [[resp[i] for i in fit_on] for resp in responses],
+                [[ans[i] for i in fit_on] for ans in answers], scores[fit_on], oof_logits[fit_on])
+        s = train_response_scorer(models, *fold, fit=fit)
+        plain_scorers.append(train_response_scorer(models, *fold, fit=fit, checks=False))
         for j, m in enumerate(models):
-            evidence[score_on, j] = s.evidence(m, [responses[j][i] for i in score_on],
+            evidence[score_on, j] = s.evidence(m, [prompts[i] for i in score_on],
+                                               [responses[j][i] for i in score_on],
                                                [answers[j][i] for i in score_on],
                                                oof_logits[score_on, j])
         fold_scorers.append(s)
@@ -180,7 +182,8 @@ def train_routing(items: Sequence[Item], prices: Prices, seed: int = 0,
                                     scores[:, models.index(strong)], weak, strong, fit, rows)
     return TrainedRouting(
         tuple(models), usd, accuracy, EXTRACTOR_FOR_GRADER[kind],
-        _mean_router(*fold_routers), average_scorers(fold_scorers), judge,
+        _mean_router(*fold_routers), average_scorers(fold_scorers), average_scorers(plain_scorers),
+        judge,
         weak_enough, weak, strong, train_knn(prompts, scores), lookahead,
         fit_cost_model(
             models, np.array([len(p) for p in prompts]),

@@ -102,8 +102,8 @@ def run(rt: Runtime, work: Sequence[tuple[Request, Decision]], first_seq: Mappin
                 # the strategy under the name it asked for.
                 scored_as = served if served in bundle.models else model
                 logit = router_logit_map(bundle.models, seen[i].p_correct)[scored_as]
-                st.paid.append(replace(bundle.scorer.attempt(scored_as, answer.text, logit,
-                                                             extract), model=model))
+                st.paid.append(replace(bundle.scorer.attempt(
+                    scored_as, seen[i].prompt, answer.text, logit, extract), model=model))
         for k in sorted({*budget.deferred, *budget.refused, *(
                 k for k, a in answers.items() if not isinstance(a, Completion))}):
             i = planned[k][0]

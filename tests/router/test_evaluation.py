@@ -92,7 +92,7 @@ def _replay(items: list[Item]) -> Replay:
     attempts = [[Attempt(m, it.outcomes[m].response, it.outcomes[m].answer) for m in models]
                 for it in items]
     views = [RequestView(it.prompt, {m: 0.5 for m in models}) for it in items]
-    return Replay(models, items, usd, scores, attempts, {"router": views})
+    return Replay(models, items, usd, scores, attempts, attempts, {"router": views})
 
 
 class NeverSure:

@@ -39,8 +39,8 @@ def test_bundle_round_trips_and_drives_a_live_cascade(tmp_path: Path) -> None:
     action = cascade.step(view, attempts)
     while not isinstance(action, Accept):
         for model in action.models:  # a tier worker calls these concurrently
-            attempts.append(bundle.scorer.attempt(model, fake_provider[model], logits[model],
-                                                  EXTRACTORS[bundle.extractor]))
+            attempts.append(bundle.scorer.attempt(model, prompt, fake_provider[model],
+                                                  logits[model], EXTRACTORS[bundle.extractor]))
         action = cascade.step(view, attempts)
     assert [a.model for a in attempts] == ["cheap", "top"]
     assert action.answer in {"B", "C"} and 0 <= action.confidence <= 1

@@ -11,6 +11,7 @@ the :mod:`router.judge`'s business; this scorer looks at one response at a time.
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -39,20 +40,24 @@ def response_dense(prompts: Sequence[str], responses: Sequence[str],
                    checks: bool = True) -> np.ndarray:
     """Dense per-response features: (n, N_DENSE), or (n, N_PLAIN) without the self-checks
     (what the FrugalGPT-style baseline's scorer reads)."""
+    plain = np.array([
+        [answer is not None, min(len(_HEDGES.findall(response[-1500:])), 6) / 3,
+         math.log1p(len(response)) / 8, logit]
+        for response, answer, logit in zip(responses, answers, router_logits, strict=True)
+    ], dtype=np.float64).reshape(-1, N_PLAIN)
+    if not checks:
+        return plain
     rows = []
     for prompt, response, answer in zip(prompts, responses, answers, strict=True):
         claims = check_claims(response)
         rows.append([
-            answer is not None, min(len(_HEDGES.findall(response[-1500:])), 6) / 3,
-            np.log1p(len(response)) / 8, 0.0,
-            np.log1p(claims.held) / 3, min(claims.failed, 3) / 3, claims.held + claims.failed == 0,
+            math.log1p(claims.held) / 3, min(claims.failed, 3) / 3,
+            claims.held + claims.failed == 0,
             differs_from_last(answer, claims), is_fractional(answer),
             echoes_prompt(prompt, answer), states_answer(response),
-            np.log1p(len(set(_NUMBERS.findall(response[-300:])))) / 3,
+            math.log1p(len(set(_NUMBERS.findall(response[-300:])))) / 3,
         ])
-    dense = np.array(rows, dtype=np.float64).reshape(-1, N_DENSE)
-    dense[:, 3] = router_logits
-    return dense if checks else dense[:, :N_PLAIN]
+    return np.hstack([plain, np.array(rows, dtype=np.float64).reshape(-1, N_DENSE - N_PLAIN)])
 
 
 @dataclass(frozen=True)

@@ -73,6 +73,8 @@ def prepare_replay(trained: TrainedRouting, items: Sequence[Item], prices: Price
     usd = np.array([[call_usd(it.outcomes[m], prices[m]) for m in models] for it in items])
     router_logit = trained.router.logits_rows(hash_texts(prompts, trained.router.config))
     p_router = sigmoid(router_logit)
+    if trained.plain_scorer is None:
+        raise ValueError("replay needs the baselines' scorer: train with plain=True")
     evidence = np.zeros((len(items), len(models)))
     plain = np.zeros_like(evidence)
     answers: list[list[str | None]] = []

@@ -45,7 +45,8 @@ class TrainedRouting:
     extractor: str
     router: LearnedRouter
     scorer: ResponseScorer
-    plain_scorer: ResponseScorer  # without the self-checks: the FrugalGPT-style baseline's
+    plain_scorer: ResponseScorer | None  # without the self-checks: the baselines'; None
+    # when trained for a bundle only
     judge: Judge
     weak_enough: LearnedRouter
     weak: str
@@ -104,8 +105,9 @@ def _lookahead_states(n_models: int, rng: np.random.Generator) -> list[tuple[tup
 
 
 def train_routing(items: Sequence[Item], prices: Prices, seed: int = 0,
-                  fit: FitConfig = DEFAULT_FIT) -> TrainedRouting:
-    """Fit the learned router, response scorer, judge and the baselines' models."""
+                  fit: FitConfig = DEFAULT_FIT, plain: bool = True) -> TrainedRouting:
+    """Fit the learned router, response scorer, judge and the baselines' models; without
+    ``plain``, not the baseline's own response scorer (a bundle does not need it)."""
     if not items:
         raise InvalidInput("the train split is empty")
     models = models_of(items, prices)
@@ -141,7 +143,8 @@ def train_routing(items: Sequence[Item], prices: Prices, seed: int = 0,
         fold = ([prompts[i] for i in fit_on], [[resp[i] for i in fit_on] for resp in responses],
                 [[ans[i] for i in fit_on] for ans in answers], scores[fit_on], oof_logits[fit_on])
         s = train_response_scorer(models, *fold, fit=fit)
-        plain_scorers.append(train_response_scorer(models, *fold, fit=fit, checks=False))
+        if plain:
+            plain_scorers.append(train_response_scorer(models, *fold, fit=fit, checks=False))
         for j, m in enumerate(models):
             evidence[score_on, j] = s.evidence(m, [prompts[i] for i in score_on],
                                                [responses[j][i] for i in score_on],
@@ -182,7 +185,8 @@ def train_routing(items: Sequence[Item], prices: Prices, seed: int = 0,
                                     scores[:, models.index(strong)], weak, strong, fit, rows)
     return TrainedRouting(
         tuple(models), usd, accuracy, EXTRACTOR_FOR_GRADER[kind],
-        _mean_router(*fold_routers), average_scorers(fold_scorers), average_scorers(plain_scorers),
+        _mean_router(*fold_routers), average_scorers(fold_scorers),
+        average_scorers(plain_scorers) if plain_scorers else None,
         judge,
         weak_enough, weak, strong, train_knn(prompts, scores), lookahead,
         fit_cost_model(

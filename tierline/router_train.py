@@ -52,7 +52,7 @@ def command(dataset: Path, prices_path: Path, out_path: Path, seed: int, target:
         pick = None if target is None else _pick(items, prices, seed, target, folds)
         started = time.perf_counter()
         with err.status(f"training on {len(items)} items"):
-            trained = train_routing(items, prices, seed)
+            trained = train_routing(items, prices, seed, plain=False)
         npz, meta = save_bundle(bundle_of(trained), out_path)
     except InvalidInput as exc:
         err.print(f"error: {exc}", highlight=False, markup=False)

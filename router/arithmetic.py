@@ -5,6 +5,7 @@
   anything else (units, percentages, variables) is skipped.
 * A stated answer that is not the result of the last claim, or that only repeats a number
   the prompt gave, or that has a fractional part.
+* Numbers the prompt gives that the response never uses.
 
 A worked answer whose own sums do not add up is likely wrong; the response scorer learns
 how much each sign is worth for each model (on a task without numbers, nothing).
@@ -99,6 +100,15 @@ def echoes_prompt(prompt: str, answer: str | None) -> bool:
     """Whether a numeric answer only repeats a number given in the prompt."""
     value = _number(answer)
     return value is not None and value in {_number(n) for n in _NUMBERS.findall(prompt)}
+
+
+def unused_share(prompt: str, response: str) -> float:
+    """The share of the prompt's distinct numbers that the response never mentions."""
+    given = {_number(n) for n in _NUMBERS.findall(prompt)} - {None}
+    if not given:
+        return 0.0
+    used = {_number(n) for n in _NUMBERS.findall(response)}
+    return len(given - used) / len(given)
 
 
 def is_fractional(answer: str | None) -> bool:

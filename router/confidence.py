@@ -19,7 +19,13 @@ from dataclasses import dataclass
 import numpy as np
 
 from router.answers import Extractor, states_answer
-from router.arithmetic import check_claims, differs_from_last, echoes_prompt, is_fractional
+from router.arithmetic import (
+    check_claims,
+    differs_from_last,
+    echoes_prompt,
+    is_fractional,
+    unused_share,
+)
 from router.features import HashingConfig, SparseRows, append_dense, fit_idf, hash_texts
 from router.logistic import DEFAULT_FIT, FitConfig, fit_sparse, sigmoid
 from router.steps import Attempt
@@ -31,7 +37,7 @@ _HEDGES = re.compile(
 )
 _NUMBERS = re.compile(r"\d[\d,]*(?:\.\d+)?")
 N_PLAIN = 4  # extractable, hedges, length, router logit
-N_DENSE = 12  # and the self-checks: numbers (6), stated answer, numbers at the end
+N_DENSE = 14  # and the self-checks: numbers (8), stated answer, numbers at the end
 RESPONSE_HASHING = HashingConfig(n_bits=15, char_ngram=4, max_chars=2000)
 
 
@@ -50,11 +56,12 @@ def response_dense(prompts: Sequence[str], responses: Sequence[str],
     rows = []
     for prompt, response, answer in zip(prompts, responses, answers, strict=True):
         claims = check_claims(response)
+        unused = unused_share(prompt, response)
         rows.append([
             math.log1p(claims.held) / 3, min(claims.failed, 3) / 3,
             claims.held + claims.failed == 0,
             differs_from_last(answer, claims), is_fractional(answer),
-            echoes_prompt(prompt, answer), states_answer(response),
+            echoes_prompt(prompt, answer), unused > 0, unused, states_answer(response),
             math.log1p(len(set(_NUMBERS.findall(response[-300:])))) / 3,
         ])
     return np.hstack([plain, np.array(rows, dtype=np.float64).reshape(-1, N_DENSE - N_PLAIN)])

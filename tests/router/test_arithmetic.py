@@ -12,6 +12,7 @@ from router.arithmetic import (
     differs_from_last,
     echoes_prompt,
     is_fractional,
+    unused_share,
 )
 from router.confidence import N_DENSE, N_PLAIN, response_dense, train_response_scorer
 from router.features import HashingConfig
@@ -51,6 +52,15 @@ def test_answers_against_the_last_claim_and_the_prompt() -> None:
     assert echoes_prompt(prompt, "1200") and echoes_prompt(prompt, "5")
     assert not echoes_prompt(prompt, "1205") and not echoes_prompt(prompt, "(A)")
     assert is_fractional("2.5") and not is_fractional("3") and not is_fractional("nan")
+
+
+def test_numbers_the_prompt_gives_and_the_response_never_uses() -> None:
+    prompt = "Imma has 3 cats. She feeds them twice a day 60 grams. How long do 720 grams last?"
+    skipped_the_cats = "60 x 2 = 120 grams a day; 720 / 120 = 6 days"
+    assert unused_share(prompt, skipped_the_cats) == pytest.approx(1 / 3)
+    assert unused_share(prompt, "3 * 60 * 2 = 360 grams a day; 720 / 360 = 2 days") == 0
+    assert unused_share("Pick one: (A) yes (B) no", "the answer is (A)") == 0  # none given
+    assert unused_share("It costs $1,200.", "1200 / 2 = 600") == 0  # the same number
 
 
 def test_stated_answers_are_told_from_guessed_ones() -> None:

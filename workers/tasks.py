@@ -23,15 +23,17 @@ def route_requests(request_ids: list[str]) -> int:
 @app.task(name="tierline.call_models", bind=True)
 def call_models(self: Task, request_ids: list[str], resumed: bool = False) -> int:
     """Answer one bundle; requests waiting for token budget come back after a countdown
-    (``resumed``: some may have paid calls recorded already, after a deferral, a resume or
-    a sweep)."""
+    (``resumed``: some may have paid calls recorded already, after a deferral, a resume, a
+    sweep or a redelivery)."""
     rt = runtime()
+    delivery = self.request.delivery_info or {}
+    # Redelivered (its worker died before the ack): it may have committed paid calls already.
+    resumed = resumed or bool(delivery.get("redelivered"))
     outcome = execute.execute(rt, request_ids, resumed=resumed)
     if outcome.deferred:
         # Capped so an ETA message never outlives the broker's visibility timeout; a longer
         # wait is simply re-checked.
         countdown = min(outcome.retry_after_s, rt.policy.failure.max_defer_s)
-        delivery = self.request.delivery_info or {}
         queue = delivery.get("routing_key")
         call_models.apply_async(args=[outcome.deferred], kwargs={"resumed": True},
                                 countdown=countdown, queue=queue)

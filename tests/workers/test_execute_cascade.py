@@ -15,15 +15,18 @@ from tests.workers.scripted import completion, demo_policy, route_here, runtime,
 from workers import execute, routing
 from workers.absorber_memory import MemoryAbsorberStore
 from workers.ledger import reconcile
-from workers.runtime import Runtime
+from workers.runtime import Runtime, install
 from workers.schema import attempts, charges, results
+from workers.tasks import call_models
 
 # What each model says, whatever it is asked: the cheap one hedges, the others answer.
 ANSWERS = {"sim-nano": "Hmm, hard to say.", "sim-mid": "refund", "sim-frontier": "card_lost"}
 BROKEN: set[str] = set()
+CALLS: dict[str, int] = {}
 
 
 def _reply(model: str, _asked: str) -> tuple[int, dict[str, object]]:
+    CALLS[model] = CALLS.get(model, 0) + 1
     if model in BROKEN:
         return 503, {"error": {"message": "down"}}
     return 200, completion(ANSWERS[model])
@@ -163,4 +166,30 @@ def test_only_a_climb_deferred_after_paid_calls_keeps_their_answers(
         assert conn.execute(select(results.c.model, results.c.content)
                             .where(results.c.request_id == waiting)).one() == ("sim-mid",
                                                                                 "refund")
+        assert reconcile(conn).balanced
+
+
+def test_a_redelivered_bundle_goes_on_from_what_its_dead_worker_committed(
+        tmp_path: Path, models_url: str) -> None:
+    """The worker committed a paid call and a deferral, then died before the ack: the broker
+    hands the original message (not resumed) out again, marked redelivered."""
+    rt = _runtime(tmp_path, models_url, {"kind": "cascade", "confidence_bar": 0.7},
+                  limits={"sim-mid": {"requests_per_minute": 1}})
+    rt.absorber.reserve_many(scope_key("sim-mid", None), Limits.from_model_limits(
+        rt.policy.models["sim-mid"].limits), [1])
+    [outcome] = route_here(rt, [build_prompt("where is my money", LABELS)])
+    assert outcome.deferred
+    rt.__dict__["absorber"] = MemoryAbsorberStore()
+    CALLS.clear()
+    install(rt)
+    call_models.push_request(delivery_info={"redelivered": True, "routing_key": "tier.t0"})
+    try:
+        assert call_models(outcome.deferred) == 1
+    finally:
+        call_models.pop_request()
+    assert CALLS == {"sim-mid": 1}  # the cheap answer was not bought again
+    ended, tried, paid = _rows(rt)
+    assert ended == [("sim-mid", "refund")]
+    assert tried == [("sim-nano", True), ("sim-mid", True)] and paid == 2
+    with rt.engine.connect() as conn:
         assert reconcile(conn).balanced

@@ -1,12 +1,12 @@
 """Answer-confidence scorer: P(a response is right | prompt, response), per model.
 
 Features: hashed word/char n-grams of the response, whether an answer was extractable,
-hedging words, response length, the learned router's logit for the prompt, and the
-response's own arithmetic (:mod:`router.arithmetic`: claims that hold, claims that fail,
-none to check, a fractional numeric answer), whether it states its answer, and how many
-distinct numbers its ending mentions. One
-logistic model per model (columns of one weight matrix). Agreement between responses is
-the :mod:`router.judge`'s business; this scorer looks at one response at a time.
+hedging words, response length and the learned router's logit for the prompt; then the
+self-checks: the response's numbers against themselves and the prompt
+(:mod:`router.arithmetic`), whether it states its answer, and how many distinct numbers its
+ending mentions. One logistic model per model (columns of one weight matrix). Agreement
+between responses is the :mod:`router.judge`'s business; this scorer looks at one response
+at a time.
 """
 
 from __future__ import annotations

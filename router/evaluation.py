@@ -47,7 +47,6 @@ from router.value_cascade import ValueCascade
 
 # Sweeps: the same density for every method, so no frontier is coarser than another's.
 BARS = tuple(float(x) for x in np.round(np.linspace(0.3, 0.98, 28), 3))
-THRESHOLDS = tuple(float(x) for x in np.round(np.linspace(0.02, 0.98, 28), 3))
 COST_WEIGHTS = (0.0, *(float(x) for x in np.round(np.geomspace(0.005, 3.0, 27), 4)))
 SKIP_BAR = 0.6  # tuned on a validation slice carved from MMLU-Pro's train part only
 GAINS_PER_COST = tuple(float(x) for x in np.round(np.geomspace(0.005, 3.0, 28), 4))
@@ -173,9 +172,9 @@ def plan(trained: TrainedRouting) -> list[Point]:
                          Cascade(tiers, judge, b, verify_with=(verifier[0],))) for b in BARS]
     points += [Point(f"knn λ={w}", "knn (RouterBench)", "baseline",
                      LearnedPick(models, usd, None, w), "knn") for w in COST_WEIGHTS]
-    points += [Point(f"routellm t={t}", "routellm", "baseline",
+    points += [Point(f"routellm t={t:.4g}", "routellm", "baseline",
                      TwoModelThreshold(trained.weak, trained.strong, t), "weak_enough")
-               for t in THRESHOLDS]
+               for t in trained.weak_enough_grid]
     frugal = CachedJudge(LastResponseJudge())
     points += [Point(f"frugalgpt bar={b}", "frugalgpt", "baseline",
                      Cascade((trained.weak, trained.strong), frugal, b)) for b in BARS]

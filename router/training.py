@@ -27,10 +27,11 @@ from router.errors import InvalidInput
 from router.features import DEFAULT_HASHING, hash_texts
 from router.judge import Judge, train_judge
 from router.learned import LearnedRouter, train_learned_router
-from router.logistic import DEFAULT_FIT, FitConfig
+from router.logistic import DEFAULT_FIT, FitConfig, sigmoid
 from router.lookahead import Lookahead, train_lookahead
 from router.steps import Attempt
 
+N_SWEEP = 28  # operating points of a swept method
 MAX_STATES_PER_ITEM = 16
 LOOKAHEAD_PER_ITEM = 8
 
@@ -49,6 +50,7 @@ class TrainedRouting:
     # when trained for a bundle only
     judge: Judge
     weak_enough: LearnedRouter
+    weak_enough_grid: tuple[float, ...]  # its thresholds: quantiles of P on the train split
     weak: str
     strong: str
     knn: KnnRouter
@@ -183,12 +185,15 @@ def train_routing(items: Sequence[Item], prices: Prices, seed: int = 0,
     weak, strong = models[0], strong_model(models, accuracy)
     weak_enough = train_weak_enough(prompts, scores[:, models.index(weak)],
                                     scores[:, models.index(strong)], weak, strong, fit, rows)
+    # The threshold sweep spans the training prompts' P(weak is enough), evenly by share.
+    p_weak = sigmoid(weak_enough.logits_rows(rows)[:, 0])
+    weak_enough_grid = tuple(float(t) for t in np.quantile(p_weak, np.linspace(0, 1, N_SWEEP)))
     return TrainedRouting(
         tuple(models), usd, accuracy, EXTRACTOR_FOR_GRADER[kind],
         _mean_router(*fold_routers), average_scorers(fold_scorers),
         average_scorers(plain_scorers) if plain_scorers else None,
         judge,
-        weak_enough, weak, strong, train_knn(prompts, scores), lookahead,
+        weak_enough, weak_enough_grid, weak, strong, train_knn(prompts, scores), lookahead,
         fit_cost_model(
             models, np.array([len(p) for p in prompts]),
             np.array([[it.outcomes[m].prompt_tokens for m in models] for it in items]),

@@ -185,3 +185,20 @@ def test_folds_validate_every_item_once() -> None:
         assert len(fit) + len(val) == 10
     with pytest.raises(InvalidInput, match="--folds must be at least 2"):
         fold_items(items, 1, seed=0)
+
+
+def test_the_routellm_sweep_spreads_over_its_training_scores() -> None:
+    """Thresholds are quantiles of P(weak is enough) on the train split, as RouteLLM
+    calibrates them: from everything to the weak model to nearly everything to the strong."""
+    graded = recorded.items(300, lambda i: {"weak": (i % 10) / 10, "strong": 0.9},
+                            prompt=lambda i: f"question {i} of level{i % 10}")
+    train, test = split_items(graded, 0.3, 0)
+    trained = train_routing(train, {"weak": (0.1, 0.1), "strong": (1.0, 1.0)})
+    grid = trained.weak_enough_grid
+    assert len(grid) == 28 and list(grid) == sorted(grid) and grid[0] < grid[-1]
+    report = evaluate(trained, test, {"weak": (0.1, 0.1), "strong": (1.0, 1.0)},
+                      ["mid"] * len(test))
+    shares = sorted({round(r.cost_vs_best, 6) for r in report.rows if r.method == "routellm"})
+    assert len(shares) >= 6  # ten levels of difficulty: many distinct operating points
+    weak_alone = next(r.cost_vs_best for r in report.rows if r.strategy == "single weak")
+    assert shares[0] == pytest.approx(weak_alone)  # the lowest threshold sends all to weak

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from kombu.exceptions import OperationalError
-from sqlalchemy import select
+from sqlalchemy import Connection, select
 
 from router.envelope import build_request
 from router.errors import InvalidInput, InvalidRequest
@@ -163,13 +163,19 @@ class Client:
     def status(self, job_id: str) -> JobStatus:
         """The job's state and its requests' counts by state (expiring it if its time is up)."""
         with self.rt.engine.begin() as conn:
-            jobs_.settle(conn, [job_id], time.time())
-            row = conn.execute(select(jobs.c.name, jobs.c.status, jobs.c.error)
-                               .where(jobs.c.id == job_id)).first()
-            if row is None:
-                raise InvalidInput(f"no job {job_id!r}")
+            row = self._settled(conn, job_id)
             counts = records.job_counts(conn, job_id)
         return JobStatus(job_id, row.name, row.status, sum(counts.values()), counts, row.error)
+
+    def _settled(self, conn: Connection, job_id: str) -> Any:
+        """The job's row after settling it: completed when nothing is left, expired when its
+        window has closed."""
+        jobs_.settle(conn, [job_id], time.time())
+        row = conn.execute(select(jobs.c.name, jobs.c.status, jobs.c.error)
+                           .where(jobs.c.id == job_id)).first()
+        if row is None:
+            raise InvalidInput(f"no job {job_id!r}")
+        return row
 
     def cancel(self, job_id: str) -> JobStatus:
         """Cancel a job: unanswered requests end ``cancelled``; finished results are kept."""
@@ -206,18 +212,24 @@ class Client:
              ) -> JobStatus:
         """Block until every request of the job has a result, or ``timeout_s`` passes.
 
-        Polls quickly at first, then backs off to ``max_poll_s``: counting a million-row
-        job's requests on every poll would load the database more than the job does.
+        Polls quickly at first, then backs off to ``max_poll_s``. A poll reads the job's row;
+        it counts the requests by state (most of a million-row job's index, 0.2-0.7 s of
+        Postgres while the job runs) only for ``on_progress`` and for the status returned.
         """
         deadline = time.monotonic() + timeout_s
         while True:
-            status = self.status(job_id)
-            if on_progress:
-                on_progress(status)
-            if status.complete or time.monotonic() >= deadline:
-                return status
+            if on_progress or time.monotonic() >= deadline or self._ended(job_id):
+                status = self.status(job_id)
+                if on_progress:
+                    on_progress(status)
+                if status.complete or time.monotonic() >= deadline:
+                    return status
             time.sleep(min(poll_s, max(deadline - time.monotonic(), 0.0)))
             poll_s = min(poll_s * 1.5, max_poll_s)
+
+    def _ended(self, job_id: str) -> bool:
+        with self.rt.engine.begin() as conn:
+            return self._settled(conn, job_id).status in jobs_.TERMINAL
 
     def results(self, job_id: str) -> Iterator[dict[str, Any]]:
         """A job's requests with their results, in input order, streamed from the database."""

@@ -109,3 +109,32 @@ def test_resume_after_lost_messages_answers_the_rest_without_recharging(
         paid_after = conn.execute(select(func.count()).select_from(charges).where(
             charges.c.job_id == report.job_id)).scalar_one()
     assert paid_after == 20
+
+
+def test_waiting_polls_the_job_row_and_counts_its_requests_once(
+        lost_broker_client: Client) -> None:
+    """Counting a job's requests walks most of its index; a wait without a progress
+    callback polls the job's own row and counts only for the status it returns."""
+    import threading
+
+    from sqlalchemy import event
+
+    client = lost_broker_client
+    report = client.submit_many([f"poll {i}" for i in range(6)], lane="standard")
+    statements: list[str] = []
+
+    def seen(_conn: Any, _cursor: Any, statement: str, *_: Any) -> None:
+        statements.append(statement)
+
+    event.listen(client.rt.engine, "before_cursor_execute", seen)
+    later = threading.Timer(0.8, _answer_directly, (client, report.request_ids))
+    later.start()
+    try:
+        status = client.wait(report.job_id, timeout_s=30, poll_s=0.05, max_poll_s=0.1)
+    finally:
+        later.join()
+        event.remove(client.rt.engine, "before_cursor_execute", seen)
+    assert (status.state, status.by_status) == ("completed", {"done": 6})
+    polls = [s for s in statements if s.lstrip().startswith("SELECT jobs.name, jobs.status")]
+    counts = [s for s in statements if "count(*)" in s and "GROUP BY requests.status" in s]
+    assert len(polls) > 3 and len(counts) == 1

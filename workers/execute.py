@@ -204,7 +204,7 @@ def _run_chains(rt: Runtime, work: Sequence[tuple[Request, Decision]],
         results.extend(_picked(w, pick, now()) for w, pick in zip(awaiting, picks, strict=True))
     if keep:
         attempts = [_keeping(a, keep.get((a.request_id, a.seq))) for a in attempts]
-    return attempts, panel.with_cost_multipliers(rt, attempts, results)
+    return attempts, panel.with_cost_multipliers(rt, attempts, results, earlier)
 
 
 def _completion(kept: AttemptRow) -> Completion:

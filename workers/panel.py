@@ -15,7 +15,7 @@ was chosen — what asking the panel cost against asking that model alone.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from decimal import Decimal
 from typing import Any
@@ -27,7 +27,7 @@ from router.policy import Policy
 from workers.calls import attempt_row, call_round, prices_of, reserve_round, settle_round
 from workers.providers.base import Completion
 from workers.providers.fanout import Outcome
-from workers.records import AttemptRow, ResultRow
+from workers.records import AttemptRow, OnRecord, ResultRow
 from workers.runtime import Runtime
 
 EVALUATOR_MAX_OUTPUT_TOKENS = 16  # the reply is one number
@@ -171,17 +171,21 @@ def evaluate(rt: Runtime, waiting: Sequence[Awaiting], evaluator: str,
 
 
 def with_cost_multipliers(rt: Runtime, attempts: Sequence[AttemptRow],
-                          results: Sequence[ResultRow]) -> list[ResultRow]:
+                          results: Sequence[ResultRow],
+                          earlier: Mapping[str, OnRecord] | None = None) -> list[ResultRow]:
     """Results that name their chosen attempt gain ``cost_multiplier`` in ``detail``: the
-    request's USD over that attempt's (None when the chosen call cost nothing)."""
+    request's USD over that attempt's (None when the chosen call cost nothing). A request
+    that came back after a deferral counts what it paid before (``earlier``)."""
     if not any(r.detail is not None and "chosen_attempt" in r.detail for r in results):
         return list(results)  # no panel in this bundle: nothing to price twice
     prices = prices_of(rt)
+    earlier = earlier or {}
+    kept = [a for seen in earlier.values() for a in seen.kept]
     usd = {(a.request_id, a.seq): prices[a.model].usd(a.tokens_in, a.tokens_out)
-           for a in attempts}
-    spent: dict[str, Decimal] = {}
-    for (request_id, _), cost in usd.items():
-        spent[request_id] = spent.get(request_id, Decimal(0)) + cost
+           for a in [*kept, *attempts]}
+    spent = {request_id: seen.usd for request_id, seen in earlier.items()}
+    for a in attempts:
+        spent[a.request_id] = spent.get(a.request_id, Decimal(0)) + usd[(a.request_id, a.seq)]
     out = []
     for r in results:
         if r.detail is not None and "chosen_attempt" in r.detail:

@@ -301,6 +301,13 @@ def test_a_hybrid_deferred_above_its_panel_reuses_every_answer_it_paid_for(
     assert [tuple(t) for t in tried] == [("sim-nano", True), ("sim-mid", True),
                                          ("sim-nano", True), ("sim-frontier", False)]
     assert tuple(ended) == ("sim-frontier", "card_lost")
+    with rt.engine.connect() as conn:  # what it paid before the deferral counts too
+        detail, total = conn.execute(select(results.c.detail, results.c.usd)
+                                     .where(results.c.request_id == waiting)).one()
+        last = conn.execute(select(attempts.c.usd).where(attempts.c.request_id == waiting,
+                                                         attempts.c.seq == 3)).scalar_one()
+    assert detail["chosen_attempt"] == 3
+    assert detail["cost_multiplier"] == round(float(total / last), 4) > 1
 
 
 # -- the evaluator against the synthetic simulator ---------------------------------------

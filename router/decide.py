@@ -23,7 +23,8 @@ from router.policy import Policy
 class Scored(Protocol):
     """A batch's complexity in [0, 1], and per prompt what it came from."""
 
-    composite: np.ndarray
+    @property
+    def composite(self) -> np.ndarray: ...
 
     def reasons(self, i: int) -> dict[str, Any]: ...
 

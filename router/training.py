@@ -127,7 +127,7 @@ def train_routing(items: Sequence[Item], prices: Prices, seed: int = 0,
     parts = [np.flatnonzero(folds == f) for f in (0, 1)]
     if min(len(p) for p in parts) == 0:
         parts = [np.arange(len(items))] * 2
-    prices_used = {m: tuple(prices[m]) for m in models}
+    prices_used = {m: (float(prices[m][0]), float(prices[m][1])) for m in models}
     oof_logits = np.zeros_like(scores)
     fold_routers = []
     for f in (0, 1):

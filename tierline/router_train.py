@@ -23,7 +23,9 @@ from router.dataset import Item, Prices, fold_items
 from router.errors import InvalidInput
 from router.evaluation import evaluate, plan
 from router.live import policy_strategy
+from router.strategies import Cascade
 from router.training import train_routing
+from router.value_cascade import ValueCascade
 from tierline.bench_routing import check_priced, read_items, read_prices
 
 out = Console(soft_wrap=True)
@@ -63,7 +65,8 @@ def command(dataset: Path, prices_path: Path, out_path: Path, seed: int, target:
         label, share, cost = pick
         strategy = {p.label: p.strategy for p in plan(trained)}[label]
         spec = policy_strategy(strategy)
-        assert spec is not None  # _pick keeps live strategies only
+        # _pick keeps live strategies only: cascades, value cascades
+        assert spec is not None and isinstance(strategy, Cascade | ValueCascade)
         spec["options"]["bundle"] = str(out_path)
         policy = {"tiers": {f"t{i}": [m] for i, m in enumerate(strategy.tiers)},
                   "strategy": spec}

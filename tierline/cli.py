@@ -259,6 +259,26 @@ def demo(n_requests: int, database: Path | None) -> None:
     run_demo(n_requests=n_requests, database=database, console=out)
 
 
+@main.command()
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", type=click.IntRange(0, 65535), default=8080, show_default=True,
+              help="0 picks a free port.")
+def gateway(host: str, port: int) -> None:
+    """Serve the OpenAI-compatible HTTP gateway until Ctrl-C."""
+    from tierline.gateway import make_server
+
+    with _session() as rt:
+        server = make_server(Client(rt) if rt else Client(), host, port)
+        out.print(f"tierline gateway on http://{host}:{server.server_port}/v1 (Ctrl-C stops it)",
+                  highlight=False)
+        try:
+            server.serve_forever()
+        except KeyboardInterrupt:
+            pass
+        finally:
+            server.server_close()
+
+
 @main.group()
 def policy() -> None:
     """Policy files."""

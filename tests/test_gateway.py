@@ -1,0 +1,177 @@
+"""The OpenAI-compatible gateway over real HTTP, on the embedded stack: answers, errors."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from decimal import Decimal
+from pathlib import Path
+
+import httpx
+import pytest
+from sqlalchemy import func, select
+
+from tierline.client import Client
+from tierline.embedded import embedded
+from tierline.gateway import make_server
+from workers import runtime as runtime_
+from workers.app import app
+from workers.schema import charges
+from workers.settings import POLICY_DIR
+
+HELLO = {"model": "auto", "messages": [{"role": "user", "content": "What is 2 + 2?"}]}
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Client]:
+    """The embedded stack in this process; the process-wide state it sets is put back after."""
+    saved_env = os.environ.get("TIERLINE_BROKER_URL")
+    saved_conf = (app.conf.broker_url, app.conf.broker_transport_options)
+    saved_rt = runtime_._current.get(os.getpid())
+    database = tmp_path_factory.mktemp("gateway") / "t.sqlite"
+    try:
+        with embedded(POLICY_DIR / "demo.yaml", database=database) as rt:
+            yield Client(rt)
+    finally:
+        if saved_env is None:
+            os.environ.pop("TIERLINE_BROKER_URL", None)
+        else:
+            os.environ["TIERLINE_BROKER_URL"] = saved_env
+        app.conf.broker_url, app.conf.broker_transport_options = saved_conf
+        if saved_rt is None:
+            runtime_._current.pop(os.getpid(), None)
+        else:
+            runtime_.install(saved_rt)
+
+
+@contextmanager
+def _serve(client: Client, **options: float) -> Iterator[httpx.Client]:
+    server = make_server(client, "127.0.0.1", 0, **options)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        with httpx.Client(base_url=f"http://127.0.0.1:{server.server_port}",
+                          timeout=30) as http:
+            yield http
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+@pytest.fixture(scope="module")
+def http(stack: Client) -> Iterator[httpx.Client]:
+    with _serve(stack) as client:
+        yield client
+
+
+def test_a_chat_completion_is_answered_in_openai_shape_and_charged(
+        http: httpx.Client, stack: Client) -> None:
+    response = http.post("/v1/chat/completions", json=HELLO)
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert body["object"] == "chat.completion"
+    assert body["model"] in stack.rt.policy.models
+    choice = body["choices"][0]
+    assert choice["message"]["role"] == "assistant" and choice["message"]["content"].strip()
+    assert choice["finish_reason"] == "stop"
+    usage = body["usage"]
+    assert usage["prompt_tokens"] > 0 and usage["completion_tokens"] > 0
+    assert usage["total_tokens"] == usage["prompt_tokens"] + usage["completion_tokens"]
+    ours = body["tierline"]
+    assert ours["lane"] == "realtime"
+    assert ours["tier"] == stack.rt.policy.tier_of(body["model"])
+    with stack.rt.engine.connect() as conn:
+        charged = conn.execute(select(func.sum(charges.c.usd))
+                               .where(charges.c.request_id == ours["request_id"])).scalar_one()
+    assert Decimal(ours["usd"]) == charged > 0
+
+
+def test_a_repeated_idempotency_key_returns_the_same_request(http: httpx.Client) -> None:
+    headers = {"Idempotency-Key": "gateway-repeat", "X-Tierline-Lane": "standard"}
+    first = http.post("/v1/chat/completions", json=HELLO, headers=headers).json()
+    again = http.post("/v1/chat/completions", json=HELLO, headers=headers).json()
+    assert again["tierline"] == first["tierline"]
+    assert again["choices"] == first["choices"]
+    assert first["tierline"]["lane"] == "standard"
+
+
+@pytest.mark.parametrize(("body", "headers", "status", "says"), [
+    (b"{not json", {}, 400, "not valid JSON"),
+    (b"[1, 2]", {}, 400, "must be a JSON object"),
+    (b'{"model": "auto"}', {}, 400, "messages: must be a non-empty list"),
+    (b'{"messages": []}', {}, 400, "messages: must be a non-empty list"),
+    (b'{"messages": [{"role": "user"}]}', {}, 400, "messages[0]"),
+    (b'{"messages": [{"role": "user", "content": "x"}], "max_tokens": 0}', {}, 400,
+     "max_tokens"),
+    (b'{"messages": [{"role": "user", "content": "x"}]}', {"X-Tierline-Lane": "urgent"}, 400,
+     "use one of realtime, standard, batch"),
+    (b'{"messages": [{"role": "user", "content": "x"}], "stream": true}', {}, 400,
+     "streaming is not supported yet"),
+    (b'{"messages": [{"role": "user", "content": "' + b"x" * (1 << 20) + b'"}]}', {}, 413,
+     "the limit is 1048576"),
+])
+def test_bad_input_gets_a_clear_openai_error(http: httpx.Client, body: bytes,
+                                             headers: dict[str, str], status: int,
+                                             says: str) -> None:
+    response = http.post("/v1/chat/completions", content=body, headers=headers)
+    assert response.status_code == status
+    error = response.json()["error"]
+    assert says in error["message"]
+    assert error["type"] and error["code"]
+
+
+def test_unknown_paths_and_wrong_methods(http: httpx.Client) -> None:
+    assert http.get("/v1/nothing").status_code == 404
+    assert http.post("/v1/embeddings", json={}).status_code == 404
+    wrong = http.get("/v1/chat/completions")
+    assert wrong.status_code == 405 and "takes POST" in wrong.json()["error"]["message"]
+    assert http.delete("/v1/models").status_code == 405
+    assert http.get("/healthz").json() == {"ok": True}
+
+
+def test_models_lists_the_policy_models(http: httpx.Client, stack: Client) -> None:
+    body = http.get("/v1/models").json()
+    assert body["object"] == "list"
+    assert [m["id"] for m in body["data"]] == list(stack.rt.policy.models)
+
+
+def test_an_answer_not_ready_in_time_is_504_and_the_request_is_kept(stack: Client) -> None:
+    late = {"Idempotency-Key": "gateway-late"}
+    with _serve(stack, max_wait_s=0.0) as impatient:
+        response = impatient.post("/v1/chat/completions", json=HELLO, headers=late)
+    assert response.status_code == 504
+    message = response.json()["error"]["message"]
+    request_id = message.split()[1]
+    assert "will be answered" in message
+    with _serve(stack) as patient:
+        answer = patient.post("/v1/chat/completions", json=HELLO, headers=late)
+    assert answer.status_code == 200
+    assert answer.json()["tierline"]["request_id"] == request_id
+
+
+def test_the_gateway_command_serves_on_the_embedded_stack_until_ctrl_c(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("TIERLINE_BROKER_URL", "TIERLINE_DATABASE_URL")}
+    env.update(TIERLINE_POLICY=str(POLICY_DIR / "demo.yaml"), PYTHONUNBUFFERED="1")
+    process = subprocess.Popen([sys.executable, "-m", "tierline", "gateway", "--port", "0"],
+                               cwd=tmp_path, env=env, stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True)
+    try:
+        assert process.stdout is not None
+        line = process.stdout.readline()
+        assert line.startswith("tierline gateway on http://127.0.0.1:"), line
+        url = line.split()[3]
+        answer = httpx.post(f"{url}/chat/completions", json=HELLO, timeout=30)
+        assert answer.status_code == 200, answer.text
+        assert answer.json()["choices"][0]["message"]["content"]
+    finally:
+        process.send_signal(signal.SIGINT)
+        _, stderr = process.communicate(timeout=20)
+    assert process.returncode == 0, stderr
+    assert "Traceback" not in stderr
+    assert (tmp_path / "tierline.sqlite").exists()

@@ -1,0 +1,235 @@
+"""The OpenAI-compatible HTTP gateway: chat completions through tierline's routing.
+
+``POST /v1/chat/completions`` accepts one request, waits for its answer within the lane's
+latency budget, and answers in OpenAI's shape plus a ``tierline`` object (request id, job
+id, tier, USD, lane). The lane comes from the ``X-Tierline-Lane`` header (default
+``realtime``); ``Idempotency-Key`` is the request's idempotency key, so a repeat returns the
+earlier request's answer and does no new work. The body's ``model`` is not obeyed: tierline
+picks the model, and the answer names it. Other OpenAI fields (``temperature``...) are
+ignored. A request not answered in time gets 504 with its id; it stays in the database and
+is still answered, so the same idempotency key fetches the answer later.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+from sqlalchemy import func, select
+
+from router.errors import InvalidInput
+from router.policy import LANES
+from tierline.client import Client
+from workers.schema import attempts, requests
+
+MAX_BODY_BYTES = 1 << 20
+MAX_DISCARD_BYTES = 16 << 20
+WAIT_MARGIN_S = 2.0
+MAX_WAIT_S = 120.0  # an HTTP call should not hang for a batch lane's day-long budget
+DEFAULT_LANE = "realtime"
+JOB_NAME = "gateway"
+
+
+class HttpError(Exception):
+    """An answer other than 200, in OpenAI's error shape."""
+
+    def __init__(self, status: int, message: str, kind: str, code: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.body = {"error": {"message": message, "type": kind, "code": code}}
+
+
+class Gateway:
+    """The HTTP side of a :class:`Client`: turns OpenAI calls into tierline requests."""
+
+    def __init__(self, client: Client, *, max_wait_s: float = MAX_WAIT_S) -> None:
+        self.client = client
+        self.max_wait_s = max_wait_s
+
+    def models(self) -> dict[str, Any]:
+        """The policy's models as OpenAI's model list."""
+        return {"object": "list", "data": [
+            {"id": name, "object": "model", "created": 0, "owned_by": "tierline"}
+            for name in self.client.rt.policy.models]}
+
+    def complete(self, body: Any, lane: str | None, key: str | None) -> dict[str, Any]:
+        """Submit one chat completion, wait for its answer, and shape it like OpenAI's."""
+        lane = lane or DEFAULT_LANE
+        if lane not in LANES:
+            raise _bad(f"X-Tierline-Lane: unknown lane {lane!r}; use one of {', '.join(LANES)}",
+                       "lane")
+        raw = _request_fields(body)
+        if key:
+            raw["id"] = key
+        try:
+            report = self.client.submit_many([raw], lane=lane, job=JOB_NAME,
+                                             on_reject=_reject)
+        except InvalidInput as exc:  # OpenAI's name for the one field whose name differs
+            message = str(exc).replace("max_output_tokens:", "max_tokens:", 1)
+            raise _bad(message, "invalid_request") from exc
+        request_id = report.request_ids[0]
+        job_id = self._job_of(request_id)
+        budget_s = self.client.rt.policy.lanes[lane].latency_budget_s  # type: ignore[index]
+        waited_s = min(budget_s + WAIT_MARGIN_S, self.max_wait_s)
+        self.client.wait(job_id, timeout_s=waited_s, max_poll_s=0.5)
+        row = next(r for r in self.client.results(job_id) if r["id"] == request_id)
+        if row["status"] in ("failed", "expired", "cancelled"):
+            raise HttpError(502, f"request {request_id} {row['status']}: {row['error']}",
+                            "upstream_error", row["status"])
+        if row["status"] != "done":
+            fetch = ("repeat with the same Idempotency-Key" if key
+                     else f"`tierline results {job_id}`")
+            raise HttpError(504, f"request {request_id} not answered within {waited_s:g} s; it "
+                            f"is kept and will be answered: {fetch} fetches the answer",
+                            "timeout", "timeout")
+        return self._completion(row, job_id)
+
+    def _job_of(self, request_id: str) -> str:
+        """The job that holds the request: a repeated key's request is in an earlier job."""
+        with self.client.rt.engine.connect() as conn:
+            return str(conn.execute(select(requests.c.job_id)
+                                    .where(requests.c.id == request_id)).scalar_one())
+
+    def _completion(self, row: dict[str, Any], job_id: str) -> dict[str, Any]:
+        """OpenAI's chat.completion for a done request. ``usage`` counts the tokens of every
+        attempt, i.e. what was billed (more than the answering call's after an escalation)."""
+        with self.client.rt.engine.connect() as conn:
+            tokens_in, tokens_out, created = conn.execute(
+                select(func.sum(attempts.c.tokens_in), func.sum(attempts.c.tokens_out),
+                       func.min(requests.c.submitted_at))
+                .select_from(requests.outerjoin(attempts,
+                                                attempts.c.request_id == requests.c.id))
+                .where(requests.c.id == row["id"])).one()
+        completion: dict[str, Any] = {
+            "id": f"chatcmpl-{row['id']}", "object": "chat.completion",
+            "created": int(created or time.time()), "model": row["model"],
+            "choices": [{"index": 0, "message": {"role": "assistant", "content": row["content"]},
+                         "finish_reason": "stop"}],
+        }
+        if tokens_in is not None:
+            completion["usage"] = {"prompt_tokens": int(tokens_in),
+                                   "completion_tokens": int(tokens_out),
+                                   "total_tokens": int(tokens_in) + int(tokens_out)}
+        completion["tierline"] = {"request_id": row["id"], "job_id": job_id, "tier": row["tier"],
+                                  "usd": row["usd"], "lane": row["lane"]}
+        return completion
+
+
+def _request_fields(body: Any) -> dict[str, Any]:
+    """The tierline request fields of an OpenAI body; raises 400 naming what is wrong."""
+    if not isinstance(body, dict):
+        raise _bad(f"the body must be a JSON object, got {type(body).__name__}", "invalid_body")
+    if body.get("stream"):
+        raise _bad("stream: streaming is not supported yet; send \"stream\": false",
+                   "stream_unsupported")
+    messages = body.get("messages")
+    if not isinstance(messages, list) or not messages:
+        raise _bad("messages: must be a non-empty list of {\"role\", \"content\"} objects",
+                   "messages")
+    for index, message in enumerate(messages):
+        if (not isinstance(message, dict) or not isinstance(message.get("role"), str)
+                or not isinstance(message.get("content"), str)):
+            raise _bad(f"messages[{index}]: must be an object with string \"role\" and "
+                       "\"content\"", "messages")
+    raw: dict[str, Any] = {"messages": [{"role": m["role"], "content": m["content"]}
+                                        for m in messages]}
+    for ours, theirs in (("max_output_tokens", "max_tokens"), ("metadata", "metadata")):
+        if body.get(theirs) is not None:
+            raw[ours] = body[theirs]
+    return raw
+
+
+def _bad(message: str, code: str) -> HttpError:
+    return HttpError(400, message, "invalid_request_error", code)
+
+
+def _reject(_number: int, reason: str) -> None:
+    raise InvalidInput(reason)
+
+
+class _Handler(BaseHTTPRequestHandler):
+    """Routes the three paths; every answer is JSON."""
+
+    gateway: Gateway  # set on the subclass that :func:`make_server` builds
+    server_version = "tierline-gateway"
+
+    def do_GET(self) -> None:  # noqa: N802 (http.server's naming)
+        self._answer(lambda: self._get())
+
+    def do_POST(self) -> None:  # noqa: N802
+        self._answer(lambda: self._post())
+
+    def _get(self) -> dict[str, Any]:
+        if self.path == "/healthz":
+            return {"ok": True}
+        if self.path == "/v1/models":
+            return self.gateway.models()
+        raise self._not_allowed_or_missing("GET")
+
+    def _post(self) -> dict[str, Any]:
+        if self.path != "/v1/chat/completions":
+            raise self._not_allowed_or_missing("POST")
+        length = int(self.headers.get("Content-Length") or 0)
+        if length > MAX_BODY_BYTES:
+            self._discard(length)
+            raise HttpError(413, f"the body is {length} bytes; the limit is {MAX_BODY_BYTES}",
+                            "invalid_request_error", "body_too_large")
+        try:
+            body = json.loads(self.rfile.read(length) or b"null")
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            raise _bad(f"the body is not valid JSON: {exc}", "invalid_json") from exc
+        return self.gateway.complete(body, self.headers.get("X-Tierline-Lane"),
+                                     self.headers.get("Idempotency-Key"))
+
+    def _discard(self, length: int) -> None:
+        """Read and drop a refused body, so the client sees the 413 instead of a reset
+        connection; a huge one is not read at all and the connection closes."""
+        self.close_connection = True
+        if length <= MAX_DISCARD_BYTES:
+            while length > 0 and (chunk := self.rfile.read(min(length, 1 << 16))):
+                length -= len(chunk)
+
+    def _not_allowed_or_missing(self, method: str) -> HttpError:
+        allowed = {"/healthz": "GET", "/v1/models": "GET", "/v1/chat/completions": "POST"}
+        if self.path in allowed and allowed[self.path] != method:
+            return HttpError(405, f"{self.path} takes {allowed[self.path]}, not {method}",
+                            "invalid_request_error", "method_not_allowed")
+        return HttpError(404, f"no such path {self.path!r}", "invalid_request_error",
+                        "not_found")
+
+    def _answer(self, handle: Any) -> None:
+        try:
+            status, body = 200, handle()
+        except HttpError as exc:
+            status, body = exc.status, exc.body
+        data = json.dumps(body).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 (the base's name)
+        pass  # quiet: the ledger is the record
+
+
+def _unsupported(self: _Handler) -> None:
+    def fail() -> None:
+        raise self._not_allowed_or_missing(self.command)
+
+    self._answer(fail)
+
+
+for _method in ("PUT", "DELETE", "PATCH", "OPTIONS"):
+    setattr(_Handler, f"do_{_method}", _unsupported)
+
+
+def make_server(client: Client, host: str = "127.0.0.1", port: int = 8080,
+                **options: Any) -> ThreadingHTTPServer:
+    """A threaded HTTP server for ``client``, bound but not yet serving (port 0: any port)."""
+    handler = type("GatewayHandler", (_Handler,), {"gateway": Gateway(client, **options)})
+    server = ThreadingHTTPServer((host, port), handler)
+    server.daemon_threads = True
+    return server

@@ -13,6 +13,7 @@ is still answered, so the same idempotency key fetches the answer later.
 from __future__ import annotations
 
 import json
+import logging
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -204,6 +205,10 @@ class _Handler(BaseHTTPRequestHandler):
             status, body = 200, handle()
         except HttpError as exc:
             status, body = exc.status, exc.body
+        except Exception as exc:  # the database or broker failed: say so, in OpenAI's shape
+            logging.getLogger("tierline.gateway").exception("%s %s", self.command, self.path)
+            status, body = 500, {"error": {"message": f"{type(exc).__name__}: {exc}",
+                                           "type": "server_error", "code": "internal"}}
         data = json.dumps(body).encode()
         self.send_response(status)
         self.send_header("Content-Type", "application/json")

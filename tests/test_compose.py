@@ -15,8 +15,8 @@ def test_the_compose_file_describes_the_whole_stack() -> None:
     compose = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
     services = compose["services"]
     assert {"redis", "postgres", "migrate", "router", "tier-realtime", "tier-batch", "beat",
-            "flower"} <= set(services)
-    for name in ("router", "tier-realtime", "tier-batch", "beat", "flower"):
+            "gateway", "flower"} <= set(services)
+    for name in ("router", "tier-realtime", "tier-batch", "beat", "gateway", "flower"):
         env = services[name]["environment"]
         assert env["TIERLINE_BROKER_URL"].startswith("redis://redis")
         assert env["TIERLINE_DATABASE_URL"].startswith("postgresql://")

@@ -19,8 +19,6 @@ from sqlalchemy import func, select
 from tierline.client import Client
 from tierline.embedded import embedded
 from tierline.gateway import make_server
-from workers import runtime as runtime_
-from workers.app import app
 from workers.schema import charges
 from workers.settings import POLICY_DIR
 
@@ -29,24 +27,10 @@ HELLO = {"model": "auto", "messages": [{"role": "user", "content": "What is 2 + 
 
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Client]:
-    """The embedded stack in this process; the process-wide state it sets is put back after."""
-    saved_env = os.environ.get("TIERLINE_BROKER_URL")
-    saved_conf = (app.conf.broker_url, app.conf.broker_transport_options)
-    saved_rt = runtime_._current.get(os.getpid())
+    """The embedded stack in this process (it puts back the process-wide state it sets)."""
     database = tmp_path_factory.mktemp("gateway") / "t.sqlite"
-    try:
-        with embedded(POLICY_DIR / "demo.yaml", database=database) as rt:
-            yield Client(rt)
-    finally:
-        if saved_env is None:
-            os.environ.pop("TIERLINE_BROKER_URL", None)
-        else:
-            os.environ["TIERLINE_BROKER_URL"] = saved_env
-        app.conf.broker_url, app.conf.broker_transport_options = saved_conf
-        if saved_rt is None:
-            runtime_._current.pop(os.getpid(), None)
-        else:
-            runtime_.install(saved_rt)
+    with embedded(POLICY_DIR / "demo.yaml", database=database) as rt:
+        yield Client(rt)
 
 
 @contextmanager
@@ -175,3 +159,18 @@ def test_the_gateway_command_serves_on_the_embedded_stack_until_ctrl_c(tmp_path:
     assert process.returncode == 0, stderr
     assert "Traceback" not in stderr
     assert (tmp_path / "tierline.sqlite").exists()
+
+
+def test_the_embedded_stack_puts_back_the_process_state_it_set(tmp_path: Path) -> None:
+    from workers.app import app
+    from workers.runtime import install, runtime
+
+    before = (os.environ.get("TIERLINE_BROKER_URL"), app.conf.broker_url)
+    previous = install(None)
+    try:
+        with embedded(POLICY_DIR / "demo.yaml", database=tmp_path / "t.sqlite") as rt:
+            assert runtime() is rt
+        assert (os.environ.get("TIERLINE_BROKER_URL"), app.conf.broker_url) == before
+        assert install(None) is None  # nothing left installed
+    finally:
+        install(previous)

@@ -30,7 +30,8 @@ SIM_URL_ENV = "TIERLINE_SIM_URL"
 @contextmanager
 def embedded(policy_path: Path, *, database: Path | None = None, concurrency: int = 8,
              sim_seed: int = 0, gold: dict[str, str] | None = None) -> Iterator[Runtime]:
-    """Run tierline in this process until the block ends; yields the installed runtime."""
+    """Run tierline in this process until the block ends; yields the installed runtime.
+    The process-wide state it sets (broker URL and settings, runtime) is put back after."""
     from sim.fleet import fleet_from_policy
     from sim.server import start
 
@@ -38,6 +39,8 @@ def embedded(policy_path: Path, *, database: Path | None = None, concurrency: in
     with tempfile.TemporaryDirectory(prefix="tierline-") as tmp:
         db_path = database or Path(tmp) / "tierline.sqlite"
         settings = Settings(EMBEDDED_BROKER, f"sqlite:///{db_path}", policy_path)
+        saved_env = os.environ.get("TIERLINE_BROKER_URL")
+        saved_conf = (app.conf.broker_url, app.conf.broker_transport_options)
         os.environ.setdefault("TIERLINE_BROKER_URL", EMBEDDED_BROKER)
         upgrade(settings.database_url)
         with start(fleet_from_policy(policy_path, seed=sim_seed), gold=gold) as sim:
@@ -48,7 +51,7 @@ def embedded(policy_path: Path, *, database: Path | None = None, concurrency: in
                     env[spec.base_url_env] = sim.url
             env[SIM_URL_ENV] = sim.url
             rt = Runtime(settings, policy, env)
-            install(rt)
+            saved_rt = install(rt)
             app.conf.broker_url = EMBEDDED_BROKER
             app.conf.broker_transport_options = {"polling_interval": 0.01}
             # One worker for every queue: worker controllers in one process share the app's
@@ -58,6 +61,12 @@ def embedded(policy_path: Path, *, database: Path | None = None, concurrency: in
                 yield rt
             finally:
                 worker.stop(in_sighandler=False)
+                install(saved_rt)
+                app.conf.broker_url, app.conf.broker_transport_options = saved_conf
+                if saved_env is None:
+                    os.environ.pop("TIERLINE_BROKER_URL", None)
+                else:
+                    os.environ["TIERLINE_BROKER_URL"] = saved_env
 
 
 def _start_worker(queues: list[str], concurrency: int, name: str) -> WorkController:

@@ -84,7 +84,12 @@ def runtime() -> Runtime:
         return _current[pid]
 
 
-def install(rt: Runtime) -> None:
-    """Use ``rt`` as this process's runtime (the embedded default and tests do)."""
+def install(rt: Runtime | None) -> Runtime | None:
+    """Use ``rt`` as this process's runtime (the embedded default and tests do); None goes
+    back to building it from the environment. Returns the runtime it replaces."""
     with _lock:
-        _current[os.getpid()] = rt
+        pid = os.getpid()
+        previous = _current.pop(pid, None)
+        if rt is not None:
+            _current[pid] = rt
+        return previous

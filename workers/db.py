@@ -27,6 +27,8 @@ from sqlalchemy import (
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection
 
+JOBS_CHANNEL = "tierline_jobs"  # LISTEN/NOTIFY channel; the payload is a job id
+
 _engines: dict[tuple[int, str], Engine] = {}
 _lock = threading.Lock()
 
@@ -96,6 +98,21 @@ def among(conn: Connection, column: ColumnElement[Any], values: Iterable[Any]
     if conn.dialect.name == "postgresql":
         return column == any_(bindparam(None, values, type_=postgresql.ARRAY(column.type)))
     return column.in_(values)
+
+
+def notify_jobs(conn: Connection, job_ids: Iterable[str | None]) -> None:
+    """Tell producers waiting on these jobs (``Client.wait``) that some of their requests ended.
+
+    On Postgres, one ``pg_notify`` per distinct job inside the caller's transaction, so it
+    is delivered when the transaction commits and never for a rollback (and a job named
+    twice in one transaction is delivered once). SQLite has no notifications: waiters poll.
+    """
+    if conn.dialect.name != "postgresql":
+        return
+    ids = sorted({job_id for job_id in job_ids if job_id})
+    if ids:
+        conn.exec_driver_sql("SELECT pg_notify(%s, job_id) FROM unnest(%s::text[]) AS job_id",
+                             (JOBS_CHANNEL, ids))
 
 
 def _on_conflict_do_nothing(conn: Connection, table: Table) -> Any:

@@ -19,7 +19,7 @@ from collections.abc import Iterable, Sequence
 from sqlalchemy import and_, func, select, update
 from sqlalchemy.engine import Connection
 
-from workers.db import insert_ignore
+from workers.db import insert_ignore, notify_jobs
 from workers.schema import jobs, requests, results
 
 ACTIVE = ("validating", "in_progress")
@@ -29,7 +29,8 @@ UNFINISHED = ("accepted", "routed")
 
 def set_state(conn: Connection, job_id: str, state: str, *, now_s: float,
               error: str | None = None) -> None:
-    """Move a job to ``state`` (terminal states record when); a job that has ended stays so.
+    """Move a job to ``state`` (terminal states record when and wake the job's waiters); a
+    job that has ended stays so.
 
     An ended job is never reopened: an intake the sweeper declared interrupted that then
     finishes after all must not turn its ``failed`` job back into ``in_progress``.
@@ -39,8 +40,10 @@ def set_state(conn: Connection, job_id: str, state: str, *, now_s: float,
         values["finished_at"] = now_s
     if error is not None:
         values["error"] = error
-    conn.execute(update(jobs).where(jobs.c.id == job_id, jobs.c.status.not_in(TERMINAL))
-                 .values(**values))
+    moved = conn.execute(update(jobs).where(jobs.c.id == job_id, jobs.c.status.not_in(TERMINAL))
+                         .values(**values))
+    if state in TERMINAL and moved.rowcount:
+        notify_jobs(conn, [job_id])
 
 
 def halt(conn: Connection, job_id: str, state: str, now_s: float) -> int:
@@ -137,4 +140,5 @@ def fail_intake(conn: Connection, job_id: str, now_s: float, error: str) -> bool
         select(requests.c.id).where(requests.c.job_id == job_id,
                                     requests.c.status.in_(UNFINISHED)))]
     _end_requests(conn, ids, "failed", now_s)
+    notify_jobs(conn, [job_id])
     return True

@@ -16,7 +16,7 @@ from sqlalchemy.engine import Connection
 
 from router.decide import Decision
 from router.envelope import Request
-from workers.db import among, insert_ignore, insert_new
+from workers.db import among, insert_ignore, insert_new, notify_jobs
 from workers.schema import attempts, charges, decisions, jobs, requests, results
 
 _MILLION = Decimal(1_000_000)
@@ -285,6 +285,7 @@ def record_outcomes(conn: Connection, made: Sequence[AttemptRow], done: Sequence
             conn.execute(update(requests).where(among(conn, requests.c.id, ids),
                                                 requests.c.status.in_(("accepted", "routed")))
                          .values(status=status))
+    notify_jobs(conn, (jobs_by_request.get(r.request_id) for r in done))
 
 
 def job_counts(conn: Connection, job_id: str) -> dict[str, int]:

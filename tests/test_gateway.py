@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -94,8 +95,12 @@ def test_a_repeated_idempotency_key_returns_the_same_request(http: httpx.Client)
      "max_tokens"),
     (b'{"messages": [{"role": "user", "content": "x"}]}', {"X-Tierline-Lane": "urgent"}, 400,
      "use one of realtime, standard, batch"),
-    (b'{"messages": [{"role": "user", "content": "x"}], "stream": true}', {}, 400,
-     "streaming is not supported yet"),
+    (b'{"messages": [{"role": "user", "content": "x"}], "stream": "yes"}', {}, 400,
+     "stream: must be true or false"),
+    (b'{"messages": [{"role": "user", "content": "x"}], "stream": true, "stream_options": 1}',
+     {}, 400, "stream_options: must be an object"),
+    (b'{"messages": [{"role": "user", "content": "x"}], "stream_options": {}}', {}, 400,
+     "only allowed with"),
     (b'{"messages": [{"role": "user", "content": "' + b"x" * (1 << 20) + b'"}]}', {}, 413,
      "the limit is 1048576"),
 ])
@@ -107,6 +112,38 @@ def test_bad_input_gets_a_clear_openai_error(http: httpx.Client, body: bytes,
     error = response.json()["error"]
     assert says in error["message"]
     assert error["type"] and error["code"]
+
+
+def test_a_streamed_completion_comes_as_openai_chunks(http: httpx.Client, stack: Client) -> None:
+    response = http.post("/v1/chat/completions", json=HELLO | {
+        "stream": True, "stream_options": {"include_usage": True}})
+    assert response.status_code == 200, response.text
+    assert response.headers["content-type"] == "text/event-stream"
+    lines = [line for line in response.text.split("\n") if line]
+    assert all(line.startswith("data: ") for line in lines)
+    assert lines[-1] == "data: [DONE]"
+    first, last, usage = (json.loads(line.removeprefix("data: ")) for line in lines[:-1])
+    assert {e["object"] for e in (first, last, usage)} == {"chat.completion.chunk"}
+    assert first["id"] == last["id"] == usage["id"]
+    assert first["choices"][0]["delta"]["role"] == "assistant"
+    assert first["choices"][0]["delta"]["content"].strip()
+    assert last["choices"][0] == {"index": 0, "delta": {}, "finish_reason": "stop"}
+    assert last["tierline"]["lane"] == "realtime"
+    assert usage["choices"] == [] and usage["usage"]["total_tokens"] > 0
+
+
+def test_the_openai_sdk_talks_to_the_gateway(http: httpx.Client) -> None:
+    openai = pytest.importorskip("openai")
+    sdk = openai.OpenAI(base_url=f"{http.base_url}/v1", api_key="unused", max_retries=0)
+    whole = sdk.chat.completions.create(model="auto", messages=HELLO["messages"])
+    assert whole.choices[0].message.content.strip()
+    assert whole.model in [m.id for m in sdk.models.list().data]
+    events = list(sdk.chat.completions.create(model="auto", messages=HELLO["messages"],
+                                              stream=True))
+    text = "".join(e.choices[0].delta.content or "" for e in events if e.choices)
+    assert text.strip() and events[-1].choices[0].finish_reason == "stop"
+    with pytest.raises(openai.BadRequestError, match="messages"):
+        sdk.chat.completions.create(model="auto", messages=[])
 
 
 def test_unknown_paths_and_wrong_methods(http: httpx.Client) -> None:

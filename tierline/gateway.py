@@ -8,6 +8,10 @@ earlier request's answer and does no new work. The body's ``model`` is not obeye
 picks the model, and the answer names it. Other OpenAI fields (``temperature``...) are
 ignored. A request not answered in time gets 504 with its id; it stays in the database and
 is still answered, so the same idempotency key fetches the answer later.
+
+``"stream": true`` is answered as server-sent events in OpenAI's chunk shape, so clients
+that always stream work; the tier workers do not stream tokens, so the whole answer comes in
+one chunk once it is ready. Errors found before then are ordinary JSON errors.
 """
 
 from __future__ import annotations
@@ -56,7 +60,8 @@ class Gateway:
             for name in self.client.rt.policy.models]}
 
     def complete(self, body: Any, lane: str | None, key: str | None) -> dict[str, Any]:
-        """Submit one chat completion, wait for its answer, and shape it like OpenAI's."""
+        """Submit one chat completion, wait for its answer, and shape it like OpenAI's
+        (:func:`chunks` turns it into a stream's events)."""
         lane = lane or DEFAULT_LANE
         if lane not in LANES:
             raise _bad(f"X-Tierline-Lane: unknown lane {lane!r}; use one of {', '.join(LANES)}",
@@ -122,9 +127,9 @@ def _request_fields(body: Any) -> dict[str, Any]:
     """The tierline request fields of an OpenAI body; raises 400 naming what is wrong."""
     if not isinstance(body, dict):
         raise _bad(f"the body must be a JSON object, got {type(body).__name__}", "invalid_body")
-    if body.get("stream"):
-        raise _bad("stream: streaming is not supported yet; send \"stream\": false",
-                   "stream_unsupported")
+    stream, options = streaming(body)
+    if options is not None and not stream:
+        raise _bad("stream_options: only allowed with \"stream\": true", "stream_options")
     messages = body.get("messages")
     if not isinstance(messages, list) or not messages:
         raise _bad("messages: must be a non-empty list of {\"role\", \"content\"} objects",
@@ -142,6 +147,34 @@ def _request_fields(body: Any) -> dict[str, Any]:
     return raw
 
 
+def streaming(body: Any) -> tuple[bool, dict[str, Any] | None]:
+    """A body's ``stream`` flag and ``stream_options``; raises 400 for ill-typed ones."""
+    stream = body.get("stream") if isinstance(body, dict) else None
+    options = body.get("stream_options") if isinstance(body, dict) else None
+    if stream is not None and not isinstance(stream, bool):
+        raise _bad(f"stream: must be true or false, got {stream!r}", "stream")
+    if options is not None and not isinstance(options, dict):
+        raise _bad("stream_options: must be an object such as {\"include_usage\": true}",
+                   "stream_options")
+    return bool(stream), options
+
+
+def chunks(completion: dict[str, Any], include_usage: bool) -> list[dict[str, Any]]:
+    """A completion as OpenAI's ``chat.completion.chunk`` events: the whole answer in one
+    chunk, then the finish reason (with the ``tierline`` object), then usage if asked."""
+    head = {k: completion[k] for k in ("id", "created", "model")} | {
+        "object": "chat.completion.chunk"}
+    choice = completion["choices"][0]
+    out = [head | {"choices": [{"index": 0, "delta": {"role": "assistant",
+                                                      "content": choice["message"]["content"]},
+                                "finish_reason": None}]},
+           head | {"choices": [{"index": 0, "delta": {}, "finish_reason": choice["finish_reason"]}],
+                   "tierline": completion["tierline"]}]
+    if include_usage:
+        out.append(head | {"choices": [], "usage": completion.get("usage")})
+    return out
+
+
 def _bad(message: str, code: str) -> HttpError:
     return HttpError(400, message, "invalid_request_error", code)
 
@@ -151,7 +184,7 @@ def _reject(_number: int, reason: str) -> None:
 
 
 class _Handler(BaseHTTPRequestHandler):
-    """Routes the three paths; every answer is JSON."""
+    """Routes the three paths; every answer is JSON, or a stream of JSON events."""
 
     gateway: Gateway  # set on the subclass that :func:`make_server` builds
     server_version = "tierline-gateway"
@@ -169,7 +202,7 @@ class _Handler(BaseHTTPRequestHandler):
             return self.gateway.models()
         raise self._not_allowed_or_missing("GET")
 
-    def _post(self) -> dict[str, Any]:
+    def _post(self) -> dict[str, Any] | list[dict[str, Any]]:
         if self.path != "/v1/chat/completions":
             raise self._not_allowed_or_missing("POST")
         length = int(self.headers.get("Content-Length") or 0)
@@ -181,8 +214,12 @@ class _Handler(BaseHTTPRequestHandler):
             body = json.loads(self.rfile.read(length) or b"null")
         except (json.JSONDecodeError, UnicodeDecodeError) as exc:
             raise _bad(f"the body is not valid JSON: {exc}", "invalid_json") from exc
-        return self.gateway.complete(body, self.headers.get("X-Tierline-Lane"),
-                                     self.headers.get("Idempotency-Key"))
+        completion = self.gateway.complete(body, self.headers.get("X-Tierline-Lane"),
+                                           self.headers.get("Idempotency-Key"))
+        stream, options = streaming(body)
+        if not stream:
+            return completion
+        return chunks(completion, (options or {}).get("include_usage") is True)
 
     def _discard(self, length: int) -> None:
         """Read and drop a refused body, so the client sees the 413 instead of a reset
@@ -209,9 +246,14 @@ class _Handler(BaseHTTPRequestHandler):
             logging.getLogger("tierline.gateway").exception("%s %s", self.command, self.path)
             status, body = 500, {"error": {"message": f"{type(exc).__name__}: {exc}",
                                            "type": "server_error", "code": "internal"}}
-        data = json.dumps(body).encode()
+        if isinstance(body, list):  # a stream's events
+            kind = "text/event-stream"
+            data = b"".join(b"data: %s\n\n" % json.dumps(e).encode() for e in body)
+            data += b"data: [DONE]\n\n"
+        else:
+            kind, data = "application/json", json.dumps(body).encode()
         self.send_response(status)
-        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Type", kind)
         self.send_header("Content-Length", str(len(data)))
         self.end_headers()
         self.wfile.write(data)

@@ -240,7 +240,8 @@ def record_outcomes(conn: Connection, made: Sequence[AttemptRow], done: Sequence
 
     A charge is the attempt's tokens at the attempt's prices; attempts that were never
     billed (no tokens either way) are recorded without a charge. A result counts its
-    request's ``earlier`` attempts too (those of a bundle that came back).
+    request's ``earlier`` attempts too (those of a bundle that came back), and clears the
+    answers kept on them for its return.
     """
     # Kept answers are rare: a bundle without any leaves their columns out of the insert.
     keeps = any(a.content is not None for a in made)
@@ -279,6 +280,13 @@ def record_outcomes(conn: Connection, made: Sequence[AttemptRow], done: Sequence
         "usd": spent.get(r.request_id, Decimal(0)), "finished_at": r.finished_at,
         "latency_s": r.finished_at - context[r.request_id].submitted_at,
         "detail": r.detail} for r in done])
+    # Answers kept across a deferral served their purpose once the request has its result.
+    returned = [r.request_id for r in done if (seen := (earlier or {}).get(r.request_id))
+                and seen.kept]
+    if returned:
+        conn.execute(update(attempts).where(among(conn, attempts.c.request_id, returned),
+                                            attempts.c.content.is_not(None))
+                     .values(content=None, finish_reason=None))
     for status in ("done", "failed"):
         ids = [r.request_id for r in done if (r.status == "ok") == (status == "done")]
         if ids:  # a request cancelled or expired meanwhile keeps that status

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -12,14 +13,17 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from decimal import Decimal
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
 from sqlalchemy import func, select
 
+from router.errors import InvalidInput
 from tierline.client import Client
 from tierline.embedded import embedded
 from tierline.gateway import make_server
+from tierline.gateway_keys import digest, load_keys
 from workers.schema import charges
 from workers.settings import POLICY_DIR
 
@@ -35,7 +39,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Client]:
 
 
 @contextmanager
-def _serve(client: Client, **options: float) -> Iterator[httpx.Client]:
+def _serve(client: Client, **options: Any) -> Iterator[httpx.Client]:
     server = make_server(client, "127.0.0.1", 0, **options)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
@@ -173,6 +177,56 @@ def test_an_answer_not_ready_in_time_is_504_and_the_request_is_kept(stack: Clien
         answer = patient.post("/v1/chat/completions", json=HELLO, headers=late)
     assert answer.status_code == 200
     assert answer.json()["tierline"]["request_id"] == request_id
+
+
+def test_with_keys_each_key_speaks_for_its_tenant_and_others_get_401(
+        stack: Client, tmp_path: Path) -> None:
+    keys_file = tmp_path / "keys.yaml"
+    keys_file.write_text(f"acme: [sk-acme-0001]\nglobex: ['sha256:{digest('sk-globex-0001')}']\n")
+    acme = {"Authorization": "Bearer sk-acme-0001", "Idempotency-Key": "gateway-shared"}
+    globex = {"Authorization": "Bearer sk-globex-0001", "Idempotency-Key": "gateway-shared"}
+    with _serve(stack, keys=load_keys(keys_file)) as http:
+        for headers, says in (({}, "no API key"), ({"Authorization": "Bearer sk-nope-0001"},
+                                                   "a wrong API key"),
+                              ({"Authorization": "sk-acme-0001"}, "a wrong API key")):
+            refused = http.post("/v1/chat/completions", json=HELLO, headers=headers)
+            assert refused.status_code == 401
+            assert refused.json()["error"]["code"] == "invalid_api_key"
+            assert says in refused.json()["error"]["message"]
+        assert http.get("/v1/models").status_code == 401
+        assert http.get("/v1/models", headers=acme).status_code == 200
+        assert http.get("/healthz").status_code == 200
+        first = http.post("/v1/chat/completions", json=HELLO, headers=acme).json()["tierline"]
+        again = http.post("/v1/chat/completions", json=HELLO, headers=acme).json()["tierline"]
+        other = http.post("/v1/chat/completions", json=HELLO, headers=globex).json()["tierline"]
+    assert again["request_id"] == first["request_id"] != other["request_id"]
+    with stack.rt.engine.connect() as conn:  # each tenant is charged for its own request
+        for tierline, tenant in ((first, "acme"), (other, "globex")):
+            assert set(conn.execute(select(charges.c.tenant).where(
+                charges.c.request_id == tierline["request_id"])).scalars()) == {tenant}
+
+
+@pytest.mark.parametrize(("text", "says"), [
+    ("acme: [", "not valid YAML"),
+    ("[sk-acme-0001]", "must map each tenant to a list of keys"),
+    ("acme: sk-acme-0001", "give a non-empty list of keys"),
+    ("acme: [short]", "at least 8 characters"),
+    ("acme: [sk-same-0001]\nglobex: [sk-same-0001]", "listed for tenants 'acme' and 'globex'"),
+])
+def test_a_bad_keys_file_gets_a_clear_error(tmp_path: Path, text: str, says: str) -> None:
+    keys_file = tmp_path / "keys.yaml"
+    keys_file.write_text(text)
+    with pytest.raises(InvalidInput, match=re.escape(says)) as refused:
+        load_keys(keys_file)
+    assert str(keys_file) in str(refused.value)
+
+
+def test_the_gateway_command_stops_on_a_missing_keys_file(tmp_path: Path) -> None:
+    done = subprocess.run([sys.executable, "-m", "tierline", "gateway", "--port", "0", "--keys",
+                           str(tmp_path / "absent.yaml")], cwd=tmp_path, capture_output=True,
+                          text=True, timeout=60)
+    assert done.returncode == 2
+    assert "cannot read the keys file" in done.stderr and "Traceback" not in done.stderr
 
 
 def test_the_gateway_command_serves_on_the_embedded_stack_until_ctrl_c(tmp_path: Path) -> None:

@@ -263,14 +263,23 @@ def demo(n_requests: int, database: Path | None) -> None:
 @click.option("--host", default="127.0.0.1", show_default=True)
 @click.option("--port", type=click.IntRange(0, 65535), default=8080, show_default=True,
               help="0 picks a free port.")
-def gateway(host: str, port: int) -> None:
+@click.option("--keys", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              envvar="TIERLINE_GATEWAY_KEYS", show_envvar=True,
+              help="YAML file mapping each tenant to its API keys; without it, no key is "
+                   "asked for.")
+def gateway(host: str, port: int, keys: Path | None) -> None:
     """Serve the OpenAI-compatible HTTP gateway until Ctrl-C."""
     from tierline.gateway import make_server
+    from tierline.gateway_keys import load_keys
 
+    accepted = load_keys(keys) if keys else None
     with _session() as rt:
-        server = make_server(Client(rt) if rt else Client(), host, port)
+        server = make_server(Client(rt) if rt else Client(), host, port, keys=accepted)
         out.print(f"tierline gateway on http://{host}:{server.server_port}/v1 (Ctrl-C stops it)",
                   highlight=False)
+        if accepted is None:
+            err.print("[yellow]no --keys: every caller is served, as tenant default[/yellow]",
+                      highlight=False)
         try:
             server.serve_forever()
         except KeyboardInterrupt:

@@ -1,5 +1,9 @@
 """The OpenAI-compatible HTTP gateway: chat completions through tierline's routing.
 
+With a keys file (:mod:`tierline.gateway_keys`), every path but ``/healthz`` needs
+``Authorization: Bearer <key>`` (401 otherwise), and the key names the request's tenant.
+Without one, anyone who reaches the port is served, as tenant ``default``.
+
 ``POST /v1/chat/completions`` accepts one request, waits for its answer within the lane's
 latency budget, and answers in OpenAI's shape plus a ``tierline`` object (request id, job
 id, tier, USD, lane). The lane comes from the ``X-Tierline-Lane`` header (default
@@ -27,6 +31,7 @@ from sqlalchemy import func, select
 from router.errors import InvalidInput
 from router.policy import LANES
 from tierline.client import Client
+from tierline.gateway_keys import Keys
 from workers.schema import attempts, requests
 
 MAX_BODY_BYTES = 1 << 20
@@ -49,9 +54,23 @@ class HttpError(Exception):
 class Gateway:
     """The HTTP side of a :class:`Client`: turns OpenAI calls into tierline requests."""
 
-    def __init__(self, client: Client, *, max_wait_s: float = MAX_WAIT_S) -> None:
+    def __init__(self, client: Client, *, max_wait_s: float = MAX_WAIT_S,
+                 keys: Keys | None = None) -> None:
         self.client = client
         self.max_wait_s = max_wait_s
+        self.keys = keys
+
+    def tenant(self, authorization: str | None) -> str | None:
+        """The tenant a call is made for (None without keys); 401 for a missing or wrong key."""
+        if self.keys is None:
+            return None
+        tenant = self.keys.tenant_of(authorization)
+        if tenant is None:
+            what = "a wrong API key" if authorization else "no API key"
+            raise HttpError(401, f"{what}: send Authorization: Bearer <key> with a key from "
+                            "the gateway's keys file", "invalid_request_error",
+                            "invalid_api_key")
+        return tenant
 
     def models(self) -> dict[str, Any]:
         """The policy's models as OpenAI's model list."""
@@ -59,7 +78,8 @@ class Gateway:
             {"id": name, "object": "model", "created": 0, "owned_by": "tierline"}
             for name in self.client.rt.policy.models]}
 
-    def complete(self, body: Any, lane: str | None, key: str | None) -> dict[str, Any]:
+    def complete(self, body: Any, lane: str | None, key: str | None,
+                 tenant: str | None = None) -> dict[str, Any]:
         """Submit one chat completion, wait for its answer, and shape it like OpenAI's
         (:func:`chunks` turns it into a stream's events)."""
         lane = lane or DEFAULT_LANE
@@ -70,7 +90,7 @@ class Gateway:
         if key:
             raw["id"] = key
         try:
-            report = self.client.submit_many([raw], lane=lane, job=JOB_NAME,
+            report = self.client.submit_many([raw], lane=lane, job=JOB_NAME, tenant=tenant,
                                              on_reject=_reject)
         except InvalidInput as exc:  # OpenAI's name for the one field whose name differs
             message = str(exc).replace("max_output_tokens:", "max_tokens:", 1)
@@ -199,6 +219,7 @@ class _Handler(BaseHTTPRequestHandler):
         if self.path == "/healthz":
             return {"ok": True}
         if self.path == "/v1/models":
+            self.gateway.tenant(self.headers.get("Authorization"))
             return self.gateway.models()
         raise self._not_allowed_or_missing("GET")
 
@@ -210,12 +231,14 @@ class _Handler(BaseHTTPRequestHandler):
             self._discard(length)
             raise HttpError(413, f"the body is {length} bytes; the limit is {MAX_BODY_BYTES}",
                             "invalid_request_error", "body_too_large")
+        data = self.rfile.read(length)
+        tenant = self.gateway.tenant(self.headers.get("Authorization"))
         try:
-            body = json.loads(self.rfile.read(length) or b"null")
+            body = json.loads(data or b"null")
         except (json.JSONDecodeError, UnicodeDecodeError) as exc:
             raise _bad(f"the body is not valid JSON: {exc}", "invalid_json") from exc
         completion = self.gateway.complete(body, self.headers.get("X-Tierline-Lane"),
-                                           self.headers.get("Idempotency-Key"))
+                                           self.headers.get("Idempotency-Key"), tenant)
         stream, options = streaming(body)
         if not stream:
             return completion

@@ -5,6 +5,7 @@ from __future__ import annotations
 import threading
 import time
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -27,13 +28,19 @@ pytestmark = pytest.mark.integration
 
 
 @pytest.fixture(scope="module")
-def client(stack: dict[str, str], use_broker: Any) -> Client:
+def client(stack: dict[str, str], use_broker: Any) -> Iterator[Client]:
     """A producer in this process, on the same broker and database as the worker processes."""
+    from workers.app import app
+
     settings = Settings(stack["TIERLINE_BROKER_URL"], stack["TIERLINE_DATABASE_URL"], POLICY)
     rt = Runtime(settings, load_policy(POLICY), dict(stack))
-    install(rt)
+    saved_rt, saved_broker = install(rt), str(app.conf.broker_url)
     use_broker(settings.broker_url)
-    return Client(rt)
+    try:
+        yield Client(rt)
+    finally:  # an embedded stack in a later module must not publish through our pool
+        use_broker(saved_broker)
+        install(saved_rt)
 
 
 def _finished_at(client: Client, job_id: str) -> float:

@@ -290,16 +290,22 @@ def test_a_hybrid_deferred_above_its_panel_reuses_every_answer_it_paid_for(
         "verify_with": ["sim-nano"], "critical_tier": "t1"}}, TWO,
         limits={"sim-frontier": ONE_A_MINUTE}, deferred=deferred)
     [waiting] = deferred  # the other took this minute's sim-frontier call
+
+    def tried() -> list[tuple[str, bool]]:  # (model, answer kept)
+        with rt.engine.connect() as conn:
+            return [tuple(t) for t in conn.execute(
+                select(attempts.c.model, attempts.c.content.is_not(None))
+                .where(attempts.c.request_id == waiting).order_by(attempts.c.seq))]
+
+    assert tried() == [("sim-nano", True), ("sim-mid", True), ("sim-nano", True)]
     rt.__dict__["absorber"] = MemoryAbsorberStore()  # a minute later
     assert execute.execute(rt, deferred, resumed=True).finished == 1
     with rt.engine.connect() as conn:
-        tried = conn.execute(select(attempts.c.model, attempts.c.content.is_not(None))
-                             .where(attempts.c.request_id == waiting)
-                             .order_by(attempts.c.seq)).all()
         ended = conn.execute(select(results.c.model, results.c.content)
                              .where(results.c.request_id == waiting)).one()
-    assert [tuple(t) for t in tried] == [("sim-nano", True), ("sim-mid", True),
-                                         ("sim-nano", True), ("sim-frontier", False)]
+    # no paid answer was bought again, and the kept ones are cleared with the result
+    assert tried() == [("sim-nano", False), ("sim-mid", False), ("sim-nano", False),
+                       ("sim-frontier", False)]
     assert tuple(ended) == ("sim-frontier", "card_lost")
     with rt.engine.connect() as conn:  # what it paid before the deferral counts too
         detail, total = conn.execute(select(results.c.detail, results.c.usd)

@@ -54,6 +54,7 @@ def embedded(policy_path: Path, *, database: Path | None = None, concurrency: in
             saved_rt = install(rt)
             app.conf.broker_url = EMBEDDED_BROKER
             app.conf.broker_transport_options = {"polling_interval": 0.01}
+            _drop_broker_pools()
             # One worker for every queue: worker controllers in one process share the app's
             # queue selection, so a second one would silently take over the first's queues.
             worker = _start_worker(queues_for(policy, "all"), concurrency, "embedded")
@@ -63,10 +64,18 @@ def embedded(policy_path: Path, *, database: Path | None = None, concurrency: in
                 worker.stop(in_sighandler=False)
                 install(saved_rt)
                 app.conf.broker_url, app.conf.broker_transport_options = saved_conf
+                _drop_broker_pools()
                 if saved_env is None:
                     os.environ.pop("TIERLINE_BROKER_URL", None)
                 else:
                     os.environ["TIERLINE_BROKER_URL"] = saved_env
+
+
+def _drop_broker_pools() -> None:
+    """Forget the app's cached broker connections and producers: they were made for the
+    broker URL in force before, and would go on publishing there."""
+    app._pool = None
+    app.amqp._producer_pool = None
 
 
 def _start_worker(queues: list[str], concurrency: int, name: str) -> WorkController:

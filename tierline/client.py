@@ -3,28 +3,26 @@
 from __future__ import annotations
 
 import os
+import threading
 import time
 import uuid
 from collections.abc import Callable, Iterable, Iterator
-from contextlib import closing
+from contextlib import nullcontext
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from kombu.exceptions import OperationalError
-from sqlalchemy import Connection, Engine, select
+from sqlalchemy import Connection, select
 
 from router.envelope import build_request
 from router.errors import InvalidInput, InvalidRequest
 from tierline.intake import Line
+from tierline.listener import listener_for
 from workers import jobs as jobs_
 from workers import records
 from workers.app import ingress_queue
-from workers.db import JOBS_CHANNEL
 from workers.runtime import Runtime, runtime
 from workers.schema import jobs, requests
-
-if TYPE_CHECKING:
-    import psycopg
 
 OnReject = Callable[[int, str], None]
 OnProgress = Callable[[int, int], None]  # (items, bytes) just processed
@@ -225,8 +223,9 @@ class Client:
         ``on_progress`` and for the status returned.
         """
         deadline = time.monotonic() + timeout_s
+        listener = listener_for(self.rt.engine)
         # Listening before the first look: a commit after it is notified, one before is seen.
-        with closing(_Doorbell(self.rt.engine, job_id)) as doorbell:
+        with listener.bell(job_id) if listener else nullcontext(threading.Event()) as bell:
             while True:
                 if on_progress or time.monotonic() >= deadline or self._ended(job_id):
                     status = self.status(job_id)
@@ -234,7 +233,9 @@ class Client:
                         on_progress(status)
                     if status.complete or time.monotonic() >= deadline:
                         return status
-                doorbell.wait(min(poll_s, max(deadline - time.monotonic(), 0.0)))
+                # one look for every bundle committed meanwhile
+                if bell.wait(min(poll_s, max(deadline - time.monotonic(), 0.0))):
+                    bell.clear()
                 poll_s = min(poll_s * 1.5, max_poll_s)
 
     def _ended(self, job_id: str) -> bool:
@@ -246,54 +247,6 @@ class Client:
         self.status(job_id)  # raises for an unknown job
         with self.rt.engine.connect() as conn:
             yield from records.iter_results(conn, job_id)
-
-
-class _Doorbell:
-    """Rings when a job is notified on Postgres (``LISTEN`` on its own connection).
-
-    Without Postgres, or when that connection cannot be opened or breaks, waiting on it is
-    plain sleeping, and the caller's polling finds the job's end.
-    """
-
-    def __init__(self, engine: Engine, job_id: str) -> None:
-        self.job_id = job_id
-        self._conn: psycopg.Connection[Any] | None = None
-        if engine.dialect.name != "postgresql":
-            return
-        import psycopg
-
-        # The engine's URL names SQLAlchemy's driver (postgresql+psycopg://); libpq's does not.
-        url = engine.url.set(drivername="postgresql").render_as_string(hide_password=False)
-        try:
-            self._conn = psycopg.connect(url, autocommit=True, connect_timeout=5)
-            self._conn.execute(f"LISTEN {JOBS_CHANNEL}")
-        except psycopg.Error:
-            self.close()
-
-    def wait(self, timeout_s: float) -> None:
-        """Return when this job is notified, or after ``timeout_s``."""
-        if self._conn is None:
-            time.sleep(timeout_s)
-            return
-        import psycopg
-
-        until = time.monotonic() + timeout_s
-        try:
-            # Each generator holds the connection's lock until it is closed.
-            with closing(self._conn.notifies(timeout=timeout_s)) as notes:
-                rung = any(note.payload == self.job_id for note in notes)
-            if rung:  # a big job's bundles may have committed meanwhile: one look for all
-                with closing(self._conn.notifies(timeout=0)) as pending:
-                    for _ in pending:
-                        pass
-        except psycopg.Error:
-            self.close()
-            time.sleep(max(until - time.monotonic(), 0.0))
-
-    def close(self) -> None:
-        if self._conn is not None:
-            self._conn.close()
-            self._conn = None
 
 
 def time_ordered_id() -> str:

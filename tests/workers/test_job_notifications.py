@@ -1,15 +1,16 @@
 """Job notifications on Postgres: sent when the transaction commits, never on a rollback;
-a waiter's doorbell rings for its own job only, and sleeps when it cannot listen."""
+a process's waiters share one listening connection and are woken for their own jobs only."""
 
 from __future__ import annotations
 
+import threading
 import time
 import uuid
+from collections.abc import Callable
 
 import psycopg
-import pytest
 
-from tierline.client import _Doorbell
+from tierline.listener import listener_for
 from workers.db import JOBS_CHANNEL, engine_for, notify_jobs
 
 
@@ -45,32 +46,73 @@ def test_sqlite_has_no_notifications_and_needs_none() -> None:
         notify_jobs(conn, ["job-a"])  # nothing is sent: SQLite's waiters poll
 
 
-def test_a_waiter_that_cannot_listen_sleeps_instead(postgres_url: str) -> None:
-    missing = engine_for(postgres_url.rsplit("/", 1)[0] + "/no_such_database")
-    doorbell = _Doorbell(missing, "job-a")
-    try:
-        started = time.monotonic()
-        doorbell.wait(0.2)
-        assert 0.19 < time.monotonic() - started < 1.0
-    finally:
-        doorbell.close()
+def _listening_backends(url: str) -> int:
+    with psycopg.connect(url, autocommit=True) as conn:
+        row = conn.execute("SELECT count(*) FROM pg_stat_activity WHERE datname = "
+                           "current_database() AND query = %s", (f"LISTEN {JOBS_CHANNEL}",)
+                           ).fetchone()
+    return int(row[0]) if row else 0
 
 
-@pytest.mark.parametrize("others", [0, 1])
-def test_a_doorbell_rings_for_its_own_job_only(postgres_url: str, others: int) -> None:
+def _eventually(check: Callable[[], bool], within_s: float = 2.0) -> bool:
+    until = time.monotonic() + within_s
+    while not check() and time.monotonic() < until:
+        time.sleep(0.02)
+    return check()
+
+
+def test_a_bell_rings_for_its_own_job_only(postgres_url: str) -> None:
     engine = engine_for(postgres_url)
+    listener = listener_for(engine)
+    assert listener is not None
     ours, other = _ids("ours", "other")
-    doorbell = _Doorbell(engine, ours)
-    try:
+    with listener.bell(ours) as bell:
         with engine.begin() as conn:
-            notify_jobs(conn, [other] * others + [ours])
-        started = time.monotonic()
-        doorbell.wait(5.0)
-        assert time.monotonic() - started < 0.5
+            notify_jobs(conn, [other, ours])
+        assert bell.wait(5.0)
+        bell.clear()
         with engine.begin() as conn:
             notify_jobs(conn, [other])
-        started = time.monotonic()
-        doorbell.wait(0.3)
-        assert time.monotonic() - started >= 0.29
-    finally:
-        doorbell.close()
+        assert not bell.wait(0.3)
+
+
+def test_many_waiters_share_one_connection_which_closes_when_they_leave(
+        postgres_url: str) -> None:
+    engine = engine_for(postgres_url)
+    listener = listener_for(engine)
+    assert listener is not None and listener_for(engine) is listener
+    assert _eventually(lambda: _listening_backends(postgres_url) == 0)
+    jobs = _ids(*(f"job{i}" for i in range(20)))
+    entered, rung = threading.Barrier(len(jobs) + 1), []
+
+    def wait(job: str) -> None:
+        with listener.bell(job) as bell:
+            entered.wait()
+            rung.append(bell.wait(5.0))
+
+    threads = [threading.Thread(target=wait, args=(job,)) for job in jobs]
+    for thread in threads:
+        thread.start()
+    entered.wait()
+    assert _listening_backends(postgres_url) == 1
+    with engine.begin() as conn:
+        notify_jobs(conn, jobs)
+    for thread in threads:
+        thread.join(5.0)
+    assert rung == [True] * len(jobs)
+    assert _eventually(lambda: _listening_backends(postgres_url) == 0)
+
+
+def test_waiters_that_cannot_listen_are_woken_to_look_for_themselves(postgres_url: str) -> None:
+    missing = engine_for(postgres_url.rsplit("/", 1)[0] + "/no_such_database")
+    listener = listener_for(missing)
+    assert listener is not None
+    started = time.monotonic()
+    with listener.bell("job-a") as bell:
+        assert bell.wait(5.0)  # the failed connection rings every bell
+    assert time.monotonic() - started < 3.0
+    assert _eventually(lambda: listener._thread is None, within_s=15.0)
+
+
+def test_sqlite_needs_no_listener() -> None:
+    assert listener_for(engine_for("sqlite://")) is None

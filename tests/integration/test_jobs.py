@@ -12,7 +12,7 @@ import pytest
 from sqlalchemy import func, select
 
 from router.policy import load_policy
-from tierline.client import Client
+from tierline.client import Client, JobStatus
 from workers import execute, routing
 from workers.runtime import Runtime, install
 from workers.schema import charges
@@ -138,3 +138,43 @@ def test_waiting_polls_the_job_row_and_counts_its_requests_once(
     polls = [s for s in statements if s.lstrip().startswith("SELECT jobs.name, jobs.status")]
     counts = [s for s in statements if "count(*)" in s and "GROUP BY requests.status" in s]
     assert len(polls) > 3 and len(counts) == 1
+
+
+def test_notifications_do_not_speed_up_the_progress_counts(lost_broker_client: Client) -> None:
+    """A big job notifies on every bundle's commit; a wait with a progress callback looks at
+    the job's row for each, but counts its requests only at its polling pace."""
+    import threading
+
+    from sqlalchemy import event
+
+    from workers.db import notify_jobs
+
+    client = lost_broker_client
+    report = client.submit_many([f"notified {i}" for i in range(4)], lane="standard")
+    statements: list[str] = []
+
+    def seen(_conn: Any, _cursor: Any, statement: str, *_: Any) -> None:
+        statements.append(statement)
+
+    def ring_often() -> None:
+        for _ in range(100):  # 100 commits in 1 s, as a busy job's bundles would make
+            with client.rt.engine.begin() as conn:
+                notify_jobs(conn, [report.job_id])
+            time.sleep(0.01)
+        _answer_directly(client, report.request_ids)
+
+    progress: list[JobStatus] = []
+    event.listen(client.rt.engine, "before_cursor_execute", seen)
+    ringer = threading.Thread(target=ring_often)
+    ringer.start()
+    try:
+        status = client.wait(report.job_id, timeout_s=30, poll_s=0.5, max_poll_s=0.5,
+                             on_progress=progress.append)
+    finally:
+        ringer.join()
+        event.remove(client.rt.engine, "before_cursor_execute", seen)
+    assert (status.state, status.by_status) == ("completed", {"done": 4})
+    looks = [s for s in statements if s.lstrip().startswith("SELECT jobs.name, jobs.status")]
+    counts = [s for s in statements if "count(*)" in s and "GROUP BY requests.status" in s]
+    assert len(looks) > 10  # woken by the notifications
+    assert len(counts) == len(progress) <= 6  # about 1.2 s at one count per 0.5 s

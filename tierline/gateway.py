@@ -16,22 +16,29 @@ is still answered, so the same idempotency key fetches the answer later.
 ``"stream": true`` is answered as server-sent events in OpenAI's chunk shape, so clients
 that always stream work; the tier workers do not stream tokens, so the whole answer comes in
 one chunk once it is ready. Errors found before then are ordinary JSON errors.
+
+``/v1/files`` and ``/v1/batches`` serve OpenAI's Files and Batch APIs for batch work; the
+logic is in :mod:`tierline.batches` and :mod:`tierline.files`, this module only routes.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import time
+import re
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
+from urllib.parse import parse_qs, urlsplit
 
 from sqlalchemy import func, select
 
 from router.errors import InvalidInput
 from router.policy import LANES
+from tierline.batches import Batches
 from tierline.client import Client
+from tierline.files import MAX_FILE_BYTES, Download, parse_form
 from tierline.gateway_keys import Keys
+from tierline.openai_shapes import HttpError, bad, completion, request_fields, streaming
 from workers.schema import attempts, requests
 
 MAX_BODY_BYTES = 1 << 20
@@ -39,16 +46,9 @@ MAX_DISCARD_BYTES = 16 << 20
 WAIT_MARGIN_S = 2.0
 MAX_WAIT_S = 120.0  # an HTTP call should not hang for a batch lane's day-long budget
 DEFAULT_LANE = "realtime"
+DEFAULT_TENANT = "default"
 JOB_NAME = "gateway"
-
-
-class HttpError(Exception):
-    """An answer other than 200, in OpenAI's error shape."""
-
-    def __init__(self, status: int, message: str, kind: str, code: str) -> None:
-        super().__init__(message)
-        self.status = status
-        self.body = {"error": {"message": message, "type": kind, "code": code}}
+MAX_LIST_LIMIT = 100
 
 
 class Gateway:
@@ -59,6 +59,7 @@ class Gateway:
         self.client = client
         self.max_wait_s = max_wait_s
         self.keys = keys
+        self.batches = Batches(client)
 
     def tenant(self, authorization: str | None) -> str | None:
         """The tenant a call is made for (None without keys); 401 for a missing or wrong key."""
@@ -72,6 +73,10 @@ class Gateway:
                             "invalid_api_key")
         return tenant
 
+    def owner(self, authorization: str | None) -> str:
+        """The tenant whose files and batches a call may see: ``default`` without keys."""
+        return self.tenant(authorization) or DEFAULT_TENANT
+
     def models(self) -> dict[str, Any]:
         """The policy's models as OpenAI's model list."""
         return {"object": "list", "data": [
@@ -84,9 +89,9 @@ class Gateway:
         (:func:`chunks` turns it into a stream's events)."""
         lane = lane or DEFAULT_LANE
         if lane not in LANES:
-            raise _bad(f"X-Tierline-Lane: unknown lane {lane!r}; use one of {', '.join(LANES)}",
-                       "lane")
-        raw = _request_fields(body)
+            raise bad(f"X-Tierline-Lane: unknown lane {lane!r}; use one of {', '.join(LANES)}",
+                      "lane")
+        raw = request_fields(body)
         if key:
             raw["id"] = key
         try:
@@ -94,7 +99,7 @@ class Gateway:
                                              on_reject=_reject)
         except InvalidInput as exc:  # OpenAI's name for the one field whose name differs
             message = str(exc).replace("max_output_tokens:", "max_tokens:", 1)
-            raise _bad(message, "invalid_request") from exc
+            raise bad(message, "invalid_request") from exc
         request_id = report.request_ids[0]
         job_id = self._job_of(request_id)
         budget_s = self.client.rt.policy.lanes[lane].latency_budget_s  # type: ignore[index]
@@ -128,55 +133,8 @@ class Gateway:
                 .select_from(requests.outerjoin(attempts,
                                                 attempts.c.request_id == requests.c.id))
                 .where(requests.c.id == row["id"])).one()
-        completion: dict[str, Any] = {
-            "id": f"chatcmpl-{row['id']}", "object": "chat.completion",
-            "created": int(created or time.time()), "model": row["model"],
-            "choices": [{"index": 0, "message": {"role": "assistant", "content": row["content"]},
-                         "finish_reason": "stop"}],
-        }
-        if tokens_in is not None:
-            completion["usage"] = {"prompt_tokens": int(tokens_in),
-                                   "completion_tokens": int(tokens_out),
-                                   "total_tokens": int(tokens_in) + int(tokens_out)}
-        completion["tierline"] = {"request_id": row["id"], "job_id": job_id, "tier": row["tier"],
-                                  "usd": row["usd"], "lane": row["lane"]}
-        return completion
-
-
-def _request_fields(body: Any) -> dict[str, Any]:
-    """The tierline request fields of an OpenAI body; raises 400 naming what is wrong."""
-    if not isinstance(body, dict):
-        raise _bad(f"the body must be a JSON object, got {type(body).__name__}", "invalid_body")
-    stream, options = streaming(body)
-    if options is not None and not stream:
-        raise _bad("stream_options: only allowed with \"stream\": true", "stream_options")
-    messages = body.get("messages")
-    if not isinstance(messages, list) or not messages:
-        raise _bad("messages: must be a non-empty list of {\"role\", \"content\"} objects",
-                   "messages")
-    for index, message in enumerate(messages):
-        if (not isinstance(message, dict) or not isinstance(message.get("role"), str)
-                or not isinstance(message.get("content"), str)):
-            raise _bad(f"messages[{index}]: must be an object with string \"role\" and "
-                       "\"content\"", "messages")
-    raw: dict[str, Any] = {"messages": [{"role": m["role"], "content": m["content"]}
-                                        for m in messages]}
-    for ours, theirs in (("max_output_tokens", "max_tokens"), ("metadata", "metadata")):
-        if body.get(theirs) is not None:
-            raw[ours] = body[theirs]
-    return raw
-
-
-def streaming(body: Any) -> tuple[bool, dict[str, Any] | None]:
-    """A body's ``stream`` flag and ``stream_options``; raises 400 for ill-typed ones."""
-    stream = body.get("stream") if isinstance(body, dict) else None
-    options = body.get("stream_options") if isinstance(body, dict) else None
-    if stream is not None and not isinstance(stream, bool):
-        raise _bad(f"stream: must be true or false, got {stream!r}", "stream")
-    if options is not None and not isinstance(options, dict):
-        raise _bad("stream_options: must be an object such as {\"include_usage\": true}",
-                   "stream_options")
-    return bool(stream), options
+        return completion(row, job_id, created_at=created, tokens_in=tokens_in,
+                          tokens_out=tokens_out)
 
 
 def chunks(completion: dict[str, Any], include_usage: bool) -> list[dict[str, Any]]:
@@ -195,16 +153,19 @@ def chunks(completion: dict[str, Any], include_usage: bool) -> list[dict[str, An
     return out
 
 
-def _bad(message: str, code: str) -> HttpError:
-    return HttpError(400, message, "invalid_request_error", code)
-
-
 def _reject(_number: int, reason: str) -> None:
     raise InvalidInput(reason)
 
 
+# (path pattern, methods): where a path exists but the method does not, the answer is 405
+_PATHS = ((r"/healthz", "GET"), (r"/v1/models", "GET"), (r"/v1/chat/completions", "POST"),
+          (r"/v1/files", "POST"), (r"/v1/files/[^/]+", "GET"), (r"/v1/files/[^/]+/content", "GET"),
+          (r"/v1/batches", "GET, POST"), (r"/v1/batches/[^/]+", "GET"),
+          (r"/v1/batches/[^/]+/cancel", "POST"))
+
+
 class _Handler(BaseHTTPRequestHandler):
-    """Routes the three paths; every answer is JSON, or a stream of JSON events."""
+    """Routes the paths; every answer is JSON, a stream of JSON events, or a file."""
 
     gateway: Gateway  # set on the subclass that :func:`make_server` builds
     server_version = "tierline-gateway"
@@ -215,34 +176,69 @@ class _Handler(BaseHTTPRequestHandler):
     def do_POST(self) -> None:  # noqa: N802
         self._answer(lambda: self._post())
 
-    def _get(self) -> dict[str, Any]:
-        if self.path == "/healthz":
+    def _get(self) -> dict[str, Any] | Download:
+        path = urlsplit(self.path).path
+        if path == "/healthz":
             return {"ok": True}
-        if self.path == "/v1/models":
+        batches = self.gateway.batches
+        if path == "/v1/models":
             self.gateway.tenant(self.headers.get("Authorization"))
             return self.gateway.models()
+        if path == "/v1/batches":
+            return batches.list(self._owner(), *self._page())
+        if found := re.fullmatch(r"/v1/batches/([^/]+)", path):
+            return batches.retrieve(self._owner(), found[1])
+        if found := re.fullmatch(r"/v1/files/([^/]+)", path):
+            return batches.file(self._owner(), found[1])
+        if found := re.fullmatch(r"/v1/files/([^/]+)/content", path):
+            return batches.content(self._owner(), found[1])
         raise self._not_allowed_or_missing("GET")
 
     def _post(self) -> dict[str, Any] | list[dict[str, Any]]:
-        if self.path != "/v1/chat/completions":
+        path = urlsplit(self.path).path
+        batches = self.gateway.batches
+        if path == "/v1/files":
+            data = self._body(MAX_FILE_BYTES)
+            return batches.files.upload(self._owner(),
+                                        parse_form(self.headers.get("Content-Type"), data))
+        if path == "/v1/batches":
+            data = self._body(MAX_BODY_BYTES)
+            return batches.create(self._owner(), _json(data))
+        if found := re.fullmatch(r"/v1/batches/([^/]+)/cancel", path):
+            return batches.cancel(self._owner(), found[1])
+        if path != "/v1/chat/completions":
             raise self._not_allowed_or_missing("POST")
-        length = int(self.headers.get("Content-Length") or 0)
-        if length > MAX_BODY_BYTES:
-            self._discard(length)
-            raise HttpError(413, f"the body is {length} bytes; the limit is {MAX_BODY_BYTES}",
-                            "invalid_request_error", "body_too_large")
-        data = self.rfile.read(length)
+        data = self._body(MAX_BODY_BYTES)
         tenant = self.gateway.tenant(self.headers.get("Authorization"))
-        try:
-            body = json.loads(data or b"null")
-        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-            raise _bad(f"the body is not valid JSON: {exc}", "invalid_json") from exc
-        completion = self.gateway.complete(body, self.headers.get("X-Tierline-Lane"),
-                                           self.headers.get("Idempotency-Key"), tenant)
+        body = _json(data)
+        answer = self.gateway.complete(body, self.headers.get("X-Tierline-Lane"),
+                                       self.headers.get("Idempotency-Key"), tenant)
         stream, options = streaming(body)
         if not stream:
-            return completion
-        return chunks(completion, (options or {}).get("include_usage") is True)
+            return answer
+        return chunks(answer, (options or {}).get("include_usage") is True)
+
+    def _owner(self) -> str:
+        return self.gateway.owner(self.headers.get("Authorization"))
+
+    def _page(self) -> tuple[int, str | None]:
+        """A list call's ``limit`` (1 to 100, default 20) and ``after``."""
+        query = parse_qs(urlsplit(self.path).query)
+        limit = (query.get("limit") or ["20"])[0]
+        if not limit.isdigit() or not 1 <= int(limit) <= MAX_LIST_LIMIT:
+            raise bad(f"limit: must be a whole number from 1 to {MAX_LIST_LIMIT}, got {limit!r}",
+                      "invalid_limit")
+        after = query.get("after")
+        return int(limit), after[0] if after else None
+
+    def _body(self, limit: int) -> bytes:
+        """The request's body; 413 (having read and dropped it) when over ``limit`` bytes."""
+        length = int(self.headers.get("Content-Length") or 0)
+        if length > limit:
+            self._discard(length)
+            raise HttpError(413, f"the body is {length} bytes; the limit is {limit}",
+                            "invalid_request_error", "body_too_large")
+        return self.rfile.read(length)
 
     def _discard(self, length: int) -> None:
         """Read and drop a refused body, so the client sees the 413 instead of a reset
@@ -253,12 +249,13 @@ class _Handler(BaseHTTPRequestHandler):
                 length -= len(chunk)
 
     def _not_allowed_or_missing(self, method: str) -> HttpError:
-        allowed = {"/healthz": "GET", "/v1/models": "GET", "/v1/chat/completions": "POST"}
-        if self.path in allowed and allowed[self.path] != method:
-            return HttpError(405, f"{self.path} takes {allowed[self.path]}, not {method}",
-                            "invalid_request_error", "method_not_allowed")
+        path = urlsplit(self.path).path
+        for pattern, methods in _PATHS:
+            if re.fullmatch(pattern, path) and method not in methods.split(", "):
+                return HttpError(405, f"{path} takes {methods}, not {method}",
+                                 "invalid_request_error", "method_not_allowed")
         return HttpError(404, f"no such path {self.path!r}", "invalid_request_error",
-                        "not_found")
+                         "not_found")
 
     def _answer(self, handle: Any) -> None:
         try:
@@ -269,6 +266,9 @@ class _Handler(BaseHTTPRequestHandler):
             logging.getLogger("tierline.gateway").exception("%s %s", self.command, self.path)
             status, body = 500, {"error": {"message": f"{type(exc).__name__}: {exc}",
                                            "type": "server_error", "code": "internal"}}
+        if isinstance(body, Download):
+            self._send_file(body)
+            return
         if isinstance(body, list):  # a stream's events
             kind = "text/event-stream"
             data = b"".join(b"data: %s\n\n" % json.dumps(e).encode() for e in body)
@@ -281,8 +281,32 @@ class _Handler(BaseHTTPRequestHandler):
         self.end_headers()
         self.wfile.write(data)
 
+    def _send_file(self, download: Download) -> None:
+        """Send a file as it is written; without a known length, closing the connection
+        ends it (a failure midway leaves it short, and is logged)."""
+        self.send_response(200)
+        self.send_header("Content-Type", download.kind)
+        if download.length is None:
+            self.close_connection = True
+        else:
+            self.send_header("Content-Length", str(download.length))
+        self.end_headers()
+        try:
+            for chunk in download.chunks:
+                self.wfile.write(chunk)
+        except Exception:
+            self.close_connection = True
+            logging.getLogger("tierline.gateway").exception("%s %s", self.command, self.path)
+
     def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 (the base's name)
         pass  # quiet: the ledger is the record
+
+
+def _json(data: bytes) -> Any:
+    try:
+        return json.loads(data or b"null")
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise bad(f"the body is not valid JSON: {exc}", "invalid_json") from exc
 
 
 def _unsupported(self: _Handler) -> None:

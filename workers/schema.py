@@ -14,6 +14,7 @@ from sqlalchemy import (
     ForeignKey,
     Index,
     Integer,
+    LargeBinary,
     MetaData,
     Numeric,
     String,
@@ -139,3 +140,32 @@ charges = Table(
     Column("charged_at", Float, nullable=False),
     Column("day", Integer, nullable=False, index=True),  # UTC day number: charged_at // 86400
 )
+
+# Uploaded files (OpenAI's Files API, for batch input), kept whole in the database so any
+# host's gateway can read them.
+files = Table(
+    "files",
+    metadata,
+    Column("id", String(64), primary_key=True),
+    Column("tenant", String(128), nullable=False),
+    Column("purpose", String(32), nullable=False),
+    Column("filename", String(512), nullable=False),
+    Column("bytes", Integer, nullable=False),
+    Column("created_at", Float, nullable=False),
+    Column("content", LargeBinary, nullable=False),
+)
+Index("ix_files_tenant_purpose_created_at", files.c.tenant, files.c.purpose, files.c.created_at)
+
+# What an OpenAI-style batch adds to its job (the job's id is the batch's, prefixed): its
+# input file, metadata and the input lines it refused, with their reasons.
+batches = Table(
+    "batches",
+    metadata,
+    Column("job_id", String(36), ForeignKey("jobs.id"), primary_key=True),
+    Column("tenant", String(128), nullable=False),
+    Column("input_file_id", String(64), nullable=False),
+    Column("metadata", JSON),
+    Column("rejected", JSON, nullable=False),  # [[line, custom_id, reason], ...]
+    Column("created_at", Float, nullable=False),
+)
+Index("ix_batches_tenant_created_at", batches.c.tenant, batches.c.created_at)

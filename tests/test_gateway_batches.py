@@ -1,0 +1,254 @@
+"""OpenAI's Files and Batch APIs on the gateway, over real HTTP on the embedded stack, with
+the official ``openai`` SDK as the client."""
+
+from __future__ import annotations
+
+import json
+import re
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from tierline import gateway
+from tierline.client import Client
+from tierline.embedded import embedded
+from tierline.gateway import make_server
+from tierline.gateway_keys import load_keys
+from workers.settings import POLICY_DIR
+
+openai = pytest.importorskip("openai")
+
+
+def _line(custom_id: str, question: str, **extra: Any) -> dict[str, Any]:
+    return {"custom_id": custom_id, "method": "POST", "url": "/v1/chat/completions",
+            "body": {"model": "auto", "messages": [{"role": "user", "content": question}],
+                     "max_tokens": 64}} | extra
+
+
+def _jsonl(lines: list[Any]) -> bytes:
+    return b"".join((json.dumps(x) if not isinstance(x, bytes) else x.decode()).encode()
+                    + b"\n" for x in lines)
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Client]:
+    database = tmp_path_factory.mktemp("batches") / "t.sqlite"
+    with embedded(POLICY_DIR / "demo.yaml", database=database) as rt:
+        yield Client(rt)
+
+
+@contextmanager
+def _serve(client: Client, **options: Any) -> Iterator[str]:
+    server = make_server(client, "127.0.0.1", 0, **options)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_port}/v1"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+@pytest.fixture(scope="module")
+def url(stack: Client) -> Iterator[str]:
+    with _serve(stack) as base:
+        yield base
+
+
+def _sdk(base: str, key: str = "unused") -> Any:
+    return openai.OpenAI(base_url=base, api_key=key, max_retries=0)
+
+
+def _finished(sdk: Any, batch_id: str, timeout_s: float = 60.0) -> Any:
+    deadline = time.monotonic() + timeout_s
+    while True:
+        batch = sdk.batches.retrieve(batch_id)
+        if batch.status in ("completed", "failed", "cancelled", "expired"):
+            return batch
+        assert time.monotonic() < deadline, f"batch still {batch.status}"
+        time.sleep(0.2)
+
+
+def _read(sdk: Any, file_id: str | None) -> list[dict[str, Any]]:
+    if file_id is None:
+        return []
+    return [json.loads(line) for line in sdk.files.content(file_id).text.splitlines()]
+
+
+def test_a_batch_runs_end_to_end_and_every_custom_id_is_answered_once(url: str) -> None:
+    sdk = _sdk(url)
+    good = [_line(f"q-{n}", f"What is {n} + {n}?") for n in range(40)]
+    bad = [b"{not json", _line("q-wrong-url", "hi", url="/v1/embeddings"),
+           _line("q-0", "a repeated custom_id")]
+    content = _jsonl(good[:20] + bad + good[20:])
+    uploaded = sdk.files.create(file=("questions.jsonl", content), purpose="batch")
+    assert (uploaded.purpose, uploaded.bytes, uploaded.filename) == (
+        "batch", len(content), "questions.jsonl")
+    assert sdk.files.retrieve(uploaded.id).bytes == len(content)
+    assert sdk.files.content(uploaded.id).content == content
+
+    batch = sdk.batches.create(input_file_id=uploaded.id, endpoint="/v1/chat/completions",
+                               completion_window="24h", metadata={"run": "nightly"})
+    assert batch.id.startswith("batch_") and batch.metadata == {"run": "nightly"}
+    assert batch.request_counts.total == 43
+    assert [(e.line, e.param) for e in batch.errors.data] == [
+        (21, None), (22, "q-wrong-url"), (23, "q-0")]
+    done = _finished(sdk, batch.id)
+    assert done.status == "completed" and done.completed_at and done.in_progress_at
+    assert (done.request_counts.completed, done.request_counts.failed) == (40, 3)
+    assert sdk.batches.list(limit=5).data[0].id == batch.id
+
+    output = _read(sdk, done.output_file_id)
+    assert sorted(line["custom_id"] for line in output) == sorted(x["custom_id"] for x in good)
+    for line in output:
+        assert line["error"] is None and line["response"]["status_code"] == 200
+        body = line["response"]["body"]
+        assert body["object"] == "chat.completion" and body["choices"][0]["message"]["content"]
+        assert body["usage"]["total_tokens"] > 0 and body["tierline"]["lane"] == "batch"
+    errors = _read(sdk, done.error_file_id)
+    messages = [line["response"]["body"]["error"]["message"] for line in errors]
+    assert [line["custom_id"] for line in errors] == [None, "q-wrong-url", "q-0"]
+    assert "line 21: malformed JSON" in messages[0]
+    assert "url: must be '/v1/chat/completions'" in messages[1]
+    assert "custom_id 'q-0' is repeated (first on line 1)" in messages[2]
+    assert sdk.files.retrieve(done.output_file_id).purpose == "batch_output"
+
+
+class _BrokerDown(Client):
+    """The broker is unreachable: requests are accepted and wait (for the sweeper)."""
+
+    def _enqueue(self, valid: list[Any], new: set[str]) -> bool:
+        return False
+
+
+def test_a_cancelled_batch_keeps_its_answers_and_reports_the_rest(stack: Client) -> None:
+    with _serve(stack) as base:
+        sdk = _sdk(base)
+        uploaded = sdk.files.create(file=("a.jsonl", _jsonl([_line("early", "hi")])),
+                                    purpose="batch")
+        early = sdk.batches.create(input_file_id=uploaded.id, endpoint="/v1/chat/completions",
+                                   completion_window="24h")
+        assert _finished(sdk, early.id).status == "completed"
+        assert sdk.batches.cancel(early.id).status == "completed"  # nothing left to cancel
+    with _serve(_BrokerDown(stack.rt)) as base:
+        sdk = _sdk(base)
+        lines = [_line(f"c-{n}", f"Name a colour, {n}.") for n in range(5)]
+        uploaded = sdk.files.create(file=("c.jsonl", _jsonl(lines)), purpose="batch")
+        batch = sdk.batches.create(input_file_id=uploaded.id, endpoint="/v1/chat/completions",
+                                   completion_window="24h")
+        assert batch.status == "in_progress" and batch.output_file_id is None
+        cancelled = sdk.batches.cancel(batch.id)
+        assert cancelled.status == "cancelled" and cancelled.cancelled_at
+        assert (cancelled.request_counts.completed, cancelled.request_counts.failed) == (0, 5)
+        assert cancelled.output_file_id is None
+        errors = _read(sdk, cancelled.error_file_id)
+    assert [e["custom_id"] for e in errors] == [f"c-{n}" for n in range(5)]
+    assert {e["error"]["code"] for e in errors} == {"batch_cancelled"}
+
+
+@pytest.mark.parametrize(("purpose", "content", "says"), [
+    ("fine-tune", _jsonl([_line("a", "hi")]), "purpose: must be \"batch\""),
+    ("batch", b"", "the file is empty"),
+    ("batch", b"\n  \n", "the file is empty"),
+    ("batch", b"id,question\n1,what\n", "not JSONL, no line is a JSON object (line 1: malformed"),
+])
+def test_a_bad_upload_gets_a_400_naming_the_fault(url: str, purpose: str, content: bytes,
+                                                  says: str) -> None:
+    with pytest.raises(openai.BadRequestError, match=re.escape(says)):
+        _sdk(url).files.create(file=("x.jsonl", content), purpose=purpose)  # type: ignore[arg-type]
+
+
+def test_uploads_have_their_own_body_limit(url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    big = _jsonl([_line("big", "x" * (2 << 20))])  # over the chat limit of 1 MiB
+    assert _sdk(url).files.create(file=("big.jsonl", big), purpose="batch").bytes == len(big)
+    no_file = httpx.post(f"{url}/files", data={"purpose": "batch"}, files={"other": b"x"})
+    assert no_file.status_code == 400 and "file: missing" in no_file.text
+    not_form = httpx.post(f"{url}/files", json={"purpose": "batch"})
+    assert not_form.status_code == 400 and "multipart/form-data" in not_form.text
+    monkeypatch.setattr(gateway, "MAX_FILE_BYTES", 1000)
+    refused = httpx.post(f"{url}/files", data={"purpose": "batch"},
+                         files={"file": ("x.jsonl", b"{}\n" * 500)})
+    assert refused.status_code == 413 and "the limit is 1000" in refused.json()["error"]["message"]
+
+
+@pytest.mark.parametrize(("change", "status", "says"), [
+    ({"input_file_id": "file-nope"}, 404, "no file 'file-nope'"),
+    ({"input_file_id": None}, 400, "input_file_id: missing"),
+    ({"input_file_id": "file-out-123"}, 400, "is a batch's output"),
+    ({"endpoint": "/v1/embeddings"}, 400, "endpoint: only '/v1/chat/completions'"),
+    ({"completion_window": "48h"}, 400, "completion_window: only '24h'"),
+    ({"metadata": ["x"]}, 400, "metadata: must be an object"),
+])
+def test_a_bad_batch_gets_an_openai_error_naming_the_fault(url: str, change: dict[str, Any],
+                                                           status: int, says: str) -> None:
+    sdk = _sdk(url)
+    uploaded = sdk.files.create(file=("x.jsonl", _jsonl([_line("a", "hi")])), purpose="batch")
+    body = {"input_file_id": uploaded.id, "endpoint": "/v1/chat/completions",
+            "completion_window": "24h"} | change
+    response = httpx.post(f"{url}/batches", json=body)
+    assert response.status_code == status, response.text
+    error = response.json()["error"]
+    assert says in error["message"] and error["type"] and error["code"]
+
+
+def test_unknown_batches_and_files_are_404(url: str) -> None:
+    sdk = _sdk(url)
+    with pytest.raises(openai.NotFoundError, match="no batch"):
+        sdk.batches.retrieve("batch_nope")
+    with pytest.raises(openai.NotFoundError, match="no batch"):
+        sdk.batches.cancel("batch_nope")
+    with pytest.raises(openai.NotFoundError, match="no file"):
+        sdk.files.content("file-out-nope")
+    assert httpx.get(f"{url}/batches?limit=0").status_code == 400
+    assert httpx.delete(f"{url}/batches/batch_x").status_code == 405
+
+
+def test_files_and_batches_belong_to_their_tenant(stack: Client, tmp_path: Path) -> None:
+    keys = tmp_path / "keys.yaml"
+    keys.write_text("acme: [sk-acme-0001]\nglobex: [sk-globex-0001]\n")
+    with _serve(stack, keys=load_keys(keys)) as base:
+        acme, globex = _sdk(base, "sk-acme-0001"), _sdk(base, "sk-globex-0001")
+        uploaded = acme.files.create(file=("t.jsonl", _jsonl([_line("t", "hi")])),
+                                     purpose="batch")
+        first, second = (acme.batches.create(input_file_id=uploaded.id,
+                                             endpoint="/v1/chat/completions",
+                                             completion_window="24h") for _ in range(2))
+        done = _finished(acme, first.id)
+        calls = [lambda: globex.files.retrieve(uploaded.id),
+                 lambda: globex.files.content(uploaded.id),
+                 lambda: globex.files.content(done.output_file_id),
+                 lambda: globex.batches.retrieve(first.id),
+                 lambda: globex.batches.cancel(first.id),
+                 lambda: globex.batches.create(input_file_id=uploaded.id,
+                                               endpoint="/v1/chat/completions",
+                                               completion_window="24h")]
+        for call in calls:
+            with pytest.raises(openai.NotFoundError):
+                call()
+        assert globex.batches.list().data == []
+        page = acme.batches.list(limit=1)
+        assert [b.id for b in page.data] == [second.id] and page.has_more
+        assert [b.id for b in acme.batches.list(limit=1)][:2] == [second.id, first.id]
+        assert [line["custom_id"] for line in _read(acme, done.output_file_id)] == ["t"]
+        with pytest.raises(openai.AuthenticationError):
+            _sdk(base, "sk-nobody-0001").batches.list()
+
+
+def test_a_batch_with_no_valid_line_fails_and_says_why(url: str) -> None:
+    sdk = _sdk(url)
+    lines = [{"custom_id": "no-url", "body": {"messages": []}},
+             _line("no-messages", "hi") | {"body": {"messages": []}}]
+    uploaded = sdk.files.create(file=("bad.jsonl", _jsonl(lines)), purpose="batch")
+    batch = sdk.batches.create(input_file_id=uploaded.id, endpoint="/v1/chat/completions",
+                               completion_window="24h")
+    assert batch.status == "failed" and batch.failed_at and batch.output_file_id is None
+    reasons = [e.message for e in batch.errors.data]
+    assert "url: must be" in reasons[0] and "body: messages: must be" in reasons[1]
+    assert "all 2 were rejected" in reasons[2]
+    assert [e["custom_id"] for e in _read(sdk, batch.error_file_id)] == ["no-url", "no-messages"]

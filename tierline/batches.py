@@ -1,0 +1,244 @@
+"""OpenAI's Batch API on the gateway: a batch is a tierline job on the ``batch`` lane.
+
+``create`` reads an uploaded JSONL file (:mod:`tierline.files`), turns each line's chat body
+into a tierline request as the chat path does, and submits them all as one job; a bad line
+is reported (in the batch's ``errors`` and its error file), never fatal to the others. The
+batch id is the job's id prefixed ``batch_``, and its status is the job's state, which
+already follows OpenAI's. Each line's ``custom_id``, prefixed with a token of its batch, is
+its request's idempotency key: custom ids repeat across batches, so they may not collide,
+and a repeat within one file is refused like any other bad line.
+
+What a batch adds to its job (input file, metadata, refused lines) is a row of the batches
+table; the output and error files are written from the job's results each time they are
+read, so nothing is copied.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Iterable, Iterator
+from typing import Any
+
+from sqlalchemy import insert, select
+
+from tierline.batch_output import ANSWERED, ERRED, error_lines, output_lines
+from tierline.client import Client, JobStatus
+from tierline.files import (
+    ERROR_PREFIX,
+    OUTPUT_PREFIX,
+    Download,
+    Files,
+    file_object,
+    jsonl,
+    lines,
+)
+from tierline.intake import Line
+from tierline.openai_shapes import HttpError, bad, not_found, request_fields
+from workers.jobs import TERMINAL
+from workers.schema import batches, jobs
+
+ENDPOINT = "/v1/chat/completions"
+COMPLETION_WINDOW = "24h"
+COMPLETION_WINDOW_S = 24 * 3600.0
+LANE = "batch"
+JOB_NAME = "batch"
+PREFIX = "batch_"
+MAX_CUSTOM_ID_CHARS = 200  # with the batch's token, within the 256 of an idempotency key
+MAX_ERRORS_SHOWN = 100  # in the batch object; the error file has them all
+
+
+class Batches:
+    """Batches of one gateway, each owned by the tenant that created it."""
+
+    def __init__(self, client: Client) -> None:
+        self.client = client
+        self.files = Files(client.rt.engine)
+
+    def create(self, tenant: str, body: Any) -> dict[str, Any]:
+        """Submit every valid line of the input file as one job; answer the batch object."""
+        file_id, metadata = _creation(body)
+        if file_id.startswith((OUTPUT_PREFIX, ERROR_PREFIX)):
+            raise bad(f"input_file_id: {file_id!r} is a batch's output (purpose batch_output); "
+                      "give a file uploaded with purpose \"batch\"", "invalid_purpose")
+        stored = self.files.get(tenant, file_id, with_content=True)
+        token = uuid.uuid4().hex
+        custom_ids: dict[int, str] = {}
+        rejected: list[tuple[int, str | None, str]] = []
+
+        def reject(number: int, reason: str) -> None:
+            reason = reason.replace("max_output_tokens:", "max_tokens:", 1)
+            rejected.append((number, custom_ids.get(number), reason))
+
+        report = self.client.submit_many(
+            _requests(lines(stored["content"]), token, custom_ids), lane=LANE, tenant=tenant,
+            job=JOB_NAME, on_reject=reject, completion_window_s=COMPLETION_WINDOW_S,
+            collect_ids=False)
+        with self.client.rt.engine.begin() as conn:
+            conn.execute(insert(batches).values(
+                job_id=report.job_id, tenant=tenant, input_file_id=file_id, metadata=metadata,
+                rejected=rejected, created_at=time.time()))
+        return self.retrieve(tenant, PREFIX + report.job_id)
+
+    def retrieve(self, tenant: str, batch_id: str) -> dict[str, Any]:
+        record, recorded_at = self._record(tenant, batch_id)
+        return self._object(batch_id, record, recorded_at)
+
+    def list(self, tenant: str, limit: int, after: str | None) -> dict[str, Any]:
+        """The tenant's batches, most recent first; ``after`` is the last id of a page."""
+        stmt = (select(batches.c.job_id).where(batches.c.tenant == tenant)
+                .order_by(batches.c.created_at.desc(), batches.c.job_id.desc()).limit(limit + 1))
+        if after:
+            _, since = self._record(tenant, after)
+            stmt = stmt.where(batches.c.created_at < since)
+        with self.client.rt.engine.connect() as conn:
+            ids = [PREFIX + job_id for job_id in conn.execute(stmt).scalars()]
+        data = [self.retrieve(tenant, batch_id) for batch_id in ids[:limit]]
+        return {"object": "list", "data": data, "first_id": data[0]["id"] if data else None,
+                "last_id": data[-1]["id"] if data else None, "has_more": len(ids) > limit}
+
+    def cancel(self, tenant: str, batch_id: str) -> dict[str, Any]:
+        """Cancel as tierline does: unanswered requests end cancelled, answers are kept."""
+        self._record(tenant, batch_id)
+        self.client.cancel(batch_id.removeprefix(PREFIX))
+        return self.retrieve(tenant, batch_id)
+
+    def file(self, tenant: str, file_id: str) -> dict[str, Any]:
+        """The file object of an upload, or of a batch's output or error file."""
+        if not file_id.startswith((OUTPUT_PREFIX, ERROR_PREFIX)):
+            return file_object(self.files.get(tenant, file_id))
+        size = sum(len(chunk) for chunk in self.content(tenant, file_id).chunks)
+        job_id = file_id.removeprefix(OUTPUT_PREFIX).removeprefix(ERROR_PREFIX)
+        kind = "output" if file_id.startswith(OUTPUT_PREFIX) else "error"
+        return file_object({"id": file_id, "bytes": size, "created_at": time.time(),
+                            "filename": f"{PREFIX}{job_id}_{kind}.jsonl",
+                            "purpose": "batch_output"})
+
+    def content(self, tenant: str, file_id: str) -> Download:
+        """A file's content: an upload as stored, an output or error file written now."""
+        for prefix, errors in ((OUTPUT_PREFIX, False), (ERROR_PREFIX, True)):
+            if file_id.startswith(prefix):
+                batch_id = PREFIX + file_id.removeprefix(prefix)
+                try:
+                    record, _ = self._record(tenant, batch_id)
+                except HttpError as exc:
+                    raise not_found(f"no file {file_id!r}") from exc
+                job_id = batch_id.removeprefix(PREFIX)
+                written = (error_lines(self.client, job_id, record["rejected"]) if errors
+                           else output_lines(self.client, job_id))
+                return Download(jsonl(written))
+        row = self.files.get(tenant, file_id, with_content=True)
+        return Download([row["content"]], len(row["content"]))
+
+    def _record(self, tenant: str, batch_id: str) -> tuple[dict[str, Any], float]:
+        """What the batch adds to its job, and when it was recorded; 404 if not the tenant's."""
+        with self.client.rt.engine.connect() as conn:
+            row = conn.execute(select(batches).where(
+                batches.c.job_id == batch_id.removeprefix(PREFIX),
+                batches.c.tenant == tenant)).first()
+        if row is None or not batch_id.startswith(PREFIX):
+            raise not_found(f"no batch {batch_id!r}")
+        return {"input_file_id": row.input_file_id, "metadata": row.metadata,
+                "rejected": row.rejected}, row.created_at
+
+    def _object(self, batch_id: str, record: dict[str, Any], recorded_at: float
+                ) -> dict[str, Any]:
+        """OpenAI's batch object for the job as it is now."""
+        job_id = batch_id.removeprefix(PREFIX)
+        status = self.client.status(job_id)
+        with self.client.rt.engine.connect() as conn:
+            job = conn.execute(select(jobs.c.created_at, jobs.c.finished_at, jobs.c.expires_at)
+                               .where(jobs.c.id == job_id)).one()
+        rejected = record["rejected"]
+        done, erred = _count(status, ANSWERED), _count(status, ERRED) + len(rejected)
+        ended = status.state in TERMINAL
+        at = {state: int(job.finished_at) if status.state == state and job.finished_at
+              else None for state in ("completed", "failed", "expired", "cancelled")}
+        errors = [{"code": "invalid_request", "message": reason, "param": custom_id,
+                   "line": number} for number, custom_id, reason in rejected[:MAX_ERRORS_SHOWN]]
+        if status.error:
+            errors.append({"code": "batch_failed", "message": status.error, "param": None,
+                           "line": None})
+        return {
+            "id": batch_id, "object": "batch", "endpoint": ENDPOINT,
+            "errors": {"object": "list", "data": errors} if errors else None,
+            "input_file_id": record["input_file_id"],
+            "completion_window": COMPLETION_WINDOW, "status": status.state,
+            "output_file_id": OUTPUT_PREFIX + job_id if ended and done else None,
+            "error_file_id": ERROR_PREFIX + job_id if ended and erred else None,
+            "created_at": int(job.created_at),
+            "in_progress_at": int(recorded_at) if status.total else None,
+            "expires_at": int(job.expires_at) if job.expires_at else None,
+            "finalizing_at": None, "completed_at": at["completed"], "failed_at": at["failed"],
+            "expired_at": at["expired"], "cancelling_at": at["cancelled"],
+            "cancelled_at": at["cancelled"],
+            "request_counts": {"total": status.total + len(rejected), "completed": done,
+                               "failed": erred},
+            "metadata": record["metadata"],
+        }
+
+
+def _creation(body: Any) -> tuple[str, dict[str, Any] | None]:
+    """The input file id and metadata of a create call; 400 naming what is wrong."""
+    if not isinstance(body, dict):
+        raise bad(f"the body must be a JSON object, got {type(body).__name__}", "invalid_body")
+    file_id = body.get("input_file_id")
+    if not isinstance(file_id, str) or not file_id:
+        raise bad("input_file_id: missing; upload the JSONL file with POST /v1/files first",
+                  "missing_input_file_id")
+    if body.get("endpoint") != ENDPOINT:
+        raise bad(f"endpoint: only {ENDPOINT!r} is served, got {body.get('endpoint')!r}",
+                  "invalid_endpoint")
+    if body.get("completion_window") != COMPLETION_WINDOW:
+        raise bad(f"completion_window: only {COMPLETION_WINDOW!r} is supported, got "
+                  f"{body.get('completion_window')!r}", "invalid_completion_window")
+    metadata = body.get("metadata")
+    if metadata is not None and not isinstance(metadata, dict):
+        raise bad("metadata: must be an object of strings", "invalid_metadata")
+    return file_id, metadata
+
+
+def _requests(numbered: Iterable[Line], token: str, custom_ids: dict[int, str]
+              ) -> Iterator[Line]:
+    """Each input line as a tierline request, or as the reason it is refused."""
+    seen: dict[str, int] = {}
+    for line in numbered:
+        if line.error is not None:
+            yield line
+            continue
+        raw, error = _request(line.value, token)
+        if raw is not None:
+            custom_id = str(line.value["custom_id"])
+            custom_ids[line.number] = custom_id
+            if custom_id in seen:
+                raw, error = None, (f"custom_id {custom_id!r} is repeated (first on line "
+                                    f"{seen[custom_id]}); each must be unique in the file")
+            seen.setdefault(custom_id, line.number)
+        elif isinstance(line.value, dict) and isinstance(line.value.get("custom_id"), str):
+            custom_ids[line.number] = line.value["custom_id"]
+        yield Line(line.number, value=raw, error=error, nbytes=line.nbytes)
+
+
+def _request(value: Any, token: str) -> tuple[dict[str, Any] | None, str | None]:
+    """One line's request fields, or why it is refused."""
+    if not isinstance(value, dict):
+        return None, f"must be a JSON object, got {type(value).__name__}"
+    custom_id = value.get("custom_id")
+    if not isinstance(custom_id, str) or not custom_id:
+        return None, "custom_id: missing; each line needs a non-empty string custom_id"
+    if len(custom_id) > MAX_CUSTOM_ID_CHARS:
+        return None, f"custom_id: longer than {MAX_CUSTOM_ID_CHARS} characters"
+    if value.get("method", "POST") != "POST":
+        return None, f"method: must be \"POST\", got {value.get('method')!r}"
+    if value.get("url") != ENDPOINT:
+        return None, f"url: must be {ENDPOINT!r}, the batch's endpoint, got {value.get('url')!r}"
+    try:
+        raw = request_fields(value.get("body"))
+    except HttpError as exc:
+        return None, f"body: {exc}"
+    raw["id"] = f"{token}:{custom_id}"
+    return raw, None
+
+
+def _count(status: JobStatus, states: tuple[str, ...]) -> int:
+    return sum(status.by_status.get(state, 0) for state in states)

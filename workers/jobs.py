@@ -20,7 +20,7 @@ from sqlalchemy import and_, func, select, update
 from sqlalchemy.engine import Connection
 
 from workers.db import insert_ignore, notify_jobs
-from workers.schema import jobs, requests, results
+from workers.schema import attempts, jobs, requests, results
 
 ACTIVE = ("validating", "in_progress")
 TERMINAL = ("completed", "failed", "cancelled", "expired")
@@ -61,12 +61,21 @@ def _end_requests(conn: Connection, ids: Sequence[str], state: str, now_s: float
         return
     submitted = dict(conn.execute(select(requests.c.id, requests.c.submitted_at)
                                   .where(requests.c.id.in_(list(ids)))).all())
+    # What a request deferred mid-climb paid before it was stopped stays its own spend.
+    paid = {rid: (n, usd) for rid, n, usd in conn.execute(
+        select(attempts.c.request_id, func.count(), func.sum(attempts.c.usd))
+        .where(attempts.c.request_id.in_(list(ids))).group_by(attempts.c.request_id))}
     insert_ignore(conn, results, [{
         "request_id": rid, "status": state, "model": None, "content": None,
-        "error": f"job {state}", "attempts": 0, "usd": 0, "finished_at": now_s,
+        "error": f"job {state}", "attempts": paid.get(rid, (0, 0))[0],
+        "usd": paid.get(rid, (0, 0))[1], "finished_at": now_s,
         "latency_s": now_s - submitted[rid]} for rid in ids])
     conn.execute(update(requests).where(requests.c.id.in_(list(ids)),
                                         requests.c.status.in_(UNFINISHED)).values(status=state))
+    # A request deferred mid-climb kept its paid answers for its return; it will not return.
+    conn.execute(update(attempts).where(attempts.c.request_id.in_(list(ids)),
+                                        attempts.c.content.is_not(None))
+                 .values(content=None, finish_reason=None))
 
 
 def halted(conn: Connection, request_ids: Sequence[str], now_s: float) -> set[str]:

@@ -3,6 +3,7 @@ and a climb deferred for budget goes on from the answers it paid for."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -12,11 +13,11 @@ from sqlalchemy import select
 from router.absorber import Limits, scope_key
 from router.labels import build_prompt
 from tests.workers.scripted import completion, demo_policy, route_here, runtime, serve
-from workers import execute, routing
+from workers import execute, jobs, routing
 from workers.absorber_memory import MemoryAbsorberStore
 from workers.ledger import reconcile
 from workers.runtime import Runtime, install
-from workers.schema import attempts, charges, results
+from workers.schema import attempts, charges, requests, results
 from workers.tasks import call_models
 
 # What each model says, whatever it is asked: the cheap one hedges, the others answer.
@@ -166,6 +167,34 @@ def test_only_a_climb_deferred_after_paid_calls_keeps_their_answers(
         assert conn.execute(select(results.c.model, results.c.content)
                             .where(results.c.request_id == waiting)).one() == ("sim-mid",
                                                                                 "refund")
+        assert reconcile(conn).balanced
+
+
+def test_a_deferred_request_whose_job_is_cancelled_keeps_its_spend_not_its_answers(
+        tmp_path: Path, models_url: str) -> None:
+    rt = _runtime(tmp_path, models_url, {"kind": "cascade", "confidence_bar": 0.7},
+                  limits={"sim-mid": {"requests_per_minute": 1}})
+    rt.absorber.reserve_many(scope_key("sim-mid", None), Limits.from_model_limits(
+        rt.policy.models["sim-mid"].limits), [1])
+    [outcome] = route_here(rt, [build_prompt("where is my money", LABELS)])
+    [waiting] = outcome.deferred
+
+    def kept() -> list[str | None]:
+        with rt.engine.connect() as conn:
+            return list(conn.execute(select(attempts.c.content)
+                                     .where(attempts.c.request_id == waiting)).scalars())
+
+    assert kept() == ["Hmm, hard to say."]
+    with rt.engine.begin() as conn:
+        job_id = conn.execute(select(requests.c.job_id)
+                              .where(requests.c.id == waiting)).scalar_one()
+        assert jobs.halt(conn, job_id, "cancelled", time.time()) == 1
+    assert kept() == [None]  # the paid attempt itself stays on record
+    with rt.engine.connect() as conn:  # and its result counts what was paid
+        status, attempts_paid, usd = conn.execute(select(
+            results.c.status, results.c.attempts, results.c.usd)
+            .where(results.c.request_id == waiting)).one()
+        assert (status, attempts_paid) == ("cancelled", 1) and usd > 0
         assert reconcile(conn).balanced
 
 

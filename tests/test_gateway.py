@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import openai
 import pytest
 from sqlalchemy import func, select
 
@@ -137,7 +138,6 @@ def test_a_streamed_completion_comes_as_openai_chunks(http: httpx.Client, stack:
 
 
 def test_the_openai_sdk_talks_to_the_gateway(http: httpx.Client) -> None:
-    openai = pytest.importorskip("openai")
     sdk = openai.OpenAI(base_url=f"{http.base_url}/v1", api_key="unused", max_retries=0)
     whole = sdk.chat.completions.create(model="auto", messages=HELLO["messages"])
     assert whole.choices[0].message.content.strip()

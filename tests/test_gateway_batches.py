@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import openai
 import pytest
 
 from tierline import gateway
@@ -21,8 +22,6 @@ from tierline.embedded import embedded
 from tierline.gateway import make_server
 from tierline.gateway_keys import load_keys
 from workers.settings import POLICY_DIR
-
-openai = pytest.importorskip("openai")
 
 
 def _line(custom_id: str, question: str, **extra: Any) -> dict[str, Any]:

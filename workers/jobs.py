@@ -19,6 +19,7 @@ from collections.abc import Iterable, Sequence
 from sqlalchemy import and_, func, select, update
 from sqlalchemy.engine import Connection
 
+from workers import records
 from workers.db import insert_ignore, notify_jobs
 from workers.schema import attempts, jobs, requests, results
 
@@ -72,10 +73,7 @@ def _end_requests(conn: Connection, ids: Sequence[str], state: str, now_s: float
         "latency_s": now_s - submitted[rid]} for rid in ids])
     conn.execute(update(requests).where(requests.c.id.in_(list(ids)),
                                         requests.c.status.in_(UNFINISHED)).values(status=state))
-    # A request deferred mid-climb kept its paid answers for its return; it will not return.
-    conn.execute(update(attempts).where(attempts.c.request_id.in_(list(ids)),
-                                        attempts.c.content.is_not(None))
-                 .values(content=None, finish_reason=None))
+    records.drop_kept_answers(conn, ids)  # a request deferred mid-climb will not return
 
 
 def halted(conn: Connection, request_ids: Sequence[str], now_s: float) -> set[str]:

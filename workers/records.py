@@ -283,10 +283,7 @@ def record_outcomes(conn: Connection, made: Sequence[AttemptRow], done: Sequence
     # Answers kept across a deferral served their purpose once the request has its result.
     returned = [r.request_id for r in done if (seen := (earlier or {}).get(r.request_id))
                 and seen.kept]
-    if returned:
-        conn.execute(update(attempts).where(among(conn, attempts.c.request_id, returned),
-                                            attempts.c.content.is_not(None))
-                     .values(content=None, finish_reason=None))
+    drop_kept_answers(conn, returned)
     for status in ("done", "failed"):
         ids = [r.request_id for r in done if (r.status == "ok") == (status == "done")]
         if ids:  # a request cancelled or expired meanwhile keeps that status
@@ -294,6 +291,15 @@ def record_outcomes(conn: Connection, made: Sequence[AttemptRow], done: Sequence
                                                 requests.c.status.in_(("accepted", "routed")))
                          .values(status=status))
     notify_jobs(conn, (jobs_by_request.get(r.request_id) for r in done))
+
+
+def drop_kept_answers(conn: Connection, request_ids: Sequence[str]) -> None:
+    """Clear the answers kept across a deferral for these requests' return: they have
+    ended, with a result or without one."""
+    if request_ids:
+        conn.execute(update(attempts).where(among(conn, attempts.c.request_id, request_ids),
+                                            attempts.c.content.is_not(None))
+                     .values(content=None, finish_reason=None))
 
 
 def job_counts(conn: Connection, job_id: str) -> dict[str, int]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -49,6 +50,29 @@ def app_conf_broker() -> str:
     from workers.app import app
 
     return str(app.conf.broker_url)
+
+
+@contextmanager
+def _statements(client: Client) -> Iterator[list[str]]:
+    """The SQL statements the client's engine runs inside the block."""
+    from sqlalchemy import event
+
+    statements: list[str] = []
+
+    def seen(_conn: Any, _cursor: Any, statement: str, *_: Any) -> None:
+        statements.append(statement)
+
+    event.listen(client.rt.engine, "before_cursor_execute", seen)
+    try:
+        yield statements
+    finally:
+        event.remove(client.rt.engine, "before_cursor_execute", seen)
+
+
+def _looks_and_counts(statements: list[str]) -> tuple[list[str], list[str]]:
+    """The reads of the job's row, and the counts of its requests by state."""
+    return ([s for s in statements if s.lstrip().startswith("SELECT jobs.name, jobs.status")],
+            [s for s in statements if "count(*)" in s and "GROUP BY requests.status" in s])
 
 
 def _answer_directly(client: Client, ids: list[str]) -> None:
@@ -117,26 +141,17 @@ def test_waiting_polls_the_job_row_and_counts_its_requests_once(
     callback polls the job's own row and counts only for the status it returns."""
     import threading
 
-    from sqlalchemy import event
-
     client = lost_broker_client
     report = client.submit_many([f"poll {i}" for i in range(6)], lane="standard")
-    statements: list[str] = []
-
-    def seen(_conn: Any, _cursor: Any, statement: str, *_: Any) -> None:
-        statements.append(statement)
-
-    event.listen(client.rt.engine, "before_cursor_execute", seen)
     later = threading.Timer(0.8, _answer_directly, (client, report.request_ids))
-    later.start()
-    try:
-        status = client.wait(report.job_id, timeout_s=30, poll_s=0.05, max_poll_s=0.1)
-    finally:
-        later.join()
-        event.remove(client.rt.engine, "before_cursor_execute", seen)
+    with _statements(client) as statements:
+        later.start()
+        try:
+            status = client.wait(report.job_id, timeout_s=30, poll_s=0.05, max_poll_s=0.1)
+        finally:
+            later.join()
     assert (status.state, status.by_status) == ("completed", {"done": 6})
-    polls = [s for s in statements if s.lstrip().startswith("SELECT jobs.name, jobs.status")]
-    counts = [s for s in statements if "count(*)" in s and "GROUP BY requests.status" in s]
+    polls, counts = _looks_and_counts(statements)
     assert len(polls) > 3 and len(counts) == 1
 
 
@@ -145,16 +160,10 @@ def test_notifications_do_not_speed_up_the_progress_counts(lost_broker_client: C
     the job's row for each, but counts its requests only at its polling pace."""
     import threading
 
-    from sqlalchemy import event
-
     from workers.db import notify_jobs
 
     client = lost_broker_client
     report = client.submit_many([f"notified {i}" for i in range(4)], lane="standard")
-    statements: list[str] = []
-
-    def seen(_conn: Any, _cursor: Any, statement: str, *_: Any) -> None:
-        statements.append(statement)
 
     def ring_often() -> None:
         for _ in range(100):  # 100 commits in 1 s, as a busy job's bundles would make
@@ -164,17 +173,15 @@ def test_notifications_do_not_speed_up_the_progress_counts(lost_broker_client: C
         _answer_directly(client, report.request_ids)
 
     progress: list[JobStatus] = []
-    event.listen(client.rt.engine, "before_cursor_execute", seen)
     ringer = threading.Thread(target=ring_often)
-    ringer.start()
-    try:
-        status = client.wait(report.job_id, timeout_s=30, poll_s=0.5, max_poll_s=0.5,
-                             on_progress=progress.append)
-    finally:
-        ringer.join()
-        event.remove(client.rt.engine, "before_cursor_execute", seen)
+    with _statements(client) as statements:
+        ringer.start()
+        try:
+            status = client.wait(report.job_id, timeout_s=30, poll_s=0.5, max_poll_s=0.5,
+                                 on_progress=progress.append)
+        finally:
+            ringer.join()
     assert (status.state, status.by_status) == ("completed", {"done": 4})
-    looks = [s for s in statements if s.lstrip().startswith("SELECT jobs.name, jobs.status")]
-    counts = [s for s in statements if "count(*)" in s and "GROUP BY requests.status" in s]
+    looks, counts = _looks_and_counts(statements)
     assert len(looks) > 10  # woken by the notifications
     assert len(counts) == len(progress) <= 6  # about 1.2 s at one count per 0.5 s

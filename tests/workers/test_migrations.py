@@ -26,12 +26,17 @@ def test_the_migrations_build_the_tables_the_code_describes(database_url: str) -
     assert _differences(database_url) == []
 
 
-def test_the_kept_answers_migration_goes_down_and_up_again(database_url: str) -> None:
+def _down_to(database_url: str, revision: str) -> None:
+    """Migrate to head, then back down to ``revision``."""
     upgrade(database_url)
     config = Config()
     config.set_main_option("script_location", str(Path(migrations.__file__).parent))
     config.attributes["engine"] = engine_for(database_url)
-    command.downgrade(config, "0004")
+    command.downgrade(config, revision)
+
+
+def test_the_kept_answers_migration_goes_down_and_up_again(database_url: str) -> None:
+    _down_to(database_url, "0004")
     missing = {(d[0], d[3].name) for d in _differences(database_url) if d[0] == "add_column"}
     assert missing == {("add_column", "content"), ("add_column", "finish_reason")}
     upgrade(database_url)
@@ -39,11 +44,7 @@ def test_the_kept_answers_migration_goes_down_and_up_again(database_url: str) ->
 
 
 def test_the_files_and_batches_migration_goes_down_and_up_again(database_url: str) -> None:
-    upgrade(database_url)
-    config = Config()
-    config.set_main_option("script_location", str(Path(migrations.__file__).parent))
-    config.attributes["engine"] = engine_for(database_url)
-    command.downgrade(config, "0005")
+    _down_to(database_url, "0005")
     missing = {(d[0], d[1].name) for d in _differences(database_url)}
     assert missing == {("add_table", "files"), ("add_index", "ix_files_tenant_purpose_created_at"),
                        ("add_table", "batches"), ("add_index", "ix_batches_tenant_created_at")}

@@ -27,7 +27,7 @@ from router.arithmetic import (
     unused_share,
 )
 from router.features import HashingConfig, SparseRows, append_dense, fit_idf, hash_texts
-from router.logistic import DEFAULT_FIT, FitConfig, fit_sparse, sigmoid
+from router.logistic import DEFAULT_FIT, FitConfig, fit_sparse, sigmoid1
 from router.steps import Attempt
 
 _HEDGES = re.compile(
@@ -97,7 +97,7 @@ class ResponseScorer:
 
     def probability(self, attempt: Attempt) -> float:
         """P(right) of one attempt from its evidence."""
-        return float(sigmoid(np.array(attempt.evidence)))
+        return sigmoid1(attempt.evidence)
 
     def _rows(self, prompts: Sequence[str], responses: Sequence[str],
               answers: Sequence[str | None], router_logits: np.ndarray) -> SparseRows:

@@ -9,6 +9,7 @@ predicts a verbose expensive one, so escalating it costs more.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
@@ -21,8 +22,8 @@ def _verbosity(attempts: Sequence[Attempt], mean_log_chars: Mapping[str, float])
     """Mean log response length of the paid attempts relative to their models' means."""
     if not attempts:
         return 0.0
-    return float(np.mean([np.log1p(len(a.response)) - mean_log_chars.get(a.model, 0.0)
-                          for a in attempts]))
+    return sum(math.log1p(len(a.response)) - mean_log_chars.get(a.model, 0.0)
+               for a in attempts) / len(attempts)
 
 
 @dataclass(frozen=True)
@@ -38,8 +39,8 @@ class CostModel:
     def expected_usd(self, model: str, prompt_chars: int, attempts: Sequence[Attempt]) -> float:
         """Expected USD of calling ``model`` now."""
         a, b, c = self.coef[model]
-        log_out = a + b * np.log1p(prompt_chars) + c * _verbosity(attempts, self.mean_log_chars)
-        out_tokens = float(np.expm1(log_out)) * self.smear[model]
+        log_out = a + b * math.log1p(prompt_chars) + c * _verbosity(attempts, self.mean_log_chars)
+        out_tokens = math.expm1(log_out) * self.smear[model]
         in_tokens = prompt_chars * self.tokens_per_char[model]
         price_in, price_out = self.usd_per_1m[model]
         return (in_tokens * price_in + max(out_tokens, 0.0) * price_out) / 1e6

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from router.logistic import fit_dense, logit, sigmoid
+from router.logistic import fit_dense, logit1, sigmoid1
 from router.steps import Attempt
 
 N_SHARED = 8
@@ -78,7 +78,7 @@ class Judge:
         out = []
         for group in group_candidates(attempts):
             x = candidate_features(self.models, group, attempts, router_logits)
-            p = float(sigmoid(np.array(x @ self.weights + self.bias)))
+            p = sigmoid1(float(x @ self.weights) + self.bias)
             best = max(group, key=lambda a: a.evidence)
             out.append(Candidate(group[0].answer, best.model,
                                  tuple(a.model for a in group), p))
@@ -93,12 +93,12 @@ class LastResponseJudge:
                    router_logits: Mapping[str, float]) -> list[Candidate]:
         last = attempts[-1]
         return [Candidate(last.answer, last.model, (last.model,),
-                          float(sigmoid(np.array(last.evidence))))]
+                          sigmoid1(last.evidence))]
 
 
 def router_logit_map(models: Sequence[str], p_correct: Mapping[str, float]) -> dict[str, float]:
     """Learned-router probabilities as logits, the judge's input."""
-    return {m: float(logit(np.array(p_correct[m]))) for m in models if m in p_correct}
+    return {m: logit1(p_correct[m]) for m in models if m in p_correct}
 
 
 def train_judge(models: Sequence[str], states: Sequence[Sequence[Attempt]],

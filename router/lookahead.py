@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from router.judge import Candidate
-from router.logistic import fit_dense, logit, sigmoid
+from router.logistic import fit_dense, logit1, sigmoid1
 from router.steps import Attempt
 
 
@@ -24,7 +24,7 @@ def lookahead_features(models: Sequence[str], ranked: Sequence[Candidate], n_cal
     best = ranked[0].confidence if ranked else 0.0
     second = ranked[1].confidence if len(ranked) > 1 else 0.0
     shared = [
-        float(logit(np.array(best))) if ranked else 0.0, float(bool(ranked)), second,
+        logit1(best) if ranked else 0.0, float(bool(ranked)), second,
         float(n_called), router_logits.get(next_model, 0.0),
     ]
     onehot = [float(m == next_model) for m in models]
@@ -45,7 +45,7 @@ class Lookahead:
         """P(right) of the best answer once ``next_model`` has also answered."""
         x = lookahead_features(self.models, ranked, len(attempts), {a.model for a in attempts},
                                next_model, router_logits)
-        return float(sigmoid(np.array(x @ self.weights + self.bias)))
+        return sigmoid1(float(x @ self.weights) + self.bias)
 
 
 def train_lookahead(models: Sequence[str], rows: Sequence[tuple[Sequence[Candidate], int, set[str],

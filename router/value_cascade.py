@@ -47,7 +47,8 @@ class ValueCascade:
                        self.costs.expected_usd(m, len(request.prompt), attempts))
                 return gain / max(usd / top_usd, 1e-9)
 
-            choice = max(options, key=value)
-            if value(choice) >= self.min_gain_per_cost:
+            worth = {m: value(m) for m in options}
+            choice = max(options, key=worth.__getitem__)
+            if worth[choice] >= self.min_gain_per_cost:
                 return Call((choice,))
         return Accept(best.answer_from, best.answer, best.confidence, best.aggregate)

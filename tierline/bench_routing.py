@@ -12,6 +12,7 @@ import math
 import sys
 import time
 from collections.abc import Sequence
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +31,7 @@ from router.goal import Verdict, choose_methods, verdicts
 from router.learned import save_router
 from router.policy import ClassifierSpec
 from router.training import train_routing
+from tierline.folds import default_jobs, run_folds
 
 out = Console()
 if not out.is_terminal:
@@ -165,22 +167,26 @@ def print_report(report: Report, seconds: dict[str, float]) -> None:
     out.print("[dim]" + ", ".join(f"{k} {v:.1f}s" for k, v in seconds.items()) + "[/dim]")
 
 
+def replay_fold(fit: Sequence[Item], val: Sequence[Item], prices: Prices, seed: int) -> Report:
+    """One validation fold: train on ``fit``, replay every planned point on ``val``."""
+    return evaluate(train_routing(fit, prices, seed), val, prices, composite_bands(val))
+
+
 def choose_on_validation(train: Sequence[Item], prices: Prices, seed: int,
-                         folds: int) -> dict[str, str] | None:
+                         folds: int, jobs: int) -> dict[str, str] | None:
     """Split train into ``folds`` folds; each in turn validates what the rest trained; pick
     tierline's methods by their mean over the folds."""
     pairs = fold_items(train, folds, seed + 1)
     if min(min(len(fit), len(val)) for fit, val in pairs) < 20:
         err.print("[dim]train split too small for validation folds; no headline[/dim]")
         return None
-    reports = []
-    for i, (fit, val) in enumerate(pairs, start=1):
+    note = f"validation folds ({jobs} at a time): {{}} of {folds} done"
+    with err.status(note.format(0)) as status:
         try:
-            with err.status(f"validation fold {i} of {folds}"):
-                reports.append(evaluate(train_routing(fit, prices, seed), val, prices,
-                                        composite_bands(val)))
+            reports = run_folds(partial(replay_fold, prices=prices, seed=seed), pairs, jobs,
+                                lambda n: status.update(note.format(n)))
         except InvalidInput as exc:
-            err.print(f"validation fold {i} unusable ({exc}); no headline", style="dim",
+            err.print(f"a validation fold is unusable ({exc}); no headline", style="dim",
                       markup=False, highlight=False)
             return None
     return choose_methods(reports)
@@ -286,6 +292,8 @@ def _live(train: Sequence[Item], test: Sequence[Item], prices: Prices, seed: int
 @click.option("--folds", type=int, default=5, show_default=True,
               help="validation folds of the train split that choose tierline's headline "
                    "methods (0 skips the choice)")
+@click.option("--jobs", type=int, default=None,
+              help="validation folds run at once, one process each  [default: one per core]")
 @click.option("--save-router", "save_router_path", type=click.Path(path_type=Path), default=None,
               help="write the learned router artifact (<path>.npz + <path>.json)")
 @click.option("--live", is_flag=True,
@@ -297,12 +305,14 @@ def _live(train: Sequence[Item], test: Sequence[Item], prices: Prices, seed: int
               help="how many test items --live sends through the pipeline")
 def command(train_path: Path, test_path: Path | None, prices_path: Path, split: float,
             seed: int, json_path: Path | None, plot_path: Path | None, folds: int,
-            save_router_path: Path | None, save_bundle_path: Path | None, live: bool,
-            live_point: str, live_limit: int) -> None:
+            jobs: int | None, save_router_path: Path | None, save_bundle_path: Path | None,
+            live: bool, live_point: str, live_limit: int) -> None:
     """Compare routing strategies and baselines on recorded outcomes of real models."""
     try:
         if folds == 1 or folds < 0:
             raise InvalidInput(f"--folds must be 0 (no headline) or at least 2, got {folds}")
+        if jobs is not None and jobs < 1:
+            raise InvalidInput(f"--jobs must be at least 1, got {jobs}")
         prices = read_prices(prices_path)
         items = read_items(train_path)
         check_priced(items, prices, train_path, prices_path)
@@ -319,7 +329,8 @@ def command(train_path: Path, test_path: Path | None, prices_path: Path, split: 
             _live(train, test[:live_limit], prices, seed, live_point, test_path or train_path)
             return
         started = time.perf_counter()
-        chosen = choose_on_validation(train, prices, seed, folds) if folds else None
+        chosen = (choose_on_validation(train, prices, seed, folds, jobs or default_jobs(folds))
+                  if folds else None)
         seconds = {"validation": time.perf_counter() - started}
         started = time.perf_counter()
         trained = train_routing(train, prices, seed)

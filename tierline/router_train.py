@@ -12,6 +12,7 @@ from __future__ import annotations
 import sys
 import time
 from collections.abc import Sequence
+from functools import partial
 from pathlib import Path
 
 import click
@@ -27,6 +28,7 @@ from router.strategies import Cascade
 from router.training import train_routing
 from router.value_cascade import ValueCascade
 from tierline.bench_routing import check_priced, read_items, read_prices
+from tierline.folds import default_jobs, run_folds
 
 out = Console(soft_wrap=True)
 err = Console(stderr=True, soft_wrap=True)
@@ -44,14 +46,17 @@ err = Console(stderr=True, soft_wrap=True)
                    "single model's accuracy over validation folds, and print its policy")
 @click.option("--folds", type=click.IntRange(min=2), default=5, show_default=True,
               help="validation folds that pick it (with --target)")
+@click.option("--jobs", type=click.IntRange(min=1), default=None,
+              help="validation folds run at once, one process each  [default: one per core]")
 def command(dataset: Path, prices_path: Path, out_path: Path, seed: int, target: float | None,
-            folds: int) -> None:
+            folds: int, jobs: int | None) -> None:
     """Train every learned part on DATASET (all of it) and save the bundle."""
     try:
         prices = read_prices(prices_path)
         items = read_items(dataset)
         check_priced(items, prices, dataset, prices_path)
-        pick = None if target is None else _pick(items, prices, seed, target, folds)
+        pick = (None if target is None else
+                _pick(items, prices, seed, target, folds, jobs or default_jobs(folds)))
         started = time.perf_counter()
         with err.status(f"training on {len(items)} items"):
             trained = train_routing(items, prices, seed, plain=False)
@@ -77,23 +82,32 @@ def command(dataset: Path, prices_path: Path, out_path: Path, seed: int, target:
                   highlight=False, markup=False)
 
 
-def _pick(items: Sequence[Item], prices: Prices, seed: int, target: float, folds: int
-          ) -> tuple[str, float, float]:
+def _live_shares(fit: Sequence[Item], val: Sequence[Item], prices: Prices, seed: int
+                 ) -> dict[str, tuple[float, float]]:
+    """One fold: every live point's accuracy and cost as shares of the best single model's."""
+    trained = train_routing(fit, prices, seed)
+    live = {p.label for p in plan(trained)
+            if p.kind == "tierline" and policy_strategy(p.strategy) is not None}
+    return {r.strategy: (r.accuracy_vs_best, r.cost_vs_best)
+            for r in evaluate(trained, val, prices, ["mid"] * len(val)).rows if r.strategy in live}
+
+
+def _pick(items: Sequence[Item], prices: Prices, seed: int, target: float, folds: int,
+          jobs: int) -> tuple[str, float, float]:
     """The live operating point that reaches ``target`` x the best single model's accuracy
     on average over the folds at the least mean cost: its label, accuracy and cost shares."""
     pairs = fold_items(items, folds, seed + 1)
     if min(min(len(fit), len(val)) for fit, val in pairs) == 0:
         raise InvalidInput(f"{len(items)} items are too few for {folds} validation folds")
+    note = (f"choosing a strategy over {folds} folds ({jobs} at a time, each training on "
+            f"about {len(pairs[0][0])} items): {{}} done")
+    with err.status(note.format(0)) as status:
+        per_fold = run_folds(partial(_live_shares, prices=prices, seed=seed), pairs, jobs,
+                             lambda n: status.update(note.format(n)))
     shares: dict[str, list[tuple[float, float]]] = {}
-    for i, (fit, val) in enumerate(pairs, start=1):
-        with err.status(f"choosing a strategy: fold {i} of {folds}, training on {len(fit)} "
-                        f"items, replaying {len(val)}"):
-            trained = train_routing(fit, prices, seed)
-            live = {p.label for p in plan(trained)
-                    if p.kind == "tierline" and policy_strategy(p.strategy) is not None}
-            for r in evaluate(trained, val, prices, ["mid"] * len(val)).rows:
-                if r.strategy in live:
-                    shares.setdefault(r.strategy, []).append((r.accuracy_vs_best, r.cost_vs_best))
+    for fold in per_fold:
+        for label, point in fold.items():
+            shares.setdefault(label, []).append(point)
     means = {label: (sum(a for a, _ in v) / len(v), sum(c for _, c in v) / len(v))
              for label, v in shares.items() if len(v) == folds}
     reached = [(cost, -share, label) for label, (share, cost) in means.items() if share >= target]

@@ -77,6 +77,10 @@ def test_smoke_on_a_slice_of_real_recorded_outcomes(tmp_path: Path) -> None:
     rows = json.loads(out_json.read_text())
     assert {"strategy", "accuracy", "usd", "accuracy_vs_best", "cost_vs_best"} <= set(rows[0])
     assert any(r["method"] == "frugalgpt" for r in rows)
+    chosen = {c for r in rows for c in r["chosen_for"]}  # the goal table's choices, per row
+    assert chosen == {"aiq", "cost_to_95", "cost_to_99", "accuracy"}
+    assert all(r["kind"] == "tierline" for r in rows if r["chosen_for"])
+    assert sum("accuracy" in r["chosen_for"] for r in rows) == 1
     assert plot.stat().st_size > 10_000
     assert (tmp_path / "router.npz").exists() and (tmp_path / "router.json").exists()
     assert (tmp_path / "bundle.npz").exists() and "goal" in result.output

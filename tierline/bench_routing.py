@@ -206,15 +206,19 @@ def print_verdicts(lines: Sequence[Verdict]) -> None:
     out.print(table)
 
 
-def json_rows(report: Report) -> list[dict[str, Any]]:
-    """Every operating point, with its method's frontier figures."""
+def json_rows(report: Report, chosen: dict[str, str] | None) -> list[dict[str, Any]]:
+    """Every operating point, with its method's frontier figures and the goal criteria its
+    method (for ``accuracy``: the point itself) was chosen for on the validation folds."""
     summary = {s.method: s for s in report.summaries}
     rows = []
     for r in report.rows:
         s = summary[r.method]
+        picked = [c for c, name in (chosen or {}).items()
+                  if name == (r.strategy if c == "accuracy" else r.method)]
         rows.append({**r.to_dict(), "best_single": report.best_single,
                      "cost_unit": report.cost_unit or report.best_single, "aiq": s.aiq,
-                     "cost_to_95": s.cost_to_95, "cost_to_99": s.cost_to_99})
+                     "cost_to_95": s.cost_to_95, "cost_to_99": s.cost_to_99,
+                     "chosen_for": picked})
     return rows
 
 
@@ -343,7 +347,7 @@ def command(train_path: Path, test_path: Path | None, prices_path: Path, split: 
         if chosen is not None:
             print_verdicts(verdicts(report, chosen))
         if json_path is not None:
-            json_path.write_text(json.dumps(json_rows(report), indent=1), encoding="utf-8")
+            json_path.write_text(json.dumps(json_rows(report, chosen), indent=1), encoding="utf-8")
         if plot_path is not None:
             plot_frontier(report, plot_path)
         if save_router_path is not None:

@@ -337,9 +337,11 @@ def command(train_path: Path, test_path: Path | None, prices_path: Path, split: 
                   if folds else None)
         seconds = {"validation": time.perf_counter() - started}
         started = time.perf_counter()
-        trained = train_routing(train, prices, seed)
+        with err.status(f"training on {len(train)} items"):
+            trained = train_routing(train, prices, seed)
         trained_s = time.perf_counter() - started
-        report = evaluate(trained, test, prices, composite_bands(test))
+        with err.status(f"replaying every method on {len(test)} test items"):
+            report = evaluate(trained, test, prices, composite_bands(test))
         seconds |= {"train": trained_s, "evaluate": time.perf_counter() - started - trained_s}
         out.print(f"train {len(train)} items, test {len(test)} items, models (cheapest first): "
                   f"{', '.join(trained.models)}")

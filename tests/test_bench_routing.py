@@ -173,3 +173,28 @@ def test_a_single_or_negative_fold_count_is_refused(tmp_path: Path, folds: str) 
                                           str(tmp_path / "p.yaml"), "--folds", folds])
     assert result.exit_code == 2
     assert "--folds must be 0 (no headline) or at least 2" in result.output
+
+
+def test_jobs_below_one_are_refused(tmp_path: Path) -> None:
+    data = tmp_path / "d.jsonl"
+    data.write_text("\n".join(_varied(40)) + "\n")
+    (tmp_path / "p.yaml").write_text(PRICES)
+    result = CliRunner().invoke(command, ["--train", str(data), "--prices",
+                                          str(tmp_path / "p.yaml"), "--jobs", "0"])
+    assert result.exit_code == 2 and "--jobs must be at least 1, got 0" in result.output
+
+
+def test_folds_side_by_side_choose_as_one_at_a_time(tmp_path: Path) -> None:
+    data = tmp_path / "d.jsonl"
+    data.write_text("\n".join(_varied(300)) + "\n")
+    (tmp_path / "p.yaml").write_text(PRICES)
+    rows = {}
+    for jobs in ("1", "2"):
+        out_json = tmp_path / f"rows-{jobs}.json"
+        result = CliRunner().invoke(command, ["--train", str(data), "--prices",
+                                              str(tmp_path / "p.yaml"), "--folds", "3",
+                                              "--jobs", jobs, "--json", str(out_json)])
+        assert result.exit_code == 0, result.output
+        rows[jobs] = json.loads(out_json.read_text())
+    assert any(r["chosen_for"] for r in rows["1"])
+    assert rows["1"] == rows["2"]

@@ -40,7 +40,7 @@ class CostModel:
         """Expected USD of calling ``model`` now."""
         a, b, c = self.coef[model]
         log_out = a + b * math.log1p(prompt_chars) + c * _verbosity(attempts, self.mean_log_chars)
-        out_tokens = math.expm1(log_out) * self.smear[model]
+        out_tokens = math.expm1(min(log_out, 50.0)) * self.smear[model]  # e^50: no overflow
         in_tokens = prompt_chars * self.tokens_per_char[model]
         price_in, price_out = self.usd_per_1m[model]
         return (in_tokens * price_in + max(out_tokens, 0.0) * price_out) / 1e6

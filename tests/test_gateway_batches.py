@@ -251,3 +251,88 @@ def test_a_batch_with_no_valid_line_fails_and_says_why(url: str) -> None:
     assert "url: must be" in reasons[0] and "body: messages: must be" in reasons[1]
     assert "all 2 were rejected" in reasons[2]
     assert [e["custom_id"] for e in _read(sdk, batch.error_file_id)] == ["no-url", "no-messages"]
+
+
+def _tenants(tmp_path: Path, *names: str) -> Any:
+    keys = tmp_path / "keys.yaml"
+    keys.write_text("".join(f"{name}: [sk-{name}-0001]\n" for name in names))
+    return load_keys(keys)
+
+
+def test_files_are_listed_newest_first_in_pages_per_tenant(stack: Client,
+                                                              tmp_path: Path) -> None:
+    with _serve(stack, keys=_tenants(tmp_path, "lister", "other")) as base:
+        sdk, other = _sdk(base, "sk-lister-0001"), _sdk(base, "sk-other-0001")
+        a, b, c = (sdk.files.create(file=(f"{name}.jsonl", _jsonl([_line(name, "hi")])),
+                                    purpose="batch") for name in "abc")
+        theirs = other.files.create(file=("x.jsonl", _jsonl([_line("x", "hi")])),
+                                    purpose="batch")
+        page = sdk.files.list()
+        assert [f.id for f in page.data] == [c.id, b.id, a.id] and not page.has_more
+        assert page.data[0].filename == "c.jsonl" and page.data[0].bytes == c.bytes
+        assert [f.id for f in sdk.files.list(order="asc")] == [a.id, b.id, c.id]
+        first = sdk.files.list(limit=2)
+        assert [f.id for f in first.data] == [c.id, b.id] and first.has_more
+        assert [f.id for f in sdk.files.list(limit=1)] == [c.id, b.id, a.id]  # every page
+        assert [f.id for f in sdk.files.list(after=b.id, order="asc")] == [c.id]
+        assert [f.id for f in sdk.files.list(purpose="batch")] == [c.id, b.id, a.id]
+        assert sdk.files.list(purpose="fine-tune").data == []
+        assert [f.id for f in other.files.list()] == [theirs.id]
+        with pytest.raises(openai.BadRequestError, match="after: no file"):
+            sdk.files.list(after=theirs.id)  # another tenant's file is no cursor
+
+
+@pytest.mark.parametrize(("query", "says"), [
+    ("limit=0", "limit: must be a whole number from 1 to 10000, got '0'"),
+    ("limit=10001", "limit: must be a whole number from 1 to 10000"),
+    ("limit=ten", "limit: must be a whole number"),
+    ("order=newest", "order: must be \"asc\" or \"desc\", got 'newest'"),
+    ("purpose=batch_output", "batch_output files are not listed"),
+    ("after=file-nope", "after: no file 'file-nope'"),
+])
+def test_a_bad_file_list_query_gets_a_400_naming_the_parameter(url: str, query: str,
+                                                               says: str) -> None:
+    response = httpx.get(f"{url}/files?{query}")
+    assert response.status_code == 400, response.text
+    assert says in response.json()["error"]["message"]
+
+
+def test_a_deleted_file_is_gone_and_only_its_tenant_may_delete_it(stack: Client,
+                                                                   tmp_path: Path) -> None:
+    with _serve(stack, keys=_tenants(tmp_path, "owner", "intruder")) as base:
+        sdk, intruder = _sdk(base, "sk-owner-0001"), _sdk(base, "sk-intruder-0001")
+        uploaded = sdk.files.create(file=("d.jsonl", _jsonl([_line("d", "hi")])),
+                                    purpose="batch")
+        batch = sdk.batches.create(input_file_id=uploaded.id, endpoint="/v1/chat/completions",
+                                   completion_window="24h")
+        done = _finished(sdk, batch.id)
+        with pytest.raises(openai.NotFoundError, match="no file"):
+            intruder.files.delete(uploaded.id)
+        with pytest.raises(openai.NotFoundError, match="no file"):
+            intruder.files.delete(done.output_file_id)
+        with pytest.raises(openai.BadRequestError, match="is not stored: it is written from"):
+            sdk.files.delete(done.output_file_id)
+        assert sdk.files.retrieve(uploaded.id).id == uploaded.id  # the intruder changed nothing
+
+        deleted = sdk.files.delete(uploaded.id)
+        assert (deleted.id, deleted.object, deleted.deleted) == (uploaded.id, "file", True)
+        for call in (sdk.files.retrieve, sdk.files.content, sdk.files.delete):
+            with pytest.raises(openai.NotFoundError, match="no file"):
+                call(uploaded.id)
+        assert uploaded.id not in [f.id for f in sdk.files.list()]
+        # the batch had read it: it and its output stay
+        assert sdk.batches.retrieve(batch.id).input_file_id == uploaded.id
+        assert [line["custom_id"] for line in _read(sdk, done.output_file_id)] == ["d"]
+        with pytest.raises(openai.NotFoundError, match="no file 'file-nope'"):
+            sdk.files.delete("file-nope")
+
+
+def test_each_files_path_answers_405_for_a_method_it_does_not_take(url: str) -> None:
+    for method, path, takes in [("DELETE", "/files", "GET, POST"),
+                                ("PUT", "/files/file-x", "GET, DELETE"),
+                                ("DELETE", "/files/file-x/content", "GET"),
+                                ("DELETE", "/batches", "GET, POST")]:
+        response = httpx.request(method, f"{url}{path}")
+        assert response.status_code == 405, (method, path)
+        assert f"takes {takes}, not {method}" in response.json()["error"]["message"]
+    assert httpx.delete(f"{url}/nowhere").status_code == 404

@@ -27,6 +27,7 @@ from tierline.client import Client, JobStatus
 from tierline.files import (
     ERROR_PREFIX,
     OUTPUT_PREFIX,
+    OUTPUT_PURPOSE,
     Download,
     Files,
     file_object,
@@ -112,23 +113,37 @@ class Batches:
         kind = "output" if file_id.startswith(OUTPUT_PREFIX) else "error"
         return file_object({"id": file_id, "bytes": size, "created_at": time.time(),
                             "filename": f"{PREFIX}{job_id}_{kind}.jsonl",
-                            "purpose": "batch_output"})
+                            "purpose": OUTPUT_PURPOSE})
 
     def content(self, tenant: str, file_id: str) -> Download:
         """A file's content: an upload as stored, an output or error file written now."""
-        for prefix, errors in ((OUTPUT_PREFIX, False), (ERROR_PREFIX, True)):
-            if file_id.startswith(prefix):
-                batch_id = PREFIX + file_id.removeprefix(prefix)
-                try:
-                    record, _ = self._record(tenant, batch_id)
-                except HttpError as exc:
-                    raise not_found(f"no file {file_id!r}") from exc
-                job_id = batch_id.removeprefix(PREFIX)
-                written = (error_lines(self.client, job_id, record["rejected"]) if errors
-                           else output_lines(self.client, job_id))
-                return Download(jsonl(written))
+        if file_id.startswith((OUTPUT_PREFIX, ERROR_PREFIX)):
+            job_id, record = self._output_of(tenant, file_id)
+            written = (error_lines(self.client, job_id, record["rejected"])
+                       if file_id.startswith(ERROR_PREFIX) else output_lines(self.client, job_id))
+            return Download(jsonl(written))
         row = self.files.get(tenant, file_id, with_content=True)
         return Download([row["content"]], len(row["content"]))
+
+    def delete_file(self, tenant: str, file_id: str) -> dict[str, Any]:
+        """Delete an upload (see :meth:`Files.delete`). An output or error file is written
+        from its batch's results when read, so there is nothing stored to delete: 400."""
+        if file_id.startswith((OUTPUT_PREFIX, ERROR_PREFIX)):
+            job_id, _ = self._output_of(tenant, file_id)
+            raise bad(f"{file_id!r} is not stored: it is written from the results of batch "
+                      f"'{PREFIX}{job_id}' each time it is read, so it cannot be deleted on its "
+                      "own", "not_deletable")
+        return self.files.delete(tenant, file_id)
+
+    def _output_of(self, tenant: str, file_id: str) -> tuple[str, dict[str, Any]]:
+        """The job and record of the batch an output or error file belongs to; 404 if none
+        of the tenant's."""
+        job_id = file_id.removeprefix(OUTPUT_PREFIX).removeprefix(ERROR_PREFIX)
+        try:
+            record, _ = self._record(tenant, PREFIX + job_id)
+        except HttpError as exc:
+            raise not_found(f"no file {file_id!r}") from exc
+        return job_id, record
 
     def _record(self, tenant: str, batch_id: str) -> tuple[dict[str, Any], float]:
         """What the batch adds to its job, and when it was recorded; 404 if not the tenant's."""

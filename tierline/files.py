@@ -2,7 +2,9 @@
 
 Only ``purpose: batch`` is taken, the input of a batch (:mod:`tierline.batches`). A batch's
 output and error files are not stored: their ids name the batch (``file-out-<job id>``,
-``file-err-<job id>``) and their content is written from its results when asked for.
+``file-err-<job id>``) and their content is written from its results when asked for. So a
+list of files holds the uploads only, and only uploads can be deleted; an upload is not
+deleted while a batch is still reading it (``validating``).
 """
 
 from __future__ import annotations
@@ -15,15 +17,17 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Engine, insert, select
+from sqlalchemy import Engine, and_, delete, insert, or_, select
 
 from tierline.intake import Line, parse_jsonl
-from tierline.openai_shapes import bad, not_found
-from workers.schema import files
+from tierline.openai_shapes import HttpError, bad, not_found
+from workers.schema import batches, files, jobs
 
 MAX_FILE_BYTES = 100 << 20  # the whole upload body, separate from the chat body's limit
 UPLOAD_PURPOSE = "batch"
+OUTPUT_PURPOSE = "batch_output"
 OUTPUT_PREFIX, ERROR_PREFIX = "file-out-", "file-err-"
+ORDERS = ("asc", "desc")
 
 
 @dataclass(frozen=True)
@@ -117,6 +121,55 @@ class Files:
         if row is None:
             raise not_found(f"no file {file_id!r}")
         return dict(row._mapping)
+
+    def list(self, tenant: str, *, purpose: str | None, limit: int, after: str | None,
+             order: str) -> dict[str, Any]:
+        """The tenant's uploads by creation time (``order`` asc or desc), ``limit`` of them
+        after the file ``after``; 400 for a cursor that names none of them."""
+        newest_first = order == "desc"
+        when, ident = files.c.created_at, files.c.id
+        stmt = (select(files.c.id, files.c.purpose, files.c.filename, files.c.bytes,
+                       files.c.created_at).where(files.c.tenant == tenant)
+                .order_by(*((when.desc(), ident.desc()) if newest_first else (when, ident)))
+                .limit(limit + 1))
+        if purpose is not None:
+            stmt = stmt.where(files.c.purpose == purpose)
+        with self.engine.connect() as conn:
+            if after is not None:
+                since = conn.execute(select(files.c.created_at).where(
+                    files.c.id == after, files.c.tenant == tenant)).scalar()
+                if since is None:
+                    raise bad(f"after: no file {after!r} among yours; give the id of the last "
+                              "file of the page before", "invalid_after")
+                beyond = ((when < since, and_(when == since, ident < after)) if newest_first
+                          else (when > since, and_(when == since, ident > after)))
+                stmt = stmt.where(or_(*beyond))
+            rows = [dict(row._mapping) for row in conn.execute(stmt)]
+        data = [file_object(row) for row in rows[:limit]]
+        return {"object": "list", "data": data, "first_id": data[0]["id"] if data else None,
+                "last_id": data[-1]["id"] if data else None, "has_more": len(rows) > limit}
+
+    def delete(self, tenant: str, file_id: str) -> dict[str, Any]:
+        """Delete an upload of ``tenant``: 404 when there is none, 409 while a batch is still
+        reading it (``validating``); a batch that has read it goes on without it."""
+        with self.engine.begin() as conn:
+            # Locked first, so a batch being created from it is either seen here or, once
+            # this commits, finds the file gone.
+            found = conn.execute(select(files.c.id).where(
+                files.c.id == file_id, files.c.tenant == tenant).with_for_update()).first()
+            if found is None:
+                raise not_found(f"no file {file_id!r}")
+            reader = conn.execute(
+                select(batches.c.job_id).join(jobs, jobs.c.id == batches.c.job_id)
+                .where(batches.c.input_file_id == file_id, jobs.c.status == "validating")
+                .limit(1)).scalar()
+            if reader is not None:
+                raise HttpError(409, f"file {file_id!r} is the input of batch "
+                                f"'batch_{reader}', which is still reading it (validating); "
+                                "delete it once the batch is in_progress, or cancel the batch",
+                                "invalid_request_error", "file_in_use")
+            conn.execute(delete(files).where(files.c.id == file_id))
+        return {"id": file_id, "object": "file", "deleted": True}
 
 
 def lines(content: bytes) -> Iterator[Line]:

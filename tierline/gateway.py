@@ -36,7 +36,7 @@ from router.errors import InvalidInput
 from router.policy import LANES
 from tierline.batches import Batches
 from tierline.client import Client
-from tierline.files import MAX_FILE_BYTES, Download, parse_form
+from tierline.files import MAX_FILE_BYTES, ORDERS, OUTPUT_PURPOSE, Download, parse_form
 from tierline.gateway_keys import Keys
 from tierline.openai_shapes import HttpError, bad, completion, request_fields, streaming
 from workers.schema import attempts, requests
@@ -48,7 +48,8 @@ MAX_WAIT_S = 120.0  # an HTTP call should not hang for a batch lane's day-long b
 DEFAULT_LANE = "realtime"
 DEFAULT_TENANT = "default"
 JOB_NAME = "gateway"
-MAX_LIST_LIMIT = 100
+DEFAULT_LIST_LIMIT, MAX_LIST_LIMIT = 20, 100  # batches, as OpenAI pages them
+DEFAULT_FILES_LIMIT = MAX_FILES_LIMIT = 10_000  # files, likewise
 
 
 class Gateway:
@@ -159,7 +160,8 @@ def _reject(_number: int, reason: str) -> None:
 
 # (path pattern, methods): where a path exists but the method does not, the answer is 405
 _PATHS = ((r"/healthz", "GET"), (r"/v1/models", "GET"), (r"/v1/chat/completions", "POST"),
-          (r"/v1/files", "POST"), (r"/v1/files/[^/]+", "GET"), (r"/v1/files/[^/]+/content", "GET"),
+          (r"/v1/files", "GET, POST"), (r"/v1/files/[^/]+", "GET, DELETE"),
+          (r"/v1/files/[^/]+/content", "GET"),
           (r"/v1/batches", "GET, POST"), (r"/v1/batches/[^/]+", "GET"),
           (r"/v1/batches/[^/]+/cancel", "POST"))
 
@@ -176,6 +178,9 @@ class _Handler(BaseHTTPRequestHandler):
     def do_POST(self) -> None:  # noqa: N802
         self._answer(lambda: self._post())
 
+    def do_DELETE(self) -> None:  # noqa: N802
+        self._answer(lambda: self._delete())
+
     def _get(self) -> dict[str, Any] | Download:
         path = urlsplit(self.path).path
         if path == "/healthz":
@@ -184,8 +189,19 @@ class _Handler(BaseHTTPRequestHandler):
         if path == "/v1/models":
             self.gateway.tenant(self.headers.get("Authorization"))
             return self.gateway.models()
+        if path == "/v1/files":
+            query = self._query()
+            limit, after = self._page(query, DEFAULT_FILES_LIMIT, MAX_FILES_LIMIT)
+            purpose = _one(query, "purpose")
+            if purpose == OUTPUT_PURPOSE:
+                raise bad("purpose: batch_output files are not listed (they are written from "
+                          "a batch's results when read); each batch names its own in "
+                          "output_file_id and error_file_id", "invalid_purpose")
+            return batches.files.list(self._owner(), purpose=purpose, limit=limit, after=after,
+                                      order=_order(query))
         if path == "/v1/batches":
-            return batches.list(self._owner(), *self._page())
+            return batches.list(self._owner(), *self._page(self._query(), DEFAULT_LIST_LIMIT,
+                                                           MAX_LIST_LIMIT))
         if found := re.fullmatch(r"/v1/batches/([^/]+)", path):
             return batches.retrieve(self._owner(), found[1])
         if found := re.fullmatch(r"/v1/files/([^/]+)", path):
@@ -218,18 +234,26 @@ class _Handler(BaseHTTPRequestHandler):
             return answer
         return chunks(answer, (options or {}).get("include_usage") is True)
 
+    def _delete(self) -> dict[str, Any]:
+        path = urlsplit(self.path).path
+        if found := re.fullmatch(r"/v1/files/([^/]+)", path):
+            return self.gateway.batches.delete_file(self._owner(), found[1])
+        raise self._not_allowed_or_missing("DELETE")
+
     def _owner(self) -> str:
         return self.gateway.owner(self.headers.get("Authorization"))
 
-    def _page(self) -> tuple[int, str | None]:
-        """A list call's ``limit`` (1 to 100, default 20) and ``after``."""
-        query = parse_qs(urlsplit(self.path).query)
-        limit = (query.get("limit") or ["20"])[0]
-        if not limit.isdigit() or not 1 <= int(limit) <= MAX_LIST_LIMIT:
-            raise bad(f"limit: must be a whole number from 1 to {MAX_LIST_LIMIT}, got {limit!r}",
+    def _query(self) -> dict[str, list[str]]:
+        return parse_qs(urlsplit(self.path).query)
+
+    @staticmethod
+    def _page(query: dict[str, list[str]], default: int, maximum: int) -> tuple[int, str | None]:
+        """A list call's ``limit`` (1 to ``maximum``) and ``after``."""
+        limit = _one(query, "limit") or str(default)
+        if not limit.isdigit() or not 1 <= int(limit) <= maximum:
+            raise bad(f"limit: must be a whole number from 1 to {maximum}, got {limit!r}",
                       "invalid_limit")
-        after = query.get("after")
-        return int(limit), after[0] if after else None
+        return int(limit), _one(query, "after")
 
     def _body(self, limit: int) -> bytes:
         """The request's body; 413 (having read and dropped it) when over ``limit`` bytes."""
@@ -302,6 +326,20 @@ class _Handler(BaseHTTPRequestHandler):
         pass  # quiet: the ledger is the record
 
 
+def _one(query: dict[str, list[str]], name: str) -> str | None:
+    """A query parameter's value (the first, if repeated), or None."""
+    values = query.get(name)
+    return values[0] if values else None
+
+
+def _order(query: dict[str, list[str]]) -> str:
+    """A list's ``order``: ``desc`` (newest first, the default) or ``asc``."""
+    order = _one(query, "order") or "desc"
+    if order not in ORDERS:
+        raise bad(f"order: must be \"asc\" or \"desc\", got {order!r}", "invalid_order")
+    return order
+
+
 def _json(data: bytes) -> Any:
     try:
         return json.loads(data or b"null")
@@ -316,7 +354,7 @@ def _unsupported(self: _Handler) -> None:
     self._answer(fail)
 
 
-for _method in ("PUT", "DELETE", "PATCH", "OPTIONS"):
+for _method in ("PUT", "PATCH", "OPTIONS"):
     setattr(_Handler, f"do_{_method}", _unsupported)
 
 

@@ -11,6 +11,10 @@ leaves the job ``validating`` for ever: only the end of intake moves it on. The 
 ends such a job ``failed`` once no request of it has been written for ``stalled_after_s``
 (see ``workers.jobs.fail_intake`` for why ``failed``). The timeout must be longer than
 any pause a live producer's input may take between two chunks of requests.
+
+A batch's intake is different: its input file is kept and reading it twice writes each
+line once, so a batch still ``validating`` whose intake task never reached the broker, or
+has been quiet as long, has its intake handed to the broker again instead.
 """
 
 from __future__ import annotations
@@ -52,14 +56,34 @@ def fail_stalled_intakes(rt: Runtime, *, stalled_after_s: float = INTAKE_STALLED
     return failed
 
 
+def restart_batch_intakes(rt: Runtime, *, min_age_s: float = 30.0,
+                          stalled_after_s: float = INTAKE_STALLED_AFTER_S,
+                          now_s: float | None = None) -> list[str]:
+    """Hand to the broker again the intakes of batches still ``validating`` that never
+    reached it (older than ``min_age_s``) or have been quiet for ``stalled_after_s``; returns
+    their job ids."""
+    from tierline.batch_intake import publish
+
+    now_s = time.time() if now_s is None else now_s
+    with rt.engine.connect() as conn:
+        unread = jobs.unread_batches(conn, created_before=now_s - min_age_s,
+                                     quiet_since=now_s - stalled_after_s)
+    restarted = [job_id for job_id in unread if publish(rt.engine, job_id)]
+    for job_id in restarted:
+        log.warning("batch %s: still validating; its intake was handed to the broker again",
+                    job_id)
+    return restarted
+
+
 def enqueue_stranded(rt: Runtime, *, min_age_s: float = 30.0, limit: int = 10_000,
                      stalled_after_s: float = INTAKE_STALLED_AFTER_S) -> int:
-    """One sweep: fail interrupted intakes, then publish stranded requests older than
-    ``min_age_s``; returns how many were published."""
+    """One sweep: fail interrupted intakes and restart batches' ones, then publish stranded
+    requests older than ``min_age_s``; returns how many requests were published."""
     from workers.tasks import route_requests
 
     # First, so that the requests of a job that just failed are not published for nothing.
     fail_stalled_intakes(rt, stalled_after_s=stalled_after_s)
+    restart_batch_intakes(rt, min_age_s=min_age_s, stalled_after_s=stalled_after_s)
     cutoff = time.time() - min_age_s
     with rt.engine.connect() as conn:
         stranded = records.unenqueued(conn, limit=limit, submitted_before=cutoff)

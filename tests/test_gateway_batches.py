@@ -15,12 +15,18 @@ from typing import Any
 import httpx
 import openai
 import pytest
+from sqlalchemy import delete, select
 
+from schedules.sweeper import enqueue_stranded, fail_stalled_intakes, restart_batch_intakes
 from tierline import gateway
+from tierline.batch_intake import ingest
+from tierline.batches import Batches
 from tierline.client import Client
 from tierline.embedded import embedded
+from tierline.files import Upload
 from tierline.gateway import make_server
 from tierline.gateway_keys import load_keys
+from workers.schema import batches, files, requests
 from workers.settings import POLICY_DIR
 
 
@@ -95,12 +101,16 @@ def test_a_batch_runs_end_to_end_and_every_custom_id_is_answered_once(url: str) 
     batch = sdk.batches.create(input_file_id=uploaded.id, endpoint="/v1/chat/completions",
                                completion_window="24h", metadata={"run": "nightly"})
     assert batch.id.startswith("batch_") and batch.metadata == {"run": "nightly"}
-    assert batch.request_counts.total == 43
-    assert [(e.line, e.param) for e in batch.errors.data] == [
-        (21, None), (22, "q-wrong-url"), (23, "q-0")]
+    # answered before the file is read: nothing counted, nothing refused yet
+    assert batch.status == "validating" and batch.request_counts.total == 0
+    assert batch.errors is None and batch.in_progress_at is None
     done = _finished(sdk, batch.id)
-    assert done.status == "completed" and done.completed_at and done.in_progress_at
-    assert (done.request_counts.completed, done.request_counts.failed) == (40, 3)
+    assert done.status == "completed" and done.completed_at
+    assert done.created_at <= done.in_progress_at <= done.completed_at
+    assert (done.request_counts.total, done.request_counts.completed,
+            done.request_counts.failed) == (43, 40, 3)
+    assert [(e.line, e.param) for e in done.errors.data] == [
+        (21, None), (22, "q-wrong-url"), (23, "q-0")]
     assert sdk.batches.list(limit=5).data[0].id == batch.id
 
     output = _read(sdk, done.output_file_id)
@@ -126,6 +136,45 @@ class _BrokerDown(Client):
         return False
 
 
+class _IntakeNotPublished(Batches):
+    """The broker is unreachable when the batch is created: it waits, ``validating``."""
+
+    def _publish(self, job_id: str) -> bool:
+        return False
+
+
+class Crash(Exception):
+    """The intake's worker dies in the middle of the file."""
+
+
+class _CrashingAtSecondChunk(Client):
+    """Dies after writing its second chunk of requests, before handing it to the broker."""
+
+    chunks = 0
+
+    def _enqueue(self, valid: list[Any], new: set[str]) -> bool:
+        self.chunks += 1
+        if self.chunks == 2:
+            raise Crash
+        return super()._enqueue(valid, new)
+
+
+def _unread(client: Client, lines: list[Any], tenant: str = "default") -> str:
+    """A batch created while the broker was down: its job id (its file not read yet)."""
+    uploaded = Batches(client).files.upload(tenant, Upload("batch", "u.jsonl", _jsonl(lines)))
+    created = _IntakeNotPublished(client).create(tenant, {
+        "input_file_id": uploaded["id"], "endpoint": "/v1/chat/completions",
+        "completion_window": "24h"})
+    assert created["status"] == "validating"
+    return str(created["id"]).removeprefix("batch_")
+
+
+def _requests_of(client: Client, job_id: str) -> list[str]:
+    with client.rt.engine.connect() as conn:
+        return list(conn.execute(select(requests.c.idempotency_key)
+                                 .where(requests.c.job_id == job_id)).scalars())
+
+
 def test_a_cancelled_batch_keeps_its_answers_and_reports_the_rest(stack: Client) -> None:
     with _serve(stack) as base:
         sdk = _sdk(base)
@@ -135,12 +184,10 @@ def test_a_cancelled_batch_keeps_its_answers_and_reports_the_rest(stack: Client)
                                    completion_window="24h")
         assert _finished(sdk, early.id).status == "completed"
         assert sdk.batches.cancel(early.id).status == "completed"  # nothing left to cancel
-    with _serve(_BrokerDown(stack.rt)) as base:
-        sdk = _sdk(base)
-        lines = [_line(f"c-{n}", f"Name a colour, {n}.") for n in range(5)]
-        uploaded = sdk.files.create(file=("c.jsonl", _jsonl(lines)), purpose="batch")
-        batch = sdk.batches.create(input_file_id=uploaded.id, endpoint="/v1/chat/completions",
-                                   completion_window="24h")
+
+        job = _unread(stack, [_line(f"c-{n}", f"Name a colour, {n}.") for n in range(5)])
+        assert ingest(_BrokerDown(stack.rt), job) == 5  # read, but none reached a worker
+        batch = sdk.batches.retrieve(f"batch_{job}")
         assert batch.status == "in_progress" and batch.output_file_id is None
         cancelled = sdk.batches.cancel(batch.id)
         assert cancelled.status == "cancelled" and cancelled.cancelled_at
@@ -149,6 +196,70 @@ def test_a_cancelled_batch_keeps_its_answers_and_reports_the_rest(stack: Client)
         errors = _read(sdk, cancelled.error_file_id)
     assert [e["custom_id"] for e in errors] == [f"c-{n}" for n in range(5)]
     assert {e["error"]["code"] for e in errors} == {"batch_cancelled"}
+
+
+def test_an_intake_that_crashed_is_run_again_by_the_sweeper_and_writes_each_line_once(
+        stack: Client) -> None:
+    lines = [_line(f"k-{n}", f"What is {n} times 2?") for n in range(150)] + [b"{bad"]
+    job = _unread(stack, lines)
+    with pytest.raises(Crash):
+        ingest(_CrashingAtSecondChunk(stack.rt), job)
+    # two chunks of 64 written (the second never handed to a worker), the rest unread
+    assert len(_requests_of(stack, job)) == 128 and stack.status(job).state == "validating"
+    # a batch's intake is restarted, never failed as a lost producer's stream would be
+    assert job not in fail_stalled_intakes(stack.rt, stalled_after_s=0.0)
+    assert restart_batch_intakes(stack.rt, min_age_s=0.0, stalled_after_s=0.0) == [job]
+    assert restart_batch_intakes(stack.rt, min_age_s=0.0) == []  # handed over: not twice
+    with _serve(stack) as base:
+        sdk = _sdk(base)
+        deadline = time.monotonic() + 30
+        while stack.status(job).state == "validating":  # a worker reads the rest
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        enqueue_stranded(stack.rt, min_age_s=0.0)  # the sweep hands over the 64 stranded
+        done = _finished(sdk, f"batch_{job}")
+        assert done.status == "completed"
+        assert (done.request_counts.total, done.request_counts.completed,
+                done.request_counts.failed) == (151, 150, 1)
+        output = _read(sdk, done.output_file_id)
+    keys = _requests_of(stack, job)
+    assert len(keys) == len(set(keys)) == 150
+    assert sorted(line["custom_id"] for line in output) == sorted(f"k-{n}" for n in range(150))
+    assert ingest(stack, job) == 0  # read already: a late redelivery changes nothing
+    assert len(_requests_of(stack, job)) == 150
+
+
+def test_a_batch_cancelled_before_it_is_read_is_never_read(url: str, stack: Client) -> None:
+    job = _unread(stack, [_line("never", "hi")])
+    sdk = _sdk(url)
+    cancelled = sdk.batches.cancel(f"batch_{job}")
+    assert cancelled.status == "cancelled" and cancelled.request_counts.total == 0
+    assert ingest(stack, job) == 0 and _requests_of(stack, job) == []
+    assert restart_batch_intakes(stack.rt, min_age_s=0.0) == []
+
+
+def test_the_input_of_a_batch_being_read_cannot_be_deleted(url: str, stack: Client) -> None:
+    sdk = _sdk(url)
+    job = _unread(stack, [_line("held", "hi")])
+    file_id = sdk.batches.retrieve(f"batch_{job}").input_file_id
+    with pytest.raises(openai.ConflictError, match="still reading it"):
+        sdk.files.delete(file_id)
+    assert sdk.files.retrieve(file_id).id == file_id  # nothing lost
+    assert ingest(stack, job) == 1
+    assert sdk.files.delete(file_id).deleted  # read: the batch goes on without it
+    assert _finished(sdk, f"batch_{job}").status == "completed"
+
+
+def test_a_batch_whose_file_vanished_before_it_was_read_fails_and_says_why(
+        url: str, stack: Client) -> None:
+    job = _unread(stack, [_line("gone", "hi")])
+    with stack.rt.engine.begin() as conn:  # as if deleted in the instant before the batch
+        conn.execute(delete(files).where(files.c.id == select(batches.c.input_file_id).where(
+            batches.c.job_id == job).scalar_subquery()))
+    assert ingest(stack, job) == 0
+    failed = _sdk(url).batches.retrieve(f"batch_{job}")
+    assert failed.status == "failed" and failed.failed_at
+    assert "was deleted before it was read" in failed.errors.data[-1].message
 
 
 @pytest.mark.parametrize(("purpose", "content", "says"), [
@@ -244,9 +355,11 @@ def test_a_batch_with_no_valid_line_fails_and_says_why(url: str) -> None:
     lines = [{"custom_id": "no-url", "body": {"messages": []}},
              _line("no-messages", "hi") | {"body": {"messages": []}}]
     uploaded = sdk.files.create(file=("bad.jsonl", _jsonl(lines)), purpose="batch")
-    batch = sdk.batches.create(input_file_id=uploaded.id, endpoint="/v1/chat/completions",
-                               completion_window="24h")
+    batch = _finished(sdk, sdk.batches.create(input_file_id=uploaded.id,
+                                              endpoint="/v1/chat/completions",
+                                              completion_window="24h").id)
     assert batch.status == "failed" and batch.failed_at and batch.output_file_id is None
+    assert batch.in_progress_at is None
     reasons = [e.message for e in batch.errors.data]
     assert "url: must be" in reasons[0] and "body: messages: must be" in reasons[1]
     assert "all 2 were rejected" in reasons[2]

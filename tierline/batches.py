@@ -1,12 +1,13 @@
 """OpenAI's Batch API on the gateway: a batch is a tierline job on the ``batch`` lane.
 
-``create`` reads an uploaded JSONL file (:mod:`tierline.files`), turns each line's chat body
-into a tierline request as the chat path does, and submits them all as one job; a bad line
-is reported (in the batch's ``errors`` and its error file), never fatal to the others. The
-batch id is the job's id prefixed ``batch_``, and its status is the job's state, which
-already follows OpenAI's. Each line's ``custom_id``, prefixed with a token of its batch, is
-its request's idempotency key: custom ids repeat across batches, so they may not collide,
-and a repeat within one file is refused like any other bad line.
+``create`` checks the call, writes the batch and its job (``validating``) and answers at once;
+the uploaded JSONL file (:mod:`tierline.files`) is then read into the job in the background
+(:mod:`tierline.batch_intake`), each line's chat body a tierline request as the chat path
+reads one. A bad line is reported (in the batch's ``errors`` and its error file), never
+fatal to the others. The batch id is the job's id prefixed ``batch_``, and its status is the
+job's state, which already follows OpenAI's. Each line's ``custom_id``, prefixed with a token
+of its batch, is its request's idempotency key: custom ids repeat across batches, so they may
+not collide, and a repeat within one file is refused like any other bad line.
 
 What a batch adds to its job (input file, metadata, refused lines) is a row of the batches
 table; the output and error files are written from the job's results each time they are
@@ -17,11 +18,11 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import Iterable, Iterator
 from typing import Any
 
 from sqlalchemy import insert, select
 
+from tierline.batch_intake import ENDPOINT, LANE, publish
 from tierline.batch_output import ANSWERED, ERRED, error_lines, output_lines
 from tierline.client import Client, JobStatus
 from tierline.files import (
@@ -32,20 +33,16 @@ from tierline.files import (
     Files,
     file_object,
     jsonl,
-    lines,
 )
-from tierline.intake import Line
-from tierline.openai_shapes import HttpError, bad, not_found, request_fields
+from tierline.openai_shapes import HttpError, bad, not_found
+from workers import records
 from workers.jobs import TERMINAL
 from workers.schema import batches, jobs
 
-ENDPOINT = "/v1/chat/completions"
 COMPLETION_WINDOW = "24h"
 COMPLETION_WINDOW_S = 24 * 3600.0
-LANE = "batch"
 JOB_NAME = "batch"
 PREFIX = "batch_"
-MAX_CUSTOM_ID_CHARS = 200  # with the batch's token, within the 256 of an idempotency key
 MAX_ERRORS_SHOWN = 100  # in the batch object; the error file has them all
 
 
@@ -57,33 +54,31 @@ class Batches:
         self.files = Files(client.rt.engine)
 
     def create(self, tenant: str, body: Any) -> dict[str, Any]:
-        """Submit every valid line of the input file as one job; answer the batch object."""
+        """Write the batch and its job, ``validating``, and answer at once; its input file
+        is read in the background (:mod:`tierline.batch_intake`)."""
         file_id, metadata = _creation(body)
         if file_id.startswith((OUTPUT_PREFIX, ERROR_PREFIX)):
             raise bad(f"input_file_id: {file_id!r} is a batch's output (purpose batch_output); "
                       "give a file uploaded with purpose \"batch\"", "invalid_purpose")
-        stored = self.files.get(tenant, file_id, with_content=True)
-        token = uuid.uuid4().hex
-        custom_ids: dict[int, str] = {}
-        rejected: list[tuple[int, str | None, str]] = []
-
-        def reject(number: int, reason: str) -> None:
-            reason = reason.replace("max_output_tokens:", "max_tokens:", 1)
-            rejected.append((number, custom_ids.get(number), reason))
-
-        report = self.client.submit_many(
-            _requests(lines(stored["content"]), token, custom_ids), lane=LANE, tenant=tenant,
-            job=JOB_NAME, on_reject=reject, completion_window_s=COMPLETION_WINDOW_S,
-            collect_ids=False)
+        job_id, now = str(uuid.uuid4()), time.time()
         with self.client.rt.engine.begin() as conn:
+            self.files.hold(conn, tenant, file_id)
+            records.create_job(conn, job_id, name=JOB_NAME, tenant=tenant, lane=LANE,
+                               now_s=now, expires_at=now + COMPLETION_WINDOW_S)
             conn.execute(insert(batches).values(
-                job_id=report.job_id, tenant=tenant, input_file_id=file_id, metadata=metadata,
-                rejected=rejected, created_at=time.time()))
-        return self.retrieve(tenant, PREFIX + report.job_id)
+                job_id=job_id, tenant=tenant, input_file_id=file_id, metadata=metadata,
+                rejected=[], created_at=now))
+        created = self.retrieve(tenant, PREFIX + job_id)  # before a worker can move it on
+        self._publish(job_id)
+        return created
+
+    def _publish(self, job_id: str) -> bool:
+        """Hand the batch's intake to the broker (False when it is down)."""
+        return publish(self.client.rt.engine, job_id)
 
     def retrieve(self, tenant: str, batch_id: str) -> dict[str, Any]:
-        record, recorded_at = self._record(tenant, batch_id)
-        return self._object(batch_id, record, recorded_at)
+        record, _ = self._record(tenant, batch_id)
+        return self._object(batch_id, record)
 
     def list(self, tenant: str, limit: int, after: str | None) -> dict[str, Any]:
         """The tenant's batches, most recent first; ``after`` is the last id of a page."""
@@ -146,7 +141,7 @@ class Batches:
         return job_id, record
 
     def _record(self, tenant: str, batch_id: str) -> tuple[dict[str, Any], float]:
-        """What the batch adds to its job, and when it was recorded; 404 if not the tenant's."""
+        """What the batch adds to its job, and when it was created; 404 if not the tenant's."""
         with self.client.rt.engine.connect() as conn:
             row = conn.execute(select(batches).where(
                 batches.c.job_id == batch_id.removeprefix(PREFIX),
@@ -154,10 +149,9 @@ class Batches:
         if row is None or not batch_id.startswith(PREFIX):
             raise not_found(f"no batch {batch_id!r}")
         return {"input_file_id": row.input_file_id, "metadata": row.metadata,
-                "rejected": row.rejected}, row.created_at
+                "rejected": row.rejected, "in_progress_at": row.in_progress_at}, row.created_at
 
-    def _object(self, batch_id: str, record: dict[str, Any], recorded_at: float
-                ) -> dict[str, Any]:
+    def _object(self, batch_id: str, record: dict[str, Any]) -> dict[str, Any]:
         """OpenAI's batch object for the job as it is now."""
         job_id = batch_id.removeprefix(PREFIX)
         status = self.client.status(job_id)
@@ -182,7 +176,8 @@ class Batches:
             "output_file_id": OUTPUT_PREFIX + job_id if ended and done else None,
             "error_file_id": ERROR_PREFIX + job_id if ended and erred else None,
             "created_at": int(job.created_at),
-            "in_progress_at": int(recorded_at) if status.total else None,
+            "in_progress_at": (int(record["in_progress_at"])
+                               if status.total and record["in_progress_at"] else None),
             "expires_at": int(job.expires_at) if job.expires_at else None,
             "finalizing_at": None, "completed_at": at["completed"], "failed_at": at["failed"],
             "expired_at": at["expired"], "cancelling_at": at["cancelled"],
@@ -211,48 +206,6 @@ def _creation(body: Any) -> tuple[str, dict[str, Any] | None]:
     if metadata is not None and not isinstance(metadata, dict):
         raise bad("metadata: must be an object of strings", "invalid_metadata")
     return file_id, metadata
-
-
-def _requests(numbered: Iterable[Line], token: str, custom_ids: dict[int, str]
-              ) -> Iterator[Line]:
-    """Each input line as a tierline request, or as the reason it is refused."""
-    seen: dict[str, int] = {}
-    for line in numbered:
-        if line.error is not None:
-            yield line
-            continue
-        raw, error = _request(line.value, token)
-        if raw is not None:
-            custom_id = str(line.value["custom_id"])
-            custom_ids[line.number] = custom_id
-            if custom_id in seen:
-                raw, error = None, (f"custom_id {custom_id!r} is repeated (first on line "
-                                    f"{seen[custom_id]}); each must be unique in the file")
-            seen.setdefault(custom_id, line.number)
-        elif isinstance(line.value, dict) and isinstance(line.value.get("custom_id"), str):
-            custom_ids[line.number] = line.value["custom_id"]
-        yield Line(line.number, value=raw, error=error, nbytes=line.nbytes)
-
-
-def _request(value: Any, token: str) -> tuple[dict[str, Any] | None, str | None]:
-    """One line's request fields, or why it is refused."""
-    if not isinstance(value, dict):
-        return None, f"must be a JSON object, got {type(value).__name__}"
-    custom_id = value.get("custom_id")
-    if not isinstance(custom_id, str) or not custom_id:
-        return None, "custom_id: missing; each line needs a non-empty string custom_id"
-    if len(custom_id) > MAX_CUSTOM_ID_CHARS:
-        return None, f"custom_id: longer than {MAX_CUSTOM_ID_CHARS} characters"
-    if value.get("method", "POST") != "POST":
-        return None, f"method: must be \"POST\", got {value.get('method')!r}"
-    if value.get("url") != ENDPOINT:
-        return None, f"url: must be {ENDPOINT!r}, the batch's endpoint, got {value.get('url')!r}"
-    try:
-        raw = request_fields(value.get("body"))
-    except HttpError as exc:
-        return None, f"body: {exc}"
-    raw["id"] = f"{token}:{custom_id}"
-    return raw, None
 
 
 def _count(status: JobStatus, states: tuple[str, ...]) -> int:

@@ -80,20 +80,28 @@ class Client:
                     tenant: str | None = None, job: str | None = None,
                     on_reject: OnReject | None = None, on_progress: OnProgress | None = None,
                     completion_window_s: float | None = None,
-                    collect_ids: bool = True) -> SubmitReport:
+                    collect_ids: bool = True, into: str | None = None,
+                    finish: Callable[[Connection], None] | None = None) -> SubmitReport:
         """Accept requests from any iterable, streamed in chunks: each chunk is written to the
         database, then enqueued. Invalid items are reported through ``on_reject(line, reason)``
         and skipped; items may be dicts, prompt strings, or :class:`Line` objects from a file.
         Requests still unanswered ``completion_window_s`` after submission end ``expired``.
         ``collect_ids=False`` leaves ``report.request_ids`` empty, for inputs too large to list.
+
+        ``into`` fills a job opened beforehand (``validating``, see ``records.create_job``)
+        instead of opening one; ``job`` and ``completion_window_s`` are then the job's own.
+        Filled again after an interruption, with items that carry their idempotency keys, it
+        writes only what is missing, and its counts are the job's, not this run's.
+        ``finish(conn)`` runs in the transaction that ends the intake.
         """
         now = time.time()
-        report = SubmitReport(job_id=str(uuid.uuid4()))
-        with self.rt.engine.begin() as conn:
-            records.create_job(conn, report.job_id, name=job, tenant=tenant or "default",
-                               lane=lane or "standard", now_s=now,
-                               expires_at=(now + completion_window_s if completion_window_s
-                                           else None))
+        report = SubmitReport(job_id=into or str(uuid.uuid4()))
+        if into is None:
+            with self.rt.engine.begin() as conn:
+                records.create_job(conn, report.job_id, name=job, tenant=tenant or "default",
+                                   lane=lane or "standard", now_s=now,
+                                   expires_at=(now + completion_window_s if completion_window_s
+                                               else None))
         broker_up = True
         chunk_size = self.rt.policy.bundling.ingress_chunk
         for chunk in records.iter_chunks(_numbered(items), chunk_size):
@@ -123,15 +131,23 @@ class Client:
             if on_progress:
                 on_progress(len(chunk), sum(item[3] for item in chunk))
         with self.rt.engine.begin() as conn:
-            records.add_job_counts(conn, report.job_id, accepted=report.accepted,
-                                   duplicates=report.duplicates, rejected=report.rejected)
+            if into is None:
+                records.add_job_counts(conn, report.job_id, accepted=report.accepted,
+                                       duplicates=report.duplicates, rejected=report.rejected)
+            else:  # an earlier run may have written some: its requests are the job's too
+                written = records.count_requests(conn, into)
+                records.set_job_counts(conn, into, accepted=written, rejected=report.rejected,
+                                       duplicates=max(report.accepted + report.duplicates
+                                                      - written, 0))
             done = time.time()
-            if report.accepted == 0 and report.rejected:
+            if report.accepted == 0 and report.duplicates == 0 and report.rejected:
                 jobs_.set_state(conn, report.job_id, "failed", now_s=done,
                                 error=f"no valid request: all {report.rejected} were rejected")
             else:  # with nothing new to answer, settling completes the job at once
                 jobs_.set_state(conn, report.job_id, "in_progress", now_s=done)
                 jobs_.settle(conn, [report.job_id], done)
+            if finish:
+                finish(conn)
         return report
 
     def _ids_of(self, conn: Any, valid: list[Any], new: set[str]) -> list[str]:

@@ -17,7 +17,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Engine, and_, delete, insert, or_, select
+from sqlalchemy import Connection, Engine, and_, delete, insert, or_, select
 
 from tierline.intake import Line, parse_jsonl
 from tierline.openai_shapes import HttpError, bad, not_found
@@ -121,6 +121,15 @@ class Files:
         if row is None:
             raise not_found(f"no file {file_id!r}")
         return dict(row._mapping)
+
+    def hold(self, conn: Connection, tenant: str, file_id: str) -> None:
+        """Check in ``conn``'s transaction that ``tenant`` has the upload, and keep it from
+        being deleted (:meth:`delete`) until that transaction ends; 404 when there is none."""
+        found = conn.execute(select(files.c.id).where(
+            files.c.id == file_id, files.c.tenant == tenant, files.c.purpose == UPLOAD_PURPOSE)
+            .with_for_update(read=True)).first()
+        if found is None:
+            raise not_found(f"no file {file_id!r}")
 
     def list(self, tenant: str, *, purpose: str | None, limit: int, after: str | None,
              order: str) -> dict[str, Any]:

@@ -16,12 +16,12 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 
-from sqlalchemy import and_, func, select, update
+from sqlalchemy import and_, exists, func, select, update
 from sqlalchemy.engine import Connection
 
 from workers import records
 from workers.db import insert_ignore, notify_jobs
-from workers.schema import attempts, jobs, requests, results
+from workers.schema import attempts, batches, jobs, requests, results
 
 ACTIVE = ("validating", "in_progress")
 TERMINAL = ("completed", "failed", "cancelled", "expired")
@@ -111,15 +111,40 @@ def stalled_intakes(conn: Connection, quiet_since: float) -> list[tuple[str, int
 
     A request's ``submitted_at`` is when intake built it, so the newest one is the intake's
     last sign of life. This reads every request of such jobs once; only jobs validating for
-    longer than the sweeper's timeout are looked at.
+    longer than the sweeper's timeout are looked at. A batch's job is not one of them: its
+    input is kept, so its intake is started again instead (:func:`unread_batches`).
     """
     newest = func.max(requests.c.submitted_at)
     stmt = (select(jobs.c.id, func.count(requests.c.id), newest)
             .select_from(jobs.outerjoin(requests, requests.c.job_id == jobs.c.id))
-            .where(jobs.c.status == "validating", jobs.c.created_at < quiet_since)
+            .where(jobs.c.status == "validating", jobs.c.created_at < quiet_since,
+                   ~exists().where(batches.c.job_id == jobs.c.id))
             .group_by(jobs.c.id)
             .having((newest.is_(None)) | (newest < quiet_since)))
     return [(job_id, int(written)) for job_id, written, _ in conn.execute(stmt)]
+
+
+def unread_batches(conn: Connection, *, created_before: float, quiet_since: float
+                   ) -> list[str]:
+    """Job ids of the batches still ``validating`` whose intake task must be handed to the
+    broker again: never handed over (the broker was down) and created before
+    ``created_before``, or handed over before ``quiet_since`` with no request written since
+    (its message was lost, or its worker died and the broker has not redelivered it yet).
+
+    Their input files are kept, and an intake run twice writes each line once, so starting
+    one again is safe, where ending the job (as :func:`fail_intake` does for a producer's
+    lost stream) would throw the batch away.
+    """
+    newest = func.max(requests.c.submitted_at)
+    stmt = (select(batches.c.job_id)
+            .select_from(batches.join(jobs, jobs.c.id == batches.c.job_id)
+                         .outerjoin(requests, requests.c.job_id == batches.c.job_id))
+            .where(jobs.c.status == "validating",
+                   (batches.c.enqueued_at.is_(None) & (batches.c.created_at < created_before))
+                   | (batches.c.enqueued_at < quiet_since))
+            .group_by(batches.c.job_id)
+            .having(newest.is_(None) | (newest < quiet_since)))
+    return list(conn.execute(stmt).scalars())
 
 
 def fail_intake(conn: Connection, job_id: str, now_s: float, error: str) -> bool:

@@ -38,6 +38,19 @@ def add_job_counts(conn: Connection, job_id: str, *, accepted: int, duplicates: 
         rejected=jobs.c.rejected + rejected))
 
 
+def set_job_counts(conn: Connection, job_id: str, *, accepted: int, duplicates: int,
+                   rejected: int) -> None:
+    """Set a job's intake counters (an intake run again recounts what it wrote before)."""
+    conn.execute(update(jobs).where(jobs.c.id == job_id).values(
+        accepted=accepted, duplicates=duplicates, rejected=rejected))
+
+
+def count_requests(conn: Connection, job_id: str) -> int:
+    """How many requests a job holds."""
+    return int(conn.execute(select(func.count()).select_from(requests)
+                            .where(requests.c.job_id == job_id)).scalar_one())
+
+
 def accept_requests(conn: Connection, job_id: str | None, batch: Sequence[tuple[int, Request]]
                     ) -> list[str]:
     """Write validated requests; returns the ids that are new (not a repeated idempotency key)."""

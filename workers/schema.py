@@ -157,7 +157,8 @@ files = Table(
 Index("ix_files_tenant_purpose_created_at", files.c.tenant, files.c.purpose, files.c.created_at)
 
 # What an OpenAI-style batch adds to its job (the job's id is the batch's, prefixed): its
-# input file, metadata and the input lines it refused, with their reasons.
+# input file, metadata and the input lines it refused, with their reasons. The row and the
+# job are written first; a task then reads the file into the job (tierline.batch_intake).
 batches = Table(
     "batches",
     metadata,
@@ -165,7 +166,9 @@ batches = Table(
     Column("tenant", String(128), nullable=False),
     Column("input_file_id", String(64), nullable=False),
     Column("metadata", JSON),
-    Column("rejected", JSON, nullable=False),  # [[line, custom_id, reason], ...]
+    Column("rejected", JSON, nullable=False),  # [[line, custom_id, reason], ...], once read
     Column("created_at", Float, nullable=False),
+    Column("enqueued_at", Float),  # the intake task last handed to the broker; null: not yet
+    Column("in_progress_at", Float),  # the file was read, its requests written
 )
 Index("ix_batches_tenant_created_at", batches.c.tenant, batches.c.created_at)

@@ -38,3 +38,13 @@ def call_models(self: Task, request_ids: list[str], resumed: bool = False) -> in
         call_models.apply_async(args=[outcome.deferred], kwargs={"resumed": True},
                                 countdown=countdown, queue=queue)
     return outcome.finished
+
+
+@app.task(name="tierline.ingest_batch")
+def ingest_batch(job_id: str) -> int:
+    """Read a batch's input file into its job (``tierline.batch_intake``): safe to run twice,
+    a second run writes only the lines the first did not."""
+    from tierline.batch_intake import ingest
+    from tierline.client import Client
+
+    return ingest(Client(runtime()), job_id)

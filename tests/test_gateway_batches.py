@@ -229,6 +229,29 @@ def test_an_intake_that_crashed_is_run_again_by_the_sweeper_and_writes_each_line
     assert len(_requests_of(stack, job)) == 150
 
 
+class _CancelledWhileRead(Client):
+    """The batch is cancelled once the intake's first chunk has been written."""
+
+    job_id = ""
+
+    def _enqueue(self, valid: list[Any], new: set[str]) -> bool:
+        if self.job_id:
+            self.cancel(self.job_id)
+            self.job_id = ""
+        return super()._enqueue(valid, new)
+
+
+def test_a_batch_cancelled_while_it_is_read_stops_being_read(url: str, stack: Client) -> None:
+    job = _unread(stack, [_line(f"m-{n}", f"Say {n}.") for n in range(150)])
+    reader = _CancelledWhileRead(stack.rt)
+    reader.job_id = job
+    assert ingest(reader, job) == 64  # the chunk written when the cancel came; no more
+    cancelled = _sdk(url).batches.retrieve(f"batch_{job}")
+    assert cancelled.status == "cancelled" and cancelled.request_counts.total == 64
+    assert stack.status(job).by_status == {"cancelled": 64}
+    assert ingest(stack, job) == 0 and len(_requests_of(stack, job)) == 64
+
+
 def test_a_batch_cancelled_before_it_is_read_is_never_read(url: str, stack: Client) -> None:
     job = _unread(stack, [_line("never", "hi")])
     sdk = _sdk(url)

@@ -20,7 +20,7 @@ import time
 import uuid
 from typing import Any
 
-from sqlalchemy import insert, select
+from sqlalchemy import and_, insert, or_, select
 
 from tierline.batch_intake import ENDPOINT, LANE, publish
 from tierline.batch_output import ANSWERED, ERRED, error_lines, output_lines
@@ -82,11 +82,13 @@ class Batches:
 
     def list(self, tenant: str, limit: int, after: str | None) -> dict[str, Any]:
         """The tenant's batches, most recent first; ``after`` is the last id of a page."""
-        stmt = (select(batches.c.job_id).where(batches.c.tenant == tenant)
-                .order_by(batches.c.created_at.desc(), batches.c.job_id.desc()).limit(limit + 1))
+        when, ident = batches.c.created_at, batches.c.job_id
+        stmt = (select(ident).where(batches.c.tenant == tenant)
+                .order_by(when.desc(), ident.desc()).limit(limit + 1))
         if after:
             _, since = self._record(tenant, after)
-            stmt = stmt.where(batches.c.created_at < since)
+            last = after.removeprefix(PREFIX)  # one created in the same instant is not skipped
+            stmt = stmt.where(or_(when < since, and_(when == since, ident < last)))
         with self.client.rt.engine.connect() as conn:
             ids = [PREFIX + job_id for job_id in conn.execute(stmt).scalars()]
         data = [self.retrieve(tenant, batch_id) for batch_id in ids[:limit]]

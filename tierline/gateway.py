@@ -17,8 +17,10 @@ is still answered, so the same idempotency key fetches the answer later.
 that always stream work; the tier workers do not stream tokens, so the whole answer comes in
 one chunk once it is ready. Errors found before then are ordinary JSON errors.
 
-``/v1/files`` and ``/v1/batches`` serve OpenAI's Files and Batch APIs for batch work; the
-logic is in :mod:`tierline.batches` and :mod:`tierline.files`, this module only routes.
+``/v1/files`` and ``/v1/batches`` serve OpenAI's Files and Batch APIs for batch work
+(uploads listed with ``GET /v1/files`` and deleted with ``DELETE /v1/files/{id}``; a batch
+answered ``validating`` and read in the background); the logic is in :mod:`tierline.batches`,
+:mod:`tierline.batch_intake` and :mod:`tierline.files`, this module only routes.
 """
 
 from __future__ import annotations

@@ -14,15 +14,27 @@ ROOT = Path(__file__).resolve().parents[1]
 def test_the_compose_file_describes_the_whole_stack() -> None:
     compose = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
     services = compose["services"]
-    assert {"redis", "postgres", "migrate", "router", "tier-realtime", "tier-batch", "beat",
-            "gateway", "flower"} <= set(services)
-    for name in ("router", "tier-realtime", "tier-batch", "beat", "gateway", "flower"):
+    assert {"redis", "postgres", "migrate", "router-realtime", "router", "tier-realtime",
+            "tier-batch", "beat", "gateway", "flower"} <= set(services)
+    for name in ("router-realtime", "router", "tier-realtime", "tier-batch", "beat", "gateway",
+                 "flower"):
         env = services[name]["environment"]
         assert env["TIERLINE_BROKER_URL"].startswith("redis://redis")
         assert env["TIERLINE_DATABASE_URL"].startswith("postgresql://")
         assert services[name]["depends_on"]["migrate"]["condition"] == \
             "service_completed_successfully"
-    assert "--lane" in services["tier-realtime"]["command"]
+    # realtime has a router worker and a tier worker of its own; together, the workers of a
+    # role take every lane once
+    for role in ("router", "tier"):
+        lanes = [_lanes(services[name]["command"]) for name in services
+                 if services[name].get("command", [])[:4] == ["tierline", "worker", "--role", role]]
+        assert ["realtime"] in lanes, (role, lanes)
+        assert sorted(lane for group in lanes for lane in group) == \
+            ["batch", "realtime", "standard"], (role, lanes)
+
+
+def _lanes(command: list[str]) -> list[str]:
+    return [command[i + 1] for i, word in enumerate(command) if word == "--lane"]
 
 
 def test_the_tierline_commands_the_compose_file_runs_exist() -> None:

@@ -268,9 +268,17 @@ def demo(n_requests: int, database: Path | None) -> None:
               help="YAML file mapping each tenant to its API keys; without it, no key is "
                    "asked for.")
 def gateway(host: str, port: int, keys: Path | None) -> None:
-    """Serve the OpenAI-compatible HTTP gateway until Ctrl-C."""
+    """Serve the OpenAI-compatible HTTP gateway until Ctrl-C (or SIGTERM, as `docker stop`
+    sends)."""
+    import signal
+
     from tierline.gateway import make_server
     from tierline.gateway_keys import load_keys
+
+    def stop(_signum: int, _frame: object) -> None:
+        raise KeyboardInterrupt  # the same orderly stop as Ctrl-C
+
+    signal.signal(signal.SIGTERM, stop)
 
     accepted = load_keys(keys) if keys else None
     with _session() as rt:

@@ -26,6 +26,7 @@ class Request:
     deadline_at: float
     idempotency_key: str | None = None
     metadata: dict[str, Any] = field(default_factory=dict)
+    stream: bool = False  # publish the answer's text as it is generated (workers.relay)
 
     @property
     def prompt_text(self) -> str:
@@ -48,6 +49,7 @@ class Request:
             "deadline_at": self.deadline_at,
             "idempotency_key": self.idempotency_key,
             "metadata": dict(self.metadata),
+            "stream": self.stream,
         }
 
 
@@ -111,7 +113,7 @@ def build_request(
     if not isinstance(raw, dict):
         raise InvalidRequest("<request>", f"must be a JSON object, got {type(raw).__name__}")
     known = {"id", "tenant", "lane", "messages", "prompt", "metadata", "max_output_tokens",
-             "latency_budget_s", "idempotency_key"}
+             "latency_budget_s", "idempotency_key", "stream"}
     unknown = sorted(set(raw) - known)
     if unknown:
         raise InvalidRequest(unknown[0], f"unknown field (known: {', '.join(sorted(known))})")
@@ -144,6 +146,9 @@ def build_request(
     metadata = raw.get("metadata") or {}
     if not isinstance(metadata, dict):
         raise InvalidRequest("metadata", "must be an object")
+    stream = raw.get("stream", False)
+    if not isinstance(stream, bool):
+        raise InvalidRequest("stream", f"must be true or false, got {stream!r}")
     key = raw.get("idempotency_key", raw.get("id"))
     if key is not None and (not isinstance(key, (str, int)) or isinstance(key, bool)):
         raise InvalidRequest("idempotency_key", "must be a string")
@@ -158,4 +163,5 @@ def build_request(
         deadline_at=now_s + budget,
         idempotency_key=None if key is None else str(key),
         metadata=metadata,
+        stream=stream,
     )

@@ -13,9 +13,13 @@ picks the model, and the answer names it. Other OpenAI fields (``temperature``..
 ignored. A request not answered in time gets 504 with its id; it stays in the database and
 is still answered, so the same idempotency key fetches the answer later.
 
-``"stream": true`` is answered as server-sent events in OpenAI's chunk shape, so clients
-that always stream work; the tier workers do not stream tokens, so the whole answer comes in
-one chunk once it is ready. Errors found before then are ordinary JSON errors.
+``"stream": true`` is answered as server-sent events in OpenAI's chunk shape. Under a
+strategy that accepts the first answer (``kind: single``), the tier worker relays the text as
+the model generates it (:mod:`workers.relay`) and each piece is sent on at once; under a
+cascade or a panel the answer may still be replaced, so it comes in one chunk once it is
+accepted. Errors found before the answer starts are ordinary JSON errors; later ones (the
+answer failed, expired, or its call broke part-way and another model answered) are an
+``error`` event, which OpenAI's SDKs raise.
 
 ``/v1/files`` and ``/v1/batches`` serve OpenAI's Files and Batch APIs for batch work
 (uploads listed with ``GET /v1/files`` and deleted with ``DELETE /v1/files/{id}``; a batch
@@ -28,6 +32,9 @@ from __future__ import annotations
 import json
 import logging
 import re
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
@@ -41,12 +48,14 @@ from tierline.client import Client
 from tierline.files import MAX_FILE_BYTES, ORDERS, OUTPUT_PURPOSE, Download, parse_form
 from tierline.gateway_keys import Keys
 from tierline.openai_shapes import HttpError, bad, completion, request_fields, streaming
+from workers.calls import relays
 from workers.schema import attempts, requests
 
 MAX_BODY_BYTES = 1 << 20
 MAX_DISCARD_BYTES = 16 << 20
 WAIT_MARGIN_S = 2.0
 MAX_WAIT_S = 120.0  # an HTTP call should not hang for a batch lane's day-long budget
+LOOK_EVERY_S = 1.0  # a relayed stream also looks at its request this often
 DEFAULT_LANE = "realtime"
 DEFAULT_TENANT = "default"
 JOB_NAME = "gateway"
@@ -88,8 +97,22 @@ class Gateway:
 
     def complete(self, body: Any, lane: str | None, key: str | None,
                  tenant: str | None = None) -> dict[str, Any]:
-        """Submit one chat completion, wait for its answer, and shape it like OpenAI's
-        (:func:`chunks` turns it into a stream's events)."""
+        """Submit one chat completion, wait for its answer, and shape it like OpenAI's."""
+        return self._completed(self._submit(body, lane, key, tenant, stream=False))
+
+    def stream(self, body: Any, lane: str | None, key: str | None, tenant: str | None,
+               include_usage: bool) -> list[dict[str, Any]] | Iterator[dict[str, Any]]:
+        """Submit one chat completion and answer it as OpenAI's chunk events: its text as
+        the model generates it where the strategy accepts the first answer (``single``; see
+        workers.relay), else the whole answer in one chunk once it is accepted. Errors found
+        before the answer starts are raised (ordinary JSON errors); later ones are events."""
+        submitted = self._submit(body, lane, key, tenant, stream=True)
+        if not relays(self.client.rt.policy.strategy):
+            return chunks(self._completed(submitted), include_usage)
+        return self._relayed(submitted, include_usage)
+
+    def _submit(self, body: Any, lane: str | None, key: str | None, tenant: str | None, *,
+                stream: bool) -> _Submitted:
         lane = lane or DEFAULT_LANE
         if lane not in LANES:
             raise bad(f"X-Tierline-Lane: unknown lane {lane!r}; use one of {', '.join(LANES)}",
@@ -97,6 +120,8 @@ class Gateway:
         raw = request_fields(body)
         if key:
             raw["id"] = key
+        if stream:
+            raw["stream"] = True
         try:
             report = self.client.submit_many([raw], lane=lane, job=JOB_NAME, tenant=tenant,
                                              on_reject=_reject)
@@ -104,21 +129,68 @@ class Gateway:
             message = str(exc).replace("max_output_tokens:", "max_tokens:", 1)
             raise bad(message, "invalid_request") from exc
         request_id = report.request_ids[0]
-        job_id = self._job_of(request_id)
         budget_s = self.client.rt.policy.lanes[lane].latency_budget_s  # type: ignore[index]
-        waited_s = min(budget_s + WAIT_MARGIN_S, self.max_wait_s)
-        self.client.wait(job_id, timeout_s=waited_s, max_poll_s=0.5)
+        return _Submitted(request_id, self._job_of(request_id), bool(key),
+                          min(budget_s + WAIT_MARGIN_S, self.max_wait_s), time.monotonic())
+
+    def _completed(self, submitted: _Submitted) -> dict[str, Any]:
+        """Wait out the rest of the request's time for its answer, as a chat.completion."""
+        request_id, job_id = submitted.request_id, submitted.job_id
+        self.client.wait(job_id, timeout_s=max(submitted.left_s(), 0.0), max_poll_s=0.5)
         row = next(r for r in self.client.results(job_id) if r["id"] == request_id)
         if row["status"] in ("failed", "expired", "cancelled"):
             raise HttpError(502, f"request {request_id} {row['status']}: {row['error']}",
                             "upstream_error", row["status"])
         if row["status"] != "done":
-            fetch = ("repeat with the same Idempotency-Key" if key
+            fetch = ("repeat with the same Idempotency-Key" if submitted.keyed
                      else f"`tierline results {job_id}`")
-            raise HttpError(504, f"request {request_id} not answered within {waited_s:g} s; it "
-                            f"is kept and will be answered: {fetch} fetches the answer",
-                            "timeout", "timeout")
+            raise HttpError(504, f"request {request_id} not answered within "
+                            f"{submitted.waited_s:g} s; it is kept and will be answered: "
+                            f"{fetch} fetches the answer", "timeout", "timeout")
         return self._completion(row, job_id)
+
+    def _relayed(self, submitted: _Submitted, include_usage: bool) -> Iterator[dict[str, Any]]:
+        """The answer's chunks as the tier worker relays its text, then its end."""
+        relay, request_id = self.client.rt.relay, submitted.request_id
+        head: dict[str, Any] = {"id": f"chatcmpl-{request_id}", "object": "chat.completion.chunk",
+                                "created": int(time.time()), "model": None}
+        cursor, sent, void, ended = "", "", False, False
+        look_at = time.monotonic() + LOOK_EVERY_S
+        while not ended and submitted.left_s() > 0:
+            events, cursor = relay.read(request_id, cursor, min(submitted.left_s(), LOOK_EVERY_S))
+            for event in events:
+                if event.kind == "begin":  # a second one: the text so far came from a failed call
+                    void, head["model"] = void or bool(sent), event.text
+                elif event.kind == "text" and not void:
+                    yield _piece(head, event.text, first=not sent)
+                    sent += event.text
+                ended = ended or event.kind == "end"
+            if not ended and time.monotonic() >= look_at:  # ended without a word (cancelled)
+                ended, look_at = self._ended(request_id), time.monotonic() + LOOK_EVERY_S
+        try:
+            answer = self._completed(submitted)
+        except HttpError as exc:
+            yield exc.body
+            return
+        text = answer["choices"][0]["message"]["content"] or ""
+        head["model"] = answer["model"]
+        if void or not text.startswith(sent):
+            yield {"error": {"message": f"request {request_id}: a call failed part-way through "
+                             "its answer and another model answered instead; the text streamed "
+                             "so far is void. The whole answer is kept: repeat with the same "
+                             "Idempotency-Key, or read it with `tierline results "
+                             f"{submitted.job_id}`", "type": "upstream_error",
+                             "code": "answer_replaced"}}
+            return
+        if text[len(sent):] or not sent:
+            yield _piece(head, text[len(sent):], first=not sent)
+        yield from chunks(answer, include_usage)[1:]
+
+    def _ended(self, request_id: str) -> bool:
+        with self.client.rt.engine.connect() as conn:
+            status = conn.execute(select(requests.c.status)
+                                  .where(requests.c.id == request_id)).scalar_one()
+        return status in ("done", "failed", "expired", "cancelled")
 
     def _job_of(self, request_id: str) -> str:
         """The job that holds the request: a repeated key's request is in an earlier job."""
@@ -138,6 +210,26 @@ class Gateway:
                 .where(requests.c.id == row["id"])).one()
         return completion(row, job_id, created_at=created, tokens_in=tokens_in,
                           tokens_out=tokens_out)
+
+
+@dataclass(frozen=True)
+class _Submitted:
+    """A request the gateway submitted, and how long it may wait for the answer."""
+
+    request_id: str
+    job_id: str
+    keyed: bool  # it has an Idempotency-Key, so a repeat fetches the answer
+    waited_s: float
+    at: float  # time.monotonic() when submitted
+
+    def left_s(self) -> float:
+        return self.waited_s - (time.monotonic() - self.at)
+
+
+def _piece(head: dict[str, Any], text: str, *, first: bool) -> dict[str, Any]:
+    """A chunk that carries the next piece of the answer (the first one names the role)."""
+    delta = {"role": "assistant", "content": text} if first else {"content": text}
+    return head | {"choices": [{"index": 0, "delta": delta, "finish_reason": None}]}
 
 
 def chunks(completion: dict[str, Any], include_usage: bool) -> list[dict[str, Any]]:
@@ -212,7 +304,7 @@ class _Handler(BaseHTTPRequestHandler):
             return batches.content(self._owner(), found[1])
         raise self._not_allowed_or_missing("GET")
 
-    def _post(self) -> dict[str, Any] | list[dict[str, Any]]:
+    def _post(self) -> dict[str, Any] | list[dict[str, Any]] | Iterator[dict[str, Any]]:
         path = urlsplit(self.path).path
         batches = self.gateway.batches
         if path == "/v1/files":
@@ -229,12 +321,12 @@ class _Handler(BaseHTTPRequestHandler):
         data = self._body(MAX_BODY_BYTES)
         tenant = self.gateway.tenant(self.headers.get("Authorization"))
         body = _json(data)
-        answer = self.gateway.complete(body, self.headers.get("X-Tierline-Lane"),
-                                       self.headers.get("Idempotency-Key"), tenant)
+        lane, key = self.headers.get("X-Tierline-Lane"), self.headers.get("Idempotency-Key")
         stream, options = streaming(body)
         if not stream:
-            return answer
-        return chunks(answer, (options or {}).get("include_usage") is True)
+            return self.gateway.complete(body, lane, key, tenant)
+        return self.gateway.stream(body, lane, key, tenant,
+                                   (options or {}).get("include_usage") is True)
 
     def _delete(self) -> dict[str, Any]:
         path = urlsplit(self.path).path
@@ -295,6 +387,9 @@ class _Handler(BaseHTTPRequestHandler):
         if isinstance(body, Download):
             self._send_file(body)
             return
+        if isinstance(body, Iterator):
+            self._send_events(body)
+            return
         if isinstance(body, list):  # a stream's events
             kind = "text/event-stream"
             data = b"".join(b"data: %s\n\n" % json.dumps(e).encode() for e in body)
@@ -306,6 +401,23 @@ class _Handler(BaseHTTPRequestHandler):
         self.send_header("Content-Length", str(len(data)))
         self.end_headers()
         self.wfile.write(data)
+
+    def _send_events(self, events: Iterator[dict[str, Any]]) -> None:
+        """Server-sent events as they come; closing the connection ends them."""
+        self.send_response(200)
+        self.send_header("Content-Type", "text/event-stream")
+        self.send_header("Cache-Control", "no-cache")
+        self.close_connection = True
+        self.end_headers()
+        try:
+            for event in events:
+                self.wfile.write(b"data: %s\n\n" % json.dumps(event).encode())
+                self.wfile.flush()
+            self.wfile.write(b"data: [DONE]\n\n")
+        except (BrokenPipeError, ConnectionResetError):
+            pass  # the client left; the request is still answered and kept
+        except Exception:
+            logging.getLogger("tierline.gateway").exception("%s %s", self.command, self.path)
 
     def _send_file(self, download: Download) -> None:
         """Send a file as it is written; without a known length, closing the connection

@@ -11,10 +11,11 @@ from decimal import Decimal
 from router.absorber import Limits, Reservation, scope_key
 from router.envelope import Request
 from router.errors import TierlineError
-from router.policy import ModelLimits
+from router.policy import ModelLimits, StrategySpec
 from workers.providers.base import Call, Completion
 from workers.providers.fanout import Outcome, run_calls
 from workers.records import AttemptRow, Price
+from workers.relay import Sink
 from workers.routing import estimate_tokens
 from workers.runtime import Runtime
 
@@ -39,7 +40,8 @@ def call_round(rt: Runtime, due: Sequence[tuple[Request, str]], started: float) 
     early_stop = rt.policy.strategy.early_stop
     rule = early_stop.rule() if early_stop is not None else None
     calls = [Call(model=api_name(rt, model), messages=request.messages,
-                  max_output_tokens=request.max_output_tokens, key=i, early_stop=rule)
+                  max_output_tokens=request.max_output_tokens, key=i, early_stop=rule,
+                  sink=Sink(rt.relay, request.id, model) if relayed(rt, request) else None)
              for i, (request, model) in enumerate(due)]
     models = {model for _, model in due}
     return run_calls(
@@ -47,6 +49,18 @@ def call_round(rt: Runtime, due: Sequence[tuple[Request, str]], started: float) 
         max_concurrency={api_name(rt, m): rt.policy.models[m].max_concurrency for m in models},
         deadline_at={i: min(request.deadline_at, started + MAX_CALL_TIMEOUT_S)
                      for i, (request, _) in enumerate(due)})
+
+
+def relays(strategy: StrategySpec) -> bool:
+    """Whether a strategy's requests that ask to stream have their text relayed as it is
+    generated: it accepts the first answer (``single``), so what is shown is never replaced
+    by a better answer; only a failed call's fallback can void it (see workers.relay)."""
+    return strategy.kind == "single" and not strategy.options.get("bundle")
+
+
+def relayed(rt: Runtime, request: Request) -> bool:
+    """Whether this request's text is relayed as it is generated."""
+    return request.stream and relays(rt.policy.strategy)
 
 
 def attempt_row(rt: Runtime, request: Request, seq: int, model: str,

@@ -43,6 +43,7 @@ from workers.calls import (
     attempt_row,
     call_round,
     prices_of,
+    relayed,
     reserve_round,
     settle_round,
 )
@@ -50,6 +51,7 @@ from workers.panel import Asked, PanelPlan
 from workers.providers.base import Completion
 from workers.providers.fanout import Outcome as CallOutcome
 from workers.records import AttemptRow, OnRecord, ResultRow
+from workers.relay import Event
 from workers.runtime import Runtime
 
 
@@ -118,6 +120,10 @@ def execute(rt: Runtime, request_ids: Sequence[str], now: Callable[[], float] = 
                                 {r.id: r for r in todo}, jobs_by_request, earlier)
         # Also ends jobs whose window closed: their requests were skipped above.
         jobs.settle(conn, {j for j in jobs_by_request.values() if j}, now())
+    streamed = {r.id for r in todo if relayed(rt, r)}
+    for row in results:  # committed: a reader may fetch the result now
+        if row.request_id in streamed:
+            rt.relay.publish(row.request_id, [Event("end")])
     outcome.finished = len(results)
     return outcome
 

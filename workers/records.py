@@ -59,7 +59,8 @@ def accept_requests(conn: Connection, job_id: str | None, batch: Sequence[tuple[
     rows = [{
         "id": r.id, "job_id": job_id, "seq": seq, "tenant": r.tenant, "lane": r.lane,
         "idempotency_key": r.idempotency_key,
-        "body": {"messages": list(r.messages), "metadata": r.metadata},
+        "body": {"messages": list(r.messages), "metadata": r.metadata}
+        | ({"stream": True} if r.stream else {}),
         "max_output_tokens": r.max_output_tokens, "latency_budget_s": r.latency_budget_s,
         "submitted_at": r.submitted_at, "deadline_at": r.deadline_at, "status": "accepted",
     } for seq, r in batch]
@@ -105,7 +106,7 @@ def _request(row: Any) -> Request:
         messages=tuple(row.body["messages"]), metadata=row.body.get("metadata") or {},
         max_output_tokens=row.max_output_tokens, latency_budget_s=row.latency_budget_s,
         submitted_at=row.submitted_at, deadline_at=row.deadline_at,
-        idempotency_key=row.idempotency_key,
+        idempotency_key=row.idempotency_key, stream=bool(row.body.get("stream")),
     )
 
 

@@ -18,6 +18,7 @@ from workers.absorber_memory import MemoryAbsorberStore
 from workers.absorber_redis import RedisAbsorberStore
 from workers.absorber_store import AbsorberStore
 from workers.db import engine_for
+from workers.relay import MemoryRelay, RedisRelay, Relay
 from workers.settings import Settings, load_settings
 
 
@@ -47,6 +48,17 @@ class Runtime:
         client = redis.Redis.from_url(self.settings.redis_url, socket_timeout=5,
                                       socket_connect_timeout=2)
         return RedisAbsorberStore(client)
+
+    @cached_property
+    def relay(self) -> Relay:
+        """Where streamed answers' pieces go: Redis beside the absorber, or memory when
+        embedded."""
+        if self.settings.redis_url is None:
+            return MemoryRelay()
+        import redis
+
+        return RedisRelay(redis.Redis.from_url(self.settings.redis_url, socket_timeout=5,
+                                               socket_connect_timeout=2))
 
     @cached_property
     def learned(self) -> tuple[Any, Any]:

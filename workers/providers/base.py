@@ -19,6 +19,7 @@ class Call:
 
     ``stream`` asks ``complete`` to read the answer as a stream (for servers that only report
     usage or keep connections alive that way); ``Provider.stream`` always streams.
+    ``sink``: the call is streamed and each piece of text handed to it as it arrives.
     ``early_stop``: cut the answer short while its per-token confidence stays low, where the
     API streams logprobs (OpenAI-compatible); the answer then ends with finish reason
     ``router.early_stop.EARLY_STOP``. Providers without logprobs ignore it.
@@ -31,6 +32,16 @@ class Call:
     stream: bool = False
     key: Hashable = None
     early_stop: EarlyStop | None = None
+    sink: TextSink | None = field(default=None, compare=False)  # streamed as it is generated
+
+
+class TextSink(Protocol):
+    """Takes an answer's text as it is generated: ``begin`` when an attempt starts (the
+    text of an earlier one is void), then each piece."""
+
+    def begin(self) -> None: ...
+
+    def text(self, piece: str) -> None: ...
 
 
 @dataclass(frozen=True, slots=True)

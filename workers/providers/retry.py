@@ -52,7 +52,7 @@ def call_with_retries(
             raise DeadlineExceeded(f"{call.model}: deadline passed before attempt {attempt + 1}")
         attempt += 1
         try:
-            return provider.complete(call, timeout_s=min(remaining_s, max_timeout_s))
+            return _one_attempt(provider, call, min(remaining_s, max_timeout_s))
         except ProviderError as error:
             if not error.retryable or attempt >= max_attempts:
                 raise
@@ -60,3 +60,14 @@ def call_with_retries(
             if wait_s > max_wait_s or now() + wait_s >= deadline_at:
                 raise
             sleep(wait_s)
+
+
+def _one_attempt(provider: Provider, call: Call, timeout_s: float) -> Completion:
+    """The whole answer; with a sink, streamed into it as it arrives."""
+    if call.sink is None:
+        return provider.complete(call, timeout_s=timeout_s)
+    call.sink.begin()
+    with provider.stream(call, timeout_s=timeout_s) as stream:
+        for piece in stream:
+            call.sink.text(piece)
+    return stream.completion

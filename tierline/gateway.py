@@ -157,7 +157,13 @@ class Gateway:
         cursor, sent, void, ended = "", "", False, False
         look_at = time.monotonic() + LOOK_EVERY_S
         while not ended and submitted.left_s() > 0:
-            events, cursor = relay.read(request_id, cursor, min(submitted.left_s(), LOOK_EVERY_S))
+            try:
+                events, cursor = relay.read(request_id, cursor,
+                                            min(submitted.left_s(), LOOK_EVERY_S))
+            except Exception:  # the relay failed: the rest of the answer comes whole
+                logging.getLogger("tierline.gateway").warning(
+                    "request %s: cannot read its relayed answer", request_id, exc_info=True)
+                break
             for event in events:
                 if event.kind == "begin":  # a second one: the text so far came from a failed call
                     void, head["model"] = void or bool(sent), event.text

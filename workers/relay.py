@@ -18,11 +18,14 @@ On the embedded stack the same events go through this process's memory.
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
+
+log = logging.getLogger(__name__)
 
 KEEP_S = 600  # a stream's events outlive any latency budget a reader waits for
 MAX_EVENTS = 20_000  # per request: far more than the pieces of any answer
@@ -109,14 +112,27 @@ def _text(value: bytes | str) -> str:
 
 class Sink:
     """One request's side of the relay, handed to its calls: they say when an attempt
-    begins and pass on each piece of text."""
+    begins and pass on each piece of text. A relay that fails (Redis unreachable) never
+    fails the call: the sink stops publishing, and the reader gets the rest of the answer
+    from its result."""
 
     def __init__(self, relay: Relay, request_id: str, model: str) -> None:
         self.relay, self.request_id, self.model = relay, request_id, model
+        self.broken = False
 
     def begin(self) -> None:
-        self.relay.publish(self.request_id, [Event("begin", self.model)])
+        self._publish(Event("begin", self.model))
 
     def text(self, piece: str) -> None:
         if piece:
-            self.relay.publish(self.request_id, [Event("text", piece)])
+            self._publish(Event("text", piece))
+
+    def _publish(self, event: Event) -> None:
+        if self.broken:
+            return
+        try:
+            self.relay.publish(self.request_id, [event])
+        except Exception:
+            self.broken = True
+            log.warning("request %s: cannot relay its answer as it is generated; the reader "
+                        "gets it whole", self.request_id, exc_info=True)

@@ -144,3 +144,18 @@ def test_only_a_strategy_that_accepts_the_first_answer_relays() -> None:
     # a cascade may replace the first answer, so nothing is shown before it is accepted
     assert not relays(StrategySpec(kind="cascade", confidence_bar=0.8))
     assert not relays(StrategySpec(kind="parallel"))
+
+
+def test_a_relay_that_fails_never_fails_the_call() -> None:
+    class Down:
+        def publish(self, request_id: str, events: object) -> None:
+            raise ConnectionError("Redis is down")
+
+        def read(self, request_id: str, cursor: str, block_s: float) -> tuple[list[Event], str]:
+            raise ConnectionError("Redis is down")
+
+    sink = Sink(Down(), "r", "m")
+    call = Call(model="m", messages=[{"role": "user", "content": "hi"}], max_output_tokens=8,
+                sink=sink)
+    done = call_with_retries(_Words("still answered"), call, deadline_at=time.time() + 5)
+    assert done.text == "still answered" and sink.broken

@@ -273,3 +273,19 @@ def test_the_embedded_stack_puts_back_the_process_state_it_set(tmp_path: Path) -
         assert install(None) is None  # nothing left installed
     finally:
         install(previous)
+
+
+def test_a_repeated_streamed_request_streams_the_same_answer(http: httpx.Client) -> None:
+    def text_of(response: httpx.Response) -> str:
+        assert response.status_code == 200, response.text
+        events = [json.loads(line.removeprefix("data: ")) for line in response.text.split("\n")
+                  if line.startswith("data: {")]
+        return "".join(e["choices"][0]["delta"].get("content") or "" for e in events
+                       if e.get("choices"))
+
+    body = HELLO | {"stream": True}
+    first = text_of(http.post("/v1/chat/completions", json=body,
+                              headers={"Idempotency-Key": "streamed-twice"}))
+    again = text_of(http.post("/v1/chat/completions", json=body,
+                              headers={"Idempotency-Key": "streamed-twice"}))
+    assert first.strip() and again == first

@@ -155,8 +155,12 @@ class Gateway:
         head: dict[str, Any] = {"id": f"chatcmpl-{request_id}", "object": "chat.completion.chunk",
                                 "created": int(time.time()), "model": None}
         cursor, sent, void, ended = "", "", False, False
-        look_at = time.monotonic() + LOOK_EVERY_S
+        look_at = time.monotonic()  # at once: a repeated key's request may be done already
         while not ended and submitted.left_s() > 0:
+            if time.monotonic() >= look_at:  # also ends a request ended without a word
+                ended, look_at = self._ended(request_id), time.monotonic() + LOOK_EVERY_S
+                if ended:
+                    break
             try:
                 events, cursor = relay.read(request_id, cursor,
                                             min(submitted.left_s(), LOOK_EVERY_S))
@@ -171,8 +175,6 @@ class Gateway:
                     yield _piece(head, event.text, first=not sent)
                     sent += event.text
                 ended = ended or event.kind == "end"
-            if not ended and time.monotonic() >= look_at:  # ended without a word (cancelled)
-                ended, look_at = self._ended(request_id), time.monotonic() + LOOK_EVERY_S
         try:
             answer = self._completed(submitted)
         except HttpError as exc:

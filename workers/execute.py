@@ -51,7 +51,7 @@ from workers.panel import Asked, PanelPlan
 from workers.providers.base import Completion
 from workers.providers.fanout import Outcome as CallOutcome
 from workers.records import AttemptRow, OnRecord, ResultRow
-from workers.relay import Event
+from workers.relay import end_streams
 from workers.runtime import Runtime
 
 
@@ -121,9 +121,7 @@ def execute(rt: Runtime, request_ids: Sequence[str], now: Callable[[], float] = 
         # Also ends jobs whose window closed: their requests were skipped above.
         jobs.settle(conn, {j for j in jobs_by_request.values() if j}, now())
     streamed = {r.id for r in todo if relayed(rt, r)}
-    for row in results:  # committed: a reader may fetch the result now
-        if row.request_id in streamed:
-            rt.relay.publish(row.request_id, [Event("end")])
+    end_streams(rt.relay, [row.request_id for row in results if row.request_id in streamed])
     outcome.finished = len(results)
     return outcome
 

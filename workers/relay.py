@@ -136,3 +136,14 @@ class Sink:
             self.broken = True
             log.warning("request %s: cannot relay its answer as it is generated; the reader "
                         "gets it whole", self.request_id, exc_info=True)
+
+
+def end_streams(relay: Relay, request_ids: Sequence[str]) -> None:
+    """Tell the readers of these requests that their results are committed. A failing relay
+    is logged, never raised: the results are safe, and readers also look at the database."""
+    try:
+        for request_id in request_ids:
+            relay.publish(request_id, [Event("end")])
+    except Exception:
+        log.warning("cannot tell %d streamed requests' readers that they ended; they will see "
+                    "it in the database", len(request_ids), exc_info=True)

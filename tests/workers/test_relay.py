@@ -13,7 +13,7 @@ from router.errors import Unavailable
 from tests.conftest import REDIS_URL
 from workers.providers.base import Call, Completion, TextStream
 from workers.providers.retry import call_with_retries
-from workers.relay import KEEP_S, Event, MemoryRelay, RedisRelay, Relay, Sink
+from workers.relay import KEEP_S, Event, MemoryRelay, RedisRelay, Relay, Sink, end_streams
 
 
 class _Recorder:
@@ -146,14 +146,24 @@ def test_only_a_strategy_that_accepts_the_first_answer_relays() -> None:
     assert not relays(StrategySpec(kind="parallel"))
 
 
+class Down:
+    def publish(self, request_id: str, events: object) -> None:
+        raise ConnectionError("Redis is down")
+
+    def read(self, request_id: str, cursor: str, block_s: float) -> tuple[list[Event], str]:
+        raise ConnectionError("Redis is down")
+
+
+def test_ending_streams_on_a_failing_relay_is_logged_not_raised(
+        caplog: pytest.LogCaptureFixture) -> None:
+    end_streams(Down(), ["a", "b"])
+    assert "cannot tell 2 streamed requests' readers" in caplog.text
+    relay = MemoryRelay()
+    end_streams(relay, ["c"])
+    assert relay.read("c", "", 0.01)[0] == [Event("end")]
+
+
 def test_a_relay_that_fails_never_fails_the_call() -> None:
-    class Down:
-        def publish(self, request_id: str, events: object) -> None:
-            raise ConnectionError("Redis is down")
-
-        def read(self, request_id: str, cursor: str, block_s: float) -> tuple[list[Event], str]:
-            raise ConnectionError("Redis is down")
-
     sink = Sink(Down(), "r", "m")
     call = Call(model="m", messages=[{"role": "user", "content": "hi"}], max_output_tokens=8,
                 sink=sink)

@@ -218,9 +218,14 @@ def db_upgrade() -> None:
               help="Seconds without a new request after which a validating job's intake "
                    "counts as interrupted (default: 900).")
 def sweep(intake_timeout: float | None) -> None:
-    """Enqueue accepted requests that never reached the broker (e.g. it was down), and
-    fail jobs whose intake was interrupted."""
-    from schedules.sweeper import INTAKE_STALLED_AFTER_S, enqueue_stranded, fail_stalled_intakes
+    """Enqueue accepted requests that never reached the broker (e.g. it was down), fail
+    jobs whose intake was interrupted, and hand stalled batch intakes to the broker again."""
+    from schedules.sweeper import (
+        INTAKE_STALLED_AFTER_S,
+        enqueue_stranded,
+        fail_stalled_intakes,
+        restart_batch_intakes,
+    )
     from workers.runtime import runtime
 
     rt = runtime()
@@ -228,6 +233,9 @@ def sweep(intake_timeout: float | None) -> None:
     for job_id in fail_stalled_intakes(rt, stalled_after_s=timeout):
         out.print(f"job {job_id} failed: its intake was interrupted; submit it again",
                   highlight=False)
+    for job_id in restart_batch_intakes(rt, min_age_s=0.0, stalled_after_s=timeout):
+        out.print(f"batch batch_{job_id}: its file is being read again (each line is written "
+                  "once)", highlight=False)
     n = enqueue_stranded(rt, min_age_s=0.0, stalled_after_s=timeout)
     out.print(f"{n} stranded requests enqueued", highlight=False)
 

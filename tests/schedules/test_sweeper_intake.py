@@ -125,3 +125,27 @@ def test_the_sweep_command_names_the_jobs_it_failed(client: Client, own_postgres
     assert f"job {job} failed: its intake was interrupted; submit it again" in run.stdout
     assert "0 stranded requests enqueued" in run.stdout  # its requests ended with the job
     assert client.status(job).state == "failed"
+
+
+def test_the_sweep_command_names_the_batch_intakes_it_hands_over_again(
+        client: Client, own_postgres_url: str, tmp_path: Path) -> None:
+    from tierline.batches import Batches
+    from tierline.files import Upload
+
+    class BrokerDown(Batches):  # the batch is created while its intake cannot be handed over
+        def _publish(self, job_id: str) -> bool:
+            return False
+
+    line = (b'{"custom_id": "a", "method": "POST", "url": "/v1/chat/completions", '
+            b'"body": {"messages": [{"role": "user", "content": "hi"}]}}\n')
+    uploaded = Batches(client).files.upload("default", Upload("batch", "u.jsonl", line))
+    created = BrokerDown(client).create("default", {
+        "input_file_id": uploaded["id"], "endpoint": "/v1/chat/completions",
+        "completion_window": "24h"})
+    env = {**os.environ, "TIERLINE_DATABASE_URL": own_postgres_url, "TIERLINE_POLICY": str(POLICY),
+           "TIERLINE_BROKER_URL": "redis://127.0.0.1:6379/8"}
+    run = subprocess.run([sys.executable, "-m", "tierline", "sweep"], cwd=tmp_path, env=env,
+                         capture_output=True, text=True, timeout=60)
+    assert run.returncode == 0, run.stderr
+    assert f"batch {created['id']}: its file is being read again" in run.stdout
+    assert client.status(created["id"].removeprefix("batch_")).state == "validating"

@@ -17,7 +17,7 @@ from typing import Any
 from tierline.client import Client, JobStatus, SubmitReport
 
 __all__ = ["Client", "JobStatus", "SubmitReport", "submit", "submit_many", "wait", "results",
-           "status"]
+           "status", "stream"]
 
 _default: Client | None = None
 
@@ -53,3 +53,8 @@ def status(job_id: str) -> JobStatus:
 def results(job_id: str) -> Iterator[dict[str, Any]]:
     """The job's results in input order."""
     return client().results(job_id)
+
+
+def stream(item: str | dict[str, Any], **options: Any) -> Iterator[str]:
+    """Submit one request and yield its answer as the model writes it."""
+    return client().stream(item, **options)

@@ -268,6 +268,47 @@ class Client:
         with self.rt.engine.connect() as conn:
             yield from records.iter_results(conn, job_id)
 
+    def stream(self, item: str | dict[str, Any], *, lane: str = "realtime",
+               tenant: str | None = None, timeout_s: float | None = None) -> Iterator[str]:
+        """Submit one request (a prompt, or a request dict as for :meth:`submit_many`) and
+        yield its answer as the model writes it. Under a strategy that may replace the first
+        answer (a cascade, a panel), the whole answer comes as one piece once accepted.
+
+        Waits at most ``timeout_s`` (default: the lane's latency budget plus 2 s). Raises
+        :class:`~tierline.streams.RequestFailed` when the request fails, expires or is not
+        answered in time (it stays in the database and is still answered), and
+        :class:`~tierline.streams.AnswerReplaced`, carrying the whole answer, when a call
+        broke part-way and another model answered after some text was yielded.
+        """
+        from tierline.streams import AnswerReplaced, RequestFailed, follow
+
+        raw = {"prompt": item} if isinstance(item, str) else dict(item)
+        report = self.submit_many([raw | {"stream": True}], lane=lane, tenant=tenant,
+                                  job="stream", on_reject=_raise)
+        request_id = report.request_ids[0]
+        if timeout_s is None:
+            timeout_s = self.rt.policy.lanes[lane].latency_budget_s + 2.0  # type: ignore[index]
+        deadline = time.monotonic() + timeout_s
+        sent, replaced = "", False
+        try:
+            for piece in follow(self.rt, request_id, timeout_s):
+                yield piece.text
+                sent += piece.text
+        except AnswerReplaced:
+            replaced = True
+        self.wait(report.job_id, timeout_s=max(deadline - time.monotonic(), 0.0))
+        row = next(r for r in self.results(report.job_id) if r["id"] == request_id)
+        if row["status"] != "done":
+            why = row["error"] or f"not answered within {timeout_s:g} s; it is still answered"
+            raise RequestFailed(f"request {request_id} {row['status']}: {why}", row["status"])
+        text = row["content"] or ""
+        if replaced or not text.startswith(sent):
+            raise AnswerReplaced(f"request {request_id}: a call failed part-way through its "
+                                 "answer and another model answered instead; the text "
+                                 "streamed so far is void", answer=text)
+        if text[len(sent):]:
+            yield text[len(sent):]
+
 
 def time_ordered_id() -> str:
     """A UUIDv7-shaped id: milliseconds since the epoch first, then 74 random bits.

@@ -48,6 +48,7 @@ from tierline.client import Client
 from tierline.files import MAX_FILE_BYTES, ORDERS, OUTPUT_PURPOSE, Download, parse_form
 from tierline.gateway_keys import Keys
 from tierline.openai_shapes import HttpError, bad, completion, request_fields, streaming
+from tierline.streams import AnswerReplaced, follow
 from workers.calls import relays
 from workers.schema import attempts, requests
 
@@ -55,7 +56,6 @@ MAX_BODY_BYTES = 1 << 20
 MAX_DISCARD_BYTES = 16 << 20
 WAIT_MARGIN_S = 2.0
 MAX_WAIT_S = 120.0  # an HTTP call should not hang for a batch lane's day-long budget
-LOOK_EVERY_S = 1.0  # a relayed stream also looks at its request this often
 DEFAULT_LANE = "realtime"
 DEFAULT_TENANT = "default"
 JOB_NAME = "gateway"
@@ -151,30 +151,17 @@ class Gateway:
 
     def _relayed(self, submitted: _Submitted, include_usage: bool) -> Iterator[dict[str, Any]]:
         """The answer's chunks as the tier worker relays its text, then its end."""
-        relay, request_id = self.client.rt.relay, submitted.request_id
-        head: dict[str, Any] = {"id": f"chatcmpl-{request_id}", "object": "chat.completion.chunk",
-                                "created": int(time.time()), "model": None}
-        cursor, sent, void, ended = "", "", False, False
-        look_at = time.monotonic()  # at once: a repeated key's request may be done already
-        while not ended and submitted.left_s() > 0:
-            if time.monotonic() >= look_at:  # also ends a request ended without a word
-                ended, look_at = self._ended(request_id), time.monotonic() + LOOK_EVERY_S
-                if ended:
-                    break
-            try:
-                events, cursor = relay.read(request_id, cursor,
-                                            min(submitted.left_s(), LOOK_EVERY_S))
-            except Exception:  # the relay failed: the rest of the answer comes whole
-                logging.getLogger("tierline.gateway").warning(
-                    "request %s: cannot read its relayed answer", request_id, exc_info=True)
-                break
-            for event in events:
-                if event.kind == "begin":  # a second one: the text so far came from a failed call
-                    void, head["model"] = void or bool(sent), event.text
-                elif event.kind == "text" and not void:
-                    yield _piece(head, event.text, first=not sent)
-                    sent += event.text
-                ended = ended or event.kind == "end"
+        head: dict[str, Any] = {"id": f"chatcmpl-{submitted.request_id}",
+                                "object": "chat.completion.chunk", "created": int(time.time()),
+                                "model": None}
+        sent, replaced = "", False
+        try:
+            for piece in follow(self.client.rt, submitted.request_id, submitted.left_s()):
+                head["model"] = piece.model
+                yield _piece(head, piece.text, first=not sent)
+                sent += piece.text
+        except AnswerReplaced:
+            replaced = True
         try:
             answer = self._completed(submitted)
         except HttpError as exc:
@@ -182,23 +169,18 @@ class Gateway:
             return
         text = answer["choices"][0]["message"]["content"] or ""
         head["model"] = answer["model"]
-        if void or not text.startswith(sent):
-            yield {"error": {"message": f"request {request_id}: a call failed part-way through "
-                             "its answer and another model answered instead; the text streamed "
-                             "so far is void. The whole answer is kept: repeat with the same "
-                             "Idempotency-Key, or read it with `tierline results "
-                             f"{submitted.job_id}`", "type": "upstream_error",
+        if replaced or not text.startswith(sent):
+            yield {"error": {"message": f"request {submitted.request_id}: a call failed "
+                             "part-way through its answer and another model answered instead; "
+                             "the text streamed so far is void. The whole answer is kept: "
+                             "repeat with the same Idempotency-Key, or read it with `tierline "
+                             f"results {submitted.job_id}`", "type": "upstream_error",
                              "code": "answer_replaced"}}
             return
         if text[len(sent):] or not sent:
             yield _piece(head, text[len(sent):], first=not sent)
         yield from chunks(answer, include_usage)[1:]
 
-    def _ended(self, request_id: str) -> bool:
-        with self.client.rt.engine.connect() as conn:
-            status = conn.execute(select(requests.c.status)
-                                  .where(requests.c.id == request_id)).scalar_one()
-        return status in ("done", "failed", "expired", "cancelled")
 
     def _job_of(self, request_id: str) -> str:
         """The job that holds the request: a repeated key's request is in an earlier job."""

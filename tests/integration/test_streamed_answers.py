@@ -8,11 +8,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from sqlalchemy import select
 
 from router.policy import load_policy
 from tierline.client import Client
 from workers.relay import Event
 from workers.runtime import Runtime, install
+from workers.schema import jobs
 from workers.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -65,3 +67,12 @@ def test_a_request_that_does_not_ask_to_stream_is_not_relayed(client: Client) ->
     client.wait(report.job_id, timeout_s=30)
     assert next(iter(client.results(report.job_id)))["status"] == "done"
     assert client.rt.relay.read(report.request_ids[0], "", 0.05) == ([], "")
+
+
+def test_client_stream_yields_the_pieces_the_worker_process_relays(client: Client) -> None:
+    pieces = list(client.stream("Describe a lighthouse in a storm."))
+    assert len(pieces) > 1
+    with client.rt.engine.connect() as conn:  # Client.stream names its jobs "stream"
+        job = conn.execute(select(jobs.c.id).where(jobs.c.name == "stream")
+                           .order_by(jobs.c.created_at.desc()).limit(1)).scalar_one()
+    assert "".join(pieces) == next(iter(client.results(job)))["content"]

@@ -13,7 +13,8 @@ from sqlalchemy import select
 from router.errors import InvalidInput
 from tierline.client import Client
 from tierline.embedded import embedded
-from tierline.streams import RequestFailed
+from tierline.streams import AnswerReplaced, Piece, RequestFailed, follow
+from workers.relay import Event
 from workers.schema import jobs
 from workers.settings import POLICY_DIR
 
@@ -66,3 +67,22 @@ def test_under_a_cascade_the_answer_comes_whole_once_accepted(tmp_path: Path) ->
         client = Client(rt)
         pieces = list(client.stream("What is 12 + 30?"))
         assert pieces == [_newest(client)["content"]]
+
+
+def test_following_a_call_that_broke_part_way_raises_answer_replaced(single: Client) -> None:
+    # What a tier worker relays when a streamed call breaks and its fallback answers.
+    request_id = "not-a-request-row"
+    single.rt.relay.publish(request_id, [Event("begin", "sim-nano"), Event("text", "The sea"),
+                                         Event("begin", "sim-small"), Event("text", "A ship")])
+    seen = []
+    with pytest.raises(AnswerReplaced, match="void"):
+        for piece in follow(single.rt, request_id, timeout_s=5.0):
+            seen.append(piece)
+    assert seen == [Piece("The sea", "sim-nano")]
+
+
+def test_following_ends_at_the_end_event_or_the_timeout(single: Client) -> None:
+    single.rt.relay.publish("ended", [Event("begin", "m"), Event("text", "a"), Event("end"),
+                                      Event("text", "never read")])
+    assert [p.text for p in follow(single.rt, "ended", timeout_s=5.0)] == ["a"]
+    assert list(follow(single.rt, "silent", timeout_s=0.2)) == []

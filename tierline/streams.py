@@ -86,7 +86,8 @@ def follow(rt: Runtime, request_id: str, timeout_s: float) -> Iterator[Piece]:
 
 
 def _ended(rt: Runtime, request_id: str) -> bool:
+    """Whether the request has ended (an id with no row has not, or not yet)."""
     with rt.engine.connect() as conn:
         status = conn.execute(select(requests.c.status)
-                              .where(requests.c.id == request_id)).scalar_one()
+                              .where(requests.c.id == request_id)).scalar()
     return status in ENDED

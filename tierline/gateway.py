@@ -181,7 +181,6 @@ class Gateway:
             yield _piece(head, text[len(sent):], first=not sent)
         yield from chunks(answer, include_usage)[1:]
 
-
     def _job_of(self, request_id: str) -> str:
         """The job that holds the request: a repeated key's request is in an earlier job."""
         with self.client.rt.engine.connect() as conn:

@@ -198,3 +198,15 @@ def test_folds_side_by_side_choose_as_one_at_a_time(tmp_path: Path) -> None:
         rows[jobs] = json.loads(out_json.read_text())
     assert any(r["chosen_for"] for r in rows["1"])
     assert rows["1"] == rows["2"]
+
+
+def test_the_goal_table_says_by_how_much() -> None:
+    from router.goal import Verdict
+    from tierline.bench_routing import _margin
+
+    cheaper = Verdict("cost_to_95", "value-3$", 0.109, "frugalgpt", 0.163, True)
+    dearer = Verdict("cost_to_99", "cascade-2", 0.340, "frugalgpt", 0.338, False)
+    assert _margin(cheaper, cost=True) == "33% cheaper"
+    assert _margin(dearer, cost=True) == "1% dearer"
+    assert _margin(Verdict("aiq", "v", 1.011, "f", 0.9692, True), cost=False) == "+0.0418"
+    assert _margin(Verdict("cost_to_99", "v", None, "f", 0.3, False), cost=True) == ""

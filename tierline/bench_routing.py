@@ -197,13 +197,26 @@ def print_verdicts(lines: Sequence[Verdict]) -> None:
     table = Table(title="goal: chosen on validation vs best baseline on test "
                         "(AIQ larger; cost at least 20% lower; accuracy above the best single)")
     for col in ("criterion", "tierline (chosen on validation)", "value", "best baseline",
-                "value", "met"):
+                "value", "by", "met"):
         table.add_column(col)
     for v in lines:
-        fmt = _share if v.criterion.startswith("cost") else (lambda x: f"{x:.4f}")
+        cost = v.criterion.startswith("cost")
+        fmt = _share if cost else (lambda x: "none" if x is None else f"{x:.4f}")
         table.add_row(v.criterion, v.method, fmt(v.value), v.baseline, fmt(v.baseline_value),
-                      "yes" if v.met else "no")
+                      _margin(v, cost), "yes" if v.met else "no")
     out.print(table)
+
+
+def _margin(v: Verdict, cost: bool) -> str:
+    """How far tierline's figure is from the baseline's: cheaper or dearer, or the difference."""
+    if v.value is None or v.baseline_value is None:
+        return ""
+    if not cost:
+        return f"{v.value - v.baseline_value:+.4f}"
+    if v.baseline_value <= 0:
+        return ""
+    ratio = 1 - v.value / v.baseline_value
+    return f"{ratio:.0%} cheaper" if ratio >= 0 else f"{-ratio:.0%} dearer"
 
 
 def json_rows(report: Report, chosen: dict[str, str] | None) -> list[dict[str, Any]]:

@@ -280,7 +280,7 @@ class Client:
         :class:`~tierline.streams.AnswerReplaced`, carrying the whole answer, when a call
         broke part-way and another model answered after some text was yielded.
         """
-        from tierline.streams import AnswerReplaced, RequestFailed, follow
+        from tierline.streams import AnswerReplaced, RequestFailed, follow, rest_of
 
         raw = {"prompt": item} if isinstance(item, str) else dict(item)
         report = self.submit_many([raw | {"stream": True}], lane=lane, tenant=tenant,
@@ -301,13 +301,9 @@ class Client:
         if row["status"] != "done":
             why = row["error"] or f"not answered within {timeout_s:g} s; it is still answered"
             raise RequestFailed(f"request {request_id} {row['status']}: {why}", row["status"])
-        text = row["content"] or ""
-        if replaced or not text.startswith(sent):
-            raise AnswerReplaced(f"request {request_id}: a call failed part-way through its "
-                                 "answer and another model answered instead; the text "
-                                 "streamed so far is void", answer=text)
-        if text[len(sent):]:
-            yield text[len(sent):]
+        rest = rest_of(row["content"] or "", sent, replaced, request_id)
+        if rest:
+            yield rest
 
 
 def time_ordered_id() -> str:

@@ -85,6 +85,16 @@ def follow(rt: Runtime, request_id: str, timeout_s: float) -> Iterator[Piece]:
                 return
 
 
+def rest_of(answer: str, sent: str, replaced: bool, request_id: str) -> str:
+    """What is left to send of ``answer`` once ``sent`` has gone out; raises
+    :class:`AnswerReplaced` (carrying ``answer``) when the text sent is not its beginning."""
+    if replaced or not answer.startswith(sent):
+        raise AnswerReplaced(f"request {request_id}: a call failed part-way through its "
+                             "answer and another model answered instead; the text streamed "
+                             "so far is void", answer=answer)
+    return answer[len(sent):]
+
+
 def _ended(rt: Runtime, request_id: str) -> bool:
     """Whether the request has ended (an id with no row has not, or not yet)."""
     with rt.engine.connect() as conn:

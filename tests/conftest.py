@@ -98,3 +98,21 @@ def own_postgres_url() -> Iterator[str]:
     """A fresh database for one test, for tests that leave rows others must not see."""
     with _fresh_database() as url:
         yield url
+
+
+@contextmanager
+def serve_gateway(client: Any, **options: Any) -> Iterator[str]:
+    """The HTTP gateway for ``client`` on a free loopback port, in a thread; yields its
+    ``.../v1`` base URL."""
+    import threading
+
+    from tierline.gateway import make_server
+
+    server = make_server(client, "127.0.0.1", 0, **options)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_port}/v1"
+    finally:
+        server.shutdown()
+        server.server_close()

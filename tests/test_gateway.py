@@ -8,7 +8,6 @@ import re
 import signal
 import subprocess
 import sys
-import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from decimal import Decimal
@@ -21,9 +20,9 @@ import pytest
 from sqlalchemy import func, select
 
 from router.errors import InvalidInput
+from tests.conftest import serve_gateway
 from tierline.client import Client
 from tierline.embedded import embedded
-from tierline.gateway import make_server
 from tierline.gateway_keys import digest, load_keys
 from workers.schema import charges
 from workers.settings import POLICY_DIR
@@ -41,16 +40,9 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Client]:
 
 @contextmanager
 def _serve(client: Client, **options: Any) -> Iterator[httpx.Client]:
-    server = make_server(client, "127.0.0.1", 0, **options)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        with httpx.Client(base_url=f"http://127.0.0.1:{server.server_port}",
-                          timeout=30) as http:
-            yield http
-    finally:
-        server.shutdown()
-        server.server_close()
+    with serve_gateway(client, **options) as base, \
+            httpx.Client(base_url=base.removesuffix("/v1"), timeout=30) as http:
+        yield http
 
 
 @pytest.fixture(scope="module")

@@ -5,10 +5,8 @@ from __future__ import annotations
 
 import json
 import re
-import threading
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -18,13 +16,13 @@ import pytest
 from sqlalchemy import delete, select
 
 from schedules.sweeper import enqueue_stranded, fail_stalled_intakes, restart_batch_intakes
+from tests.conftest import serve_gateway
 from tierline import gateway
 from tierline.batch_intake import ingest
 from tierline.batches import Batches
 from tierline.client import Client
 from tierline.embedded import embedded
 from tierline.files import Upload
-from tierline.gateway import make_server
 from tierline.gateway_keys import load_keys
 from workers.schema import batches, files, requests
 from workers.settings import POLICY_DIR
@@ -48,16 +46,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Client]:
         yield Client(rt)
 
 
-@contextmanager
-def _serve(client: Client, **options: Any) -> Iterator[str]:
-    server = make_server(client, "127.0.0.1", 0, **options)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_port}/v1"
-    finally:
-        server.shutdown()
-        server.server_close()
+_serve = serve_gateway
 
 
 @pytest.fixture(scope="module")

@@ -3,7 +3,8 @@
 The same Celery tasks as in production run in real Celery worker controllers on threads,
 fed by kombu's in-memory transport; the record is a SQLite file (migrated by Alembic);
 the models are the simulator on a loopback port. Nothing here is a substitute code path:
-only the transports differ.
+only the transports differ. As in production, the realtime lane has a worker of its own
+(see ``workers.dedicated``), so a batch flood never holds the threads realtime needs.
 """
 
 from __future__ import annotations
@@ -16,21 +17,25 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from celery.worker import WorkController
-
-from router.policy import load_policy
+from router.policy import LANES, load_policy
 from workers.app import app, queues_for
 from workers.db import upgrade
+from workers.dedicated import DedicatedWorker
 from workers.runtime import Runtime, install
 from workers.settings import EMBEDDED_BROKER, Settings
 
 SIM_URL_ENV = "TIERLINE_SIM_URL"
+REALTIME = ("realtime",)
+OTHER_LANES = tuple(lane for lane in LANES if lane not in REALTIME)
 
 
 @contextmanager
 def embedded(policy_path: Path, *, database: Path | None = None, concurrency: int = 8,
-             sim_seed: int = 0, gold: dict[str, str] | None = None) -> Iterator[Runtime]:
+             sim_seed: int = 0, sim_config: Path | None = None,
+             gold: dict[str, str] | None = None) -> Iterator[Runtime]:
     """Run tierline in this process until the block ends; yields the installed runtime.
+    ``concurrency`` threads in all: a quarter (at least 2) for the realtime lane, the rest
+    for the other lanes; ``sim_config`` overrides the simulated models' profiles.
     The process-wide state it sets (broker URL and settings, runtime) is put back after."""
     from sim.fleet import fleet_from_policy
     from sim.server import start
@@ -43,7 +48,7 @@ def embedded(policy_path: Path, *, database: Path | None = None, concurrency: in
         saved_conf = (app.conf.broker_url, app.conf.broker_transport_options)
         os.environ.setdefault("TIERLINE_BROKER_URL", EMBEDDED_BROKER)
         upgrade(settings.database_url)
-        with start(fleet_from_policy(policy_path, seed=sim_seed), gold=gold) as sim:
+        with start(fleet_from_policy(policy_path, sim_config, seed=sim_seed), gold=gold) as sim:
             # Embedded means simulated: every model's endpoint is the in-process simulator.
             env = dict(os.environ)
             for spec in policy.models.values():
@@ -55,13 +60,18 @@ def embedded(policy_path: Path, *, database: Path | None = None, concurrency: in
             app.conf.broker_url = EMBEDDED_BROKER
             app.conf.broker_transport_options = {"polling_interval": 0.01}
             _drop_broker_pools()
-            # One worker for every queue: worker controllers in one process share the app's
-            # queue selection, so a second one would silently take over the first's queues.
-            worker = _start_worker(queues_for(policy, "all"), concurrency, "embedded")
+            realtime_threads = max(2, concurrency // 4)
+            workers = [
+                _start_worker(queues_for(policy, "all", REALTIME), realtime_threads,
+                              "embedded-realtime"),
+                _start_worker(queues_for(policy, "all", OTHER_LANES),
+                              max(1, concurrency - realtime_threads), "embedded-other"),
+            ]
             try:
                 yield rt
             finally:
-                worker.stop(in_sighandler=False)
+                for worker in workers:
+                    worker.stop(in_sighandler=False)
                 install(saved_rt)
                 app.conf.broker_url, app.conf.broker_transport_options = saved_conf
                 _drop_broker_pools()
@@ -78,12 +88,12 @@ def _drop_broker_pools() -> None:
     app.amqp._producer_pool = None
 
 
-def _start_worker(queues: list[str], concurrency: int, name: str) -> WorkController:
-    """A real Celery worker on a daemon thread, consuming ``queues``."""
-    worker = WorkController(app=app, pool_cls="threads", concurrency=concurrency,
-                            queues=queues, hostname=f"{name}@{socket.gethostname()}",
-                            without_heartbeat=True,
-                            without_mingle=True, without_gossip=True, loglevel="WARNING")
+def _start_worker(queues: list[str], concurrency: int, name: str) -> DedicatedWorker:
+    """A real Celery worker on a daemon thread, consuming ``queues`` and no others."""
+    worker = DedicatedWorker(app, queues, pool_cls="threads", concurrency=concurrency,
+                             hostname=f"{name}@{socket.gethostname()}",
+                             without_heartbeat=True,
+                             without_mingle=True, without_gossip=True, loglevel="WARNING")
     ready = threading.Event()
     worker.blueprint.on_start = ready.set  # type: ignore[attr-defined]
     thread = threading.Thread(target=worker.start, name=f"tierline-{name}", daemon=True)

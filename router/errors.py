@@ -7,10 +7,12 @@
     ├── ProviderError           a model call failed; translated once, at the provider boundary
     │   ├── RateLimited         429: retry after ``retry_after_s``
     │   ├── Unavailable         5xx, timeout, connection error: retry with backoff and jitter
-    │   │   └── MalformedResponse   non-JSON, wrong schema, a stream cut short
+    │   │   ├── MalformedResponse   non-JSON, wrong schema, a stream cut short
+    │   │   └── CircuitOpen     not called: the model failed too often of late (router.breaker)
     │   └── Rejected            other 4xx: the request itself is wrong (never retried)
     ├── BudgetExceeded          a token budget cannot take the call now (``retry_after_s``) or ever
     └── DeadlineExceeded        the latency budget cannot be met any more (fail fast)
+        └── TooSlow             a model's expected latency exceeds what is left (not called)
 
 ``retryable`` on each class says whether the same call may be tried again.
 """
@@ -77,6 +79,12 @@ class MalformedResponse(Unavailable):
     """The provider answered something that is not a valid response."""
 
 
+class CircuitOpen(Unavailable):
+    """The model was not called: its last calls all failed (router.breaker)."""
+
+    retryable = False  # not until the breaker lets calls through again
+
+
 class Rejected(ProviderError):
     """The provider refused the request itself (4xx other than 429); retrying cannot help."""
 
@@ -95,3 +103,8 @@ class BudgetExceeded(TierlineError):
 
 class DeadlineExceeded(TierlineError):
     """What is left of the latency budget is not enough for the next step."""
+
+
+class TooSlow(DeadlineExceeded):
+    """A model was not called: its expected latency (router.latency) exceeds what is left of
+    the request's budget. A faster model of the request's chain may still answer in time."""

@@ -250,14 +250,20 @@ class BundlingSpec(_Frozen):
 
 
 class FailureSpec(_Frozen):
-    """What happens when a model's token budget cannot take a call now.
+    """What happens when a model's token budget cannot take a call now, and when a call
+    cannot finish in time.
 
-    ``defer``: wait (re-queue with a countdown until the window has room); ``fallback``: hand
-    it to the next equal-or-cheaper model that has budget. Never escalates to a pricier model.
+    ``on_budget``: ``defer`` waits (re-queue with a countdown until the window has room);
+    ``fallback`` hands the call to the next equal-or-cheaper model that has budget. Never
+    escalates to a pricier model. ``fail_fast``: a model whose expected latency, learned from
+    its recent calls (router.latency), exceeds what is left of a request's budget is not
+    called; the request moves down its fallback chain, keeps the best answer it paid for,
+    or fails with the estimate in its error.
     """
 
     on_budget: Literal["defer", "fallback"] = "defer"
     max_defer_s: float = Field(default=300.0, gt=0)  # a longer wait is re-checked after this
+    fail_fast: bool = True
 
 
 class RequestLimits(_Frozen):

@@ -80,3 +80,35 @@ def test_demo_runs_the_sample_workload_with_no_servers(tmp_path: Path) -> None:
     assert "330/330 requests answered (0 failed)" in run.stdout
     for word in ("realtime", "standard", "batch", "p95 latency", "saved", "everything on the top"):
         assert word in run.stdout
+
+
+def test_models_shows_prices_and_the_latency_learned_from_calls(tmp_path: Path, redis_url: str
+                                                                ) -> None:
+    import time
+    import uuid
+
+    import redis
+
+    from workers.health import RedisHealthStore, Seen
+
+    fast, slow = (f"m-{uuid.uuid4().hex[:8]}" for _ in range(2))
+    policy = tmp_path / "p.yaml"
+    policy.write_text(
+        f"tiers: {{t0: [{fast}], t1: [{slow}]}}\n"
+        f"models:\n  {fast}: {{provider: openai, usd_per_1m_input: 0.1, usd_per_1m_output: 0.4}}\n"
+        f"  {slow}: {{provider: openai, usd_per_1m_input: 5, usd_per_1m_output: 20}}\n"
+        "lanes: {realtime: {latency_budget_s: 10}, standard: {latency_budget_s: 300},\n"
+        "        batch: {latency_budget_s: 86400}}\n")
+    RedisHealthStore(redis.Redis.from_url(redis_url)).record(
+        [Seen(slow, True, t, 0.3 + 0.004 * t) for t in (50, 100, 200, 300, 120, 80)]
+        + [Seen(fast, False)] * 5, time.time())
+    env = {**os.environ, "TIERLINE_POLICY": str(policy), "TIERLINE_BROKER_URL": redis_url,
+           "COLUMNS": "120"}
+    run = subprocess.run([sys.executable, "-m", "tierline", "models"], cwd=tmp_path, env=env,
+                         capture_output=True, text=True, timeout=60)
+    assert run.returncode == 0, run.stderr
+    rows = {line.split("│")[2].strip(): line for line in run.stdout.splitlines()
+            if line.count("│") > 5 and line.split("│")[2].strip()}
+    assert "0.1 / 0.4" in rows[fast] and rows[fast].split("│")[4].strip() == "0"
+    assert "5 / 20" in rows[slow] and "0.30 s + 4.0" in rows[slow] and "│ ok" in rows[slow]
+    assert "left alone" in rows[fast] and "s more" in rows[fast]

@@ -18,6 +18,7 @@ from router.errors import TierlineError
 from router.policy import LANES, load_policy
 from tierline.client import Client
 from tierline.intake import RejectLog, read_jsonl
+from workers.runtime import runtime
 from workers.settings import load_settings
 
 err = Console(stderr=True, soft_wrap=True)
@@ -226,7 +227,6 @@ def sweep(intake_timeout: float | None) -> None:
         fail_stalled_intakes,
         restart_batch_intakes,
     )
-    from workers.runtime import runtime
 
     rt = runtime()
     timeout = INTAKE_STALLED_AFTER_S if intake_timeout is None else intake_timeout
@@ -302,6 +302,44 @@ def gateway(host: str, port: int, keys: Path | None) -> None:
             pass
         finally:
             server.server_close()
+
+
+@main.command()
+def models() -> None:
+    """The policy's models by tier: prices, and what the model health registry learned from
+    every worker's recent calls (latency; whether a model is left alone for failing)."""
+    import time
+
+    from rich.table import Table
+
+    from router.latency import estimate
+
+    rt = runtime()
+    names = [m for tier in rt.policy.tiers.values() for m in tier]
+    names += [m for m in rt.policy.models if m not in names]
+    health = rt.health.read(names)
+    table = Table("tier", "model", "$/1M in / out", "calls", "latency", "typical call", "state",
+                  title="models: prices, and the health learned from recent calls")
+    now = time.time()
+    for name in names:
+        spec = rt.policy.models[name]
+        h = health.get(name)
+        e = estimate(name, h.latency) if h is not None else None
+        try:
+            tier = rt.policy.tier_of(name)
+        except KeyError:  # an evaluator or verifier that no tier lists
+            tier = "-"
+        if h is not None and h.breaker.refusal(name, now):
+            state = f"left alone {h.breaker.open_until - now:.0f} s more"
+        else:
+            state = f"{h.breaker.fails} failed in a row" if h and h.breaker.fails else "ok"
+        table.add_row(
+            tier, name, f"{spec.usd_per_1m_input:g} / {spec.usd_per_1m_output:g}",
+            str(h.latency.calls) if h is not None else "0",
+            "-" if e is None else f"{e.fixed_s:.2f} s + {e.per_token_s * 1000:.1f} ms/token",
+            "-" if e is None else f"{e.expected_s(rt.policy.requests.max_output_tokens):.2f} s, "
+                                  f"{e.typical_tokens:.0f} tokens", state)
+    out.print(table)
 
 
 @main.group()

@@ -4,14 +4,17 @@ settled; each call is recorded as one attempt row."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
 
 from router.absorber import Limits, Reservation, scope_key
 from router.envelope import Request
-from router.errors import TierlineError
+from router.errors import CircuitOpen, TierlineError, TooSlow, Unavailable
+from router.latency import estimate
 from router.policy import ModelLimits, StrategySpec
+from workers.health import Seen
 from workers.providers.base import Call, Completion
 from workers.providers.fanout import Outcome, run_calls
 from workers.records import AttemptRow, Price
@@ -34,21 +37,50 @@ def prices_of(rt: Runtime) -> dict[str, Price]:
 
 
 def call_round(rt: Runtime, due: Sequence[tuple[Request, str]], started: float) -> list[Outcome]:
-    """Call ``model`` for each ``(request, model)`` at once; outcomes in the same order."""
+    """Call ``model`` for each ``(request, model)`` at once; outcomes in the same order.
+
+    Calls the model health registry advises against are not made: a model whose breaker is
+    open (:class:`CircuitOpen`), or one that cannot be expected to finish before the
+    request's deadline (:class:`TooSlow`). How each call ended goes to the registry."""
     if not due:
         return []
     early_stop = rt.policy.strategy.early_stop
     rule = early_stop.rule() if early_stop is not None else None
+    deadlines = [min(request.deadline_at, started + MAX_CALL_TIMEOUT_S) for request, _ in due]
+    skipped = _advised_against(rt, due, deadlines, started)
+    asked = [i for i in range(len(due)) if i not in skipped]
     calls = [Call(model=api_name(rt, model), messages=request.messages,
                   max_output_tokens=request.max_output_tokens, key=i, early_stop=rule,
                   sink=Sink(rt.relay, request.id, model) if relayed(rt, request) else None)
-             for i, (request, model) in enumerate(due)]
+             for i, (request, model) in ((i, due[i]) for i in asked)]
     models = {model for _, model in due}
-    return run_calls(
+    replies = run_calls(
         calls, {api_name(rt, m): rt.providers[m] for m in models},
         max_concurrency={api_name(rt, m): rt.policy.models[m].max_concurrency for m in models},
-        deadline_at={i: min(request.deadline_at, started + MAX_CALL_TIMEOUT_S)
-                     for i, (request, _) in enumerate(due)})
+        deadline_at={i: deadlines[i] for i in asked})
+    rt.health.record([
+        Seen(due[i][1], True, reply.tokens_out, reply.latency_s) if isinstance(reply, Completion)
+        else Seen(due[i][1], False)
+        for i, reply in zip(asked, replies, strict=True)
+        if isinstance(reply, (Completion, Unavailable))], time.time())
+    outcomes: dict[int, Outcome] = {**skipped, **dict(zip(asked, replies, strict=True))}
+    return [outcomes[i] for i in range(len(due))]
+
+
+def _advised_against(rt: Runtime, due: Sequence[tuple[Request, str]],
+                     deadlines: Sequence[float], started: float) -> dict[int, Outcome]:
+    """The calls not to make, by position: the model's breaker is open, or (with
+    ``failure.fail_fast``) its expected latency exceeds what is left of the budget."""
+    health = rt.health.read({model for _, model in due})
+    estimates = {m: e for m, h in health.items() if (e := estimate(m, h.latency)) is not None}
+    skipped: dict[int, Outcome] = {}
+    for i, (request, model) in enumerate(due):
+        if model in health and (why := health[model].breaker.refusal(model, started)):
+            skipped[i] = CircuitOpen(why)
+        elif rt.policy.failure.fail_fast and model in estimates and (
+                why := estimates[model].miss(request.max_output_tokens, deadlines[i] - started)):
+            skipped[i] = TooSlow(why)
+    return skipped
 
 
 def relays(strategy: StrategySpec) -> bool:

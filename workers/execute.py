@@ -6,7 +6,10 @@ then out concurrently. A call that fails moves its request to the next model of 
 fallback chain (the rest of its tier, then cheaper tiers; never pricier), and the next
 round sends all such calls together. A budget that cannot take a call now defers it (the
 task re-queues it with a countdown) or, if the policy says so, falls back; a request no
-budget could ever take fails at once. Every call is one attempt row; the attempts,
+budget could ever take fails at once. A model whose expected latency exceeds what is left
+of a request's budget is not called (``TooSlow``, see workers.calls): the request falls back
+as from a failed call, and with nothing left to try keeps the best answer it paid for or
+fails at once rather than at its deadline. Every call is one attempt row; the attempts,
 charges and results of the whole bundle are written in one transaction.
 
 A cascade deferred mid-climb keeps the answers it paid for on their attempt rows. When it
@@ -34,7 +37,7 @@ from router.absorber import Reservation
 from router.decide import Decision, fallback_chain
 from router.early_stop import EARLY_STOP
 from router.envelope import Request
-from router.errors import DeadlineExceeded
+from router.errors import DeadlineExceeded, TooSlow
 from router.escalation import Judge, escalation_path, judge_for
 from router.output_budget import output_cap_for_band
 from workers import jobs, panel, records, stepping
@@ -193,10 +196,9 @@ def _run_chains(rt: Runtime, work: Sequence[tuple[Request, Decision]],
                     retry.append(p)
                 else:
                     results.append(_accepted(p, lead, now()))
-            elif p.best is not None and (isinstance(lead.outcome, DeadlineExceeded)
-                                         or len(p.chain) == 1):
+            elif p.best is not None and (_out_of_time(lead.outcome) or len(p.chain) == 1):
                 results.append(_result(p, p.best, now()))
-            elif isinstance(lead.outcome, DeadlineExceeded) or len(p.chain) == 1:
+            elif _out_of_time(lead.outcome) or len(p.chain) == 1:
                 results.append(_failed(p, asked, now()))
             else:
                 p.chain.pop(0)
@@ -209,6 +211,12 @@ def _run_chains(rt: Runtime, work: Sequence[tuple[Request, Decision]],
     if keep:
         attempts = [_keeping(a, keep.get((a.request_id, a.seq))) for a in attempts]
     return attempts, panel.with_cost_multipliers(rt, attempts, results, earlier)
+
+
+def _out_of_time(outcome: CallOutcome) -> bool:
+    """Whether a failed call leaves no time for another: a model too slow for what is left
+    was not called, so a faster one of the chain may still be."""
+    return isinstance(outcome, DeadlineExceeded) and not isinstance(outcome, TooSlow)
 
 
 def _completion(kept: AttemptRow) -> Completion:

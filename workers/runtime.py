@@ -18,6 +18,7 @@ from workers.absorber_memory import MemoryAbsorberStore
 from workers.absorber_redis import RedisAbsorberStore
 from workers.absorber_store import AbsorberStore
 from workers.db import engine_for
+from workers.health import HealthStore, MemoryHealthStore, RedisHealthStore
 from workers.relay import MemoryRelay, RedisRelay, Relay
 from workers.settings import Settings, load_settings
 
@@ -59,6 +60,17 @@ class Runtime:
 
         return RedisRelay(redis.Redis.from_url(self.settings.redis_url, socket_timeout=5,
                                                socket_connect_timeout=2))
+
+    @cached_property
+    def health(self) -> HealthStore:
+        """Models' latency and failures, learned from every worker's calls: Redis beside the
+        absorber, or memory when embedded."""
+        if self.settings.redis_url is None:
+            return MemoryHealthStore()
+        import redis
+
+        return RedisHealthStore(redis.Redis.from_url(self.settings.redis_url, socket_timeout=5,
+                                                     socket_connect_timeout=2))
 
     @cached_property
     def learned(self) -> tuple[Any, Any]:

@@ -1,0 +1,41 @@
+"""A model that keeps failing is left alone for a while: a circuit breaker per model.
+
+Only calls that end ``Unavailable`` after their retries count (5xx, timeouts, connection
+errors, malformed answers): a 429 means the model is up but busy, a 4xx that the request
+was wrong. After :data:`FAILS_TO_OPEN` such calls in a row, with no answer in between, the
+model is *open*: for :data:`OPEN_S` seconds nobody calls it, and its requests fall back at
+once instead of each paying its retries and timeouts. After that, calls go through again;
+the first answer closes the breaker, and a failure opens it again at once, since the count
+of failures in a row only resets on an answer.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+FAILS_TO_OPEN = 5
+OPEN_S = 30.0
+
+
+@dataclass(frozen=True)
+class Breaker:
+    """A model's failures in a row, and until when (epoch seconds) it is left alone."""
+
+    fails: int = 0
+    open_until: float = 0.0
+
+    def answered(self) -> Breaker:
+        return Breaker()
+
+    def failed(self, now_s: float) -> Breaker:
+        fails = self.fails + 1
+        return Breaker(fails, now_s + OPEN_S if fails >= FAILS_TO_OPEN else self.open_until)
+
+    def refusal(self, model: str, now_s: float) -> str | None:
+        """Why ``model`` is not called now, or None when it may be."""
+        if now_s >= self.open_until:
+            return None
+        until = time.strftime("%H:%M:%S", time.gmtime(self.open_until))
+        return (f"{model}: {self.fails} calls in a row failed; not called until {until} UTC "
+                f"({self.open_until - now_s:.0f} s)")

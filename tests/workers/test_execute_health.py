@@ -1,0 +1,151 @@
+"""The tier worker heeds the model health registry. A model that its recent calls show
+cannot answer within what is left of a request's budget is not called: the request falls
+back to a faster model, keeps the answer its cascade already paid for, or fails at once with
+the estimate in its error. A model whose calls keep failing is left alone for a while."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy import select
+
+from router.breaker import FAILS_TO_OPEN
+from router.labels import build_prompt
+from tests.workers.scripted import completion, demo_policy, route_here, runtime, serve
+from workers.runtime import Runtime
+from workers.schema import attempts, charges, results
+
+SLOW_S = 0.6  # how long sim-mid takes to answer
+ANSWERS = {"sim-nano": "Hmm, hard to say.", "sim-mid": "refund", "sim-frontier": "card_lost"}
+CALLS: dict[str, int] = {}
+DOWN: set[str] = set()
+LABELS = ["refund", "card_lost", "transfer"]
+
+
+def _reply(model: str, _asked: str) -> tuple[int, dict[str, object]]:
+    CALLS[model] = CALLS.get(model, 0) + 1
+    if model in DOWN:
+        return 503, {"error": {"message": "down"}}
+    if model == "sim-mid":
+        time.sleep(SLOW_S)
+    return 200, completion(ANSWERS[model], tokens_out=20)
+
+
+@pytest.fixture(scope="module")
+def models_url() -> Iterator[str]:
+    with serve(_reply) as url:
+        yield url
+
+
+def _runtime(tmp_path: Path, url: str, strategy: dict[str, Any], *, first_tier: str = "t0",
+             fail_fast: bool = True) -> Runtime:
+    data = demo_policy(strategy)
+    data["classifier"]["band_tiers"] = dict.fromkeys(("low", "mid", "high"), first_tier)
+    data["failure"] = {"fail_fast": fail_fast}
+    return runtime(tmp_path, url, data)
+
+
+def _learn_that_sim_mid_is_slow(rt: Runtime) -> None:
+    """Five climbs to sim-mid with time to spare: the registry learns from real calls."""
+    prompt = build_prompt("where is my money", LABELS)
+    route_here(rt, [{"prompt": prompt, "lane": "batch"} for _ in range(5)])
+    sums = rt.health.read(["sim-mid"])["sim-mid"].latency
+    assert sums.calls == 5 and sums.sy / sums.w >= SLOW_S
+
+
+def _last(rt: Runtime) -> tuple[Any, list[tuple[str, bool, str | None]], int]:
+    """The newest request's result, its attempts in order, and how many were charged."""
+    with rt.engine.connect() as conn:
+        result = conn.execute(select(results).order_by(results.c.finished_at.desc())).first()
+        assert result is not None
+        tried = conn.execute(select(attempts.c.model, attempts.c.ok, attempts.c.error)
+                             .where(attempts.c.request_id == result.request_id)
+                             .order_by(attempts.c.seq)).all()
+        paid = conn.execute(select(charges.c.attempt_id)
+                            .where(charges.c.attempt_id.like(f"{result.request_id}%"))).all()
+    return result, [tuple(a) for a in tried], len(paid)  # type: ignore[misc]
+
+
+def _urgent(prompt: str, budget_s: float = 0.4) -> dict[str, Any]:
+    return {"prompt": prompt, "lane": "realtime", "latency_budget_s": budget_s}
+
+
+def test_a_cascade_keeps_its_answer_rather_than_climb_to_a_model_too_slow_for_the_budget(
+        tmp_path: Path, models_url: str) -> None:
+    rt = _runtime(tmp_path, models_url, {"kind": "cascade", "confidence_bar": 0.7})
+    _learn_that_sim_mid_is_slow(rt)
+    before = CALLS.get("sim-mid", 0)
+    route_here(rt, [_urgent(build_prompt("where is my money", LABELS))])
+    result, tried, paid = _last(rt)
+    assert CALLS.get("sim-mid", 0) == before  # not called
+    assert (result.status, result.model) == ("ok", "sim-nano")
+    assert [(m, ok) for m, ok, _ in tried] == [("sim-nano", True), ("sim-mid", False)]
+    assert tried[1][2].startswith("TooSlow: sim-mid: expected 0.6")
+    assert paid == 1
+
+
+def test_a_request_falls_back_to_a_faster_model_of_its_chain(tmp_path: Path, models_url: str
+                                                              ) -> None:
+    rt = _runtime(tmp_path, models_url, {"kind": "cascade", "confidence_bar": 0.7})
+    _learn_that_sim_mid_is_slow(rt)
+    single = _runtime(tmp_path, models_url, {"kind": "single"}, first_tier="t1")
+    single.__dict__["health"] = rt.health  # the same registry, as on Redis
+    before = CALLS.get("sim-mid", 0)
+    route_here(single, [_urgent("write me a haiku about autumn")])
+    result, tried, _ = _last(single)
+    assert CALLS.get("sim-mid", 0) == before
+    assert (result.status, result.model) == ("ok", "sim-nano")
+    assert [(m, ok) for m, ok, _ in tried] == [("sim-mid", False), ("sim-nano", True)]
+
+
+def test_with_no_faster_model_the_request_fails_at_once_saying_why(
+        tmp_path: Path, models_url: str) -> None:
+    rt = _runtime(tmp_path, models_url, {"kind": "cascade", "confidence_bar": 0.7})
+    _learn_that_sim_mid_is_slow(rt)
+    data = demo_policy({"kind": "single"})
+    data["tiers"] = {"t0": ["sim-mid"], "t1": ["sim-frontier"]}  # nothing below sim-mid
+    alone = runtime(tmp_path, models_url, data, f"sqlite:///{tmp_path / 'alone.sqlite'}")
+    alone.__dict__["health"] = rt.health
+    before = CALLS.get("sim-mid", 0)
+    route_here(alone, [_urgent("write me a haiku about autumn", budget_s=5.0),
+                       _urgent("write me a haiku about winter", budget_s=0.3)])
+    with alone.engine.connect() as conn:
+        ended = sorted(conn.execute(select(results.c.status, results.c.error)).all())
+    assert CALLS.get("sim-mid", 0) == before + 1  # only for the request with time for it
+    assert [status for status, _ in ended] == ["failed", "ok"]
+    assert ended[0][1].startswith("TooSlow: sim-mid: expected 0.6")
+
+
+def test_without_fail_fast_the_slow_model_is_called_anyway(tmp_path: Path, models_url: str
+                                                           ) -> None:
+    rt = _runtime(tmp_path, models_url, {"kind": "cascade", "confidence_bar": 0.7},
+                  fail_fast=False)
+    _learn_that_sim_mid_is_slow(rt)
+    before = CALLS.get("sim-mid", 0)
+    route_here(rt, [_urgent(build_prompt("where is my money", LABELS))])
+    result, tried, _ = _last(rt)
+    assert CALLS.get("sim-mid", 0) == before + 1
+    assert result.model == "sim-nano"  # the call ran out of time; the cascade kept its answer
+    assert tried[1][:2] == ("sim-mid", False) and "timed out" in tried[1][2]
+
+
+def test_a_model_that_keeps_failing_is_left_alone_and_its_requests_fall_back_at_once(
+        tmp_path: Path, models_url: str) -> None:
+    rt = _runtime(tmp_path, models_url, {"kind": "single"}, first_tier="t1")
+    DOWN.add("sim-mid")
+    try:
+        route_here(rt, [f"write me a haiku about the number {i}" for i in range(FAILS_TO_OPEN)])
+        failing = CALLS["sim-mid"]  # each tried with its retries, then sim-nano answered
+        assert rt.health.read(["sim-mid"])["sim-mid"].breaker.fails == FAILS_TO_OPEN
+        route_here(rt, ["write me a haiku about spring"])
+    finally:
+        DOWN.clear()
+    result, tried, paid = _last(rt)
+    assert CALLS["sim-mid"] == failing  # not called again
+    assert (result.status, result.model) == ("ok", "sim-nano") and paid == 1
+    assert [(m, ok) for m, ok, _ in tried] == [("sim-mid", False), ("sim-nano", True)]
+    assert tried[0][2].startswith(f"CircuitOpen: sim-mid: {FAILS_TO_OPEN} calls in a row failed")

@@ -1,0 +1,84 @@
+"""The model health registry: Redis keeps what the pure updates compute, for every worker,
+and an unreachable Redis costs advice, never calls."""
+
+from __future__ import annotations
+
+import uuid
+
+import pytest
+import redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
+
+from router.breaker import FAILS_TO_OPEN, OPEN_S
+from router.latency import LatencySums, estimate, observe
+from workers.health import MemoryHealthStore, RedisHealthStore, Seen
+
+CALLS = [(120, 0.9), (40, 0.5), (300, 1.8), (80, 0.7), (200, 1.3), (10, 0.35)]
+
+
+def _stores(redis_url: str) -> list[MemoryHealthStore | RedisHealthStore]:
+    return [MemoryHealthStore(), RedisHealthStore(redis.Redis.from_url(redis_url))]
+
+
+def _name() -> str:
+    return f"m-{uuid.uuid4().hex[:8]}"
+
+
+def test_redis_and_memory_keep_the_latency_sums_of_the_pure_update(redis_url: str) -> None:
+    model, other = _name(), _name()
+    want = LatencySums()
+    for tokens, seconds in CALLS:
+        want = observe(want, tokens, seconds)
+    stores = _stores(redis_url)
+    for store in stores:
+        store.record([Seen(model, True, t, s) for t, s in CALLS[:3]], 100.0)  # in call order
+        store.record([Seen(model, True, t, s) for t, s in CALLS[3:]] + [Seen(other, False)],
+                     101.0)
+    for store in stores:
+        got = store.read([model, other, "never-called"])
+        assert set(got) == {model, other}
+        assert got[model].latency.calls == want.calls == len(CALLS)
+        for name in ("w", "sx", "sy", "sxx", "sxy"):
+            assert getattr(got[model].latency, name) == pytest.approx(getattr(want, name),
+                                                                      rel=1e-12)
+        assert got[other].latency.calls == 0 and got[other].breaker.fails == 1
+    e = estimate(model, stores[1].read([model])[model].latency)
+    assert e is not None and e.per_token_s > 0
+
+
+def test_failures_in_a_row_open_the_breaker_and_an_answer_closes_it(redis_url: str) -> None:
+    model = _name()
+    for store in _stores(redis_url):
+        store.record([Seen(model, False)] * (FAILS_TO_OPEN - 1) + [Seen(model, True, 5, 0.1)]
+                     + [Seen(model, False)] * (FAILS_TO_OPEN - 1), 1000.0)
+        breaker = store.read([model])[model].breaker
+        assert breaker.fails == FAILS_TO_OPEN - 1  # the answer reset the count
+        assert breaker.refusal(model, 1000.0) is None
+        store.record([Seen(model, False)], 1000.0)
+        breaker = store.read([model])[model].breaker
+        assert breaker.open_until == pytest.approx(1000.0 + OPEN_S)
+        why = breaker.refusal(model, 1010.0)
+        assert why is not None and why.startswith(f"{model}: {FAILS_TO_OPEN} calls in a row failed")
+        assert breaker.refusal(model, 1000.0 + OPEN_S) is None  # then calls go through again
+        store.record([Seen(model, False)], 1000.0 + OPEN_S + 1)  # ...and one failure reopens
+        assert store.read([model])[model].breaker.refusal(model, 1000.0 + OPEN_S + 2)
+        store.record([Seen(model, True, 5, 0.1)], 1000.0 + OPEN_S + 3)
+        assert store.read([model])[model].breaker.refusal(model, 1000.0 + OPEN_S + 4) is None
+
+
+def test_two_workers_share_one_registry(redis_url: str) -> None:
+    model = _name()
+    one, two = (RedisHealthStore(redis.Redis.from_url(redis_url)) for _ in range(2))
+    one.record([Seen(model, True, 100, 1.0)] * 3, 0.0)
+    two.record([Seen(model, True, 100, 1.0)] * 2, 0.0)
+    assert estimate(model, one.read([model])[model].latency) is not None  # 5 calls between them
+
+
+def test_an_unreachable_redis_costs_advice_not_calls(caplog: pytest.LogCaptureFixture) -> None:
+    nothing = redis.Redis(port=1, socket_connect_timeout=0.2, retry=Retry(NoBackoff(), 0))
+    store = RedisHealthStore(nothing)
+    store.record([Seen("m", True, 10, 0.1)], 0.0)  # does not raise
+    assert store.read(["m"]) == {}
+    assert "cannot record 1 calls in the model health registry" in caplog.text
+    assert "calls go ahead without it" in caplog.text

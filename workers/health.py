@@ -1,0 +1,144 @@
+"""The model health registry: how long each model's calls take (router.latency) and whether it
+keeps failing (router.breaker). It lives in Redis, so that every worker on every host learns
+from every call and leaves the same models alone, or in this process's memory on the
+embedded stack. One hash per model; one script call records a whole round of calls.
+
+The registry only advises: when Redis cannot be reached, calls are made without it and go
+unrecorded, with a warning; no call or task fails for it.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, replace
+from typing import Any, Protocol
+
+from router.breaker import FAILS_TO_OPEN, OPEN_S, Breaker
+from router.latency import DECAY, LatencySums, observe
+
+log = logging.getLogger(__name__)
+
+KEEP_S = 7 * 86400  # a model unused this long starts afresh
+FIELDS = ("calls", "w", "sx", "sy", "sxx", "sxy", "fails", "open_until")
+
+
+@dataclass(frozen=True)
+class Seen:
+    """One call's end as the registry counts it: an answer (with its output tokens and
+    seconds) or a failure that counts against the model (``Unavailable``)."""
+
+    model: str
+    answered: bool
+    tokens: int = 0
+    seconds: float = 0.0
+
+
+@dataclass(frozen=True)
+class ModelHealth:
+    latency: LatencySums = LatencySums()
+    breaker: Breaker = Breaker()
+
+
+class HealthStore(Protocol):
+    """Models' health, shared by whoever calls them."""
+
+    def record(self, seen: Sequence[Seen], now_s: float) -> None: ...
+
+    def read(self, models: Iterable[str]) -> dict[str, ModelHealth]: ...
+
+
+def after(health: ModelHealth, seen: Seen, now_s: float) -> ModelHealth:
+    """A model's health after one more call ended."""
+    if seen.answered:
+        return ModelHealth(observe(health.latency, seen.tokens, seen.seconds),
+                           health.breaker.answered())
+    return replace(health, breaker=health.breaker.failed(now_s))
+
+
+class MemoryHealthStore:
+    """This process's calls only: the embedded stack."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._health: dict[str, ModelHealth] = {}
+
+    def record(self, seen: Sequence[Seen], now_s: float) -> None:
+        with self._lock:
+            for s in seen:
+                self._health[s.model] = after(self._health.get(s.model, ModelHealth()), s, now_s)
+
+    def read(self, models: Iterable[str]) -> dict[str, ModelHealth]:
+        with self._lock:
+            return {m: self._health[m] for m in models if m in self._health}
+
+
+# The arithmetic of ``after``, applied atomically, in call order.
+_RECORD = """
+local decay, keep, now = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
+local need, open_s = tonumber(ARGV[4]), tonumber(ARGV[5])
+local function g(v) return string.format('%.17g', v) end
+for i, key in ipairs(KEYS) do
+  local kind, x, y = ARGV[3 * i + 3], tonumber(ARGV[3 * i + 4]), tonumber(ARGV[3 * i + 5])
+  if kind == 'a' then
+    local s = redis.call('HMGET', key, 'calls', 'w', 'sx', 'sy', 'sxx', 'sxy')
+    local function f(v) return tonumber(v) or 0 end
+    redis.call('HSET', key, 'calls', string.format('%d', f(s[1]) + 1),
+      'w', g(decay * f(s[2]) + 1), 'sx', g(decay * f(s[3]) + x), 'sy', g(decay * f(s[4]) + y),
+      'sxx', g(decay * f(s[5]) + x * x), 'sxy', g(decay * f(s[6]) + x * y),
+      'fails', 0, 'open_until', 0)
+  else
+    if redis.call('HINCRBY', key, 'fails', 1) >= need then
+      redis.call('HSET', key, 'open_until', g(now + open_s))
+    end
+  end
+  redis.call('EXPIRE', key, keep)
+end
+return #KEYS
+"""
+
+
+class RedisHealthStore:
+    """Every worker's calls, in one Redis hash per model."""
+
+    def __init__(self, client: Any) -> None:
+        self._client = client
+        self._record = client.register_script(_RECORD)
+
+    @staticmethod
+    def key(model: str) -> str:
+        return f"tierline:health:{model}"
+
+    def record(self, seen: Sequence[Seen], now_s: float) -> None:
+        if not seen:
+            return
+        args: list[Any] = [repr(DECAY), KEEP_S, repr(now_s), FAILS_TO_OPEN, repr(OPEN_S)]
+        for s in seen:
+            args += ["a" if s.answered else "f", int(s.tokens), repr(float(s.seconds))]
+        try:
+            self._record(keys=[self.key(s.model) for s in seen], args=args)
+        except Exception:
+            log.warning("cannot record %d calls in the model health registry", len(seen),
+                        exc_info=True)
+
+    def read(self, models: Iterable[str]) -> dict[str, ModelHealth]:
+        names = list(models)
+        try:
+            pipe = self._client.pipeline(transaction=False)
+            for model in names:
+                pipe.hmget(self.key(model), *FIELDS)
+            rows = pipe.execute()
+        except Exception:
+            log.warning("cannot read the model health registry; calls go ahead without it",
+                        exc_info=True)
+            return {}
+        out = {}
+        for model, row in zip(names, rows, strict=True):
+            if any(v is not None for v in row):
+                calls, w, sx, sy, sxx, sxy, fails, open_until = (v or 0 for v in row)
+                out[model] = ModelHealth(
+                    LatencySums(int(calls), float(w), float(sx), float(sy), float(sxx),
+                                float(sxy)),
+                    Breaker(int(fails), float(open_until)))
+        return out

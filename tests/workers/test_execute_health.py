@@ -131,6 +131,8 @@ def test_without_fail_fast_the_slow_model_is_called_anyway(tmp_path: Path, model
     assert CALLS.get("sim-mid", 0) == before + 1
     assert result.model == "sim-nano"  # the call ran out of time; the cascade kept its answer
     assert tried[1][:2] == ("sim-mid", False) and "timed out" in tried[1][2]
+    assert tried[1][2].startswith("DeadlineExceeded")  # the budget's doing, not the model's:
+    assert rt.health.read(["sim-mid"])["sim-mid"].breaker.fails == 0  # no strike against it
 
 
 def test_a_model_that_keeps_failing_is_left_alone_and_its_requests_fall_back_at_once(

@@ -161,6 +161,18 @@ def test_passed_deadline_raises_deadline_exceeded_without_calling() -> None:
     assert provider.timeouts_s == []
 
 
+def test_a_timeout_as_the_budget_runs_out_is_the_deadline_not_the_model() -> None:
+    clock = Clock()
+    provider = Scripted([Unavailable("m: timed out (ReadTimeout)")], clock)
+    provider.cost_s = 2.0  # the attempt used the whole budget
+    with pytest.raises(DeadlineExceeded, match=r"timed out \(ReadTimeout\) \(the latency budget"):
+        retry(provider, clock, budget_s=2.0)
+    early = Scripted([Unavailable("m: timed out (ReadTimeout)")] * 4, clock)
+    early.cost_s = 0.1  # a model that times out on its own, budget to spare
+    with pytest.raises(Unavailable):
+        retry(early, clock, budget_s=60.0)
+
+
 # -- run_calls ------------------------------------------------------------------------------
 
 

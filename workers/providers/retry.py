@@ -7,13 +7,14 @@ import random
 import time
 from collections.abc import Callable
 
-from router.errors import DeadlineExceeded, ProviderError, RateLimited
+from router.errors import DeadlineExceeded, ProviderError, RateLimited, Unavailable
 from workers.providers.base import Call, Completion, Provider
 
 BASE_BACKOFF_S = 0.25
 MAX_BACKOFF_S = 8.0
 MAX_ATTEMPTS = 4
 MAX_TIMEOUT_S = 120.0  # one attempt never waits longer than this, even in the batch lane
+DEADLINE_SLACK_S = 0.05  # a failure this close to the deadline is the deadline's doing
 _default_rng = random.Random()
 
 
@@ -43,7 +44,8 @@ def call_with_retries(
     Gives up with the last error when attempts run out, when the next wait would pass
     ``deadline_at``, or when a rate limit asks for longer than ``max_wait_s`` (the caller
     should defer that call, not hold a worker thread asleep). Raises DeadlineExceeded when
-    no budget is left before an attempt.
+    no budget is left before an attempt, or when an attempt fails as the budget runs out
+    (a timeout there is the request's, not the model's).
     """
     attempt = 0
     while True:
@@ -54,6 +56,10 @@ def call_with_retries(
         try:
             return _one_attempt(provider, call, min(remaining_s, max_timeout_s))
         except ProviderError as error:
+            if isinstance(error, Unavailable) and now() >= deadline_at - DEADLINE_SLACK_S:
+                # Cut off by the request's own budget, not a fault of the model's (the model
+                # health registry counts Unavailable against the model; see router.breaker).
+                raise DeadlineExceeded(f"{error} (the latency budget ran out)") from error
             if not error.retryable or attempt >= max_attempts:
                 raise
             wait_s = backoff_s(attempt, error, rng)

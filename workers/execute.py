@@ -7,9 +7,11 @@ fallback chain (the rest of its tier, then cheaper tiers; never pricier), and th
 round sends all such calls together. A budget that cannot take a call now defers it (the
 task re-queues it with a countdown) or, if the policy says so, falls back; a request no
 budget could ever take fails at once. A model whose expected latency exceeds what is left
-of a request's budget is not called (``TooSlow``, see workers.calls): the request falls back
-as from a failed call, and with nothing left to try keeps the best answer it paid for or
-fails at once rather than at its deadline. Every call is one attempt row; the attempts,
+of a request's budget (``TooSlow``), or that keeps failing (``CircuitOpen``), is not called
+(see workers.calls): the request falls back as from a failed call, and with nothing left to
+try keeps the best answer it paid for or fails at once rather than at its deadline. A
+request whose every model is unavailable, and whose budget leaves time, is deferred and
+tried again later instead of failing. Every call is one attempt row; the attempts,
 charges and results of the whole bundle are written in one transaction.
 
 A cascade deferred mid-climb keeps the answers it paid for on their attempt rows. When it
@@ -48,6 +50,7 @@ from workers.calls import (
     prices_of,
     relayed,
     reserve_round,
+    retry_later_s,
     settle_round,
 )
 from workers.panel import Asked, PanelPlan
@@ -199,7 +202,11 @@ def _run_chains(rt: Runtime, work: Sequence[tuple[Request, Decision]],
             elif p.best is not None and (_out_of_time(lead.outcome) or len(p.chain) == 1):
                 results.append(_result(p, p.best, now()))
             elif _out_of_time(lead.outcome) or len(p.chain) == 1:
-                results.append(_failed(p, asked, now()))
+                if (later_s := retry_later_s(p.request, lead.outcome, now())) is not None:
+                    outcome.deferred.append(p.request.id)  # every model down: try again later
+                    outcome.retry_after_s = max(outcome.retry_after_s, later_s)
+                else:
+                    results.append(_failed(p, asked, now()))
             else:
                 p.chain.pop(0)
                 retry.append(p)

@@ -5,7 +5,8 @@ every unfinished request needs next, makes all those calls at once, scores each 
 with the bundle's scorer, and asks again, until every request is accepted. Each call is
 one attempt row. A call that fails, or that a token budget cannot take, ends its request
 with the best answer already paid for (the judge picks it), or as failed when there is none;
-a request whose very first call must wait for budget is deferred whole.
+a request whose very first call must wait for budget, or finds its model down with time to
+wait, is deferred whole.
 
 A request's first call of a tier model with a 4-bit variant may go to the variant
 (:func:`router.live.first_call`). The strategy keeps the tier model's name for it, so it
@@ -25,7 +26,7 @@ from router.envelope import Request
 from router.judge import router_logit_map
 from router.live import first_call, views
 from router.steps import Accept, Attempt, Call, RequestView
-from workers.calls import attempt_row, call_round, reserve_round, settle_round
+from workers.calls import attempt_row, call_round, reserve_round, retry_later_s, settle_round
 from workers.providers.base import Completion
 from workers.records import AttemptRow, ResultRow
 from workers.runtime import Runtime
@@ -110,7 +111,13 @@ def run(rt: Runtime, work: Sequence[tuple[Request, Decision]], first_seq: Mappin
             if i in ended:
                 continue
             ended.add(i)
-            results.append(_best_or_failed(rt, states[i], answers.get(k), now()))
+            st = states[i]
+            wait_s = None if st.paid else retry_later_s(st.request, answers.get(k), now())
+            if wait_s is not None:  # its first model is down: try again later
+                outcome.deferred.append(st.request.id)
+                outcome.retry_after_s = max(outcome.retry_after_s, wait_s)
+            else:
+                results.append(_best_or_failed(rt, st, answers.get(k), now()))
         active = [i for i in {i for i, _ in planned} if i not in ended]
         active.sort()
     return attempts, results

@@ -13,9 +13,10 @@ from typing import Any
 import pytest
 from sqlalchemy import select
 
-from router.breaker import FAILS_TO_OPEN
+from router.breaker import FAILS_TO_OPEN, OPEN_S
 from router.labels import build_prompt
 from tests.workers.scripted import completion, demo_policy, route_here, runtime, serve
+from workers import execute
 from workers.runtime import Runtime
 from workers.schema import attempts, charges, results
 
@@ -151,3 +152,24 @@ def test_a_model_that_keeps_failing_is_left_alone_and_its_requests_fall_back_at_
     assert (result.status, result.model) == ("ok", "sim-nano") and paid == 1
     assert [(m, ok) for m, ok, _ in tried] == [("sim-mid", False), ("sim-nano", True)]
     assert tried[0][2].startswith(f"CircuitOpen: sim-mid: {FAILS_TO_OPEN} calls in a row failed")
+
+
+def test_a_request_with_time_to_wait_outlasts_an_outage_of_every_model_it_may_use(
+        tmp_path: Path, models_url: str) -> None:
+    rt = _runtime(tmp_path, models_url, {"kind": "single"})  # sim-nano, and nothing below
+    DOWN.add("sim-nano")
+    try:
+        outcomes = route_here(rt, [{"prompt": "write me a haiku about rain", "lane": "batch"},
+                                   _urgent("write me a haiku about snow", budget_s=10.0)])
+    finally:
+        DOWN.clear()
+    with rt.engine.connect() as conn:
+        ended = conn.execute(select(results.c.request_id, results.c.status)).all()
+    deferred = [rid for o in outcomes for rid in o.deferred]
+    assert len(deferred) == 1 and max(o.retry_after_s for o in outcomes) == OPEN_S
+    assert [status for _, status in ended] == ["failed"]  # realtime: no time to wait
+    assert ended[0][0] != deferred[0]
+    execute.execute(rt, deferred, resumed=True)  # the countdown's redelivery, model back up
+    result, tried, paid = _last(rt)
+    assert (result.request_id, result.status, result.model) == (deferred[0], "ok", "sim-nano")
+    assert [ok for _, ok, _ in tried] == [False, True] and paid == 1

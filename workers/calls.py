@@ -10,7 +10,6 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 
 from router.absorber import Limits, Reservation, scope_key
-from router.breaker import OPEN_S
 from router.envelope import Request
 from router.errors import CircuitOpen, TierlineError, TooSlow, Unavailable
 from router.latency import estimate
@@ -82,15 +81,6 @@ def _advised_against(rt: Runtime, due: Sequence[tuple[Request, str]],
                 why := estimates[model].miss(request.max_output_tokens, deadlines[i] - started)):
             skipped[i] = TooSlow(why)
     return skipped
-
-
-def retry_later_s(request: Request, failure: object, now_s: float) -> float | None:
-    """How long to wait before trying a request again whose every model is unavailable
-    (down, or left alone by its breaker), when its budget leaves time to wait and then
-    answer; None when it should fail now."""
-    if not isinstance(failure, Unavailable) or now_s + 2 * OPEN_S > request.deadline_at:
-        return None
-    return OPEN_S
 
 
 def relays(strategy: StrategySpec) -> bool:

@@ -36,6 +36,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from router.absorber import Reservation
+from router.breaker import retry_later_s
 from router.decide import Decision, fallback_chain
 from router.early_stop import EARLY_STOP
 from router.envelope import Request
@@ -50,7 +51,6 @@ from workers.calls import (
     prices_of,
     relayed,
     reserve_round,
-    retry_later_s,
     settle_round,
 )
 from workers.panel import Asked, PanelPlan
@@ -202,7 +202,8 @@ def _run_chains(rt: Runtime, work: Sequence[tuple[Request, Decision]],
             elif p.best is not None and (_out_of_time(lead.outcome) or len(p.chain) == 1):
                 results.append(_result(p, p.best, now()))
             elif _out_of_time(lead.outcome) or len(p.chain) == 1:
-                if (later_s := retry_later_s(p.request, lead.outcome, now())) is not None:
+                later_s = retry_later_s(lead.outcome, p.seq, p.request.deadline_at, now())
+                if later_s is not None:
                     outcome.deferred.append(p.request.id)  # every model down: try again later
                     outcome.retry_after_s = max(outcome.retry_after_s, later_s)
                 else:

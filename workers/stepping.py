@@ -21,12 +21,13 @@ from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
 from router.answers import EXTRACTORS
+from router.breaker import retry_later_s
 from router.decide import Decision
 from router.envelope import Request
 from router.judge import router_logit_map
 from router.live import first_call, views
 from router.steps import Accept, Attempt, Call, RequestView
-from workers.calls import attempt_row, call_round, reserve_round, retry_later_s, settle_round
+from workers.calls import attempt_row, call_round, reserve_round, settle_round
 from workers.providers.base import Completion
 from workers.records import AttemptRow, ResultRow
 from workers.runtime import Runtime
@@ -112,7 +113,8 @@ def run(rt: Runtime, work: Sequence[tuple[Request, Decision]], first_seq: Mappin
                 continue
             ended.add(i)
             st = states[i]
-            wait_s = None if st.paid else retry_later_s(st.request, answers.get(k), now())
+            wait_s = None if st.paid else retry_later_s(answers.get(k), st.seq,
+                                                        st.request.deadline_at, now())
             if wait_s is not None:  # its first model is down: try again later
                 outcome.deferred.append(st.request.id)
                 outcome.retry_after_s = max(outcome.retry_after_s, wait_s)

@@ -66,7 +66,8 @@ def test_garbage_answers_end_as_failed_attempts_with_the_reason(
     rt.__dict__["absorber"] = MemoryAbsorberStore()
     client = Client(rt)
     client._enqueue = lambda valid, new: True  # type: ignore[method-assign]
-    ids = client.submit_many(["hello", "world"], lane="batch").request_ids
+    # realtime: no time to wait out what could be an outage (router.breaker.retry_later_s)
+    ids = client.submit_many(["hello", "world"], lane="realtime").request_ids
     routing.route(rt, ids, lambda bundle, _t, _l, _r: execute.execute(rt, bundle))
     with rt.engine.connect() as conn:
         tried = conn.execute(select(attempts.c.ok, attempts.c.error)).all()

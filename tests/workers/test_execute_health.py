@@ -173,3 +173,21 @@ def test_a_request_with_time_to_wait_outlasts_an_outage_of_every_model_it_may_us
     result, tried, paid = _last(rt)
     assert (result.request_id, result.status, result.model) == (deferred[0], "ok", "sim-nano")
     assert [ok for _, ok, _ in tried] == [False, True] and paid == 1
+
+
+def test_a_request_stops_waiting_for_a_model_that_stays_down(
+        tmp_path: Path, models_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("router.breaker.MAX_TRIES_DOWN", 3)
+    rt = _runtime(tmp_path, models_url, {"kind": "single"})
+    DOWN.add("sim-nano")
+    try:
+        outcomes = route_here(rt, [{"prompt": "write me a haiku about fog", "lane": "batch"}])
+        waits = 0
+        while outcomes[-1].deferred:
+            waits += 1
+            outcomes.append(execute.execute(rt, outcomes[-1].deferred, resumed=True))
+    finally:
+        DOWN.clear()
+    result, tried, paid = _last(rt)
+    assert waits == 2 and result.status == "failed" and paid == 0
+    assert len(tried) == 3 and not any(ok for _, ok, _ in tried)

@@ -77,8 +77,12 @@ class Batches:
         return publish(self.client.rt.engine, job_id)
 
     def retrieve(self, tenant: str, batch_id: str) -> dict[str, Any]:
+        self._record(tenant, batch_id)  # 404 unless it is the tenant's
+        status = self.client.status(batch_id.removeprefix(PREFIX))
+        # Read after the status: the intake writes its rejected lines in the transaction that
+        # ends it, so a batch seen ended is never shown without them.
         record, _ = self._record(tenant, batch_id)
-        return self._object(batch_id, record)
+        return self._object(batch_id, record, status)
 
     def list(self, tenant: str, limit: int, after: str | None) -> dict[str, Any]:
         """The tenant's batches, most recent first; ``after`` is the last id of a page."""
@@ -153,10 +157,10 @@ class Batches:
         return {"input_file_id": row.input_file_id, "metadata": row.metadata,
                 "rejected": row.rejected, "in_progress_at": row.in_progress_at}, row.created_at
 
-    def _object(self, batch_id: str, record: dict[str, Any]) -> dict[str, Any]:
-        """OpenAI's batch object for the job as it is now."""
+    def _object(self, batch_id: str, record: dict[str, Any], status: JobStatus
+                ) -> dict[str, Any]:
+        """OpenAI's batch object for the job, from its record and its status."""
         job_id = batch_id.removeprefix(PREFIX)
-        status = self.client.status(job_id)
         with self.client.rt.engine.connect() as conn:
             job = conn.execute(select(jobs.c.created_at, jobs.c.finished_at, jobs.c.expires_at)
                                .where(jobs.c.id == job_id)).one()

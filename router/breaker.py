@@ -2,7 +2,7 @@
 
 Only calls that end ``Unavailable`` after their retries count (5xx, timeouts, connection
 errors, malformed answers): a 429 means the model is up but busy, a 4xx that the request
-was wrong, and a call cut off by its request's own deadline ends ``DeadlineExceeded``.
+was wrong, and a call cut off by its request's own deadline ends ``CutOff`` (a DeadlineExceeded).
 After :data:`FAILS_TO_OPEN` such calls in a row, with no answer in between, the model is
 *open*: for :data:`OPEN_S` seconds nobody calls it, and its requests fall back at once
 instead of each paying its retries and timeouts. After that, calls go through again; the

@@ -12,7 +12,8 @@
     │   └── Rejected            other 4xx: the request itself is wrong (never retried)
     ├── BudgetExceeded          a token budget cannot take the call now (``retry_after_s``) or ever
     └── DeadlineExceeded        the latency budget cannot be met any more (fail fast)
-        └── TooSlow             a model's expected latency exceeds what is left (not called)
+        ├── TooSlow             a model's expected latency exceeds what is left (not called)
+        └── CutOff              a call ran until the budget ran out (the model is that slow)
 
 ``retryable`` on each class says whether the same call may be tried again.
 """
@@ -103,6 +104,11 @@ class BudgetExceeded(TierlineError):
 
 class DeadlineExceeded(TierlineError):
     """What is left of the latency budget is not enough for the next step."""
+
+
+class CutOff(DeadlineExceeded):
+    """A call cut off because its request's latency budget ran out: the request's doing, not a
+    fault of the model's, though the model took at least that long (router.latency)."""
 
 
 class TooSlow(DeadlineExceeded):

@@ -89,7 +89,7 @@ def test_models_shows_prices_and_the_latency_learned_from_calls(tmp_path: Path, 
 
     import redis
 
-    from workers.health import RedisHealthStore, Seen
+    from workers.health import ANSWERED, FAILED, RedisHealthStore, Seen
 
     fast, slow = (f"m-{uuid.uuid4().hex[:8]}" for _ in range(2))
     policy = tmp_path / "p.yaml"
@@ -100,8 +100,8 @@ def test_models_shows_prices_and_the_latency_learned_from_calls(tmp_path: Path, 
         "lanes: {realtime: {latency_budget_s: 10}, standard: {latency_budget_s: 300},\n"
         "        batch: {latency_budget_s: 86400}}\n")
     RedisHealthStore(redis.Redis.from_url(redis_url)).record(
-        [Seen(slow, True, t, 0.3 + 0.004 * t) for t in (50, 100, 200, 300, 120, 80)]
-        + [Seen(fast, False)] * 5, time.time())
+        [Seen(slow, ANSWERED, t, 0.3 + 0.004 * t) for t in (50, 100, 200, 300, 120, 80)]
+        + [Seen(fast, FAILED)] * 5, time.time())
     env = {**os.environ, "TIERLINE_POLICY": str(policy), "TIERLINE_BROKER_URL": redis_url,
            "COLUMNS": "120"}
     run = subprocess.run([sys.executable, "-m", "tierline", "models"], cwd=tmp_path, env=env,

@@ -11,10 +11,10 @@ from decimal import Decimal
 
 from router.absorber import Limits, Reservation, scope_key
 from router.envelope import Request
-from router.errors import CircuitOpen, TierlineError, TooSlow, Unavailable
+from router.errors import CircuitOpen, CutOff, TierlineError, TooSlow, Unavailable
 from router.latency import estimate
 from router.policy import ModelLimits, StrategySpec
-from workers.health import Seen
+from workers.health import ANSWERED, CUT_OFF, FAILED, Seen
 from workers.providers.base import Call, Completion
 from workers.providers.fanout import Outcome, run_calls
 from workers.records import AttemptRow, Price
@@ -23,6 +23,7 @@ from workers.routing import estimate_tokens
 from workers.runtime import Runtime
 
 MAX_CALL_TIMEOUT_S = 300.0  # a single model call never waits longer, whatever the lane
+CUT_OFF_COUNTS_AS = 1.5  # a call cut off after t seconds counts as one that took 1.5 t
 
 
 def api_name(rt: Runtime, model: str) -> str:
@@ -58,13 +59,23 @@ def call_round(rt: Runtime, due: Sequence[tuple[Request, str]], started: float) 
         calls, {api_name(rt, m): rt.providers[m] for m in models},
         max_concurrency={api_name(rt, m): rt.policy.models[m].max_concurrency for m in models},
         deadline_at={i: deadlines[i] for i in asked})
-    rt.health.record([
-        Seen(due[i][1], True, reply.tokens_out, reply.latency_s) if isinstance(reply, Completion)
-        else Seen(due[i][1], False)
-        for i, reply in zip(asked, replies, strict=True)
-        if isinstance(reply, (Completion, Unavailable))], time.time())
+    rt.health.record([seen for i, reply in zip(asked, replies, strict=True)
+                      if (seen := _seen(due[i], reply, deadlines[i] - started)) is not None],
+                     time.time())
     outcomes: dict[int, Outcome] = {**skipped, **dict(zip(asked, replies, strict=True))}
     return [outcomes[i] for i in range(len(due))]
+
+
+def _seen(call: tuple[Request, str], reply: Outcome, allowed_s: float) -> Seen | None:
+    """What the model health registry learns from a call's end, if anything."""
+    request, model = call
+    if isinstance(reply, Completion):
+        return Seen(model, ANSWERED, reply.tokens_out, reply.latency_s)
+    if isinstance(reply, CutOff):  # it took longer than allowed, by how much nobody knows
+        return Seen(model, CUT_OFF, request.max_output_tokens, CUT_OFF_COUNTS_AS * allowed_s)
+    if isinstance(reply, Unavailable):
+        return Seen(model, FAILED)
+    return None
 
 
 def _advised_against(rt: Runtime, due: Sequence[tuple[Request, str]],

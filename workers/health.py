@@ -24,13 +24,18 @@ KEEP_S = 7 * 86400  # a model unused this long starts afresh
 FIELDS = ("calls", "w", "sx", "sy", "sxx", "sxy", "fails", "open_until")
 
 
+ANSWERED, CUT_OFF, FAILED = "a", "c", "f"
+
+
 @dataclass(frozen=True)
 class Seen:
-    """One call's end as the registry counts it: an answer (with its output tokens and
-    seconds) or a failure that counts against the model (``Unavailable``)."""
+    """One call's end as the registry counts it: an answer (its output tokens and seconds);
+    a call cut off by its request's deadline (the model is slow, not failing: ``tokens`` is
+    what it could have written, ``seconds`` what it is counted as having taken, see
+    workers.calls); or a failure that counts against the model (``Unavailable``)."""
 
     model: str
-    answered: bool
+    kind: str  # ANSWERED, CUT_OFF or FAILED
     tokens: int = 0
     seconds: float = 0.0
 
@@ -51,10 +56,11 @@ class HealthStore(Protocol):
 
 def after(health: ModelHealth, seen: Seen, now_s: float) -> ModelHealth:
     """A model's health after one more call ended."""
-    if seen.answered:
-        return ModelHealth(observe(health.latency, seen.tokens, seen.seconds),
-                           health.breaker.answered())
-    return replace(health, breaker=health.breaker.failed(now_s))
+    if seen.kind == FAILED:
+        return replace(health, breaker=health.breaker.failed(now_s))
+    latency = observe(health.latency, seen.tokens, seen.seconds)
+    breaker = health.breaker.answered() if seen.kind == ANSWERED else health.breaker
+    return ModelHealth(latency, breaker)
 
 
 class MemoryHealthStore:
@@ -81,13 +87,15 @@ local need, open_s = tonumber(ARGV[4]), tonumber(ARGV[5])
 local function g(v) return string.format('%.17g', v) end
 for i, key in ipairs(KEYS) do
   local kind, x, y = ARGV[3 * i + 3], tonumber(ARGV[3 * i + 4]), tonumber(ARGV[3 * i + 5])
-  if kind == 'a' then
+  if kind ~= 'f' then
     local s = redis.call('HMGET', key, 'calls', 'w', 'sx', 'sy', 'sxx', 'sxy')
     local function f(v) return tonumber(v) or 0 end
     redis.call('HSET', key, 'calls', string.format('%d', f(s[1]) + 1),
       'w', g(decay * f(s[2]) + 1), 'sx', g(decay * f(s[3]) + x), 'sy', g(decay * f(s[4]) + y),
-      'sxx', g(decay * f(s[5]) + x * x), 'sxy', g(decay * f(s[6]) + x * y),
-      'fails', 0, 'open_until', 0)
+      'sxx', g(decay * f(s[5]) + x * x), 'sxy', g(decay * f(s[6]) + x * y))
+    if kind == 'a' then
+      redis.call('HSET', key, 'fails', 0, 'open_until', 0)
+    end
   else
     if redis.call('HINCRBY', key, 'fails', 1) >= need then
       redis.call('HSET', key, 'open_until', g(now + open_s))
@@ -115,7 +123,7 @@ class RedisHealthStore:
             return
         args: list[Any] = [repr(DECAY), KEEP_S, repr(now_s), FAILS_TO_OPEN, repr(OPEN_S)]
         for s in seen:
-            args += ["a" if s.answered else "f", int(s.tokens), repr(float(s.seconds))]
+            args += [s.kind, int(s.tokens), repr(float(s.seconds))]
         try:
             self._record(keys=[self.key(s.model) for s in seen], args=args)
         except Exception:

@@ -22,7 +22,8 @@ def test_a_request_with_time_waits_out_an_unavailable_model() -> None:
 
 
 def test_other_failures_fail_now() -> None:
-    for failure in (Rejected("400"), DeadlineExceeded("late"), RateLimited("429", retry_after_s=1.0), None):
+    limited = RateLimited("429", retry_after_s=1.0)
+    for failure in (Rejected("400"), DeadlineExceeded("late"), limited, None):
         assert retry_later_s(failure, 1, NIGHT, NOW) is None
 
 

@@ -15,6 +15,7 @@ from sqlalchemy import select
 
 from router.breaker import FAILS_TO_OPEN, OPEN_S
 from router.labels import build_prompt
+from router.latency import MIN_CALLS
 from tests.workers.scripted import completion, demo_policy, route_here, runtime, serve
 from workers import execute
 from workers.runtime import Runtime
@@ -121,6 +122,21 @@ def test_with_no_faster_model_the_request_fails_at_once_saying_why(
     assert ended[0][1].startswith("TooSlow: sim-mid: expected 0.6")
 
 
+def test_a_model_too_slow_for_all_its_traffic_is_learned_from_the_calls_cut_off(
+        tmp_path: Path, models_url: str) -> None:
+    rt = _runtime(tmp_path, models_url, {"kind": "cascade", "confidence_bar": 0.7})
+    prompt = build_prompt("where is my money", LABELS)
+    before = CALLS.get("sim-mid", 0)
+    route_here(rt, [_urgent(prompt) for _ in range(MIN_CALLS)])  # each climb cut off at 0.4 s
+    assert CALLS.get("sim-mid", 0) == before + MIN_CALLS
+    learned = rt.health.read(["sim-mid"])["sim-mid"]
+    assert learned.latency.calls == MIN_CALLS and learned.breaker.fails == 0
+    route_here(rt, [_urgent(prompt)])
+    result, tried, _ = _last(rt)
+    assert CALLS.get("sim-mid", 0) == before + MIN_CALLS  # now known too slow: not called
+    assert result.model == "sim-nano" and tried[1][2].startswith("TooSlow: sim-mid: expected")
+
+
 def test_without_fail_fast_the_slow_model_is_called_anyway(tmp_path: Path, models_url: str
                                                            ) -> None:
     rt = _runtime(tmp_path, models_url, {"kind": "cascade", "confidence_bar": 0.7},
@@ -132,7 +148,7 @@ def test_without_fail_fast_the_slow_model_is_called_anyway(tmp_path: Path, model
     assert CALLS.get("sim-mid", 0) == before + 1
     assert result.model == "sim-nano"  # the call ran out of time; the cascade kept its answer
     assert tried[1][:2] == ("sim-mid", False) and "timed out" in tried[1][2]
-    assert tried[1][2].startswith("DeadlineExceeded")  # the budget's doing, not the model's:
+    assert tried[1][2].startswith("CutOff")  # the budget's doing, not the model's:
     assert rt.health.read(["sim-mid"])["sim-mid"].breaker.fails == 0  # no strike against it
 
 

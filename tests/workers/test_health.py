@@ -12,7 +12,7 @@ from redis.retry import Retry
 
 from router.breaker import FAILS_TO_OPEN, OPEN_S
 from router.latency import LatencySums, estimate, observe
-from workers.health import MemoryHealthStore, RedisHealthStore, Seen
+from workers.health import ANSWERED, CUT_OFF, FAILED, MemoryHealthStore, RedisHealthStore, Seen
 
 CALLS = [(120, 0.9), (40, 0.5), (300, 1.8), (80, 0.7), (200, 1.3), (10, 0.35)]
 
@@ -32,8 +32,8 @@ def test_redis_and_memory_keep_the_latency_sums_of_the_pure_update(redis_url: st
         want = observe(want, tokens, seconds)
     stores = _stores(redis_url)
     for store in stores:
-        store.record([Seen(model, True, t, s) for t, s in CALLS[:3]], 100.0)  # in call order
-        store.record([Seen(model, True, t, s) for t, s in CALLS[3:]] + [Seen(other, False)],
+        store.record([Seen(model, ANSWERED, t, s) for t, s in CALLS[:3]], 100.0)  # in call order
+        store.record([Seen(model, ANSWERED, t, s) for t, s in CALLS[3:]] + [Seen(other, FAILED)],
                      101.0)
     for store in stores:
         got = store.read([model, other, "never-called"])
@@ -50,35 +50,46 @@ def test_redis_and_memory_keep_the_latency_sums_of_the_pure_update(redis_url: st
 def test_failures_in_a_row_open_the_breaker_and_an_answer_closes_it(redis_url: str) -> None:
     model = _name()
     for store in _stores(redis_url):
-        store.record([Seen(model, False)] * (FAILS_TO_OPEN - 1) + [Seen(model, True, 5, 0.1)]
-                     + [Seen(model, False)] * (FAILS_TO_OPEN - 1), 1000.0)
+        store.record([Seen(model, FAILED)] * (FAILS_TO_OPEN - 1) + [Seen(model, ANSWERED, 5, 0.1)]
+                     + [Seen(model, FAILED)] * (FAILS_TO_OPEN - 1), 1000.0)
         breaker = store.read([model])[model].breaker
         assert breaker.fails == FAILS_TO_OPEN - 1  # the answer reset the count
         assert breaker.refusal(model, 1000.0) is None
-        store.record([Seen(model, False)], 1000.0)
+        store.record([Seen(model, FAILED)], 1000.0)
         breaker = store.read([model])[model].breaker
         assert breaker.open_until == pytest.approx(1000.0 + OPEN_S)
         why = breaker.refusal(model, 1010.0)
         assert why is not None and why.startswith(f"{model}: {FAILS_TO_OPEN} calls in a row failed")
         assert breaker.refusal(model, 1000.0 + OPEN_S) is None  # then calls go through again
-        store.record([Seen(model, False)], 1000.0 + OPEN_S + 1)  # ...and one failure reopens
+        store.record([Seen(model, FAILED)], 1000.0 + OPEN_S + 1)  # ...and one failure reopens
         assert store.read([model])[model].breaker.refusal(model, 1000.0 + OPEN_S + 2)
-        store.record([Seen(model, True, 5, 0.1)], 1000.0 + OPEN_S + 3)
+        store.record([Seen(model, ANSWERED, 5, 0.1)], 1000.0 + OPEN_S + 3)
         assert store.read([model])[model].breaker.refusal(model, 1000.0 + OPEN_S + 4) is None
+
+
+def test_a_call_cut_off_by_its_deadline_teaches_latency_but_is_no_answer(redis_url: str
+                                                                         ) -> None:
+    model = _name()
+    for store in _stores(redis_url):
+        store.record([Seen(model, FAILED)] * 2 + [Seen(model, CUT_OFF, 256, 2.0)], 0.0)
+        health = store.read([model])[model]
+        assert health.latency.calls == 1 and health.latency.sy == pytest.approx(2.0)
+        assert health.latency.sx == pytest.approx(256)
+        assert health.breaker.fails == 2  # not reset, as an answer would
 
 
 def test_two_workers_share_one_registry(redis_url: str) -> None:
     model = _name()
     one, two = (RedisHealthStore(redis.Redis.from_url(redis_url)) for _ in range(2))
-    one.record([Seen(model, True, 100, 1.0)] * 3, 0.0)
-    two.record([Seen(model, True, 100, 1.0)] * 2, 0.0)
+    one.record([Seen(model, ANSWERED, 100, 1.0)] * 3, 0.0)
+    two.record([Seen(model, ANSWERED, 100, 1.0)] * 2, 0.0)
     assert estimate(model, one.read([model])[model].latency) is not None  # 5 calls between them
 
 
 def test_an_unreachable_redis_costs_advice_not_calls(caplog: pytest.LogCaptureFixture) -> None:
     nothing = redis.Redis(port=1, socket_connect_timeout=0.2, retry=Retry(NoBackoff(), 0))
     store = RedisHealthStore(nothing)
-    store.record([Seen("m", True, 10, 0.1)], 0.0)  # does not raise
+    store.record([Seen("m", ANSWERED, 10, 0.1)], 0.0)  # does not raise
     assert store.read(["m"]) == {}
     assert "cannot record 1 calls in the model health registry" in caplog.text
     assert "calls go ahead without it" in caplog.text

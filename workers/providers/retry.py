@@ -7,7 +7,7 @@ import random
 import time
 from collections.abc import Callable
 
-from router.errors import DeadlineExceeded, ProviderError, RateLimited, Unavailable
+from router.errors import CutOff, DeadlineExceeded, ProviderError, RateLimited, Unavailable
 from workers.providers.base import Call, Completion, Provider
 
 BASE_BACKOFF_S = 0.25
@@ -59,7 +59,7 @@ def call_with_retries(
             if isinstance(error, Unavailable) and now() >= deadline_at - DEADLINE_SLACK_S:
                 # Cut off by the request's own budget, not a fault of the model's (the model
                 # health registry counts Unavailable against the model; see router.breaker).
-                raise DeadlineExceeded(f"{error} (the latency budget ran out)") from error
+                raise CutOff(f"{error} (the latency budget ran out)") from error
             if not error.retryable or attempt >= max_attempts:
                 raise
             wait_s = backoff_s(attempt, error, rng)

@@ -4,10 +4,11 @@
                                                   # TIERLINE_JOBS_DIR=folder of job YAMLs
     celery -A schedules.beat worker -Q schedules -c 2   # runs what beat sends
 
-Entries: the stranded-request sweeper every 30 s, and each job file in ``$TIERLINE_JOBS_DIR``
-that has a ``schedule`` (cron, UTC) as a nightly classification. The schedule is built when
-beat starts, not at import. A job file that does not validate is logged and skipped: one
-broken file must not stop the sweeper or the other jobs.
+Entries: the stranded-request sweeper every 30 s, the daily report at 00:15 UTC
+(``$TIERLINE_REPORT_SCHEDULE``: another cron, UTC, or ``off``), and each job file in
+``$TIERLINE_JOBS_DIR`` that has a ``schedule`` (cron, UTC) as a nightly classification. The
+schedule is built when beat starts, not at import. A job file or report schedule that does
+not validate is logged and skipped: one broken entry must not stop the sweeper or the others.
 
 Exactly one beat: every tick first holds ``tierline:beat:lock`` in Redis (``SET NX PX``,
 renewed each tick by its holder only, released on shutdown). A second beat ticks too,
@@ -28,6 +29,7 @@ from celery.beat import PersistentScheduler
 from celery.schedules import crontab
 
 from schedules.nightly import SCHEDULES_QUEUE
+from schedules.reports import REPORT_TASK
 from workers.app import app
 from workers.settings import load_settings
 
@@ -37,6 +39,8 @@ SWEEP_EVERY_S = 30.0
 LOCK_KEY = "tierline:beat:lock"
 LOCK_TTL_S = 30.0
 JOBS_DIR_ENV = "TIERLINE_JOBS_DIR"
+REPORT_SCHEDULE_ENV = "TIERLINE_REPORT_SCHEDULE"
+REPORT_SCHEDULE = "15 0 * * *"  # the day before is over; its late results have settled
 
 # Compare-and-set scripts: only the holder's token may renew or release the lock.
 _RENEW = ("if redis.call('get', KEYS[1]) == ARGV[1] then "
@@ -54,9 +58,10 @@ def crontab_of(expr: str) -> crontab:
                    day_of_week=weekday)
 
 
-def build_schedule(jobs_dir: Path | None, *, sweep_every_s: float = SWEEP_EVERY_S
-                   ) -> dict[str, dict[str, Any]]:
-    """Beat entries: the sweeper, and one per scheduled job file in ``jobs_dir``."""
+def build_schedule(jobs_dir: Path | None, *, sweep_every_s: float = SWEEP_EVERY_S,
+                   report_schedule: str = REPORT_SCHEDULE) -> dict[str, dict[str, Any]]:
+    """Beat entries: the sweeper, the daily report (unless ``report_schedule`` is ``off``),
+    and one per scheduled job file in ``jobs_dir``."""
     # Beat is a producer (DESIGN's flow): job files are the front door's format.
     from tierline.jobspec import load_job
 
@@ -65,6 +70,14 @@ def build_schedule(jobs_dir: Path | None, *, sweep_every_s: float = SWEEP_EVERY_
                            # a sweep that waited longer than its period is superseded
                            "options": {"queue": SCHEDULES_QUEUE, "expires": sweep_every_s}},
     }
+    if report_schedule.strip().lower() != "off":
+        try:
+            schedule["daily-report"] = {"task": REPORT_TASK,
+                                        "schedule": crontab_of(report_schedule),
+                                        "options": {"queue": SCHEDULES_QUEUE}}
+        except ValueError as exc:
+            log.error("%s: %s: no daily report scheduled (give a cron, UTC, e.g. %r, or off)",
+                      REPORT_SCHEDULE_ENV, exc, REPORT_SCHEDULE)
     if jobs_dir is None:
         return schedule
     if not jobs_dir.is_dir():
@@ -83,6 +96,11 @@ def build_schedule(jobs_dir: Path | None, *, sweep_every_s: float = SWEEP_EVERY_
             "task": "tierline.classify_nightly", "schedule": crontab_of(spec.schedule),
             "args": [str(path.resolve())], "options": {"queue": SCHEDULES_QUEUE}}
     return schedule
+
+
+def report_schedule_of(env: Mapping[str, str]) -> str:
+    """When the daily report runs: ``$TIERLINE_REPORT_SCHEDULE``, or ``REPORT_SCHEDULE``."""
+    return env.get(REPORT_SCHEDULE_ENV) or REPORT_SCHEDULE
 
 
 def jobs_dir_of(env: Mapping[str, str]) -> Path | None:
@@ -164,7 +182,8 @@ class LockedScheduler(LockedTick, PersistentScheduler):
         if not settings.broker_url.startswith(("redis://", "rediss://")):
             raise RuntimeError(f"beat needs Redis for its lock; TIERLINE_BROKER_URL is "
                                f"{settings.broker_url!r}")
-        self.app.conf.beat_schedule = build_schedule(jobs_dir_of(os.environ))
+        self.app.conf.beat_schedule = build_schedule(
+            jobs_dir_of(os.environ), report_schedule=report_schedule_of(os.environ))
         super().setup_schedule()
         self.setup_lock(BeatLock(redis.Redis.from_url(settings.broker_url)))
         log.info("beat schedule: %s", ", ".join(sorted(self.app.conf.beat_schedule)))

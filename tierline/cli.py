@@ -257,6 +257,17 @@ def charges(since: str | None, until: str | None, by: tuple[str, ...], fmt: str,
 
 
 @main.command()
+@click.option("--day", default=None, help="The UTC day, YYYY-MM-DD (default: today so far).")
+@click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table")
+def report(day: str | None, fmt: str) -> None:
+    """The daily report: requests, answers, spend, savings, latency and failures of a UTC day
+    (stored by beat; computed and stored here if missing)."""
+    from tierline.report import show_report
+
+    show_report(day=day, fmt=fmt, console=out)
+
+
+@main.command()
 @click.option("--requests", "n_requests", type=int, default=330, show_default=True)
 @click.option("--db", "database", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Keep the SQLite record here (default: a temporary file).")

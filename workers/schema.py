@@ -172,3 +172,15 @@ batches = Table(
     Column("in_progress_at", Float),  # the file was read, its requests written
 )
 Index("ix_batches_tenant_created_at", batches.c.tenant, batches.c.created_at)
+
+# Periodic reports of the record (``workers.period_report``), written once per kind and
+# period: ``body`` is the report as JSON, money in it as decimal strings.
+reports = Table(
+    "reports",
+    metadata,
+    Column("kind", String(16), primary_key=True),  # daily
+    Column("period_start", Float, primary_key=True),
+    Column("period_end", Float, nullable=False),
+    Column("created_at", Float, nullable=False),
+    Column("body", JSON, nullable=False),
+)

@@ -47,7 +47,8 @@ def test_the_files_and_batches_migration_goes_down_and_up_again(database_url: st
     _down_to(database_url, "0005")
     missing = {(d[0], d[1].name) for d in _differences(database_url)}
     assert missing == {("add_table", "files"), ("add_index", "ix_files_tenant_purpose_created_at"),
-                       ("add_table", "batches"), ("add_index", "ix_batches_tenant_created_at")}
+                       ("add_table", "batches"), ("add_index", "ix_batches_tenant_created_at"),
+                       ("add_table", "reports")}  # 0008, above 0006
     upgrade(database_url)
     assert _differences(database_url) == []
 
@@ -56,5 +57,13 @@ def test_the_batch_intake_migration_goes_down_and_up_again(database_url: str) ->
     _down_to(database_url, "0006")
     missing = {(d[0], d[3].name) for d in _differences(database_url) if d[0] == "add_column"}
     assert missing == {("add_column", "enqueued_at"), ("add_column", "in_progress_at")}
+    upgrade(database_url)
+    assert _differences(database_url) == []
+
+
+def test_the_reports_migration_goes_down_and_up_again(database_url: str) -> None:
+    _down_to(database_url, "0007")
+    missing = {(d[0], d[1].name) for d in _differences(database_url)}
+    assert missing == {("add_table", "reports")}
     upgrade(database_url)
     assert _differences(database_url) == []

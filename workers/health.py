@@ -1,7 +1,8 @@
 """The model health registry: how long each model's calls take (router.latency) and whether it
 keeps failing (router.breaker). It lives in Redis, so that every worker on every host learns
 from every call and leaves the same models alone, or in this process's memory on the
-embedded stack. One hash per model; one script call records a whole round of calls.
+embedded stack. One hash per model; one script call records a whole round of calls, folded
+to one update per model.
 
 The registry only advises: when Redis cannot be reached, calls are made without it and go
 unrecorded, with a warning; no call or task fails for it.
@@ -12,7 +13,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
 from router.breaker import FAILS_TO_OPEN, OPEN_S, Breaker
@@ -80,26 +81,58 @@ class MemoryHealthStore:
             return {m: self._health[m] for m in models if m in self._health}
 
 
-# The arithmetic of ``after``, applied atomically, in call order.
+@dataclass
+class _Round:
+    """One model's calls of a round, folded: the decayed sums they add (the newest weighing
+    1), and what they leave of its failures in a row."""
+
+    n: int = 0
+    sums: list[float] = field(default_factory=lambda: [0.0] * 5)  # w, sx, sy, sxx, sxy
+    reset: bool = False  # an answer came: the count starts again after it
+    fails: int = 0  # failures in a row at the end (after the last answer, if any)
+
+
+def fold(seen: Sequence[Seen]) -> dict[str, _Round]:
+    """The round's calls by model, so the registry takes one update per model: applying
+    a fold equals applying its calls one by one with :func:`after`."""
+    out: dict[str, _Round] = {}
+    for s in seen:
+        r = out.setdefault(s.model, _Round())
+        if s.kind == FAILED:
+            r.fails += 1
+            continue
+        x, y = float(s.tokens), float(s.seconds)
+        r.n += 1
+        r.sums = [DECAY * v + o for v, o in zip(r.sums, (1.0, x, y, x * x, x * y), strict=True)]
+        if s.kind == ANSWERED:
+            r.reset, r.fails = True, 0
+    return out
+
+
+# Sums decay by decay^n and take the round's; failures in a row restart after an answer.
 _RECORD = """
-local decay, keep, now = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
-local need, open_s = tonumber(ARGV[4]), tonumber(ARGV[5])
-local function g(v) return string.format('%.17g', v) end
+local keep, now = tonumber(ARGV[1]), tonumber(ARGV[2])
+local need, open_s = tonumber(ARGV[3]), tonumber(ARGV[4])
+local fields = {'w', 'sx', 'sy', 'sxx', 'sxy'}
 for i, key in ipairs(KEYS) do
-  local kind, x, y = ARGV[3 * i + 3], tonumber(ARGV[3 * i + 4]), tonumber(ARGV[3 * i + 5])
-  if kind ~= 'f' then
+  local a = 4 + 9 * (i - 1)
+  local n, scale = tonumber(ARGV[a + 1]), tonumber(ARGV[a + 2])
+  local reset, fails = ARGV[a + 8] == '1', tonumber(ARGV[a + 9])
+  if n > 0 then
     local s = redis.call('HMGET', key, 'calls', 'w', 'sx', 'sy', 'sxx', 'sxy')
-    local function f(v) return tonumber(v) or 0 end
-    redis.call('HSET', key, 'calls', string.format('%d', f(s[1]) + 1),
-      'w', g(decay * f(s[2]) + 1), 'sx', g(decay * f(s[3]) + x), 'sy', g(decay * f(s[4]) + y),
-      'sxx', g(decay * f(s[5]) + x * x), 'sxy', g(decay * f(s[6]) + x * y))
-    if kind == 'a' then
-      redis.call('HSET', key, 'fails', 0, 'open_until', 0)
+    redis.call('HSET', key, 'calls', string.format('%d', (tonumber(s[1]) or 0) + n))
+    for j, name in ipairs(fields) do
+      local v = scale * (tonumber(s[j + 1]) or 0) + tonumber(ARGV[a + 2 + j])
+      redis.call('HSET', key, name, string.format('%.17g', v))
     end
-  else
-    if redis.call('HINCRBY', key, 'fails', 1) >= need then
-      redis.call('HSET', key, 'open_until', g(now + open_s))
-    end
+  end
+  if reset then
+    redis.call('HSET', key, 'fails', fails, 'open_until', 0)
+  elseif fails > 0 then
+    fails = redis.call('HINCRBY', key, 'fails', fails)
+  end
+  if fails >= need then
+    redis.call('HSET', key, 'open_until', string.format('%.17g', now + open_s))
   end
   redis.call('EXPIRE', key, keep)
 end
@@ -121,11 +154,12 @@ class RedisHealthStore:
     def record(self, seen: Sequence[Seen], now_s: float) -> None:
         if not seen:
             return
-        args: list[Any] = [repr(DECAY), KEEP_S, repr(now_s), FAILS_TO_OPEN, repr(OPEN_S)]
-        for s in seen:
-            args += [s.kind, int(s.tokens), repr(float(s.seconds))]
+        rounds = fold(seen)
+        args: list[Any] = [KEEP_S, repr(now_s), FAILS_TO_OPEN, repr(OPEN_S)]
+        for r in rounds.values():
+            args += [r.n, repr(DECAY ** r.n), *map(repr, r.sums), int(r.reset), r.fails]
         try:
-            self._record(keys=[self.key(s.model) for s in seen], args=args)
+            self._record(keys=[self.key(m) for m in rounds], args=args)
         except Exception:
             log.warning("cannot record %d calls in the model health registry", len(seen),
                         exc_info=True)

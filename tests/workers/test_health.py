@@ -3,6 +3,7 @@ and an unreachable Redis costs advice, never calls."""
 
 from __future__ import annotations
 
+import random
 import uuid
 
 import pytest
@@ -93,3 +94,27 @@ def test_an_unreachable_redis_costs_advice_not_calls(caplog: pytest.LogCaptureFi
     assert store.read(["m"]) == {}
     assert "cannot record 1 calls in the model health registry" in caplog.text
     assert "calls go ahead without it" in caplog.text
+
+
+def test_rounds_folded_for_redis_end_where_calls_one_by_one_do(redis_url: str) -> None:
+    rng = random.Random(11)
+    models = [_name() for _ in range(3)]
+    stores = _stores(redis_url)
+    now, opened = 5000.0, 0
+    for _ in range(60):  # rounds of 1-12 calls, of mixed ends, across three models
+        now += rng.uniform(0, 20)
+        seen = [Seen(rng.choice(models), kind, rng.randint(1, 400), rng.uniform(0.05, 3))
+                for kind in rng.choices([ANSWERED, CUT_OFF, FAILED], [2, 1, 3],
+                                        k=rng.randint(1, 12))]
+        for store in stores:
+            store.record(seen, now)
+        one_by_one, folded = (store.read(models) for store in stores)
+        assert set(one_by_one) == set(folded)
+        opened += sum(h.breaker.refusal(m, now) is not None for m, h in folded.items())
+        for m in one_by_one:
+            assert folded[m].breaker == one_by_one[m].breaker
+            assert folded[m].latency.calls == one_by_one[m].latency.calls
+            for name in ("w", "sx", "sy", "sxx", "sxy"):
+                assert getattr(folded[m].latency, name) == pytest.approx(
+                    getattr(one_by_one[m].latency, name), rel=1e-9)
+    assert opened > 0  # the walk did open breakers

@@ -11,7 +11,8 @@ import json
 import math
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -30,8 +31,8 @@ from router.evaluation import Report, Row, evaluate
 from router.goal import Verdict, choose_methods, verdicts
 from router.learned import save_router
 from router.policy import ClassifierSpec
-from router.training import train_routing
-from tierline.folds import default_jobs, run_folds
+from router.training import TrainedRouting, train_routing
+from tierline.folds import default_jobs, side_by_side
 
 out = Console()
 if not out.is_terminal:
@@ -172,24 +173,62 @@ def replay_fold(fit: Sequence[Item], val: Sequence[Item], prices: Prices, seed: 
     return evaluate(train_routing(fit, prices, seed), val, prices, composite_bands(val))
 
 
-def choose_on_validation(train: Sequence[Item], prices: Prices, seed: int,
-                         folds: int, jobs: int) -> dict[str, str] | None:
-    """Split train into ``folds`` folds; each in turn validates what the rest trained; pick
-    tierline's methods by their mean over the folds."""
-    pairs = fold_items(train, folds, seed + 1)
-    if min(min(len(fit), len(val)) for fit, val in pairs) < 20:
+def replay_fold_or_why(fit: Sequence[Item], val: Sequence[Item], prices: Prices, seed: int
+                       ) -> Report | str:
+    """One validation fold's report, or why the fold is unusable."""
+    try:
+        return replay_fold(fit, val, prices, seed)
+    except InvalidInput as exc:
+        return str(exc)
+
+
+@dataclass(frozen=True)
+class Tested:
+    """The test run: the learned parts trained on the whole train split, every method
+    replayed on the test split."""
+
+    report: Report
+    models: tuple[str, ...]  # cheapest first
+    trained: TrainedRouting | None  # kept only to be saved
+    seconds: dict[str, float]
+
+
+def train_and_test(train: Sequence[Item], test: Sequence[Item], prices: Prices, seed: int,
+                   keep: bool) -> Tested:
+    """Train on ``train``, replay every method on ``test``."""
+    started = time.perf_counter()
+    trained = train_routing(train, prices, seed)
+    trained_s = time.perf_counter() - started
+    report = evaluate(trained, test, prices, composite_bands(test))
+    return Tested(report, tuple(trained.models), trained if keep else None,
+                  {"train": trained_s, "evaluate": time.perf_counter() - started - trained_s})
+
+
+def validate_and_test(train: Sequence[Item], test: Sequence[Item], prices: Prices, seed: int,
+                      folds: int, jobs: int | None, keep: bool
+                      ) -> tuple[dict[str, str] | None, Tested]:
+    """tierline's methods chosen by their mean over ``folds`` folds of train (each in turn
+    validates what the rest trained; None: no headline), and the test run. They run side by
+    side, the test run first since it is the longest."""
+    pairs = fold_items(train, folds, seed + 1) if folds else []
+    if pairs and min(min(len(fit), len(val)) for fit, val in pairs) < 20:
         err.print("[dim]train split too small for validation folds; no headline[/dim]")
-        return None
-    note = f"validation folds ({jobs} at a time): {{}} of {folds} done"
+        pairs = []
+    calls: list[Callable[[], Any]] = [partial(train_and_test, train, test, prices, seed, keep)]
+    calls += [partial(replay_fold_or_why, fit, val, prices, seed) for fit, val in pairs]
+    jobs = jobs or default_jobs(len(calls))
+    note = (f"{len(pairs)} validation folds and the test run ({jobs} at a time): {{}} of "
+            f"{len(calls)} done" if pairs else
+            f"training on {len(train)} items, replaying every method on {len(test)}")
     with err.status(note.format(0)) as status:
-        try:
-            reports = run_folds(partial(replay_fold, prices=prices, seed=seed), pairs, jobs,
-                                lambda n: status.update(note.format(n)))
-        except InvalidInput as exc:
-            err.print(f"a validation fold is unusable ({exc}); no headline", style="dim",
-                      markup=False, highlight=False)
-            return None
-    return choose_methods(reports)
+        tested, *folded = side_by_side(calls, jobs, lambda n: status.update(note.format(n)))
+    unusable = [why for why in folded if isinstance(why, str)]
+    if unusable:
+        err.print(f"a validation fold is unusable ({unusable[0]}); no headline", style="dim",
+                  markup=False, highlight=False)
+    if not pairs or unusable:
+        return None, tested
+    return choose_methods(folded), tested
 
 
 def print_verdicts(lines: Sequence[Verdict]) -> None:
@@ -346,18 +385,13 @@ def command(train_path: Path, test_path: Path | None, prices_path: Path, split: 
             _live(train, test[:live_limit], prices, seed, live_point, test_path or train_path)
             return
         started = time.perf_counter()
-        chosen = (choose_on_validation(train, prices, seed, folds, jobs or default_jobs(folds))
-                  if folds else None)
-        seconds = {"validation": time.perf_counter() - started}
-        started = time.perf_counter()
-        with err.status(f"training on {len(train)} items"):
-            trained = train_routing(train, prices, seed)
-        trained_s = time.perf_counter() - started
-        with err.status(f"replaying every method on {len(test)} test items"):
-            report = evaluate(trained, test, prices, composite_bands(test))
-        seconds |= {"train": trained_s, "evaluate": time.perf_counter() - started - trained_s}
+        chosen, tested = validate_and_test(
+            train, test, prices, seed, folds, jobs,
+            keep=save_router_path is not None or save_bundle_path is not None)
+        report = tested.report
+        seconds = {"in all": time.perf_counter() - started, **tested.seconds}
         out.print(f"train {len(train)} items, test {len(test)} items, models (cheapest first): "
-                  f"{', '.join(trained.models)}")
+                  f"{', '.join(tested.models)}")
         print_report(report, seconds)
         if chosen is not None:
             print_verdicts(verdicts(report, chosen))
@@ -365,10 +399,10 @@ def command(train_path: Path, test_path: Path | None, prices_path: Path, split: 
             json_path.write_text(json.dumps(json_rows(report, chosen), indent=1), encoding="utf-8")
         if plot_path is not None:
             plot_frontier(report, plot_path)
-        if save_router_path is not None:
-            save_router(trained.router, save_router_path)
-        if save_bundle_path is not None:
-            save_bundle(bundle_of(trained), save_bundle_path)
+        if tested.trained is not None and save_router_path is not None:
+            save_router(tested.trained.router, save_router_path)
+        if tested.trained is not None and save_bundle_path is not None:
+            save_bundle(bundle_of(tested.trained), save_bundle_path)
     except InvalidInput as exc:
         err.print(f"error: {exc}", highlight=False, markup=False)
         sys.exit(2)

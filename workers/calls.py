@@ -1,6 +1,7 @@
 """One round of model calls for a bundle: token budgets reserved first, then the calls at
-once (bounded by each model's concurrency and each request's deadline), then the holds
-settled; each call is recorded as one attempt row."""
+once (bounded by each model's concurrency and each request's deadline), except those the
+model health registry advises against (workers.health), then the holds settled; each call
+is recorded as one attempt row, and how it ended in the registry."""
 
 from __future__ import annotations
 

@@ -13,7 +13,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 from router.errors import DeadlineExceeded, ProviderError, Rejected
 from workers.providers.base import Call, Completion, Provider
-from workers.providers.retry import call_with_retries
+from workers.providers.retry import MAX_ATTEMPTS, call_with_retries
 
 Outcome = Completion | ProviderError | DeadlineExceeded
 DEFAULT_POOL_THREADS = 128  # threads only wait on sockets; the pool grows on demand
@@ -59,7 +59,7 @@ def run_calls(
     *,
     max_concurrency: int | Mapping[str, int],
     deadline_at: float | Mapping[Hashable, float],
-    max_attempts: int = 3,
+    max_attempts: int = MAX_ATTEMPTS,
     now: Callable[[], float] = time.time,
 ) -> list[Outcome]:
     """Run ``calls`` concurrently; each outcome in input order is a Completion or the error.

@@ -12,7 +12,7 @@ from workers.providers.base import Call, Completion, Provider
 
 BASE_BACKOFF_S = 0.25
 MAX_BACKOFF_S = 8.0
-MAX_ATTEMPTS = 4
+MAX_ATTEMPTS = 3  # a call's tries in all, the first included
 MAX_TIMEOUT_S = 120.0  # one attempt never waits longer than this, even in the batch lane
 DEADLINE_SLACK_S = 0.05  # a failure this close to the deadline is the deadline's doing
 _default_rng = random.Random()

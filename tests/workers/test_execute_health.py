@@ -14,8 +14,11 @@ import pytest
 from sqlalchemy import select
 
 from router.breaker import FAILS_TO_OPEN, OPEN_S
+from router.bundle import bundle_of, save_bundle
 from router.labels import build_prompt
 from router.latency import MIN_CALLS
+from router.training import train_routing
+from tests import recorded
 from tests.workers.scripted import completion, demo_policy, route_here, runtime, serve
 from workers import execute
 from workers.runtime import Runtime
@@ -127,7 +130,8 @@ def test_a_model_too_slow_for_all_its_traffic_is_learned_from_the_calls_cut_off(
     rt = _runtime(tmp_path, models_url, {"kind": "cascade", "confidence_bar": 0.7})
     prompt = build_prompt("where is my money", LABELS)
     before = CALLS.get("sim-mid", 0)
-    route_here(rt, [_urgent(prompt) for _ in range(MIN_CALLS)])  # each climb cut off at 0.4 s
+    # Each climb is cut off at 0.5 s (sim-mid takes 0.6 s), which counts as 0.75 s at most.
+    route_here(rt, [_urgent(prompt, budget_s=0.5) for _ in range(MIN_CALLS)])
     assert CALLS.get("sim-mid", 0) == before + MIN_CALLS
     learned = rt.health.read(["sim-mid"])["sim-mid"]
     assert learned.latency.calls == MIN_CALLS and learned.breaker.fails == 0
@@ -207,3 +211,33 @@ def test_a_request_stops_waiting_for_a_model_that_stays_down(
     result, tried, paid = _last(rt)
     assert waits == 2 and result.status == "failed" and paid == 0
     assert len(tried) == 3 and not any(ok for _, ok, _ in tried)
+
+
+@pytest.fixture(scope="module")
+def bundle_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    accuracy = {"sim-nano": 0.3, "sim-mid": 0.6, "sim-frontier": 0.95}
+    prices = {"sim-nano": (0.1, 0.4), "sim-mid": (0.8, 3.2), "sim-frontier": (5.0, 20.0)}
+    path = tmp_path_factory.mktemp("bundle") / "routing"
+    save_bundle(bundle_of(train_routing(recorded.items(120, accuracy), prices)), path)
+    return path
+
+
+def test_a_learned_strategy_waits_out_an_outage_of_its_first_model_too(
+        tmp_path: Path, models_url: str, bundle_path: Path) -> None:
+    rt = runtime(tmp_path, models_url, demo_policy(
+        {"kind": "learned", "confidence_bar": 0.5, "options": {"bundle": str(bundle_path)}}))
+    DOWN.update(["sim-nano", "sim-mid", "sim-frontier"])
+    try:
+        outcomes = route_here(rt, [{"prompt": "question 3", "lane": "batch"},
+                                   _urgent("question 4", budget_s=10.0)])
+    finally:
+        DOWN.clear()
+    with rt.engine.connect() as conn:
+        ended = conn.execute(select(results.c.request_id, results.c.status)).all()
+    deferred = [rid for o in outcomes for rid in o.deferred]
+    assert len(deferred) == 1 and [status for _, status in ended] == ["failed"]
+    assert ended[0][0] != deferred[0]
+    execute.execute(rt, deferred, resumed=True)
+    result, tried, paid = _last(rt)
+    assert (result.request_id, result.status) == (deferred[0], "ok") and paid >= 1
+    assert tried[0][1] is False and tried[-1][1] is True

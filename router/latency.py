@@ -47,12 +47,14 @@ class Estimate:
 
     def expected_s(self, max_output_tokens: int) -> float:
         """The expected duration of a call that may write up to ``max_output_tokens``."""
-        return self.fixed_s + self.per_token_s * min(float(max_output_tokens),
-                                                     self.typical_tokens)
+        return self.fixed_s + self.per_token_s * self._tokens(max_output_tokens)
+
+    def _tokens(self, max_output_tokens: int) -> float:
+        return min(float(max_output_tokens), self.typical_tokens)
 
     def miss(self, max_output_tokens: int, left_s: float) -> str | None:
         """Why a call cannot finish in ``left_s``, or None when it can be expected to."""
-        tokens = min(float(max_output_tokens), self.typical_tokens)
+        tokens = self._tokens(max_output_tokens)
         expected = self.expected_s(max_output_tokens)
         if expected <= left_s:
             return None

@@ -22,6 +22,7 @@ import redis
 from router import absorber
 from router.absorber import BatchDecision, Limits, Reservation, Settlement
 from router.errors import InvalidInput, Unavailable
+from workers import metrics
 from workers.absorber_store import DEFAULT_TTL_S, reservation_ids
 
 LUA_SOURCE = (Path(__file__).parent / "absorber.lua").read_text(encoding="utf-8")
@@ -99,6 +100,7 @@ class RedisAbsorberStore:
         skip = set(refused)
         candidates = [i for i in range(len(counts)) if i not in skip]
         if not candidates:
+            metrics.absorber_decision(scope, 0, 0, len(refused))
             return BatchDecision({}, [], refused, None, absorber.GRANTED)
         ids = reservation_ids(len(candidates))
         args: list[Any] = [
@@ -122,6 +124,7 @@ class RedisAbsorberStore:
                 ids[int(position) - 1], scope, counts[index], now_s, expires_at_s
             )
         deferred = [i for i in candidates if i not in granted]
+        metrics.absorber_decision(scope, len(granted), len(deferred), len(refused))
         return BatchDecision(granted, deferred, refused, float(retry) if retry else None, reason)
 
     def settle(

@@ -70,3 +70,11 @@ def queues_for(policy: Policy, role: str, lanes: tuple[str, ...] = LANES) -> lis
     if role in ("tier", "all"):
         out += [tier_queue(tier, lane) for lane in lanes for tier in policy.tier_names]
     return out
+
+
+def all_queues(policy: Policy) -> list[str]:
+    """Every ingress and tier queue of ``policy``: what Flower and the metrics list."""
+    return queues_for(policy, "all")
+
+
+from workers import metrics, task_labels  # noqa: E402,F401  (counters, Flower's names)

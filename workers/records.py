@@ -16,6 +16,7 @@ from sqlalchemy.engine import Connection
 
 from router.decide import Decision
 from router.envelope import Request
+from workers import metrics
 from workers.db import among, insert_ignore, insert_new, notify_jobs
 from workers.schema import attempts, charges, decisions, jobs, requests, results
 
@@ -64,7 +65,9 @@ def accept_requests(conn: Connection, job_id: str | None, batch: Sequence[tuple[
         "max_output_tokens": r.max_output_tokens, "latency_budget_s": r.latency_budget_s,
         "submitted_at": r.submitted_at, "deadline_at": r.deadline_at, "status": "accepted",
     } for seq, r in batch]
-    return insert_new(conn, requests, rows, "id")
+    new = insert_new(conn, requests, rows, "id")
+    metrics.accepted([r for _, r in batch], new)
+    return new
 
 
 def existing_ids(conn: Connection, tenant: str, keys: Sequence[str]) -> dict[str, str]:
@@ -305,6 +308,7 @@ def record_outcomes(conn: Connection, made: Sequence[AttemptRow], done: Sequence
                                                 requests.c.status.in_(("accepted", "routed")))
                          .values(status=status))
     notify_jobs(conn, (jobs_by_request.get(r.request_id) for r in done))
+    metrics.outcomes(made, done, {row["id"]: row["usd"] for row in attempt_rows}, context)
 
 
 def drop_kept_answers(conn: Connection, request_ids: Sequence[str]) -> None:

@@ -1,0 +1,272 @@
+"""Prometheus metrics: what every process counts, and what a scrape reads from Redis.
+
+Counted where it happens (one call from the record layer, one from the absorber store):
+requests accepted by lane; requests finished by lane, tier and status; attempts by model
+and outcome; tokens and USD by model and tenant; absorber decisions (granted, deferred,
+refused) by model; call latency and end-to-end latency histograms by lane.
+
+Read at scrape time by :class:`ClusterCollector` (served once, by ``tierline metrics``):
+queue depth per ingress and tier queue (Redis ``LLEN``, as Flower reads it), today's
+absorber use and limit per model, and each model's breaker (open or closed, failures).
+
+Prefork workers count in child processes: with ``PROMETHEUS_MULTIPROC_DIR`` set (before
+this module is imported) every process writes its counters to files there and the
+serving process adds them up (``prometheus_client``'s multiprocess mode). A worker serves
+its own at ``$TIERLINE_METRICS_PORT`` when that is set; the gateway mounts
+:func:`metrics_app`. Counters count what was written, so a transaction rolled back and
+retried is counted twice: the ledger, not this, is the money record.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import re
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from celery.signals import worker_init
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    REGISTRY,
+    CollectorRegistry,
+    Counter,
+    Histogram,
+    generate_latest,
+    multiprocess,
+    start_http_server,
+)
+from prometheus_client.core import GaugeMetricFamily, Metric
+
+log = logging.getLogger(__name__)
+
+LATENCY_BUCKETS_S = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 900, 3600, 4 * 3600)
+_CLASS = re.compile(r"([A-Z][A-Za-z0-9_]*):")
+
+ACCEPTED = Counter("tierline_requests_accepted", "Requests accepted into the record",
+                   ["lane"])
+FINISHED = Counter("tierline_requests_finished", "Requests that got their result",
+                   ["lane", "tier", "status"])
+ATTEMPTS = Counter("tierline_attempts", "Model call attempts by outcome (ok or error class)",
+                   ["model", "outcome"])
+TOKENS = Counter("tierline_tokens", "Tokens charged", ["model", "tenant", "direction"])
+USD = Counter("tierline_usd", "US dollars charged", ["model", "tenant"])
+ABSORBER = Counter("tierline_absorber_reservations",
+                   "Token-budget reservations by decision (granted, deferred, refused)",
+                   ["model", "decision"])
+CALL_LATENCY = Histogram("tierline_call_latency_seconds", "One model call, start to end",
+                         ["lane"], buckets=LATENCY_BUCKETS_S)
+REQUEST_LATENCY = Histogram("tierline_request_latency_seconds",
+                            "A request, submitted to result", ["lane"],
+                            buckets=LATENCY_BUCKETS_S)
+
+
+def outcome_of(ok: bool, error: str | None) -> str:
+    """``ok``, or the leading exception class name of the error (``TooSlow``, ...)."""
+    if ok:
+        return "ok"
+    match = _CLASS.match(error or "")
+    return match.group(1) if match else "error"
+
+
+def accepted(offered: Sequence[Any], new_ids: Sequence[str]) -> None:
+    """Count the requests of ``offered`` whose ids are in ``new_ids`` (newly accepted)."""
+    new = set(new_ids)
+    for request in offered:
+        if request.id in new:
+            ACCEPTED.labels(request.lane).inc()
+
+
+def outcomes(made: Sequence[Any], done: Sequence[Any], usd_of: Mapping[str, Any],
+             context: Mapping[str, Any]) -> None:
+    """Count a bundle's attempts (``AttemptRow``; ``usd_of`` by attempt id) and results
+    (``ResultRow``); ``context`` holds each request by id."""
+    tier_of: dict[str, str] = {}
+    for a in made:
+        request = context.get(a.request_id)
+        lane = getattr(request, "lane", "unknown")
+        tenant = getattr(request, "tenant", "unknown")
+        ATTEMPTS.labels(a.model, outcome_of(a.ok, a.error)).inc()
+        CALL_LATENCY.labels(lane).observe(max(0.0, a.latency_s))
+        if a.tokens_in or a.tokens_out:
+            TOKENS.labels(a.model, tenant, "in").inc(a.tokens_in)
+            TOKENS.labels(a.model, tenant, "out").inc(a.tokens_out)
+            USD.labels(a.model, tenant).inc(float(usd_of.get(a.id, 0)))
+        if a.ok or a.request_id not in tier_of:
+            tier_of[a.request_id] = a.tier
+    for r in done:
+        request = context.get(r.request_id)
+        lane = getattr(request, "lane", "unknown")
+        FINISHED.labels(lane, tier_of.get(r.request_id, "none"), r.status).inc()
+        submitted_at = getattr(request, "submitted_at", None)
+        if submitted_at is not None:
+            REQUEST_LATENCY.labels(lane).observe(max(0.0, r.finished_at - submitted_at))
+
+
+def absorber_decision(scope: str, granted: int, deferred: int, refused: int) -> None:
+    """Count one reservation round of a limit scope (``model`` or ``model|tenant=...``)."""
+    model = scope.split("|", 1)[0]
+    for decision, n in (("granted", granted), ("deferred", deferred), ("refused", refused)):
+        if n:
+            ABSORBER.labels(model, decision).inc(n)
+
+
+class ClusterCollector:
+    """What no one process counts, read from Redis at each scrape: queue depths, absorber
+    use per model, breaker state per model."""
+
+    # kombu's Redis transport keeps a queue's priority levels in keys of their own
+    _PRIORITY_SUFFIXES = ("", "\x06\x163", "\x06\x166", "\x06\x169")
+
+    def __init__(self, client: Any, queues: Callable[[], list[str]], policy: Any,
+                 clock: Callable[[], float] = time.time) -> None:
+        self._client = client
+        self._queues = queues
+        self._policy = policy
+        self._clock = clock
+
+    def collect(self) -> Iterator[Metric]:
+        yield self._depths()
+        yield from self._absorber()
+        yield from self._breakers()
+
+    def _depths(self) -> Metric:
+        depth = GaugeMetricFamily("tierline_queue_depth",
+                                  "Messages waiting in a queue (Redis LLEN)", labels=["queue"])
+        names = self._queues()
+        try:
+            pipe = self._client.pipeline(transaction=False)
+            for name in names:
+                for suffix in self._PRIORITY_SUFFIXES:
+                    pipe.llen(name + suffix)
+            lengths = iter(pipe.execute())
+        except Exception:
+            log.warning("cannot read queue depths from Redis", exc_info=True)
+            return depth
+        for name in names:
+            depth.add_metric([name], sum(next(lengths) for _ in self._PRIORITY_SUFFIXES))
+        return depth
+
+    def _absorber(self) -> Iterator[Metric]:
+        from router.absorber import Limits, scope_key
+        from workers.absorber_redis import RedisAbsorberStore
+
+        used = GaugeMetricFamily("tierline_absorber_tokens_today",
+                                 "Tokens settled and held today per model", labels=["model"])
+        limit = GaugeMetricFamily("tierline_absorber_tokens_per_day",
+                                  "The model's daily token budget", labels=["model"])
+        store = RedisAbsorberStore(self._client)
+        for name, spec in self._policy.models.items():
+            limits = Limits.from_model_limits(spec.limits)
+            try:
+                usage = store.usage(scope_key(name), limits, now_s=self._clock())
+            except Exception:
+                log.warning("cannot read the absorber of %s", name, exc_info=True)
+                continue
+            used.add_metric([name], usage["settled_tokens"] + usage["held_tokens"])
+            if limits.tokens_per_day is not None:
+                limit.add_metric([name], limits.tokens_per_day)
+        yield used
+        yield limit
+
+    def _breakers(self) -> Iterator[Metric]:
+        from workers.health import RedisHealthStore
+
+        state = GaugeMetricFamily("tierline_breaker_open",
+                                  "1 while a model's breaker is open", labels=["model"])
+        fails = GaugeMetricFamily("tierline_breaker_failures",
+                                  "A model's consecutive failures", labels=["model"])
+        now_s = self._clock()
+        seen = RedisHealthStore(self._client).read(self._policy.models)
+        for name in self._policy.models:
+            health = seen.get(name)
+            open_until = health.breaker.open_until if health else 0.0
+            state.add_metric([name], 1.0 if open_until > now_s else 0.0)
+            fails.add_metric([name], health.breaker.fails if health else 0)
+        yield state
+        yield fails
+
+
+def process_registry() -> Any:
+    """This process's metrics, or, in multiprocess mode, every process's in the folder."""
+    folder = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+    if not folder:
+        return REGISTRY
+    registry = CollectorRegistry()
+    multiprocess.MultiProcessCollector(registry, path=folder)
+    return registry
+
+
+_cluster: list[ClusterCollector] = []
+
+
+def cluster_collector() -> ClusterCollector:
+    """The collector of this process's configured Redis and policy (built once)."""
+    if not _cluster:
+        import redis
+
+        from workers.app import all_queues
+        from workers.runtime import runtime
+
+        rt = runtime()
+        if rt.settings.redis_url is None:
+            raise RuntimeError("queue depths need Redis: set TIERLINE_BROKER_URL=redis://...")
+        client = redis.Redis.from_url(rt.settings.redis_url, socket_timeout=5,
+                                      socket_connect_timeout=2)
+        _cluster.append(ClusterCollector(client, lambda: all_queues(rt.policy), rt.policy))
+    return _cluster[0]
+
+
+def registry(*, cluster: bool) -> CollectorRegistry:
+    """This process's (or the multiprocess folder's) metrics, plus the cluster's if asked."""
+    out = CollectorRegistry(auto_describe=False)
+    out.register(process_registry())
+    if cluster:
+        out.register(cluster_collector())
+    return out
+
+
+def render(*, cluster: bool = False) -> bytes:
+    """The metrics in Prometheus' text format."""
+    return generate_latest(registry(cluster=cluster))
+
+
+def metrics_app(*, cluster: bool = False) -> Callable[..., Any]:
+    """An ASGI app answering every GET with :func:`render` (the gateway mounts it)."""
+
+    async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            return
+        body = await asyncio.to_thread(render, cluster=cluster)  # Redis reads block
+        await send({"type": "http.response.start", "status": 200,
+                    "headers": [(b"content-type", CONTENT_TYPE_LATEST.encode())]})
+        await send({"type": "http.response.body", "body": body})
+
+    return app
+
+
+def clear_multiprocess_dir() -> None:
+    """Drop the files of processes of an earlier run (call once, before the workers start)."""
+    folder = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+    if folder:
+        Path(folder).mkdir(parents=True, exist_ok=True)
+        for stale in Path(folder).glob("*.db"):
+            stale.unlink(missing_ok=True)
+
+
+@worker_init.connect
+def _serve_from_worker(**_: Any) -> None:
+    """A worker with ``$TIERLINE_METRICS_PORT`` serves its processes' metrics there."""
+    port = os.environ.get("TIERLINE_METRICS_PORT")
+    if not port:
+        return
+    if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        log.warning("TIERLINE_METRICS_PORT without PROMETHEUS_MULTIPROC_DIR: prefork child "
+                    "processes' metrics are not served")
+    clear_multiprocess_dir()
+    start_http_server(int(port), addr=os.environ.get("TIERLINE_METRICS_HOST", "0.0.0.0"),
+                      registry=registry(cluster=False))
+    log.info("metrics at :%s/metrics", port)

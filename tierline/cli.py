@@ -258,13 +258,34 @@ def charges(since: str | None, until: str | None, by: tuple[str, ...], fmt: str,
 
 @main.command()
 @click.option("--day", default=None, help="The UTC day, YYYY-MM-DD (default: today so far).")
+@click.option("--week", default=None, help="With --html: an ISO week, YYYY-Www (e.g. 2026-W49).")
 @click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table")
-def report(day: str | None, fmt: str) -> None:
+@click.option("--html", "html_path", type=click.Path(dir_okay=False, path_type=Path),
+              default=None, help="Write the report with its charts as one HTML file.")
+def report(day: str | None, week: str | None, fmt: str, html_path: Path | None) -> None:
     """The daily report: requests, answers, spend, savings, latency and failures of a UTC day
     (stored by beat; computed and stored here if missing)."""
+    if html_path is not None:
+        from tierline.report import write_html
+
+        write_html(html_path, day=day, week=week, console=out)
+        return
+    if week is not None:
+        raise click.UsageError("--week needs --html")
     from tierline.report import show_report
 
     show_report(day=day, fmt=fmt, console=out)
+
+
+@main.command()
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", type=click.IntRange(0, 65535), default=9108, show_default=True)
+def metrics(host: str, port: int) -> None:
+    """Serve Prometheus metrics: queue depths, absorber use and breakers read from Redis at
+    each scrape, at http://HOST:PORT/metrics."""
+    from workers.metrics_exporter import serve
+
+    serve(host, port)
 
 
 @main.command()

@@ -213,7 +213,10 @@ def cluster_collector() -> ClusterCollector:
 
         rt = runtime()
         if rt.settings.redis_url is None:
-            raise RuntimeError("queue depths need Redis: set TIERLINE_BROKER_URL=redis://...")
+            from router.errors import InvalidInput
+
+            raise InvalidInput("metrics: queue depths are read from Redis: set "
+                               "TIERLINE_BROKER_URL=redis://...")
         client = redis.Redis.from_url(rt.settings.redis_url, socket_timeout=5,
                                       socket_connect_timeout=2)
         _cluster.append(ClusterCollector(client, lambda: all_queues(rt.policy), rt.policy))

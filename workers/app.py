@@ -44,6 +44,9 @@ def _config() -> dict[str, Any]:
             "unacked_restore_throttle": 1 if visibility_s < 60 else 10,
         },
     }
+    prefix = os.environ.get("TIERLINE_BROKER_KEYPREFIX")
+    if prefix:  # several deployments (or test runs) share one Redis database
+        config["broker_transport_options"]["global_keyprefix"] = prefix
     if settings.embedded:
         config["broker_transport_options"] = {"polling_interval": 0.01}
     return config

@@ -122,9 +122,10 @@ class ClusterCollector:
     _PRIORITY_SUFFIXES = ("", "\x06\x163", "\x06\x166", "\x06\x169")
 
     def __init__(self, client: Any, queues: Callable[[], list[str]], policy: Any,
-                 clock: Callable[[], float] = time.time) -> None:
+                 clock: Callable[[], float] = time.time, key_prefix: str = "") -> None:
         self._client = client
         self._queues = queues
+        self._key_prefix = key_prefix  # the broker's global_keyprefix, if it has one
         self._policy = policy
         self._clock = clock
 
@@ -141,7 +142,7 @@ class ClusterCollector:
             pipe = self._client.pipeline(transaction=False)
             for name in names:
                 for suffix in self._PRIORITY_SUFFIXES:
-                    pipe.llen(name + suffix)
+                    pipe.llen(self._key_prefix + name + suffix)
             lengths = iter(pipe.execute())
         except Exception:
             log.warning("cannot read queue depths from Redis", exc_info=True)
@@ -208,7 +209,7 @@ def cluster_collector() -> ClusterCollector:
     if not _cluster:
         import redis
 
-        from workers.app import all_queues
+        from workers.app import all_queues, app
         from workers.runtime import runtime
 
         rt = runtime()
@@ -219,7 +220,9 @@ def cluster_collector() -> ClusterCollector:
                                "TIERLINE_BROKER_URL=redis://...")
         client = redis.Redis.from_url(rt.settings.redis_url, socket_timeout=5,
                                       socket_connect_timeout=2)
-        _cluster.append(ClusterCollector(client, lambda: all_queues(rt.policy), rt.policy))
+        prefix = (app.conf.broker_transport_options or {}).get("global_keyprefix", "")
+        _cluster.append(ClusterCollector(client, lambda: all_queues(rt.policy), rt.policy,
+                                         key_prefix=prefix))
     return _cluster[0]
 
 

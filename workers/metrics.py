@@ -125,8 +125,10 @@ class ClusterCollector:
     _PRIORITY_SUFFIXES = ("", "\x06\x163", "\x06\x166", "\x06\x169")
 
     def __init__(self, client: Any, queues: Callable[[], list[str]], policy: Any,
-                 clock: Callable[[], float] = time.time, key_prefix: str = "") -> None:
+                 clock: Callable[[], float] = time.time, key_prefix: str = "",
+                 absorber_prefix: str = "tierline:absorber") -> None:
         self._client = client
+        self._absorber_prefix = absorber_prefix
         self._queues = queues
         self._key_prefix = key_prefix  # the broker's global_keyprefix, if it has one
         self._policy = policy
@@ -162,7 +164,7 @@ class ClusterCollector:
                                  "Tokens settled and held today per model", labels=["model"])
         limit = GaugeMetricFamily("tierline_absorber_tokens_per_day",
                                   "The model's daily token budget", labels=["model"])
-        store = RedisAbsorberStore(self._client)
+        store = RedisAbsorberStore(self._client, self._absorber_prefix)
         for name, spec in self._policy.models.items():
             limits = Limits.from_model_limits(spec.limits)
             try:

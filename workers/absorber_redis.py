@@ -22,7 +22,6 @@ import redis
 from router import absorber
 from router.absorber import BatchDecision, Limits, Reservation, Settlement
 from router.errors import InvalidInput, Unavailable
-from workers import metrics
 from workers.absorber_store import DEFAULT_TTL_S, reservation_ids
 
 LUA_SOURCE = (Path(__file__).parent / "absorber.lua").read_text(encoding="utf-8")
@@ -99,6 +98,8 @@ class RedisAbsorberStore:
         refused = [i for i, t in enumerate(counts) if absorber.refusal_reason(limits, t)]
         skip = set(refused)
         candidates = [i for i in range(len(counts)) if i not in skip]
+        from workers import metrics
+
         if not candidates:
             metrics.absorber_decision(scope, 0, 0, len(refused))
             return BatchDecision({}, [], refused, None, absorber.GRANTED)

@@ -14,6 +14,7 @@ import os
 from typing import Any
 
 from celery import Celery
+from celery.signals import worker_init
 
 from router.policy import LANES, Policy
 from workers.settings import load_settings
@@ -80,4 +81,12 @@ def all_queues(policy: Policy) -> list[str]:
     return queues_for(policy, "all")
 
 
-from workers import metrics, task_labels  # noqa: E402,F401  (counters, Flower's names)
+from workers import task_labels  # noqa: E402,F401  (names bundle messages for Flower)
+
+
+@worker_init.connect
+def _serve_metrics(**_: Any) -> None:
+    """A worker with ``$TIERLINE_METRICS_PORT`` serves its processes' metrics there."""
+    from workers.metrics import serve_from_worker
+
+    serve_from_worker()

@@ -28,7 +28,6 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from celery.signals import worker_init
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
     REGISTRY,
@@ -268,8 +267,7 @@ def clear_multiprocess_dir() -> None:
             stale.unlink(missing_ok=True)
 
 
-@worker_init.connect
-def _serve_from_worker(**_: Any) -> None:
+def serve_from_worker() -> None:
     """A worker with ``$TIERLINE_METRICS_PORT`` serves its processes' metrics there."""
     port = os.environ.get("TIERLINE_METRICS_PORT")
     if not port:

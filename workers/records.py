@@ -16,7 +16,6 @@ from sqlalchemy.engine import Connection
 
 from router.decide import Decision
 from router.envelope import Request
-from workers import metrics
 from workers.db import among, insert_ignore, insert_new, notify_jobs
 from workers.schema import attempts, charges, decisions, jobs, requests, results
 
@@ -66,6 +65,8 @@ def accept_requests(conn: Connection, job_id: str | None, batch: Sequence[tuple[
         "submitted_at": r.submitted_at, "deadline_at": r.deadline_at, "status": "accepted",
     } for seq, r in batch]
     new = insert_new(conn, requests, rows, "id")
+    from workers import metrics  # imported on first use: prometheus_client is not free
+
     metrics.accepted([r for _, r in batch], new)
     return new
 
@@ -308,6 +309,8 @@ def record_outcomes(conn: Connection, made: Sequence[AttemptRow], done: Sequence
                                                 requests.c.status.in_(("accepted", "routed")))
                          .values(status=status))
     notify_jobs(conn, (jobs_by_request.get(r.request_id) for r in done))
+    from workers import metrics
+
     metrics.outcomes(made, done, {row["id"]: row["usd"] for row in attempt_rows}, context)
 
 

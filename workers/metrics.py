@@ -156,7 +156,7 @@ class ClusterCollector:
         return depth
 
     def _absorber(self) -> Iterator[Metric]:
-        from router.absorber import Limits, scope_key
+        from router.absorber_types import Limits, scope_key
         from workers.absorber_redis import RedisAbsorberStore
 
         used = GaugeMetricFamily("tierline_absorber_tokens_today",

@@ -24,6 +24,7 @@ import logging
 import os
 import re
 import time
+from collections import defaultdict
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -86,26 +87,43 @@ def outcomes(made: Sequence[Any], done: Sequence[Any], usd_of: Mapping[str, Any]
              context: Mapping[str, Any]) -> None:
     """Count a bundle's attempts (``AttemptRow``; ``usd_of`` by attempt id) and results
     (``ResultRow``); ``context`` holds each request by id."""
+    # Summed per label set first: one ``labels().inc()`` per distinct set, not per request
+    # (each costs a lock and, in multiprocess mode, a write to a mapped file).
+    attempts: dict[tuple[str, str], int] = defaultdict(int)
+    tokens: dict[tuple[str, str, str], int] = defaultdict(int)
+    usd: dict[tuple[str, str], float] = defaultdict(float)
+    calls_s: dict[str, list[float]] = defaultdict(list)
     tier_of: dict[str, str] = {}
     for a in made:
         request = context.get(a.request_id)
         lane = getattr(request, "lane", "unknown")
         tenant = getattr(request, "tenant", "unknown")
-        ATTEMPTS.labels(a.model, outcome_of(a.ok, a.error)).inc()
-        CALL_LATENCY.labels(lane).observe(max(0.0, a.latency_s))
+        attempts[a.model, outcome_of(a.ok, a.error)] += 1
+        calls_s[lane].append(max(0.0, a.latency_s))
         if a.tokens_in or a.tokens_out:
-            TOKENS.labels(a.model, tenant, "in").inc(a.tokens_in)
-            TOKENS.labels(a.model, tenant, "out").inc(a.tokens_out)
-            USD.labels(a.model, tenant).inc(float(usd_of.get(a.id, 0)))
+            tokens[a.model, tenant, "in"] += a.tokens_in
+            tokens[a.model, tenant, "out"] += a.tokens_out
+            usd[a.model, tenant] += float(usd_of.get(a.id, 0))
         if a.ok or a.request_id not in tier_of:
             tier_of[a.request_id] = a.tier
+    finished: dict[tuple[str, str, str], int] = defaultdict(int)
+    requests_s: dict[str, list[float]] = defaultdict(list)
     for r in done:
         request = context.get(r.request_id)
         lane = getattr(request, "lane", "unknown")
-        FINISHED.labels(lane, tier_of.get(r.request_id, "none"), r.status).inc()
+        finished[lane, tier_of.get(r.request_id, "none"), r.status] += 1
         submitted_at = getattr(request, "submitted_at", None)
         if submitted_at is not None:
-            REQUEST_LATENCY.labels(lane).observe(max(0.0, r.finished_at - submitted_at))
+            requests_s[lane].append(max(0.0, r.finished_at - submitted_at))
+    for counter, sums in ((ATTEMPTS, attempts), (TOKENS, tokens), (USD, usd),
+                          (FINISHED, finished)):
+        for labels, amount in sums.items():
+            counter.labels(*labels).inc(amount)
+    for histogram, seconds in ((CALL_LATENCY, calls_s), (REQUEST_LATENCY, requests_s)):
+        for lane, values in seconds.items():
+            child = histogram.labels(lane)
+            for value in values:
+                child.observe(value)
 
 
 def absorber_decision(scope: str, granted: int, deferred: int, refused: int) -> None:

@@ -126,6 +126,15 @@ def outcomes(made: Sequence[Any], done: Sequence[Any], usd_of: Mapping[str, Any]
                 child.observe(value)
 
 
+def halted(status: str, lanes: Sequence[str]) -> None:
+    """Count requests ended without an answer by their job (``cancelled``, ``expired``)."""
+    counts: dict[str, int] = defaultdict(int)
+    for lane in lanes:
+        counts[lane] += 1
+    for lane, n in counts.items():
+        FINISHED.labels(lane, "none", status).inc(n)
+
+
 def absorber_decision(scope: str, granted: int, deferred: int, refused: int) -> None:
     """Count one reservation round of a limit scope (``model`` or ``model|tenant=...``)."""
     model = scope.split("|", 1)[0]

@@ -146,3 +146,20 @@ def test_flower_lists_the_policys_queues_beside_the_workers() -> None:
     names = Handler().get_active_queue_names()
     assert names == sorted({"other", *all_queues(POLICY)})
     assert "tier.t2.batch" in names
+
+
+def test_requests_a_cancelled_job_ends_are_counted_as_finished(tmp_path: Path,
+                                                               models_url: str) -> None:
+    from tierline.client import Client
+    from workers.jobs import halt
+
+    rt = runtime(tmp_path, models_url, demo_policy({"kind": "cascade", "confidence_bar": 0.0}))
+    client = Client(rt)
+    client._enqueue = lambda valid, new: True  # type: ignore[method-assign]
+    before = _value("tierline_requests_finished_total", lane="standard", tier="none",
+                    status="cancelled")
+    job = client.submit_many([{"prompt": f"later {n}"} for n in range(5)], lane="standard")
+    with rt.engine.begin() as conn:
+        assert halt(conn, job.job_id, "cancelled", time.time()) == 5
+    assert _value("tierline_requests_finished_total", lane="standard", tier="none",
+                  status="cancelled") - before == 5

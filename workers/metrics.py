@@ -5,7 +5,7 @@ requests accepted by lane; requests finished by lane, tier and status; attempts 
 and outcome; tokens and USD by model and tenant; absorber decisions (granted, deferred,
 refused) by model; call latency and end-to-end latency histograms by lane.
 
-Read at scrape time by :class:`ClusterCollector` (served once, by ``tierline metrics``):
+Read at scrape time by ``workers.metrics_cluster`` (served once, by ``tierline metrics``):
 queue depth per ingress and tier queue (Redis ``LLEN``, as Flower reads it), today's
 absorber use and limit per model, and each model's breaker (open or closed, failures).
 
@@ -23,9 +23,8 @@ import asyncio
 import logging
 import os
 import re
-import time
 from collections import defaultdict
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -39,7 +38,6 @@ from prometheus_client import (
     multiprocess,
     start_http_server,
 )
-from prometheus_client.core import GaugeMetricFamily, Metric
 
 log = logging.getLogger(__name__)
 
@@ -143,85 +141,6 @@ def absorber_decision(scope: str, granted: int, deferred: int, refused: int) -> 
             ABSORBER.labels(model, decision).inc(n)
 
 
-class ClusterCollector:
-    """What no one process counts, read from Redis at each scrape: queue depths, absorber
-    use per model, breaker state per model."""
-
-    # kombu's Redis transport keeps a queue's priority levels in keys of their own
-    _PRIORITY_SUFFIXES = ("", "\x06\x163", "\x06\x166", "\x06\x169")
-
-    def __init__(self, client: Any, queues: Callable[[], list[str]], policy: Any,
-                 clock: Callable[[], float] = time.time, key_prefix: str = "",
-                 absorber_prefix: str = "tierline:absorber") -> None:
-        self._client = client
-        self._absorber_prefix = absorber_prefix
-        self._queues = queues
-        self._key_prefix = key_prefix  # the broker's global_keyprefix, if it has one
-        self._policy = policy
-        self._clock = clock
-
-    def collect(self) -> Iterator[Metric]:
-        yield self._depths()
-        yield from self._absorber()
-        yield from self._breakers()
-
-    def _depths(self) -> Metric:
-        depth = GaugeMetricFamily("tierline_queue_depth",
-                                  "Messages waiting in a queue (Redis LLEN)", labels=["queue"])
-        names = self._queues()
-        try:
-            pipe = self._client.pipeline(transaction=False)
-            for name in names:
-                for suffix in self._PRIORITY_SUFFIXES:
-                    pipe.llen(self._key_prefix + name + suffix)
-            lengths = iter(pipe.execute())
-        except Exception:
-            log.warning("cannot read queue depths from Redis", exc_info=True)
-            return depth
-        for name in names:
-            depth.add_metric([name], sum(next(lengths) for _ in self._PRIORITY_SUFFIXES))
-        return depth
-
-    def _absorber(self) -> Iterator[Metric]:
-        from router.absorber_types import Limits, scope_key
-        from workers.absorber_redis import RedisAbsorberStore
-
-        used = GaugeMetricFamily("tierline_absorber_tokens_today",
-                                 "Tokens settled and held today per model", labels=["model"])
-        limit = GaugeMetricFamily("tierline_absorber_tokens_per_day",
-                                  "The model's daily token budget", labels=["model"])
-        store = RedisAbsorberStore(self._client, self._absorber_prefix)
-        for name, spec in self._policy.models.items():
-            limits = Limits.from_model_limits(spec.limits)
-            try:
-                usage = store.usage(scope_key(name), limits, now_s=self._clock())
-            except Exception:
-                log.warning("cannot read the absorber of %s", name, exc_info=True)
-                continue
-            used.add_metric([name], usage["settled_tokens"] + usage["held_tokens"])
-            if limits.tokens_per_day is not None:
-                limit.add_metric([name], limits.tokens_per_day)
-        yield used
-        yield limit
-
-    def _breakers(self) -> Iterator[Metric]:
-        from workers.health import RedisHealthStore
-
-        state = GaugeMetricFamily("tierline_breaker_open",
-                                  "1 while a model's breaker is open", labels=["model"])
-        fails = GaugeMetricFamily("tierline_breaker_failures",
-                                  "A model's consecutive failures", labels=["model"])
-        now_s = self._clock()
-        seen = RedisHealthStore(self._client).read(self._policy.models)
-        for name in self._policy.models:
-            health = seen.get(name)
-            open_until = health.breaker.open_until if health else 0.0
-            state.add_metric([name], 1.0 if open_until > now_s else 0.0)
-            fails.add_metric([name], health.breaker.fails if health else 0)
-        yield state
-        yield fails
-
-
 def process_registry() -> Any:
     """This process's metrics, or, in multiprocess mode, every process's in the folder."""
     folder = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
@@ -232,36 +151,13 @@ def process_registry() -> Any:
     return registry
 
 
-_cluster: list[ClusterCollector] = []
-
-
-def cluster_collector() -> ClusterCollector:
-    """The collector of this process's configured Redis and policy (built once)."""
-    if not _cluster:
-        import redis
-
-        from workers.app import all_queues, app
-        from workers.runtime import runtime
-
-        rt = runtime()
-        if rt.settings.redis_url is None:
-            from router.errors import InvalidInput
-
-            raise InvalidInput("metrics: queue depths are read from Redis: set "
-                               "TIERLINE_BROKER_URL=redis://...")
-        client = redis.Redis.from_url(rt.settings.redis_url, socket_timeout=5,
-                                      socket_connect_timeout=2)
-        prefix = (app.conf.broker_transport_options or {}).get("global_keyprefix", "")
-        _cluster.append(ClusterCollector(client, lambda: all_queues(rt.policy), rt.policy,
-                                         key_prefix=prefix))
-    return _cluster[0]
-
-
 def registry(*, cluster: bool) -> CollectorRegistry:
     """This process's (or the multiprocess folder's) metrics, plus the cluster's if asked."""
     out = CollectorRegistry(auto_describe=False)
     out.register(process_registry())
     if cluster:
+        from workers.metrics_cluster import cluster_collector
+
         out.register(cluster_collector())
     return out
 

@@ -15,6 +15,7 @@ from typing import Any
 from prometheus_client import CONTENT_TYPE_LATEST
 
 from workers import metrics
+from workers.metrics_cluster import cluster_collector
 
 log = logging.getLogger(__name__)
 
@@ -26,7 +27,7 @@ class _Handler(BaseHTTPRequestHandler):
             if path == "/metrics":
                 self._send(200, metrics.render(cluster=True), CONTENT_TYPE_LATEST)
             elif path == "/healthz":
-                metrics.cluster_collector()._client.ping()
+                cluster_collector().ping()
                 self._send(200, b"ok\n", "text/plain")
             else:
                 self._send(404, b"not found: try /metrics\n", "text/plain")
@@ -52,7 +53,7 @@ def make_server(host: str, port: int) -> ThreadingHTTPServer:
 
 def serve(host: str, port: int) -> None:
     """Serve until interrupted."""
-    metrics.cluster_collector()  # fail at start, not at the first scrape, without Redis
+    cluster_collector()  # fail at start, not at the first scrape, without Redis
     server = make_server(host, port)
     print(f"tierline metrics on http://{host}:{server.server_address[1]}/metrics", flush=True)
     try:

@@ -25,7 +25,8 @@ from workers.absorber_redis import RedisAbsorberStore
 from workers.app import all_queues
 from workers.flower_queues import show_every_queue
 from workers.health import FAILED, RedisHealthStore, Seen
-from workers.metrics import ClusterCollector, metrics_app
+from workers.metrics import metrics_app
+from workers.metrics_cluster import ClusterCollector
 from workers.settings import POLICY_DIR
 from workers.task_labels import label
 

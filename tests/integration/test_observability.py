@@ -80,7 +80,7 @@ def ops(redis_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[di
                "TIERLINE_BROKER_KEYPREFIX": prefix,
                "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
         worker = [sys.executable, "-m", "tierline", "worker"]
-        quiet = ["--without-mingle", "--without-gossip"]
+        quiet = ["--without-mingle", "--without-gossip", "-E"]  # -E: task events for Flower
         try:
             children.append(spawn([*worker, "--role", "router", "-c", "1", "--", *quiet,
                                    "-n", f"router-{prefix}@%h"], env, logs / "router.log",
@@ -203,3 +203,20 @@ def test_bundle_messages_name_their_tier_lane_and_size(ops: dict[str, Any],
     assert headers["task"] == "tierline.call_models"
     assert headers["shadow"].startswith(f"call_models[{tier}.{lane} x")
     assert f"tier={tier} lane={lane} bundle=" in headers["argsrepr"]
+
+
+def test_flowers_task_list_names_the_tier_lane_and_bundle_size(ops: dict[str, Any],
+                                                               tmp_path: Path) -> None:
+    url = f"http://127.0.0.1:{ops['ports']['flower']}"
+    _wait_for("Flower", lambda: httpx.get(url + "/healthcheck", timeout=2).status_code == 200)
+    time.sleep(1.0)  # Flower's event receiver is connected before the work is sent
+    _submit(ops, tmp_path, "realtime", 2, wait=True)
+
+    def bundles() -> list[dict[str, Any]]:
+        tasks = httpx.get(url + "/api/tasks", auth=LOGIN, timeout=10).json()
+        return [t for t in tasks.values() if (t.get("name") or "").startswith("call_models[")]
+
+    seen = _wait_for("a named bundle in Flower's task list", bundles)
+    assert any(t["name"].startswith("call_models[t") and ".realtime x" in t["name"]
+               for t in seen), seen
+    assert any("lane=realtime bundle=" in (t.get("args") or "") for t in seen), seen

@@ -1,6 +1,7 @@
 """Prometheus metrics: what every process counts, and what a scrape reads from Redis.
 
-Counted where it happens (one call from the record layer, one from the absorber store):
+Counted where it is written (``workers.records`` for requests, attempts and results,
+``workers.jobs`` for requests a job ends, ``workers.absorber_redis`` for budget decisions):
 requests accepted by lane; requests finished by lane, tier and status; attempts by model
 and outcome; tokens and USD by model and tenant; absorber decisions (granted, deferred,
 refused) by model; call latency and end-to-end latency histograms by lane.
@@ -199,6 +200,11 @@ def serve_from_worker() -> None:
         log.warning("TIERLINE_METRICS_PORT without PROMETHEUS_MULTIPROC_DIR: prefork child "
                     "processes' metrics are not served")
     clear_multiprocess_dir()
-    start_http_server(int(port), addr=os.environ.get("TIERLINE_METRICS_HOST", "0.0.0.0"),
-                      registry=registry(cluster=False))
-    log.info("metrics at :%s/metrics", port)
+    host = os.environ.get("TIERLINE_METRICS_HOST", "0.0.0.0")
+    try:
+        start_http_server(int(port), addr=host, registry=registry(cluster=False))
+    except (ValueError, OSError) as exc:  # metrics only advise: the worker works without
+        log.error("TIERLINE_METRICS_PORT=%s: cannot serve metrics on %s (%s); the worker "
+                  "runs without", port, host, exc)
+        return
+    log.info("metrics at http://%s:%s/metrics", host, port)

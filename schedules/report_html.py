@@ -122,6 +122,7 @@ def charts(period: Period) -> dict[str, str]:
     ax.bar([i - 0.2 for i in x], all_top, 0.4, label="all on the top tier", color="#c9c9c9")
     ax.bar([i + 0.2 for i in x], spent, 0.4, label="spent", color="#2a7ab9")
     ax.set_xticks(x, labels)
+    ax.set_xlim(-1, max(3, len(x)))  # a single day keeps bars of a readable width
     ax.set_ylabel("USD")
     ax.set_title("Spend against the top tier, per day (UTC)")
     ax.legend(loc="upper left")
@@ -225,8 +226,7 @@ def page(period: Period) -> str:
     lanes = _table(["lane", "answers", "p50 (s)", "p95 (s)", "p99 (s)"],
                    [[lane, v["answers"], v["p50"], v["p95"], v.get("p99", "-")]
                     for lane, v in total["latency_s"].items()])
-    figures = "".join(f'<h2>{html.escape(alt[name].capitalize())}</h2>'
-                      f'<img alt="{html.escape(alt[name])}" width="672" '
+    figures = "".join(f'<img alt="{html.escape(alt[name])}" width="672" '
                       f'src="data:image/png;base64,{images[name]}">' for name in CHARTS)
     return f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>{html.escape(period.title)}</title>

@@ -122,7 +122,8 @@ def charts(period: Period) -> dict[str, str]:
     ax.bar([i - 0.2 for i in x], all_top, 0.4, label="all on the top tier", color="#c9c9c9")
     ax.bar([i + 0.2 for i in x], spent, 0.4, label="spent", color="#2a7ab9")
     ax.set_xticks(x, labels)
-    ax.set_xlim(-1, max(3, len(x)))  # a single day keeps bars of a readable width
+    pad = max(0.0, (4 - len(x)) / 2)  # a single day keeps bars of a readable width
+    ax.set_xlim(-0.6 - pad, len(x) - 0.4 + pad)
     ax.set_ylabel("USD")
     ax.set_title("Spend against the top tier, per day (UTC)")
     ax.legend(loc="upper left")

@@ -125,11 +125,13 @@ def _client(rt: Any = None) -> Client:
     from workers.settings import load_settings
 
     if rt is None:
-        path = load_settings().sqlite_path
+        settings = load_settings()
+        path = settings.sqlite_path
         if path is not None and not path.exists():
-            raise InvalidInput(
-                f"no tierline record at {path} yet: `tierline submit FILE` or `tierline demo` "
-                "makes it (TIERLINE_HOME or TIERLINE_DATABASE_URL choose another)")
+            makers = ("`tierline submit FILE` or `tierline demo`" if settings.embedded
+                      else "`tierline db upgrade`")
+            raise InvalidInput(f"no tierline record at {path} yet: {makers} makes it "
+                               "(TIERLINE_HOME or TIERLINE_DATABASE_URL choose another)")
     return Client(rt)
 
 

@@ -18,7 +18,7 @@ import click
 from rich.console import Console
 
 from router.errors import InvalidInput, TierlineError
-from router.policy import LANES
+from router.lanes import LANES
 
 if TYPE_CHECKING:
     from rich.progress import Progress

@@ -18,7 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from router.early_stop import EarlyStop
 from router.errors import PolicyError
-from router.lanes import LANES
+from router.lanes import LANES as LANES  # re-exported: the lanes are policy too
 
 Lane = Literal["realtime", "standard", "batch"]
 BANDS = ("low", "mid", "high")

@@ -21,8 +21,8 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from tierline.client import Client, JobStatus, SubmitReport
 
-__all__ = ["Client", "JobStatus", "SubmitReport", "default_client", "submit", "submit_many", "wait", "results",
-           "status", "stream"]
+__all__ = ["Client", "JobStatus", "SubmitReport", "default_client", "submit", "submit_many",
+           "wait", "results", "status", "stream"]
 
 _default: Client | None = None
 _embedded: list[bool] = []  # non-empty when the default client runs the embedded stack

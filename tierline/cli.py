@@ -79,14 +79,13 @@ class _Group(click.Group):
         return command
 
     def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
-        rows = []
+        rows: list[tuple[str, str]] = []
         for name in self.list_commands(ctx):
             command = super().get_command(ctx, name)
+            if command is None and name in OPTIONAL_COMMANDS:  # listed, not yet imported
+                command = click.Command(name, help=OPTIONAL_COMMANDS[name])
             if command is not None and not command.hidden:
                 rows.append((name, command.get_short_help_str(formatter.width - 6 - len(name))))
-            elif command is None and name in OPTIONAL_COMMANDS:
-                rows.append((name, click.utils.make_default_short_help(
-                    OPTIONAL_COMMANDS[name], formatter.width - 6 - len(name))))
         if rows:
             with formatter.section("Commands"):
                 formatter.write_dl(rows)

@@ -15,18 +15,15 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import click
-from rich.console import Console
 
 from router.errors import InvalidInput, TierlineError
 from router.lanes import LANES
+from tierline.console import err, out
+from tierline.console import progress as _progress
 
 if TYPE_CHECKING:
-    from rich.progress import Progress
-
     from tierline.client import Client
 
-err = Console(stderr=True, soft_wrap=True)
-out = Console(soft_wrap=True)
 MAX_SHOWN_REJECTS = 20
 
 
@@ -188,13 +185,6 @@ def submit(file: Path, lane: str | None, job_name: str | None, tenant: str | Non
             for job_id in earlier:
                 _wait(client, job_id)
             _wait(client, report.job_id)
-
-
-def _progress() -> Progress:
-    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
-
-    return Progress(TextColumn("{task.description}"), BarColumn(), TextColumn(
-        "{task.percentage:>3.0f}%"), TimeElapsedColumn(), console=err, transient=True)
 
 
 def _wait(client: Client, job_id: str) -> None:

@@ -10,9 +10,9 @@ from __future__ import annotations
 import json
 import os
 import re
+import resource
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -180,7 +180,7 @@ def test_the_banking77_example_runs_from_a_fresh_clone_on_its_shipped_slice(
     assert len(out.read_text().splitlines()) == 60
 
 
-def test_help_answers_fast_without_loading_the_heavy_libraries(tmp_path: Path) -> None:
+def test_help_answers_within_0_3_s_without_loading_the_heavy_libraries(tmp_path: Path) -> None:
     env = newcomer_env(tmp_path / "home")
     argv = [sys.executable, "-X", "importtime", "-m", "tierline", "--help"]
     run = subprocess.run(argv, cwd=tmp_path, env=env, capture_output=True, text=True,
@@ -188,13 +188,16 @@ def test_help_answers_fast_without_loading_the_heavy_libraries(tmp_path: Path) -
     assert run.returncode == 0 and "submit" in run.stdout and "classify" in run.stdout
     loaded = {line.rsplit("|", 1)[-1].strip() for line in run.stderr.splitlines()}
     assert not [m for m in loaded if m.split(".")[0] in HEAVY]
-    timings = []
+    # CPU seconds, not wall-clock ones: the 0.3 s must hold on a loaded machine too, where
+    # waiting for a core says nothing about the command (idle, it takes 0.11-0.16 s of both).
+    cpu_s = []
     for _ in range(5):
-        started = time.perf_counter()
+        before = resource.getrusage(resource.RUSAGE_CHILDREN)
         subprocess.run([sys.executable, "-m", "tierline", "--help"], cwd=tmp_path, env=env,
                        capture_output=True, check=True, timeout=30)
-        timings.append(time.perf_counter() - started)
-    assert min(timings) <= 0.3, timings
+        after = resource.getrusage(resource.RUSAGE_CHILDREN)
+        cpu_s.append(after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime)
+    assert min(cpu_s) <= 0.3, cpu_s
 
 
 def test_sim_finds_its_default_policy_from_any_folder(tmp_path: Path) -> None:

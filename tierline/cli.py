@@ -47,6 +47,8 @@ class _Group(click.Group):
         except TierlineError as exc:
             err.print(f"[red]error:[/red] {exc}", highlight=False)
             sys.exit(2)
+        except (click.ClickException, click.exceptions.Exit, click.Abort):
+            raise  # click reports these itself
         except Exception as exc:
             from sqlalchemy.exc import SQLAlchemyError
 

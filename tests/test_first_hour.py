@@ -112,6 +112,10 @@ def test_resume_answers_a_job_left_unanswered_instead_of_claiming_to(tmp_path: P
     assert "completed" not in status.stdout
     assert f"`tierline resume {job}` answers the rest here" in status.stderr
 
+    swept = tierline("sweep", cwd=cwd, home=home)  # no broker: it says it enqueues nothing
+    assert swept.returncode == 0 and "enqueued" not in swept.stdout
+    assert "`tierline resume JOB` answers" in swept.stderr
+
     resumed = tierline("resume", job, cwd=cwd, home=home)
     assert resumed.returncode == 0, resumed.stderr
     assert f"4 unanswered requests of job {job}: answering them in this process" in resumed.stdout

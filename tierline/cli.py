@@ -330,6 +330,10 @@ def sweep(intake_timeout: float | None) -> None:
     for job_id in fail_stalled_intakes(rt, stalled_after_s=timeout):
         out.print(f"job {job_id} failed: its intake was interrupted; submit it again",
                   highlight=False)
+    if rt.settings.embedded:  # in-memory queues end with this process: enqueueing answers nothing
+        err.print("no TIERLINE_BROKER_URL set: nothing enqueued; `tierline resume JOB` answers a "
+                  "job's unanswered requests in this process", highlight=False)
+        return
     for job_id in restart_batch_intakes(rt, min_age_s=0.0, stalled_after_s=timeout):
         out.print(f"batch batch_{job_id}: its file is being read again (each line is written "
                   "once)", highlight=False)

@@ -18,8 +18,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from router.early_stop import EarlyStop
 from router.errors import PolicyError
+from router.lanes import LANES as LANES  # re-exported: the lanes are policy too
 
-LANES = ("realtime", "standard", "batch")
 Lane = Literal["realtime", "standard", "batch"]
 BANDS = ("low", "mid", "high")
 STRATEGY_KINDS = ("single", "cascade", "hybrid", "parallel", "value", "learned")

@@ -370,6 +370,7 @@ def policy_check(file: Path) -> None:
 def _register_optional() -> None:
     """Commands whose modules live elsewhere: registered here, imported once."""
     from sim.cli import command as sim_command
+    from tierline.bench_learning import command as bench_learning
     from tierline.bench_routing import command as bench_routing
     from tierline.classify import command as classify_command
     from tierline.router_train import command as router_train
@@ -382,6 +383,7 @@ def _register_optional() -> None:
         """Benchmarks over recorded data."""
 
     bench.add_command(bench_routing, "routing")
+    bench.add_command(bench_learning, "learning")
 
     @main.group("router")
     def router_group() -> None:

@@ -82,35 +82,49 @@ def command(dataset: Path, prices_path: Path, out_path: Path, seed: int, target:
                   highlight=False, markup=False)
 
 
-def _live_shares(fit: Sequence[Item], val: Sequence[Item], prices: Prices, seed: int
-                 ) -> dict[str, tuple[float, float]]:
-    """One fold: every live point's accuracy and cost as shares of the best single model's."""
+def _live_shares(fit: Sequence[Item], val: Sequence[Item], prices: Prices, seed: int,
+                 untrained: bool = False) -> dict[str, tuple[float, float]]:
+    """One fold: every live point's accuracy and cost as shares of the best single model's
+    (``untrained``: the zero-training default's points too)."""
     trained = train_routing(fit, prices, seed)
     live = {p.label for p in plan(trained)
-            if p.kind == "tierline" and policy_strategy(p.strategy) is not None}
+            if (p.kind == "tierline" and policy_strategy(p.strategy) is not None)
+            or (untrained and p.kind == "untrained")}
     return {r.strategy: (r.accuracy_vs_best, r.cost_vs_best)
             for r in evaluate(trained, val, prices, ["mid"] * len(val)).rows if r.strategy in live}
 
 
-def _pick(items: Sequence[Item], prices: Prices, seed: int, target: float, folds: int,
-          jobs: int) -> tuple[str, float, float]:
-    """The live operating point that reaches ``target`` x the best single model's accuracy
-    on average over the folds at the least mean cost: its label, accuracy and cost shares."""
+def fold_means(items: Sequence[Item], prices: Prices, seed: int, folds: int, jobs: int,
+               untrained: bool = False) -> dict[str, tuple[float, float]]:
+    """Every live point's mean accuracy and cost shares over ``folds`` validation folds."""
     pairs = fold_items(items, folds, seed + 1)
     if min(min(len(fit), len(val)) for fit, val in pairs) == 0:
         raise InvalidInput(f"{len(items)} items are too few for {folds} validation folds")
     note = (f"choosing a strategy over {folds} folds ({jobs} at a time, each training on "
             f"about {len(pairs[0][0])} items): {{}} done")
     with err.status(note.format(0)) as status:
-        per_fold = run_folds(partial(_live_shares, prices=prices, seed=seed), pairs, jobs,
+        per_fold = run_folds(partial(_live_shares, prices=prices, seed=seed,
+                                     untrained=untrained), pairs, jobs,
                              lambda n: status.update(note.format(n)))
     shares: dict[str, list[tuple[float, float]]] = {}
     for fold in per_fold:
         for label, point in fold.items():
             shares.setdefault(label, []).append(point)
-    means = {label: (sum(a for a, _ in v) / len(v), sum(c for _, c in v) / len(v))
-             for label, v in shares.items() if len(v) == folds}
-    reached = [(cost, -share, label) for label, (share, cost) in means.items() if share >= target]
+    return {label: (sum(a for a, _ in v) / len(v), sum(c for _, c in v) / len(v))
+            for label, v in shares.items() if len(v) == folds}
+
+
+def _pick(items: Sequence[Item], prices: Prices, seed: int, target: float, folds: int,
+          jobs: int) -> tuple[str, float, float]:
+    """The live operating point that reaches ``target`` x the best single model's accuracy
+    on average over the folds at the least mean cost: its label, accuracy and cost shares."""
+    return pick_point(fold_means(items, prices, seed, folds, jobs), target)
+
+
+def pick_point(means: dict[str, tuple[float, float]], target: float) -> tuple[str, float, float]:
+    """The cheapest point whose mean accuracy share reaches ``target`` (InvalidInput if none)."""
+    reached = [(cost, -share, label) for label, (share, cost) in means.items()
+               if share >= target and not label.startswith("untrained")]
     if not reached:
         best = max((share for share, _ in means.values()), default=None)
         got = "none ran" if best is None else f"the best reached {best:.1%}"

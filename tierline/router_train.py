@@ -14,6 +14,7 @@ import time
 from collections.abc import Sequence
 from functools import partial
 from pathlib import Path
+from typing import Any
 
 import click
 import yaml
@@ -25,7 +26,9 @@ from router.errors import InvalidInput
 from router.evaluation import evaluate, plan
 from router.live import policy_strategy
 from router.strategies import Cascade
+from router.traffic import items_from_traffic
 from router.training import train_routing
+from router.untrusted import loads
 from router.value_cascade import ValueCascade
 from tierline.bench_routing import check_priced, read_items, read_prices
 from tierline.folds import default_jobs, run_folds
@@ -34,8 +37,57 @@ out = Console(soft_wrap=True)
 err = Console(stderr=True, soft_wrap=True)
 
 
+def read_traffic(path: Path) -> list[Any]:
+    """A traffic file's records (JSONL, router.traffic's shape); errors name the line."""
+    try:
+        text = path.read_text(encoding="utf-8-sig")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise InvalidInput(f"{path}: cannot read traffic: {exc}") from exc
+    records = []
+    for number, line in enumerate(text.split("\n"), start=1):
+        if line.strip():
+            try:
+                records.append(loads(line))
+            except InvalidInput as exc:
+                raise InvalidInput(f"{path}: line {number}: {exc}") from exc
+    if not records:
+        raise InvalidInput(f"{path}: no shadowed records (the file is empty)")
+    return records
+
+
+def _from_traffic(path: Path, prices: Prices, out_path: Path, seed: int, target: float,
+                  folds: int, jobs: int, grader: str, in_force: str | None) -> None:
+    """Retrain from shadowed traffic; write the bundle and print its policy if promoted."""
+    from tierline.traffic_train import retrain_from_traffic
+
+    items = items_from_traffic(read_traffic(path), grader, str(path))
+    check_priced(items, prices, path, Path("--prices"))
+    result = retrain_from_traffic(items, prices, seed, target, folds, jobs, in_force)
+    if not result.promoted or result.bundle is None or result.strategy is None:
+        out.print(f"not promoted: {result.why}", highlight=False, markup=False)
+        return
+    npz, meta = save_bundle(result.bundle, out_path)
+    spec = policy_strategy(result.strategy)
+    assert spec is not None and isinstance(result.strategy, Cascade | ValueCascade)
+    spec["options"]["bundle"] = str(out_path)
+    policy = {"tiers": {f"t{i}": [m] for i, m in enumerate(result.strategy.tiers)},
+              "strategy": spec}
+    out.print(f"promoted: {result.why}; wrote {npz} and {meta}. In the policy:",
+              highlight=False, markup=False)
+    out.print(yaml.safe_dump(policy, sort_keys=False, default_flow_style=None).rstrip(),
+              highlight=False, markup=False)
+
+
 @click.command()
-@click.argument("dataset", type=click.Path(path_type=Path))
+@click.argument("dataset", type=click.Path(path_type=Path), required=False)
+@click.option("--from-traffic", "traffic_path", type=click.Path(path_type=Path), default=None,
+              help="train on shadowed traffic (graded by agreement with the top tier) "
+                   "instead of DATASET; promotes only a point cheaper than --in-force")
+@click.option("--grader", type=click.Choice(["choice", "recorded"]), default="recorded",
+              show_default=True, help="with --from-traffic: how answers are read "
+                                      "(choice letters, or letters then numbers)")
+@click.option("--in-force", default=None,
+              help="with --from-traffic: the label of the policy in force, kept unless beaten")
 @click.option("--prices", "prices_path", type=click.Path(path_type=Path), required=True,
               help="prices.yaml: USD per 1M input and output tokens per model")
 @click.option("--out", "out_path", type=click.Path(path_type=Path), required=True,
@@ -48,11 +100,20 @@ err = Console(stderr=True, soft_wrap=True)
               help="validation folds that pick it (with --target)")
 @click.option("--jobs", type=click.IntRange(min=1), default=None,
               help="validation folds run at once, one process each  [default: one per core]")
-def command(dataset: Path, prices_path: Path, out_path: Path, seed: int, target: float | None,
+def command(dataset: Path | None, traffic_path: Path | None, grader: str, in_force: str | None,
+            prices_path: Path, out_path: Path, seed: int, target: float | None,
             folds: int, jobs: int | None) -> None:
-    """Train every learned part on DATASET (all of it) and save the bundle."""
+    """Train every learned part on DATASET (all of it), or on shadowed traffic, and save
+    the bundle."""
     try:
+        if (dataset is None) == (traffic_path is None):
+            raise InvalidInput("give either DATASET or --from-traffic FILE")
         prices = read_prices(prices_path)
+        if traffic_path is not None:
+            _from_traffic(traffic_path, prices, out_path, seed, target or 0.95, folds,
+                          jobs or default_jobs(folds), grader, in_force)
+            return
+        assert dataset is not None
         items = read_items(dataset)
         check_priced(items, prices, dataset, prices_path)
         pick = (None if target is None else

@@ -304,6 +304,15 @@ class RequestLimits(_Frozen):
     max_output_tokens: int = Field(default=8_192, gt=0)
 
 
+class GuardSpec(_Frozen):
+    """The cost guard (router.guard): while the spend per 1k tokens of the calls started in
+    the last ``window_s`` runs above ``usd_per_1k_tokens_max``, new work starts one tier
+    cheaper."""
+
+    usd_per_1k_tokens_max: float = Field(gt=0, allow_inf_nan=False)
+    window_s: float = Field(default=30.0, gt=0, le=3600, allow_inf_nan=False)
+
+
 class Policy(_Frozen):
     """Tiers, models, lanes and routing settings for one environment."""
 
@@ -316,6 +325,7 @@ class Policy(_Frozen):
     bundling: BundlingSpec = BundlingSpec()
     requests: RequestLimits = RequestLimits()
     failure: FailureSpec = FailureSpec()
+    guard: GuardSpec | None = None  # absent: no cost guard
 
     @model_validator(mode="after")
     def _check(self) -> Policy:

@@ -73,6 +73,13 @@ class Runtime:
                                                      socket_connect_timeout=2))
 
     @cached_property
+    def spend(self) -> Any:
+        """The cost guard's window of recent spend, read from the record (workers/spend.py)."""
+        from workers.spend import SpendWindow
+
+        return SpendWindow(self.engine)
+
+    @cached_property
     def learned(self) -> tuple[Any, Any]:
         """The policy's trained bundle and the step machine built from it (see router.live);
         for kind ``agreement``, stand-ins for the bundle and the untrained step machine."""

@@ -98,7 +98,7 @@ attempts = Table(
     Column("usage_estimated", Boolean, nullable=False),
     Column("latency_s", Float, nullable=False),
     Column("usd", USD, nullable=False),
-    Column("started_at", Float, nullable=False),
+    Column("started_at", Float, nullable=False, index=True),  # the cost guard's window
     # The answer, kept only when its request was deferred mid-climb: it goes on from there
     # when it comes back instead of paying the call again. Null on every other attempt.
     Column("content", Text),

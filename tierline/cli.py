@@ -372,6 +372,7 @@ def _register_optional() -> None:
     from sim.cli import command as sim_command
     from tierline.bench_learning import command as bench_learning
     from tierline.bench_routing import command as bench_routing
+    from tierline.bundles_cli import command as bundles_command
     from tierline.classify import command as classify_command
     from tierline.router_train import command as router_train
 
@@ -390,6 +391,7 @@ def _register_optional() -> None:
         """Learned routing artifacts."""
 
     router_group.add_command(router_train, "train")
+    router_group.add_command(bundles_command, "bundles")
 
 
 _register_optional()

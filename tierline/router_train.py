@@ -56,7 +56,8 @@ def read_traffic(path: Path) -> list[Any]:
 
 
 def _from_traffic(path: Path, prices: Prices, out_path: Path, seed: int, target: float,
-                  folds: int, jobs: int, grader: str, in_force: str | None) -> None:
+                  folds: int, jobs: int, grader: str, in_force: str | None,
+                  record: bool) -> None:
     """Retrain from shadowed traffic; write the bundle and print its policy if promoted."""
     from tierline.traffic_train import retrain_from_traffic
 
@@ -74,12 +75,37 @@ def _from_traffic(path: Path, prices: Prices, out_path: Path, seed: int, target:
               "strategy": spec}
     out.print(f"promoted: {result.why}; wrote {npz} and {meta}. In the policy:",
               highlight=False, markup=False)
+    if record:
+        bundle_id = _record(out_path, policy, str(result.label), {
+            "records": len(items), "target": target,
+            "share_of_top": round(result.share or 0.0, 4),
+            "cost_vs_top": round(result.cost or 0.0, 4)})
+        out.print(f"recorded as bundle {bundle_id}, promoted (tierline router bundles list)",
+                  highlight=False)
     out.print(yaml.safe_dump(policy, sort_keys=False, default_flow_style=None).rstrip(),
               highlight=False, markup=False)
 
 
+def _record(path: Path, policy: dict[str, Any], label: str, metrics: dict[str, Any]) -> str:
+    """Register a promoted bundle in the database the settings name."""
+    import time
+
+    from workers.bundles import register
+    from workers.db import engine_for, upgrade
+    from workers.settings import load_settings
+
+    url = load_settings().database_url
+    upgrade(url)
+    with engine_for(url).begin() as conn:
+        return register(conn, str(path.resolve()), policy, label, metrics, time.time(),
+                        promote=True)
+
+
 @click.command()
 @click.argument("dataset", type=click.Path(path_type=Path), required=False)
+@click.option("--record", is_flag=True,
+              help="with --from-traffic: register a promoted bundle in the database "
+                   "(tierline router bundles)")
 @click.option("--from-traffic", "traffic_path", type=click.Path(path_type=Path), default=None,
               help="train on shadowed traffic (graded by agreement with the top tier) "
                    "instead of DATASET; promotes only a point cheaper than --in-force")
@@ -100,7 +126,8 @@ def _from_traffic(path: Path, prices: Prices, out_path: Path, seed: int, target:
               help="validation folds that pick it (with --target)")
 @click.option("--jobs", type=click.IntRange(min=1), default=None,
               help="validation folds run at once, one process each  [default: one per core]")
-def command(dataset: Path | None, traffic_path: Path | None, grader: str, in_force: str | None,
+def command(dataset: Path | None, record: bool, traffic_path: Path | None, grader: str,
+            in_force: str | None,
             prices_path: Path, out_path: Path, seed: int, target: float | None,
             folds: int, jobs: int | None) -> None:
     """Train every learned part on DATASET (all of it), or on shadowed traffic, and save
@@ -111,7 +138,7 @@ def command(dataset: Path | None, traffic_path: Path | None, grader: str, in_for
         prices = read_prices(prices_path)
         if traffic_path is not None:
             _from_traffic(traffic_path, prices, out_path, seed, target or 0.95, folds,
-                          jobs or default_jobs(folds), grader, in_force)
+                          jobs or default_jobs(folds), grader, in_force, record)
             return
         assert dataset is not None
         items = read_items(dataset)

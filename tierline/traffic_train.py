@@ -48,7 +48,8 @@ def retrain_from_traffic(items: Sequence[Item], prices: Prices, seed: int, targe
     except InvalidInput as exc:
         return Retrained(False, str(exc))
     held = means.get(in_force or "")
-    if held is not None and held[0] >= target and held[1] <= cost:
+    # The same point as the one in force is retrained on the records it now has.
+    if held is not None and in_force != label and held[0] >= target and held[1] <= cost:
         return Retrained(False, f"the policy in force ({in_force}) reached {held[0]:.1%} at "
                                 f"{held[1]:.1%}, no dearer than {label} at {cost:.1%}",
                          label, share, cost)

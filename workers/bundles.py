@@ -2,7 +2,8 @@
 
 At most one bundle is ``promoted`` (the one the policy should route with). Promoting
 another retires it; a rollback retires the promoted one and promotes again the newest
-older bundle that was ever promoted, so repeated rollbacks walk back through the versions. Errors are ``InvalidInput`` with the reason.
+older bundle that was ever promoted, so repeated rollbacks walk back through the versions.
+Errors are ``InvalidInput`` with the reason.
 """
 
 from __future__ import annotations

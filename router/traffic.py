@@ -2,9 +2,11 @@
 
 A shadowed request was answered by the routing in force and also sent to the top tier
 (and to the other tiers the learner trains on). Its record holds only what production
-saw: the prompt, and per model the response and its token counts. The grader is the top
-tier: a model's answer counts as right when it agrees with the top tier's (the same
-extracted answer), and the top tier's own as right. :func:`items_from_traffic` turns
+saw: the prompt, and per model the response and its token counts. The grader is the
+models' own agreement: the reference answer is the one most of the shadowed models give,
+ties going to the top tier's (with two models, the top tier's answer is the reference); a
+model's answer counts as right when it is the reference (the same extracted answer), and
+when no model gives an answer, only the top tier's counts. :func:`items_from_traffic` turns
 records into the items :func:`router.training.train_routing` learns from, so retraining
 from traffic is the same code as training on a recorded-outcome dataset.
 
@@ -40,6 +42,20 @@ def _int(value: Any, where: str) -> int:
     return value
 
 
+def reference_answer(answers: Mapping[str, str | None], top: str) -> str | None:
+    """The answer a shadowed request is graded by: the one most of its models give, ties
+    going to the top tier's (with two models, the top tier's own)."""
+    counts: dict[str, int] = {}
+    for answer in answers.values():
+        if answer is not None:
+            counts[answer] = counts.get(answer, 0) + 1
+    if not counts:
+        return None
+    most = max(counts.values())
+    leaders = [a for a, n in counts.items() if n == most]
+    return leaders[0] if len(leaders) == 1 else answers[top]
+
+
 def item_from_record(record: Any, grader_kind: str, where: str) -> Item:
     """One record as a training item graded by agreement with its top tier."""
     if grader_kind not in EXTRACTOR_FOR_GRADER:
@@ -61,10 +77,10 @@ def item_from_record(record: Any, grader_kind: str, where: str) -> Item:
         parsed[str(model)] = (out["response"], _int(out.get("prompt_tokens"), at),
                               _int(out.get("completion_tokens"), at))
     answers = {m: extract(text) for m, (text, _, _) in parsed.items()}
-    agreed = answers[top]
+    agreed = reference_answer(answers, top)
     outcomes = {m: Outcome(text, answers[m],
-                           1.0 if m == top or (agreed is not None and answers[m] == agreed)
-                           else 0.0, p, c)
+                           1.0 if (agreed is None and m == top)
+                           or (agreed is not None and answers[m] == agreed) else 0.0, p, c)
                 for m, (text, p, c) in parsed.items()}
     key = (agreed or "") if grader_kind == "choice" else None
     return Item(str(record.get("id", where)), prompt, grader_kind, key, {}, outcomes)

@@ -6,7 +6,7 @@ import pytest
 
 from router.dataset import Outcome
 from router.errors import InvalidInput
-from router.traffic import items_from_traffic, traffic_record
+from router.traffic import items_from_traffic, reference_answer, traffic_record
 
 
 def _record(cheap: str, top: str, key: str = "C") -> dict[str, object]:
@@ -30,6 +30,15 @@ def test_the_cheap_answer_is_right_when_it_agrees_with_the_top_tier(
     [item] = items_from_traffic([_record(cheap, top)], kind)
     assert item.outcomes["cheap"].score == score and item.outcomes["top"].score == 1.0
     assert item.key == key
+
+
+@pytest.mark.parametrize(("answers", "reference"), [
+    ({"a": "X", "b": "X", "top": "Y"}, "X"), ({"a": "X", "b": "Z", "top": "Y"}, "Y"),
+    ({"a": None, "b": None, "top": "Y"}, "Y"), ({"a": "X", "b": None, "top": None}, "X"),
+    ({"a": None, "b": None, "top": None}, None)])
+def test_the_reference_is_the_majority_answer_with_ties_to_the_top_tier(
+        answers: dict[str, str | None], reference: str | None) -> None:
+    assert reference_answer(answers, "top") == reference
 
 
 @pytest.mark.parametrize(("record", "reason"), [

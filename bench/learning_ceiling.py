@@ -1,11 +1,11 @@
-"""The ceiling of learning from agreement with the top tier: every train-split request
-shadowed (no shortage of records), the learner graded only by agreement with the top
-tier's answer, every method replayed on the held-out slice with the recorded scores.
+"""The ceiling of learning from shadowed traffic: every train-split request shadowed (no
+shortage of records), the learner graded only by the shadowed models' majority answer
+(router.traffic), every method replayed on the held-out slice with the recorded scores.
 
     python bench/learning_ceiling.py --data ../shared/data/routing/mmlu-pro/train.jsonl \
         --prices ../shared/data/routing/mmlu-pro/prices.yaml
 
-Prints, for the agreement-trained and the score-trained learner side by side, each live
+Prints, for the traffic-trained and the score-trained learner side by side, each live
 method's cost (as a share of the best model's) to reach 95% and 99% of the best model's
 accuracy on the held-out slice. The learner trains on the models tierline's day-one
 default asks (its two cheapest) and the top one.
@@ -47,7 +47,7 @@ def main() -> None:
         [traffic_record(it.id, it.prompt, day_one.target, {m: it.outcomes[m] for m in learned})
          for it in train], items[0].grader_kind)
     bands = ["mid"] * len(test)
-    by_grader = {"agreement with the top tier": train_routing(shadowed, prices, args.seed),
+    by_grader = {"the shadowed models' majority": train_routing(shadowed, prices, args.seed),
                  "recorded scores": train_routing(_only(train, learned), prices, args.seed)}
     reports = {name: evaluate(t, test, prices, bands) for name, t in by_grader.items()}
     print(f"{len(train)} train requests (all shadowed), {len(test)} held out; models "

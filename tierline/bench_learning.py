@@ -139,8 +139,10 @@ def _table(rows: Sequence[WindowRow], whole: WindowRow, offline: float | None) -
 @click.option("--retrain-every", type=click.IntRange(min=10), default=1000, show_default=True,
               help="requests between retrainings (also the window of the report)")
 @click.option("--seed", type=int, default=0, show_default=True)
-@click.option("--target", type=click.FloatRange(0, 1, min_open=True), default=0.95,
-              show_default=True, help="share of the top tier's answers a promoted bundle keeps")
+@click.option("--target", type=click.FloatRange(0, 1, min_open=True), default=0.9,
+              show_default=True,
+              help="share of the reference answers (the shadowed models' majority) that a "
+                   "promoted point must give")
 @click.option("--folds", type=click.IntRange(min=2), default=5, show_default=True)
 @click.option("--jobs", type=click.IntRange(min=1), default=None,
               help="validation folds run at once  [default: one per core]")

@@ -137,7 +137,7 @@ def command(dataset: Path | None, record: bool, traffic_path: Path | None, grade
             raise InvalidInput("give either DATASET or --from-traffic FILE")
         prices = read_prices(prices_path)
         if traffic_path is not None:
-            _from_traffic(traffic_path, prices, out_path, seed, target or 0.95, folds,
+            _from_traffic(traffic_path, prices, out_path, seed, target or 0.9, folds,
                           jobs or default_jobs(folds), grader, in_force, record)
             return
         assert dataset is not None

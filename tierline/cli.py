@@ -499,7 +499,9 @@ def _register_optional() -> None:
     """Commands whose modules live elsewhere: registered here, imported once, when a command
     that is not defined above is called (list new top-level ones in OPTIONAL_COMMANDS)."""
     from sim.cli import command as sim_command
+    from tierline.bench_learning import command as bench_learning
     from tierline.bench_routing import command as bench_routing
+    from tierline.bundles_cli import command as bundles_command
     from tierline.classify import command as classify_command
     from tierline.router_train import command as router_train
 
@@ -511,11 +513,13 @@ def _register_optional() -> None:
         """Benchmarks over recorded data."""
 
     bench.add_command(bench_routing, "routing")
+    bench.add_command(bench_learning, "learning")
 
     @main.group("router")
     def router_group() -> None:
         """Learned routing artifacts."""
 
     router_group.add_command(router_train, "train")
+    router_group.add_command(bundles_command, "bundles")
 
 

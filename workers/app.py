@@ -16,6 +16,7 @@ from typing import Any
 from celery import Celery
 
 from router.policy import LANES, Policy
+from workers.lease import lease_of
 from workers.settings import load_settings
 
 app = Celery("tierline", include=["workers.tasks"])
@@ -23,9 +24,10 @@ app = Celery("tierline", include=["workers.tasks"])
 
 def _config() -> dict[str, Any]:
     settings = load_settings()
-    # Redis redelivers an unacknowledged message (its worker died) after this long; it must
-    # exceed the longest bundle, or live bundles are delivered twice (harmless, but wasted).
-    visibility_s = float(os.environ.get("TIERLINE_VISIBILITY_TIMEOUT_S", "3600"))
+    # Redis redelivers an unacknowledged message (its worker died) after this long: a killed
+    # worker's bundle comes back within about a minute. Every call, round, write and
+    # countdown of a task is sized to fit inside it (workers.lease).
+    visibility_s = lease_of(os.environ).visibility_s
     config: dict[str, Any] = {
         "broker_url": settings.broker_url,
         "task_serializer": "json",

@@ -16,6 +16,7 @@ from router.errors import CircuitOpen, CutOff, TierlineError, TooSlow, Unavailab
 from router.latency import estimate
 from router.policy import ModelLimits, StrategySpec
 from workers.health import ANSWERED, CUT_OFF, FAILED, Seen
+from workers.lease import lease_of
 from workers.providers.base import Call, Completion
 from workers.providers.fanout import Outcome, run_calls
 from workers.records import AttemptRow, Price
@@ -48,7 +49,9 @@ def call_round(rt: Runtime, due: Sequence[tuple[Request, str]], started: float) 
         return []
     early_stop = rt.policy.strategy.early_stop
     rule = early_stop.rule() if early_stop is not None else None
-    deadlines = [min(request.deadline_at, started + MAX_CALL_TIMEOUT_S) for request, _ in due]
+    # Cut off inside the task's lease, or its message would be delivered twice (workers.lease).
+    cap_s = min(MAX_CALL_TIMEOUT_S, lease_of(rt.env).call_s)
+    deadlines = [min(request.deadline_at, started + cap_s) for request, _ in due]
     skipped = _advised_against(rt, due, deadlines, started)
     asked = [i for i in range(len(due)) if i not in skipped]
     calls = [Call(model=api_name(rt, model), messages=request.messages,

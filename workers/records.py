@@ -156,11 +156,21 @@ def record_decisions(conn: Connection, made: Sequence[Decision], now_s: float
     } for d in made], "request_id"))
     ids = [d.request_id for d in made]
     conn.execute(update(requests).where(among(conn, requests.c.id, ids),
-                                        requests.c.status == "accepted").values(status="routed"))
+                                        requests.c.status == "accepted")
+                 .values(status="routed", touched_at=now_s))
     stored = {d.request_id: d for d in made if d.request_id in new}
     # Only a concurrent redelivery can have stored another decision first: read those back.
     stored.update(load_decisions(conn, [i for i in ids if i not in new]))
     return stored
+
+
+def defer(conn: Connection, ids: Sequence[str], *, not_before: float | None, now_s: float
+          ) -> None:
+    """Note that these requests' work moved (``touched_at``), and, for a wait longer than a
+    countdown may take, when they may be sent again (``not_before``; the watchdog sends them)."""
+    if ids:
+        conn.execute(update(requests).where(among(conn, requests.c.id, ids))
+                     .values(not_before=not_before, touched_at=now_s))
 
 
 def load_decisions(conn: Connection, ids: Sequence[str]) -> dict[str, Decision]:
@@ -298,8 +308,8 @@ def record_outcomes(conn: Connection, made: Sequence[AttemptRow], done: Sequence
     returned = [r.request_id for r in done if (seen := (earlier or {}).get(r.request_id))
                 and seen.kept]
     drop_kept_answers(conn, returned)
-    for status in ("done", "failed"):
-        ids = [r.request_id for r in done if (r.status == "ok") == (status == "done")]
+    for status, ended in (("done", "ok"), ("failed", "failed"), ("expired", "expired")):
+        ids = [r.request_id for r in done if r.status == ended]
         if ids:  # a request cancelled or expired meanwhile keeps that status
             conn.execute(update(requests).where(among(conn, requests.c.id, ids),
                                                 requests.c.status.in_(("accepted", "routed")))

@@ -61,6 +61,8 @@ requests = Table(
     Column("enqueued_at", Float),  # null: accepted but not yet handed to the broker
     # accepted | routed | done | failed | cancelled | expired
     Column("status", String(16), nullable=False),
+    Column("not_before", Float),  # deferred past a countdown's reach: not sent before this
+    Column("touched_at", Float),  # its work last moved (routed, deferred, re-enqueued)
     UniqueConstraint("tenant", "idempotency_key", name="uq_requests_tenant_idempotency_key"),
 )
 Index("ix_requests_job_id_status", requests.c.job_id, requests.c.status)
@@ -69,6 +71,11 @@ Index("ix_requests_job_id_status", requests.c.job_id, requests.c.status)
 Index("ix_requests_unenqueued", requests.c.submitted_at,
       postgresql_where=requests.c.enqueued_at.is_(None),
       sqlite_where=requests.c.enqueued_at.is_(None))
+
+# The watchdog's question (requests still in flight) reads only those (schedules.watchdog).
+Index("ix_requests_unfinished", requests.c.deadline_at,
+      postgresql_where=requests.c.status.in_(("accepted", "routed")),
+      sqlite_where=requests.c.status.in_(("accepted", "routed")))
 
 decisions = Table(
     "decisions",

@@ -78,7 +78,7 @@ def watch(rt: Runtime, *, now_s: float | None = None, limit: int = MAX_PER_PASS)
             part = ids[start:start + chunk]
             route_requests.apply_async(args=[part], queue=ingress_queue(lane))
             with rt.engine.begin() as conn:
-                stalls.touch(conn, part, time.time())
+                stalls.touch(conn, part, now_s)
     if due:
         log.warning("watchdog: %d requests re-enqueued (due after a wait, or stalled)", len(due))
     return Pass(len(ended), len(due))

@@ -12,7 +12,14 @@ from decimal import Decimal
 
 from router.absorber import Limits, Reservation, scope_key
 from router.envelope import Request
-from router.errors import CircuitOpen, CutOff, TierlineError, TooSlow, Unavailable
+from router.errors import (
+    CircuitOpen,
+    CutOff,
+    DeadlineExceeded,
+    TierlineError,
+    TooSlow,
+    Unavailable,
+)
 from router.latency import estimate
 from router.policy import ModelLimits, StrategySpec
 from workers.health import ANSWERED, CUT_OFF, FAILED, Seen
@@ -66,6 +73,13 @@ def call_round(rt: Runtime, due: Sequence[tuple[Request, str]], started: float) 
     rt.health.record([seen for i, reply in zip(asked, replies, strict=True)
                       if (seen := _seen(due[i], reply, deadlines[i] - started)) is not None],
                      time.time())
+    # A call cut off by the lease, not by its request's deadline, timed out like a model
+    # that is down: it may be tried again (later, or another model), not counted as late.
+    replies = [Unavailable(f"{api_name(rt, due[i][1])}: no answer within {cap_s:.0f} s, the "
+                           "longest a call may take (see TIERLINE_VISIBILITY_TIMEOUT_S)")
+               if (isinstance(reply, CutOff) or type(reply) is DeadlineExceeded)
+               and deadlines[i] < due[i][0].deadline_at else reply
+               for i, reply in zip(asked, replies, strict=True)]
     outcomes: dict[int, Outcome] = {**skipped, **dict(zip(asked, replies, strict=True))}
     return [outcomes[i] for i in range(len(due))]
 

@@ -40,7 +40,7 @@ def test_a_bundle_whose_worker_is_killed_mid_call_is_redelivered_and_charged_onc
         url = sim_url(tmp_path / "sim.log", sim)
         env = {**os.environ, "TIERLINE_BROKER_URL": broker, "TIERLINE_DATABASE_URL": postgres_url,
                "TIERLINE_POLICY": str(POLICY), "TIERLINE_SIM_URL": url,
-               "TIERLINE_VISIBILITY_TIMEOUT_S": "4"}
+               "TIERLINE_VISIBILITY_TIMEOUT_S": "8"}  # calls may take 4 s
         worker = [sys.executable, "-m", "tierline", "worker", "--role", "all", "-c", "2", "--",
                   "--without-mingle", "--without-gossip"]
         workers.append(spawn([*worker, "-n", "doomed@%h"], env, tmp_path / "doomed.log", cwd=ROOT))

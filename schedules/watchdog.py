@@ -14,6 +14,9 @@ Beat runs it every :data:`WATCH_EVERY_S`. Each pass:
    sent twice is answered and charged once. Each is marked as moved, so the next pass does
    not send it again.
 
+Before both, calls written ahead (workers.ahead) by a task that is gone and never recorded
+are put in the ledger as attempts of unknown outcome, charged at their reserved estimate.
+
 What it recovers from: a message lost with a Redis restart, a task dropped by a fault
 nothing retried, a deferral whose countdown message was lost. Requests accepted but never
 handed to the broker are the sweeper's (schedules.sweeper).
@@ -27,7 +30,7 @@ from collections import defaultdict
 from dataclasses import dataclass
 
 from router.policy import Policy
-from workers import jobs, stalls
+from workers import ahead, jobs, stalls
 from workers.app import ingress_queue
 from workers.lease import lease_of
 from workers.runtime import Runtime
@@ -44,6 +47,7 @@ class Pass:
 
     expired: int
     resent: int
+    unknown: int = 0  # calls of unknown outcome put in the ledger
 
 
 def stall_after_s(policy: Policy, lane: str, visibility_s: float) -> float:
@@ -61,9 +65,15 @@ def watch(rt: Runtime, *, now_s: float | None = None, limit: int = MAX_PER_PASS)
     now_s = time.time() if now_s is None else now_s
     visibility_s = lease_of(rt.env).visibility_s
     with rt.engine.begin() as conn:
+        # Calls whose task is gone (older than a lease) and never recorded: unknown outcome,
+        # charged at their reserved estimate. First, so that the expired count them.
+        unknown = ahead.fold(conn, started_before=now_s - visibility_s)
         late = stalls.overdue(conn, deadline_before=now_s - visibility_s, limit=limit)
         ended = stalls.expire(conn, late, now_s)
         jobs.settle(conn, {j for j in ended.values() if j}, now_s)
+    if unknown:
+        log.warning("watchdog: %d calls of unknown outcome charged at their reserved estimate",
+                    unknown)
     if ended:
         log.warning("watchdog: %d requests expired at their deadline", len(ended))
     after = {lane: stall_after_s(rt.policy, lane, visibility_s) for lane in rt.policy.lanes}
@@ -81,4 +91,4 @@ def watch(rt: Runtime, *, now_s: float | None = None, limit: int = MAX_PER_PASS)
                 stalls.touch(conn, part, now_s)
     if due:
         log.warning("watchdog: %d requests re-enqueued (due after a wait, or stalled)", len(due))
-    return Pass(len(ended), len(due))
+    return Pass(len(ended), len(due), unknown)

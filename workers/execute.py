@@ -44,7 +44,7 @@ from router.envelope import Request
 from router.errors import BudgetExceeded, DeadlineExceeded, TooSlow
 from router.escalation import Judge, escalation_path, judge_for
 from router.output_budget import output_cap_for_band
-from workers import jobs, panel, records, stepping
+from workers import ahead, jobs, panel, records, stepping
 from workers.calls import (
     Budgeted,
     attempt_row,
@@ -117,6 +117,9 @@ def execute(rt: Runtime, request_ids: Sequence[str], now: Callable[[], float] = 
     """
     lease = lease_of(rt.env)
     began = now()
+    if resumed:  # calls its earlier run made and never recorded: unknown outcome, on record
+        with rt.engine.begin() as conn:
+            ahead.fold(conn, request_ids=request_ids)
     with rt.engine.connect() as conn:
         todo, decided = records.load_routable(conn, request_ids, began)
         jobs_by_request = records.job_of(conn, request_ids)
@@ -301,8 +304,15 @@ def _answers(rt: Runtime, due: list[tuple[_Pending, str]], started: float
     """Each due call's outcome, in order: the kept answer where there is one, else the
     model's reply, all asked at once."""
     asked = [i for i, (p, model) in enumerate(due) if model not in p.kept]
+    # The attempt numbers the calls will be recorded under: each request's next ones, in order.
+    seqs: list[int] = []
+    given: dict[int, int] = {}
+    for i in asked:
+        p = due[i][0]
+        seqs.append(given.get(id(p), p.seq))
+        given[id(p)] = seqs[-1] + 1
     replies = dict(zip(asked, call_round(rt, [(due[i][0].request, due[i][1]) for i in asked],
-                                         started), strict=True))
+                                         started, seqs), strict=True))
     return [replies[i] if i in replies else p.kept[model][0].outcome
             for i, (p, model) in enumerate(due)]
 

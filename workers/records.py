@@ -16,6 +16,7 @@ from sqlalchemy.engine import Connection
 
 from router.decide import Decision
 from router.envelope import Request
+from workers import ahead
 from workers.db import among, insert_ignore, insert_new, notify_jobs
 from workers.schema import attempts, charges, decisions, jobs, requests, results
 
@@ -291,8 +292,12 @@ def record_outcomes(conn: Connection, made: Sequence[AttemptRow], done: Sequence
                 "usd_per_1m_output": price.usd_per_1m_output, "usd": usd,
                 "usage_estimated": a.usage_estimated, "charged_at": a.started_at + a.latency_s,
                 "day": int((a.started_at + a.latency_s) // 86400)})
-    insert_ignore(conn, attempts, attempt_rows)
+    if insert_ignore(conn, attempts, attempt_rows) < len(attempt_rows):
+        # Some were on record already: a redelivery's repeat (nothing to do), or calls folded
+        # as of unknown outcome while this task still ran, which their real usage replaces.
+        ahead.settle_unknown(conn, attempt_rows, charge_rows)
     insert_ignore(conn, charges, charge_rows)
+    ahead.settle(conn, [a.id for a in made])  # their write-ahead rows are done with
     spent = {rid: seen.usd for rid, seen in (earlier or {}).items()}
     count = {rid: seen.attempts for rid, seen in (earlier or {}).items()}
     for row in attempt_rows:

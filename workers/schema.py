@@ -112,6 +112,26 @@ attempts = Table(
     Column("finish_reason", String(32)),
 )
 
+# Write-ahead attempts: one row per call, written before the provider is called and
+# deleted in the transaction that records the call's real attempt. A row that outlives its
+# task (the worker was killed after the call, or the write after it failed for good) is a
+# call of unknown outcome: it is folded into ``attempts`` and ``charges`` at its reserved
+# estimate (workers.ahead), so no paid call is missing from the ledger.
+pending_attempts = Table(
+    "pending_attempts",
+    metadata,
+    Column("id", String(80), primary_key=True),  # the attempt's id: "<request id>/<seq>"
+    Column("request_id", String(36), nullable=False, index=True),
+    Column("seq", Integer, nullable=False),
+    Column("model", String(200), nullable=False),
+    Column("tier", String(32), nullable=False),
+    Column("tokens_in", Integer, nullable=False),  # reserved: the prompt's estimate
+    Column("tokens_out", Integer, nullable=False),  # reserved: the output cap
+    Column("usd_per_1m_input", USD, nullable=False),
+    Column("usd_per_1m_output", USD, nullable=False),
+    Column("started_at", Float, nullable=False, index=True),
+)
+
 results = Table(
     "results",
     metadata,

@@ -85,7 +85,14 @@ def run(rt: Runtime, work: Sequence[tuple[Request, Decision]], first_seq: Mappin
         calls = [(states[i].request, states[i].called(m)) for i, m in planned]
         budget = reserve_round(rt, calls, started)
         due = budget.due
-        answers = dict(zip(due, call_round(rt, [calls[k] for k in due], started), strict=True))
+        given: dict[int, int] = {}
+        seqs = []
+        for k in due:  # the attempt numbers the calls will be recorded under, in order
+            i = planned[k][0]
+            seqs.append(given.get(i, states[i].seq))
+            given[i] = seqs[-1] + 1
+        answers = dict(zip(due, call_round(rt, [calls[k] for k in due], started, seqs),
+                           strict=True))
         settle_round(rt, budget.granted, answers)
         ended: set[int] = set()
         for k in sorted({*budget.deferred, *budget.refused}):

@@ -6,6 +6,9 @@
 watchdog re-enqueues a request that has not moved for longer than its lane allows.
 ``ix_requests_unfinished``: the watchdog's question (unfinished requests) on a partial index,
 so it reads only the requests still in flight.
+``pending_attempts``: write-ahead attempts, one row per call written before the provider is
+called and deleted when the call's attempt is recorded; one left behind is a call of
+unknown outcome, folded into the ledger at its reserved estimate (workers.ahead).
 
 Revision ID: 0009
 Revises: 0008
@@ -23,9 +26,26 @@ branch_labels = None
 depends_on = None
 
 UNFINISHED = "status IN ('accepted', 'routed')"
+USD = sa.Numeric(20, 10)
 
 
 def upgrade() -> None:
+    op.create_table(
+        "pending_attempts",
+        sa.Column("id", sa.String(length=80), nullable=False),
+        sa.Column("request_id", sa.String(length=36), nullable=False),
+        sa.Column("seq", sa.Integer(), nullable=False),
+        sa.Column("model", sa.String(length=200), nullable=False),
+        sa.Column("tier", sa.String(length=32), nullable=False),
+        sa.Column("tokens_in", sa.Integer(), nullable=False),
+        sa.Column("tokens_out", sa.Integer(), nullable=False),
+        sa.Column("usd_per_1m_input", USD, nullable=False),
+        sa.Column("usd_per_1m_output", USD, nullable=False),
+        sa.Column("started_at", sa.Float(), nullable=False),
+        sa.PrimaryKeyConstraint("id"),
+    )
+    op.create_index("ix_pending_attempts_request_id", "pending_attempts", ["request_id"])
+    op.create_index("ix_pending_attempts_started_at", "pending_attempts", ["started_at"])
     with op.batch_alter_table("requests", schema=None) as batch_op:
         batch_op.add_column(sa.Column("not_before", sa.Float(), nullable=True))
         batch_op.add_column(sa.Column("touched_at", sa.Float(), nullable=True))
@@ -34,6 +54,9 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
+    op.drop_index("ix_pending_attempts_started_at", table_name="pending_attempts")
+    op.drop_index("ix_pending_attempts_request_id", table_name="pending_attempts")
+    op.drop_table("pending_attempts")
     op.drop_index("ix_requests_unfinished", table_name="requests")
     with op.batch_alter_table("requests", schema=None) as batch_op:
         batch_op.drop_column("touched_at")

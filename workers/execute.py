@@ -135,7 +135,8 @@ def execute(rt: Runtime, request_ids: Sequence[str], now: Callable[[], float] = 
     outcome = Outcome()
     if rt.policy.strategy.options.get("bundle"):  # never defers a request it paid for
         first_seq = {rid: seen.next_seq for rid, seen in earlier.items()}
-        attempts, results = stepping.run(rt, work, first_seq, outcome, now)
+        attempts, results = stepping.run(rt, work, first_seq, outcome, now,
+                                         began + lease.rounds_s)
     else:
         attempts, results = _run_chains(rt, work, earlier, outcome, now, began + lease.rounds_s)
     results = [*late, *results]

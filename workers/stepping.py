@@ -54,8 +54,13 @@ class _State:
 
 
 def run(rt: Runtime, work: Sequence[tuple[Request, Decision]], first_seq: Mapping[str, int],
-        outcome: Outcome, now: Callable[[], float]) -> tuple[list[AttemptRow], list[ResultRow]]:
-    """Step every request of the bundle to an accepted answer."""
+        outcome: Outcome, now: Callable[[], float], rounds_until: float = float("inf")
+        ) -> tuple[list[AttemptRow], list[ResultRow]]:
+    """Step every request of the bundle to an accepted answer.
+
+    No round starts after ``rounds_until`` (the lease's share for rounds, workers.lease):
+    a request still stepping then takes the best answer it paid for, or, with none, is
+    deferred to go on at once in a new message."""
     bundle, strategy = rt.learned
     extract = EXTRACTORS[bundle.extractor]
     requests = [r for r, _ in work]
@@ -66,6 +71,13 @@ def run(rt: Runtime, work: Sequence[tuple[Request, Decision]], first_seq: Mappin
     results: list[ResultRow] = []
     active = list(range(len(states)))
     for _ in range(MAX_ROUNDS):
+        if active and now() > rounds_until:
+            for i in active:
+                if states[i].paid:
+                    results.append(_best_or_failed(rt, states[i], None, now(), now()))
+                else:
+                    outcome.deferred.append(states[i].request.id)
+            break
         planned: list[tuple[int, str]] = []
         for i in active:
             action = strategy.step(seen[i], states[i].paid)

@@ -54,7 +54,7 @@ def stall_after_s(policy: Policy, lane: str, visibility_s: float) -> float:
     """How long a request of ``lane`` may go without moving before it is sent again: a
     quarter of the lane's budget, at most ``failure.stall_after_s``, and never less than two
     visibility timeouts (a live task, or one waiting to be redelivered, is not stalled)."""
-    budget_s = policy.lanes[lane].latency_budget_s
+    budget_s = next(spec.latency_budget_s for name, spec in policy.lanes.items() if name == lane)
     return max(2 * visibility_s, min(budget_s / 4, policy.failure.stall_after_s))
 
 
@@ -76,7 +76,8 @@ def watch(rt: Runtime, *, now_s: float | None = None, limit: int = MAX_PER_PASS)
                     unknown)
     if ended:
         log.warning("watchdog: %d requests expired at their deadline", len(ended))
-    after = {lane: stall_after_s(rt.policy, lane, visibility_s) for lane in rt.policy.lanes}
+    after: dict[str, float] = {lane: stall_after_s(rt.policy, lane, visibility_s)
+                               for lane in rt.policy.lanes}
     with rt.engine.connect() as conn:
         due = stalls.stalled(conn, now_s=now_s, stall_after_s=after, limit=limit)
     by_lane: dict[str, list[str]] = defaultdict(list)

@@ -44,8 +44,6 @@ def upgrade() -> None:
         sa.Column("started_at", sa.Float(), nullable=False),
         sa.PrimaryKeyConstraint("id"),
     )
-    op.create_index("ix_pending_attempts_request_id", "pending_attempts", ["request_id"])
-    op.create_index("ix_pending_attempts_started_at", "pending_attempts", ["started_at"])
     with op.batch_alter_table("requests", schema=None) as batch_op:
         batch_op.add_column(sa.Column("not_before", sa.Float(), nullable=True))
         batch_op.add_column(sa.Column("touched_at", sa.Float(), nullable=True))
@@ -54,8 +52,6 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
-    op.drop_index("ix_pending_attempts_started_at", table_name="pending_attempts")
-    op.drop_index("ix_pending_attempts_request_id", table_name="pending_attempts")
     op.drop_table("pending_attempts")
     op.drop_index("ix_requests_unfinished", table_name="requests")
     with op.batch_alter_table("requests", schema=None) as batch_op:

@@ -14,7 +14,10 @@ Beat runs it every :data:`WATCH_EVERY_S`. Each pass:
    sent twice is answered and charged once. Each is marked as moved, so the next pass does
    not send it again.
 
-Before both, calls written ahead (workers.ahead) by a task that is gone and never recorded
+It also completes jobs with nothing left to answer that no bundle completed: two bundles
+that end a job's last requests at the same moment each see the other's as unfinished.
+
+Before all that, calls written ahead (workers.ahead) by a task that is gone and never recorded
 are put in the ledger as attempts of unknown outcome, charged at their reserved estimate.
 
 What it recovers from: a message lost with a Redis restart, a task dropped by a fault
@@ -39,6 +42,7 @@ log = logging.getLogger(__name__)
 
 WATCH_EVERY_S = 15.0
 MAX_PER_PASS = 10_000
+MAX_JOBS_PER_PASS = 1_000
 
 
 @dataclass(frozen=True)
@@ -71,6 +75,8 @@ def watch(rt: Runtime, *, now_s: float | None = None, limit: int = MAX_PER_PASS)
         late = stalls.overdue(conn, deadline_before=now_s - visibility_s, limit=limit)
         ended = stalls.expire(conn, late, now_s)
         jobs.settle(conn, {j for j in ended.values() if j}, now_s)
+    with rt.engine.begin() as conn:  # jobs with nothing left that no bundle completed
+        jobs.settle(conn, stalls.open_jobs(conn, limit=MAX_JOBS_PER_PASS), now_s)
     if unknown:
         log.warning("watchdog: %d calls of unknown outcome charged at their reserved estimate",
                     unknown)

@@ -12,7 +12,7 @@ from sqlalchemy.engine import Connection
 from router.deferral import expired_reason
 from workers.db import among, insert_ignore, notify_jobs
 from workers.records import drop_kept_answers
-from workers.schema import attempts, requests, results
+from workers.schema import attempts, jobs, requests, results
 
 IN_FLIGHT = ("accepted", "routed")
 
@@ -82,3 +82,12 @@ def expire(conn: Connection, ids: Sequence[str], now_s: float) -> dict[str, str 
     jobs_by_request = {rid: row.job_id for rid, row in rows.items()}
     notify_jobs(conn, jobs_by_request.values())
     return jobs_by_request
+
+
+def open_jobs(conn: Connection, *, limit: int) -> list[str]:
+    """Jobs still ``in_progress``: the watchdog settles them (two bundles that end a job's
+    last requests at the same time each see the other's as unfinished, and neither
+    completes the job)."""
+    stmt = (select(jobs.c.id).where(jobs.c.status == "in_progress")
+            .order_by(jobs.c.created_at).limit(limit))
+    return [job_id for (job_id,) in conn.execute(stmt)]

@@ -17,7 +17,7 @@ from tierline.client import Client
 from workers import records, routing
 from workers.ledger import reconcile
 from workers.runtime import Runtime
-from workers.schema import requests, results
+from workers.schema import jobs, requests, results
 from workers.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -91,3 +91,17 @@ def test_a_request_just_past_its_deadline_is_left_to_a_task_that_may_still_hold_
         conn.execute(update(requests).values(deadline_at=time.time() - 1))
     assert watch(rt).expired == 0  # a live task may be writing its answer
     assert watch(rt, now_s=time.time() + 61).expired == 1
+
+
+def test_a_job_whose_last_bundles_ended_together_is_completed(rt: Runtime) -> None:
+    _routed_and_lost(rt, 2)
+    with rt.engine.begin() as conn:  # both answered; neither bundle saw the other's commit
+        conn.execute(update(requests).values(status="done"))
+
+    def state() -> str:
+        with rt.engine.connect() as conn:
+            return str(conn.execute(select(jobs.c.status)).scalar_one())
+
+    assert state() == "in_progress"
+    watch(rt)
+    assert state() == "completed"

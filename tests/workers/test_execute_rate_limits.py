@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 from sqlalchemy import select
 
+from router.absorber import Limits, scope_key
 from router.labels import build_prompt
 from tests.workers.scripted import completion, demo_policy, route_here, runtime, serve
 from workers import execute
@@ -138,3 +139,16 @@ def test_a_request_whose_deadline_passed_while_it_waited_ends_expired_saying_whe
     with rt.engine.connect() as conn:
         assert conn.execute(select(requests.c.status)).scalar_one() == "expired"
         assert reconcile(conn).balanced
+
+
+def test_a_full_budget_that_opens_only_after_the_deadline_falls_back_instead_of_waiting(
+        tmp_path: Path, models_url: str) -> None:
+    data = demo_policy({"kind": "single"})
+    data["classifier"]["band_tiers"] = dict.fromkeys(("low", "mid", "high"), "t1")
+    data["models"]["sim-mid"]["limits"] = {"requests_per_minute": 1}
+    rt = runtime(tmp_path, models_url, data)
+    rt.absorber.reserve_many(scope_key("sim-mid", None), Limits.from_model_limits(
+        rt.policy.models["sim-mid"].limits), [1])  # this minute's one call is taken
+    [outcome] = route_here(rt, [{"prompt": "hi there", "lane": "realtime"}])
+    assert outcome.deferred == []  # a minute's wait is past a 10 s budget
+    assert _ended(rt) == [("ok", "sim-nano", None)]

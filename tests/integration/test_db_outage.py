@@ -1,6 +1,7 @@
 """Postgres refusing every connection for a while, mid-bundle: the tier worker's write is
-retried, then the task itself, and every request still ends answered and charged once in
-the ledger, with nobody typing a command."""
+retried, then the task itself, and every request still ends answered, with nobody typing a
+command; the calls whose outcome could not be written stay in the ledger (written ahead, at
+their estimate), and the ledger balances."""
 
 from __future__ import annotations
 

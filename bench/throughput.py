@@ -41,7 +41,8 @@ ROOT = Path(__file__).resolve().parent.parent
 BENCH_POLICY = ROOT / "policies" / "bench-instant.yaml"
 SIM_POLICY = ROOT / "policies" / "demo.yaml"
 ADMIN_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
-REDIS_URL = "redis://127.0.0.1:6379/9"  # the bench's own database: flushed per case
+# The bench's own database, flushed per case (TIERLINE_BENCH_REDIS_URL for another one).
+REDIS_URL = os.environ.get("TIERLINE_BENCH_REDIS_URL", "redis://127.0.0.1:6379/9")
 LABELS = ("billing", "shipping", "returns", "account", "other")
 INSTRUCTION = "Classify the text into exactly one of the labels. Answer with the label only.\n"
 WORDS = ("parcel order refund invoice card password late broken charged twice address "

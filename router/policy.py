@@ -289,12 +289,15 @@ class FailureSpec(_Frozen):
     escalates to a pricier model. ``fail_fast``: a model whose expected latency, learned from
     its recent calls (router.latency), exceeds what is left of a request's budget is not
     called; the request moves down its fallback chain, keeps the best answer it paid for,
-    or fails with the estimate in its error.
+    or fails with the estimate in its error. ``stall_after_s``: see schedules.watchdog.
     """
 
     on_budget: Literal["defer", "fallback"] = "defer"
     max_defer_s: float = Field(default=300.0, gt=0)  # a longer wait is re-checked after this
     fail_fast: bool = True
+    # The watchdog re-enqueues a request that has not moved for this long (less for a lane
+    # whose budget is short, never less than two broker visibility timeouts).
+    stall_after_s: float = Field(default=240.0, gt=0)
 
 
 class RequestLimits(_Frozen):

@@ -4,7 +4,8 @@
                                                   # TIERLINE_JOBS_DIR=folder of job YAMLs
     celery -A schedules.beat worker -Q schedules -c 2   # runs what beat sends
 
-Entries: the stranded-request sweeper every 30 s, the daily report at 00:15 UTC
+Entries: the stranded-request sweeper every 30 s, the watchdog every 15 s
+(schedules.watchdog), the daily report at 00:15 UTC
 (``$TIERLINE_REPORT_SCHEDULE``: another cron, UTC, or ``off``), and each job file in
 ``$TIERLINE_JOBS_DIR`` that has a ``schedule`` (cron, UTC) as a nightly classification. The
 schedule is built when beat starts, not at import. A job file or report schedule that does
@@ -30,6 +31,7 @@ from celery.schedules import crontab
 
 from schedules.nightly import SCHEDULES_QUEUE
 from schedules.reports import REPORT_TASK
+from schedules.watchdog import WATCH_EVERY_S
 from workers.app import app
 from workers.settings import load_settings
 
@@ -69,6 +71,8 @@ def build_schedule(jobs_dir: Path | None, *, sweep_every_s: float = SWEEP_EVERY_
         "sweep-stranded": {"task": "tierline.sweep_stranded", "schedule": sweep_every_s,
                            # a sweep that waited longer than its period is superseded
                            "options": {"queue": SCHEDULES_QUEUE, "expires": sweep_every_s}},
+        "watchdog": {"task": "tierline.watch_requests", "schedule": WATCH_EVERY_S,
+                     "options": {"queue": SCHEDULES_QUEUE, "expires": WATCH_EVERY_S}},
     }
     if report_schedule.strip().lower() != "off":
         try:

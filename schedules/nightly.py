@@ -86,6 +86,16 @@ def sweep_stranded() -> int:
     return enqueue_stranded(runtime())
 
 
+@app.task(name="tierline.watch_requests")
+def watch_requests() -> dict[str, int]:
+    """One watchdog pass: expire requests past their deadline, re-enqueue the stalled and
+    those whose wait is over (see ``schedules.watchdog``)."""
+    from schedules.watchdog import watch
+
+    done = watch(runtime())
+    return {"expired": done.expired, "resent": done.resent}
+
+
 @app.task(name="tierline.classify_nightly")
 def classify_nightly(job_file: str) -> str:
     """Submit today's run of a classification job file; its finisher takes over."""

@@ -13,7 +13,7 @@ from rich.console import Console
 from rich.table import Table
 
 from router.errors import InvalidInput
-from workers.ledger import reconcile, rollup
+from workers.ledger import reconcile, rollup, unknowns
 from workers.runtime import runtime
 
 
@@ -38,6 +38,7 @@ def show_charges(*, since: str | None, until: str | None, by: Sequence[str], fmt
         rows = rollup(conn, by, since_s=parse_time(since, "--since"),
                       until_s=parse_time(until, "--until"))
         balance = reconcile(conn)
+        unknown = unknowns(conn)
     columns = [*by, "calls", "tokens_in", "tokens_out", "estimated", "usd"]
     if fmt == "table":
         table = Table(title="charges (UTC days)")
@@ -49,6 +50,11 @@ def show_charges(*, since: str | None, until: str | None, by: Sequence[str], fmt
         state = "balanced" if balance.balanced else "[red]NOT balanced[/red]"
         console.print(f"ledger ${balance.charges_usd:.6f}, attempts ${balance.attempts_usd:.6f}, "
                       f"results ${balance.results_usd:.6f}: {state}")
+        if unknown.calls or unknown.in_flight:
+            console.print(f"of which {unknown.calls} calls of unknown outcome (the worker stopped "
+                          f"after calling), charged at their reserved estimate: "
+                          f"${unknown.usd:.6f}; {unknown.in_flight} calls written ahead and not "
+                          "yet recorded")
         return
     if fmt == "json":
         text = json.dumps([{**r, "usd": str(r["usd"])} for r in rows], indent=1) + "\n"

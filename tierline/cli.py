@@ -339,6 +339,11 @@ def sweep(intake_timeout: float | None) -> None:
                   "once)", highlight=False)
     n = enqueue_stranded(rt, min_age_s=0.0, stalled_after_s=timeout)
     out.print(f"{n} stranded requests enqueued", highlight=False)
+    from schedules.watchdog import watch
+
+    done = watch(rt)  # what the watchdog on beat does every 15 s
+    out.print(f"{done.resent} stalled requests re-enqueued, {done.expired} expired at their "
+              "deadline", highlight=False)
 
 
 @main.command()

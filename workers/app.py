@@ -17,6 +17,7 @@ from celery import Celery
 from celery.signals import worker_init
 
 from router.policy import LANES, Policy
+from workers.lease import lease_of
 from workers.settings import load_settings
 
 app = Celery("tierline", include=["workers.tasks"])
@@ -24,9 +25,10 @@ app = Celery("tierline", include=["workers.tasks"])
 
 def _config() -> dict[str, Any]:
     settings = load_settings()
-    # Redis redelivers an unacknowledged message (its worker died) after this long; it must
-    # exceed the longest bundle, or live bundles are delivered twice (harmless, but wasted).
-    visibility_s = float(os.environ.get("TIERLINE_VISIBILITY_TIMEOUT_S", "3600"))
+    # Redis redelivers an unacknowledged message (its worker died) after this long: a killed
+    # worker's bundle comes back within about a minute. Every call, round, write and
+    # countdown of a task is sized to fit inside it (workers.lease).
+    visibility_s = lease_of(os.environ).visibility_s
     config: dict[str, Any] = {
         "broker_url": settings.broker_url,
         "task_serializer": "json",
@@ -40,9 +42,11 @@ def _config() -> dict[str, Any]:
         "worker_hijack_root_logger": False,
         "broker_transport_options": {
             "visibility_timeout": visibility_s,
-            # sweep for abandoned messages often enough for the timeout to mean what it says
-            "unacked_restore_interval": max(1, min(10, int(visibility_s / 2))),
-            "unacked_restore_throttle": 1 if visibility_s < 60 else 10,
+            # Sweep for abandoned messages every few seconds, each sweep a real scan (kombu's
+            # default throttle of 10 makes it one scan per 100 s: a killed worker's bundle
+            # then came back 104 s after the kill, not 60-70 s).
+            "unacked_restore_interval": max(1, min(10, int(visibility_s / 6))),
+            "unacked_restore_throttle": 1,
         },
     }
     prefix = os.environ.get("TIERLINE_BROKER_KEYPREFIX")

@@ -12,10 +12,20 @@ from decimal import Decimal
 
 from router.absorber import Limits, Reservation, scope_key
 from router.envelope import Request
-from router.errors import CircuitOpen, CutOff, TierlineError, TooSlow, Unavailable
+from router.errors import (
+    CircuitOpen,
+    CutOff,
+    DeadlineExceeded,
+    TierlineError,
+    TooSlow,
+    Unavailable,
+)
 from router.latency import estimate
 from router.policy import ModelLimits, StrategySpec
+from workers import ahead
+from workers.ahead import Ahead
 from workers.health import ANSWERED, CUT_OFF, FAILED, Seen
+from workers.lease import lease_of
 from workers.providers.base import Call, Completion
 from workers.providers.fanout import Outcome, run_calls
 from workers.records import AttemptRow, Price
@@ -38,23 +48,30 @@ def prices_of(rt: Runtime) -> dict[str, Price]:
             for name, spec in rt.policy.models.items()}
 
 
-def call_round(rt: Runtime, due: Sequence[tuple[Request, str]], started: float) -> list[Outcome]:
+def call_round(rt: Runtime, due: Sequence[tuple[Request, str]], started: float,
+               seqs: Sequence[int] | None = None) -> list[Outcome]:
     """Call ``model`` for each ``(request, model)`` at once; outcomes in the same order.
 
     Calls the model health registry advises against are not made: a model whose breaker is
     open (:class:`CircuitOpen`), or one that cannot be expected to finish before the
-    request's deadline (:class:`TooSlow`). How each call ended goes to the registry."""
+    request's deadline (:class:`TooSlow`). How each call ended goes to the registry.
+    ``seqs``: each call's attempt number; with them, the calls to be made are put on record
+    first, in one statement (write-ahead attempts, workers.ahead)."""
     if not due:
         return []
     early_stop = rt.policy.strategy.early_stop
     rule = early_stop.rule() if early_stop is not None else None
-    deadlines = [min(request.deadline_at, started + MAX_CALL_TIMEOUT_S) for request, _ in due]
+    # Cut off inside the task's lease, or its message would be delivered twice (workers.lease).
+    cap_s = min(MAX_CALL_TIMEOUT_S, lease_of(rt.env).call_s)
+    deadlines = [min(request.deadline_at, started + cap_s) for request, _ in due]
     skipped = _advised_against(rt, due, deadlines, started)
     asked = [i for i in range(len(due)) if i not in skipped]
     calls = [Call(model=api_name(rt, model), messages=request.messages,
                   max_output_tokens=request.max_output_tokens, key=i, early_stop=rule,
                   sink=Sink(rt.relay, request.id, model) if relayed(rt, request) else None)
              for i, (request, model) in ((i, due[i]) for i in asked)]
+    if seqs is not None and asked:
+        _write_ahead(rt, [(due[i][0], due[i][1], seqs[i]) for i in asked], started)
     models = {model for _, model in due}
     replies = run_calls(
         calls, {api_name(rt, m): rt.providers[m] for m in models},
@@ -63,8 +80,26 @@ def call_round(rt: Runtime, due: Sequence[tuple[Request, str]], started: float) 
     rt.health.record([seen for i, reply in zip(asked, replies, strict=True)
                       if (seen := _seen(due[i], reply, deadlines[i] - started)) is not None],
                      time.time())
+    # A call cut off by the lease, not by its request's deadline, timed out like a model
+    # that is down: it may be tried again (later, or another model), not counted as late.
+    replies = [Unavailable(f"{api_name(rt, due[i][1])}: no answer within {cap_s:.0f} s, the "
+                           "longest a call may take (see TIERLINE_VISIBILITY_TIMEOUT_S)")
+               if (isinstance(reply, CutOff) or type(reply) is DeadlineExceeded)
+               and deadlines[i] < due[i][0].deadline_at else reply
+               for i, reply in zip(asked, replies, strict=True)]
     outcomes: dict[int, Outcome] = {**skipped, **dict(zip(asked, replies, strict=True))}
     return [outcomes[i] for i in range(len(due))]
+
+
+def _write_ahead(rt: Runtime, calls: Sequence[tuple[Request, str, int]], started: float
+                 ) -> None:
+    """Each call on record before it is made, with the tokens reserved for it."""
+    prices = prices_of(rt)
+    with rt.engine.begin() as conn:
+        ahead.write(conn, [Ahead(
+            request.id, seq, model, rt.policy.tier_of(model), len(request.prompt_text) // 4 + 1,
+            request.max_output_tokens, prices[model].usd_per_1m_input,
+            prices[model].usd_per_1m_output, started) for request, model, seq in calls])
 
 
 def _seen(call: tuple[Request, str], reply: Outcome, allowed_s: float) -> Seen | None:

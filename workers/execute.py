@@ -30,21 +30,22 @@ detail.
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
 from router.absorber import Reservation
-from router.breaker import retry_later_s
 from router.decide import Decision, fallback_chain
+from router.deferral import defer_s, expired, expired_reason, waits_at_once
 from router.early_stop import EARLY_STOP
 from router.envelope import Request
-from router.errors import DeadlineExceeded, TooSlow
+from router.errors import BudgetExceeded, DeadlineExceeded, TooSlow
 from router.escalation import Judge, escalation_path, judge_for
 from router.live import steps_live
 from router.output_budget import output_cap_for_band
-from workers import jobs, panel, records, stepping
+from workers import ahead, jobs, panel, records, stepping
 from workers.calls import (
     Budgeted,
     attempt_row,
@@ -54,12 +55,18 @@ from workers.calls import (
     reserve_round,
     settle_round,
 )
+from workers.lease import Lease, lease_of
 from workers.panel import Asked, PanelPlan
 from workers.providers.base import Completion
 from workers.providers.fanout import Outcome as CallOutcome
 from workers.records import AttemptRow, OnRecord, ResultRow
 from workers.relay import end_streams
 from workers.runtime import Runtime
+from workers.transient import TRANSIENT_DB_ERRORS, transient
+
+log = logging.getLogger(__name__)
+WRITE_RETRY_FIRST_S = 0.5
+WRITE_RETRY_MAX_S = 4.0
 
 
 @dataclass
@@ -109,28 +116,61 @@ def execute(rt: Runtime, request_ids: Sequence[str], now: Callable[[], float] = 
     the ones already recorded and reuses the answers kept for it; only then is the lookup
     worth its query.
     """
+    lease = lease_of(rt.env)
+    began = now()
+    if resumed:  # calls its earlier run made and never recorded: unknown outcome, on record
+        with rt.engine.begin() as conn:
+            ahead.fold(conn, request_ids=request_ids)
     with rt.engine.connect() as conn:
-        todo, decided = records.load_routable(conn, request_ids, now())
+        todo, decided = records.load_routable(conn, request_ids, began)
         jobs_by_request = records.job_of(conn, request_ids)
         earlier = records.on_record(conn, request_ids) if resumed else {}
     caps = rt.policy.strategy.output_caps_by_band
+    # A request whose deadline passed while it waited (in a queue, a deferral, an outage)
+    # ends expired, saying when; it is not sent to a model with no time left.
+    late = [ResultRow(r.id, "expired", None, None, expired_reason(r.deadline_at), began)
+            for r in todo if expired(r.deadline_at, began)]
     work = [(replace(r, max_output_tokens=output_cap_for_band(d.band, caps, r.max_output_tokens)),
-             d) for r in todo if (d := decided.get(r.id)) is not None]
+             d) for r in todo
+            if (d := decided.get(r.id)) is not None and not expired(r.deadline_at, began)]
     outcome = Outcome()
     if steps_live(rt.policy):  # a step machine: never defers a request it paid for
         first_seq = {rid: seen.next_seq for rid, seen in earlier.items()}
-        attempts, results = stepping.run(rt, work, first_seq, outcome, now)
+        attempts, results = stepping.run(rt, work, first_seq, outcome, now,
+                                         began + lease.rounds_s)
     else:
-        attempts, results = _run_chains(rt, work, earlier, outcome, now)
-    with rt.engine.begin() as conn:
-        records.record_outcomes(conn, attempts, results, prices_of(rt),
-                                {r.id: r for r in todo}, jobs_by_request, earlier)
-        # Also ends jobs whose window closed: their requests were skipped above.
-        jobs.settle(conn, {j for j in jobs_by_request.values() if j}, now())
+        attempts, results = _run_chains(rt, work, earlier, outcome, now, began + lease.rounds_s)
+    results = [*late, *results]
+    _write(rt, lease, now, attempts, results, {r.id: r for r in todo}, jobs_by_request, earlier)
     streamed = {r.id for r in todo if relayed(rt, r)}
     end_streams(rt.relay, [row.request_id for row in results if row.request_id in streamed])
     outcome.finished = len(results)
     return outcome
+
+
+def _write(rt: Runtime, lease: Lease, now: Callable[[], float], attempts: list[AttemptRow],
+           results: list[ResultRow], context: dict[str, Request],
+           jobs_by_request: dict[str, str | None], earlier: Mapping[str, OnRecord]) -> None:
+    """Record the bundle's attempts, charges and results in one transaction, retried through
+    a short database outage (the calls are paid: writing them is worth waiting for); past
+    the lease's share for writes the error goes up, and the task is retried."""
+    gives_up_at = now() + lease.write_s
+    wait_s = WRITE_RETRY_FIRST_S
+    while True:
+        try:
+            with rt.engine.begin() as conn:
+                records.record_outcomes(conn, attempts, results, prices_of(rt), context,
+                                        jobs_by_request, earlier)
+                # Also ends jobs whose window closed: their requests were skipped above.
+                jobs.settle(conn, {j for j in jobs_by_request.values() if j}, now())
+            return
+        except TRANSIENT_DB_ERRORS as error:
+            if not transient(error) or now() + wait_s > gives_up_at:
+                raise
+            log.warning("writing a bundle's outcome failed (%s); again in %.1f s",
+                        type(error).__name__, wait_s)
+            time.sleep(wait_s)
+            wait_s = min(2 * wait_s, WRITE_RETRY_MAX_S)
 
 
 def _start(rt: Runtime, request: Request, decision: Decision, escalates: bool,
@@ -146,10 +186,15 @@ def _start(rt: Runtime, request: Request, decision: Decision, escalates: bool,
 
 
 def _run_chains(rt: Runtime, work: Sequence[tuple[Request, Decision]],
-                earlier: Mapping[str, OnRecord], outcome: Outcome, now: Callable[[], float]
+                earlier: Mapping[str, OnRecord], outcome: Outcome, now: Callable[[], float],
+                rounds_until: float = float("inf")
                 ) -> tuple[list[AttemptRow], list[ResultRow]]:
     """The decided model first, falling back along its chain; cascades climb on weak answers;
-    panels (parallel, hybrid) ask several models in one round and take their vote."""
+    panels (parallel, hybrid) ask several models in one round and take their vote.
+
+    No round starts after ``rounds_until`` (the lease's share for rounds, workers.lease):
+    requests still climbing then are deferred with what they paid for, to go on at once in
+    a new message."""
     judge = judge_for(rt.policy)
     plan = panel.plan_of(rt.policy)
     pending = [_start(rt, r, d, judge is not None, plan) for r, d in work]
@@ -164,6 +209,10 @@ def _run_chains(rt: Runtime, work: Sequence[tuple[Request, Decision]],
     awaiting: list[panel.Awaiting] = []  # parallel votes the evaluator has yet to check
     while pending:
         started = now()
+        if started > rounds_until:
+            outcome.deferred.extend(p.request.id for p in pending)
+            keep.update(((p.request.id, seq), c) for p in pending for seq, c in p.paid.items())
+            break
         if plan is not None and plan.kind == "hybrid":
             for p in pending:  # the cascade reached the critical step: verify it
                 if p.panel is None and p.model == plan.critical_model:
@@ -200,15 +249,25 @@ def _run_chains(rt: Runtime, work: Sequence[tuple[Request, Decision]],
                     retry.append(p)
                 else:
                     results.append(_accepted(p, lead, now()))
+            elif waits_at_once(lead.outcome, p.request.lane) and (later_s := defer_s(
+                    lead.outcome, lane=p.request.lane, tries=p.seq,
+                    deadline_at=p.request.deadline_at, now_s=now())) is not None:
+                # A rate limit: wait for the window of the model it was routed to, keeping
+                # what the request paid for so far.
+                outcome.deferred.append(p.request.id)
+                outcome.retry_after_s = max(outcome.retry_after_s, later_s)
+                keep.update(((p.request.id, seq), c) for seq, c in p.paid.items())
             elif p.best is not None and (_out_of_time(lead.outcome) or len(p.chain) == 1):
                 results.append(_result(p, p.best, now()))
             elif _out_of_time(lead.outcome) or len(p.chain) == 1:
-                later_s = retry_later_s(lead.outcome, p.seq, p.request.deadline_at, now())
+                later_s = defer_s(lead.outcome, lane=p.request.lane, tries=p.seq,
+                                  deadline_at=p.request.deadline_at, now_s=now())
                 if later_s is not None:
                     outcome.deferred.append(p.request.id)  # every model down: try again later
                     outcome.retry_after_s = max(outcome.retry_after_s, later_s)
+                    keep.update(((p.request.id, seq), c) for seq, c in p.paid.items())
                 else:
-                    results.append(_failed(p, asked, now()))
+                    results.append(_failed(p, asked, started, now()))
             else:
                 p.chain.pop(0)
                 retry.append(p)
@@ -247,8 +306,15 @@ def _answers(rt: Runtime, due: list[tuple[_Pending, str]], started: float
     """Each due call's outcome, in order: the kept answer where there is one, else the
     model's reply, all asked at once."""
     asked = [i for i, (p, model) in enumerate(due) if model not in p.kept]
+    # The attempt numbers the calls will be recorded under: each request's next ones, in order.
+    seqs: list[int] = []
+    given: dict[int, int] = {}
+    for i in asked:
+        p = due[i][0]
+        seqs.append(given.get(id(p), p.seq))
+        given[id(p)] = seqs[-1] + 1
     replies = dict(zip(asked, call_round(rt, [(due[i][0].request, due[i][1]) for i in asked],
-                                         started), strict=True))
+                                         started, seqs), strict=True))
     return [replies[i] if i in replies else p.kept[model][0].outcome
             for i, (p, model) in enumerate(due)]
 
@@ -319,7 +385,12 @@ def _reserve(rt: Runtime, pending: list[_Pending], results: list[ResultRow], now
                 (p.panel or {}).setdefault("no_budget", []).append(model)
             continue
         never = i in budget.refused
-        if len(p.chain) > 1 and (never or rt.policy.failure.on_budget == "fallback"):
+        # A window that opens only after the deadline is as good as none.
+        too_late = not never and defer_s(
+            BudgetExceeded("no room now", retry_after_s=budget.wait_s), lane=p.request.lane,
+            tries=p.seq, deadline_at=p.request.deadline_at, now_s=now_s) is None
+        if len(p.chain) > 1 and (never or too_late
+                                 or rt.policy.failure.on_budget == "fallback"):
             p.chain.pop(0)  # an equal-or-cheaper model with its own budget
             if p.verify:  # asked alone: the panel's models stay where the budget holds them
                 (p.panel or {}).setdefault("no_budget", []).append(model)
@@ -329,9 +400,24 @@ def _reserve(rt: Runtime, pending: list[_Pending], results: list[ResultRow], now
             results.append(ResultRow(p.request.id, "failed", p.model, None,
                                      f"BudgetExceeded: no budget of {p.model} can ever take "
                                      "this request", now_s, p.panel))
+        elif too_late:
+            results.append(_out_of_budget(p, budget.wait_s, now_s))
         else:
             waiting.append(p)
     return due, held, later, waiting, budget.wait_s
+
+
+def _out_of_budget(p: _Pending, wait_s: float, now_s: float) -> ResultRow:
+    """A request whose model's budget has no room before its deadline: its best answer so far,
+    or a failure saying when the window opens (expired, if the deadline already passed)."""
+    if p.best is not None:
+        return _result(p, p.best, now_s)
+    if expired(p.request.deadline_at, now_s):
+        return ResultRow(p.request.id, "expired", p.model, None,
+                         expired_reason(p.request.deadline_at), now_s, p.panel)
+    return ResultRow(p.request.id, "failed", p.model, None,
+                     f"BudgetExceeded: no room in the token budget of {p.model} for "
+                     f"{wait_s:.0f} s, past the request's deadline", now_s, p.panel)
 
 
 def _reserve_unkept(rt: Runtime, planned: list[tuple[_Pending, str]], now_s: float
@@ -408,8 +494,14 @@ def _picked(w: panel.Awaiting, pick: Asked, now_s: float) -> ResultRow:
     return ResultRow(w.request.id, "ok", pick.model, completion.text, None, now_s, detail)
 
 
-def _failed(p: _Pending, asked: Sequence[Asked], now_s: float) -> ResultRow:
-    """A request nothing answered: the error of its last call, or of every panel call."""
+def _failed(p: _Pending, asked: Sequence[Asked], started: float, now_s: float) -> ResultRow:
+    """A request nothing answered: the error of its last call, or of every panel call; one
+    whose deadline had passed before its last round began (or whose call found it passed)
+    is expired, whatever its last call met."""
+    ran_out = all(type(a.outcome) is DeadlineExceeded for a in asked)
+    if expired(p.request.deadline_at, started) or ran_out:
+        return ResultRow(p.request.id, "expired", p.model, None,
+                         expired_reason(p.request.deadline_at), now_s, p.panel)
     if len(asked) == 1:
         error = f"{type(asked[0].outcome).__name__}: {asked[0].outcome}"
     else:

@@ -12,7 +12,8 @@ from typing import Any
 from sqlalchemy import func, select
 from sqlalchemy.engine import Connection
 
-from workers.schema import attempts, charges, results
+from workers.ahead import UNKNOWN
+from workers.schema import attempts, charges, pending_attempts, results
 
 GROUPS = {"model": charges.c.model, "tenant": charges.c.tenant, "job": charges.c.job_id,
           "lane": charges.c.lane, "day": charges.c.day}
@@ -70,3 +71,22 @@ def reconcile(conn: Connection) -> Reconciliation:
         return Decimal(conn.execute(select(func.coalesce(func.sum(column), 0))).scalar_one())
 
     return Reconciliation(total(charges.c.usd), total(attempts.c.usd), total(results.c.usd))
+
+
+@dataclass(frozen=True)
+class Unknowns:
+    """Calls whose outcome was never recorded, charged at their reserved estimate, and calls
+    written ahead and not yet recorded (in flight now, or of a task the watchdog has yet to
+    see gone)."""
+
+    calls: int
+    usd: Decimal
+    in_flight: int
+
+
+def unknowns(conn: Connection) -> Unknowns:
+    """The ledger's calls of unknown outcome (see workers.ahead)."""
+    calls, usd = conn.execute(select(func.count(), func.coalesce(func.sum(attempts.c.usd), 0))
+                              .where(attempts.c.error.like(f"{UNKNOWN}:%"))).one()
+    in_flight = conn.execute(select(func.count()).select_from(pending_attempts)).scalar_one()
+    return Unknowns(int(calls), Decimal(usd), int(in_flight))

@@ -139,7 +139,8 @@ def evaluate(rt: Runtime, waiting: Sequence[Awaiting], evaluator: str,
             for w in waiting]
     budget = reserve_round(rt, [(a, evaluator) for a in asks], started)
     due = budget.due
-    answers = call_round(rt, [(asks[i], evaluator) for i in due], started)
+    answers = call_round(rt, [(asks[i], evaluator) for i in due], started,
+                         [waiting[i].seq for i in due])
     settle_round(rt, {due.index(i): held for i, held in budget.granted.items()},
                  dict(enumerate(answers)))
     replies = dict(zip(due, answers, strict=True))

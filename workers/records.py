@@ -16,6 +16,7 @@ from sqlalchemy.engine import Connection
 
 from router.decide import Decision
 from router.envelope import Request
+from workers import ahead
 from workers.db import among, insert_ignore, insert_new, notify_jobs
 from workers.schema import attempts, charges, decisions, jobs, requests, results
 
@@ -160,11 +161,21 @@ def record_decisions(conn: Connection, made: Sequence[Decision], now_s: float
     } for d in made], "request_id"))
     ids = [d.request_id for d in made]
     conn.execute(update(requests).where(among(conn, requests.c.id, ids),
-                                        requests.c.status == "accepted").values(status="routed"))
+                                        requests.c.status == "accepted")
+                 .values(status="routed", touched_at=now_s))
     stored = {d.request_id: d for d in made if d.request_id in new}
     # Only a concurrent redelivery can have stored another decision first: read those back.
     stored.update(load_decisions(conn, [i for i in ids if i not in new]))
     return stored
+
+
+def defer(conn: Connection, ids: Sequence[str], *, not_before: float | None, now_s: float
+          ) -> None:
+    """Note that these requests' work moved (``touched_at``), and, for a wait longer than a
+    countdown may take, when they may be sent again (``not_before``; the watchdog sends them)."""
+    if ids:
+        conn.execute(update(requests).where(among(conn, requests.c.id, ids))
+                     .values(not_before=not_before, touched_at=now_s))
 
 
 def load_decisions(conn: Connection, ids: Sequence[str]) -> dict[str, Decision]:
@@ -285,8 +296,12 @@ def record_outcomes(conn: Connection, made: Sequence[AttemptRow], done: Sequence
                 "usd_per_1m_output": price.usd_per_1m_output, "usd": usd,
                 "usage_estimated": a.usage_estimated, "charged_at": a.started_at + a.latency_s,
                 "day": int((a.started_at + a.latency_s) // 86400)})
-    insert_ignore(conn, attempts, attempt_rows)
+    if insert_ignore(conn, attempts, attempt_rows) < len(attempt_rows):
+        # Some were on record already: a redelivery's repeat (nothing to do), or calls folded
+        # as of unknown outcome while this task still ran, which their real usage replaces.
+        ahead.settle_unknown(conn, attempt_rows, charge_rows)
     insert_ignore(conn, charges, charge_rows)
+    ahead.settle(conn, [a.id for a in made])  # their write-ahead rows are done with
     spent = {rid: seen.usd for rid, seen in (earlier or {}).items()}
     count = {rid: seen.attempts for rid, seen in (earlier or {}).items()}
     for row in attempt_rows:
@@ -302,8 +317,8 @@ def record_outcomes(conn: Connection, made: Sequence[AttemptRow], done: Sequence
     returned = [r.request_id for r in done if (seen := (earlier or {}).get(r.request_id))
                 and seen.kept]
     drop_kept_answers(conn, returned)
-    for status in ("done", "failed"):
-        ids = [r.request_id for r in done if (r.status == "ok") == (status == "done")]
+    for status, ended in (("done", "ok"), ("failed", "failed"), ("expired", "expired")):
+        ids = [r.request_id for r in done if r.status == ended]
         if ids:  # a request cancelled or expired meanwhile keeps that status
             conn.execute(update(requests).where(among(conn, requests.c.id, ids),
                                                 requests.c.status.in_(("accepted", "routed")))

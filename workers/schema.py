@@ -61,6 +61,8 @@ requests = Table(
     Column("enqueued_at", Float),  # null: accepted but not yet handed to the broker
     # accepted | routed | done | failed | cancelled | expired
     Column("status", String(16), nullable=False),
+    Column("not_before", Float),  # deferred past a countdown's reach: not sent before this
+    Column("touched_at", Float),  # its work last moved (routed, deferred, re-enqueued)
     UniqueConstraint("tenant", "idempotency_key", name="uq_requests_tenant_idempotency_key"),
 )
 Index("ix_requests_job_id_status", requests.c.job_id, requests.c.status)
@@ -69,6 +71,11 @@ Index("ix_requests_job_id_status", requests.c.job_id, requests.c.status)
 Index("ix_requests_unenqueued", requests.c.submitted_at,
       postgresql_where=requests.c.enqueued_at.is_(None),
       sqlite_where=requests.c.enqueued_at.is_(None))
+
+# The watchdog's question (requests still in flight) reads only those (schedules.watchdog).
+Index("ix_requests_unfinished", requests.c.deadline_at,
+      postgresql_where=requests.c.status.in_(("accepted", "routed")),
+      sqlite_where=requests.c.status.in_(("accepted", "routed")))
 
 decisions = Table(
     "decisions",
@@ -103,6 +110,28 @@ attempts = Table(
     # when it comes back instead of paying the call again. Null on every other attempt.
     Column("content", Text),
     Column("finish_reason", String(32)),
+)
+
+# Write-ahead attempts: one row per call, written before the provider is called and
+# deleted in the transaction that records the call's real attempt. A row that outlives its
+# task (the worker was killed after the call, or the write after it failed for good) is a
+# call of unknown outcome: it is folded into ``attempts`` and ``charges`` at its reserved
+# estimate (workers.ahead), so no paid call is missing from the ledger.
+pending_attempts = Table(
+    "pending_attempts",
+    metadata,
+    Column("id", String(80), primary_key=True),  # the attempt's id: "<request id>/<seq>"
+    # No other index: the table holds only the calls in flight, so the rare reads by
+    # request or age scan it, and each round's insert and delete stay cheap.
+    Column("request_id", String(36), nullable=False),
+    Column("seq", Integer, nullable=False),
+    Column("model", String(200), nullable=False),
+    Column("tier", String(32), nullable=False),
+    Column("tokens_in", Integer, nullable=False),  # reserved: the prompt's estimate
+    Column("tokens_out", Integer, nullable=False),  # reserved: the output cap
+    Column("usd_per_1m_input", USD, nullable=False),
+    Column("usd_per_1m_output", USD, nullable=False),
+    Column("started_at", Float, nullable=False),
 )
 
 results = Table(

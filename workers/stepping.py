@@ -21,9 +21,10 @@ from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
 from router.answers import EXTRACTORS
-from router.breaker import retry_later_s
 from router.decide import Decision
+from router.deferral import defer_s, expired, expired_reason
 from router.envelope import Request
+from router.errors import BudgetExceeded, DeadlineExceeded
 from router.judge import router_logit_map
 from router.live import first_call, views
 from router.steps import Accept, Attempt, Call, RequestView
@@ -53,8 +54,13 @@ class _State:
 
 
 def run(rt: Runtime, work: Sequence[tuple[Request, Decision]], first_seq: Mapping[str, int],
-        outcome: Outcome, now: Callable[[], float]) -> tuple[list[AttemptRow], list[ResultRow]]:
-    """Step every request of the bundle to an accepted answer."""
+        outcome: Outcome, now: Callable[[], float], rounds_until: float = float("inf")
+        ) -> tuple[list[AttemptRow], list[ResultRow]]:
+    """Step every request of the bundle to an accepted answer.
+
+    No round starts after ``rounds_until`` (the lease's share for rounds, workers.lease):
+    a request still stepping then takes the best answer it paid for, or, with none, is
+    deferred to go on at once in a new message."""
     bundle, strategy = rt.learned
     extract = EXTRACTORS[bundle.extractor]
     requests = [r for r, _ in work]
@@ -65,6 +71,13 @@ def run(rt: Runtime, work: Sequence[tuple[Request, Decision]], first_seq: Mappin
     results: list[ResultRow] = []
     active = list(range(len(states)))
     for _ in range(MAX_ROUNDS):
+        if active and now() > rounds_until:
+            for i in active:
+                if states[i].paid:
+                    results.append(_best_or_failed(rt, states[i], None, now(), now()))
+                else:
+                    outcome.deferred.append(states[i].request.id)
+            break
         planned: list[tuple[int, str]] = []
         for i in active:
             action = strategy.step(seen[i], states[i].paid)
@@ -84,12 +97,23 @@ def run(rt: Runtime, work: Sequence[tuple[Request, Decision]], first_seq: Mappin
         calls = [(states[i].request, states[i].called(m)) for i, m in planned]
         budget = reserve_round(rt, calls, started)
         due = budget.due
-        answers = dict(zip(due, call_round(rt, [calls[k] for k in due], started), strict=True))
+        given: dict[int, int] = {}
+        seqs = []
+        for k in due:  # the attempt numbers the calls will be recorded under, in order
+            i = planned[k][0]
+            seqs.append(given.get(i, states[i].seq))
+            given[i] = seqs[-1] + 1
+        answers = dict(zip(due, call_round(rt, [calls[k] for k in due], started, seqs),
+                           strict=True))
         settle_round(rt, budget.granted, answers)
         ended: set[int] = set()
         for k in sorted({*budget.deferred, *budget.refused}):
             i = planned[k][0]
-            if not states[i].paid and k in budget.deferred and i not in ended:
+            later_s = defer_s(BudgetExceeded("no room now", retry_after_s=budget.wait_s),
+                              lane=states[i].request.lane, tries=states[i].seq,
+                              deadline_at=states[i].request.deadline_at, now_s=started)
+            if (not states[i].paid and k in budget.deferred and i not in ended
+                    and later_s is not None):
                 outcome.deferred.append(states[i].request.id)
                 outcome.retry_after_s = max(outcome.retry_after_s, budget.wait_s)
                 ended.add(i)
@@ -113,13 +137,14 @@ def run(rt: Runtime, work: Sequence[tuple[Request, Decision]], first_seq: Mappin
                 continue
             ended.add(i)
             st = states[i]
-            wait_s = None if st.paid else retry_later_s(answers.get(k), st.seq,
-                                                        st.request.deadline_at, now())
+            wait_s = None if st.paid else defer_s(
+                answers.get(k), lane=st.request.lane, tries=st.seq,
+                deadline_at=st.request.deadline_at, now_s=now())
             if wait_s is not None:  # its first model is down: try again later
                 outcome.deferred.append(st.request.id)
                 outcome.retry_after_s = max(outcome.retry_after_s, wait_s)
             else:
-                results.append(_best_or_failed(rt, st, answers.get(k), now()))
+                results.append(_best_or_failed(rt, st, answers.get(k), started, now()))
         active = [i for i in {i for i, _ in planned} if i not in ended]
         active.sort()
     return attempts, results
@@ -150,13 +175,17 @@ def _accept(st: _State, action: Accept | Call, now_s: float) -> ResultRow:
                      detail)
 
 
-def _best_or_failed(rt: Runtime, st: _State, error: object, now_s: float) -> ResultRow:
+def _best_or_failed(rt: Runtime, st: _State, error: object, started: float, now_s: float
+                    ) -> ResultRow:
     """When the next call cannot be made: the judge's best answer so far, else a failure."""
     if st.paid:
         bundle, _ = rt.learned
         best = bundle.judge.candidates(st.paid, {})[0]
         return _accept(st, Accept(best.answer_from, best.answer, best.confidence,
                                   best.aggregate), now_s)
+    if expired(st.request.deadline_at, started) or type(error) is DeadlineExceeded:
+        return ResultRow(st.request.id, "expired", None, None,
+                         expired_reason(st.request.deadline_at), now_s)
     reason = f"{type(error).__name__}: {error}" if error is not None else \
         "BudgetExceeded: no token budget for the first call"
     return ResultRow(st.request.id, "failed", None, None, reason, now_s)

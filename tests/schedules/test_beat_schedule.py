@@ -33,7 +33,8 @@ def test_the_schedule_has_the_sweeper_and_each_scheduled_job(
     _write_jobs(tmp_path)
     with caplog.at_level(logging.ERROR):
         schedule = build_schedule(tmp_path)
-    assert set(schedule) == {"sweep-stranded", "daily-report", "classify:support"}
+    assert set(schedule) == {"sweep-stranded", "watchdog", "daily-report",
+                             "classify:support"}
     assert schedule["sweep-stranded"]["schedule"] == 30.0
     assert schedule["sweep-stranded"]["task"] == "tierline.sweep_stranded"
     job = schedule["classify:support"]
@@ -45,8 +46,9 @@ def test_the_schedule_has_the_sweeper_and_each_scheduled_job(
 
 
 def test_no_jobs_folder_means_only_the_sweeper_and_the_report(tmp_path: Path) -> None:
-    assert set(build_schedule(None)) == {"sweep-stranded", "daily-report"}
-    assert set(build_schedule(tmp_path / "absent")) == {"sweep-stranded", "daily-report"}
+    assert set(build_schedule(None)) == {"sweep-stranded", "watchdog", "daily-report"}
+    assert set(build_schedule(tmp_path / "absent")) == {"sweep-stranded", "watchdog",
+                                                         "daily-report"}
 
 
 def test_a_nightly_job_is_submitted_once_a_day_and_finished_into_its_output(

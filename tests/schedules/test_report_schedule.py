@@ -26,7 +26,7 @@ def test_the_environment_moves_the_report_or_turns_it_off() -> None:
     for off in ("off", "OFF", " off "):
         schedule = build_schedule(None, report_schedule=report_schedule_of(
             {"TIERLINE_REPORT_SCHEDULE": off}))
-        assert set(schedule) == {"sweep-stranded"}
+        assert set(schedule) == {"sweep-stranded", "watchdog"}
     assert report_schedule_of({"TIERLINE_REPORT_SCHEDULE": ""}) == "15 0 * * *"
 
 
@@ -38,6 +38,6 @@ def test_a_bad_schedule_is_named_and_the_rest_still_runs(
         value: str, reason: str, caplog: pytest.LogCaptureFixture) -> None:
     with caplog.at_level(logging.ERROR):
         schedule = build_schedule(None, report_schedule=value)
-    assert set(schedule) == {"sweep-stranded"}
+    assert set(schedule) == {"sweep-stranded", "watchdog"}
     assert "TIERLINE_REPORT_SCHEDULE" in caplog.text and reason in caplog.text
     assert "no daily report scheduled" in caplog.text

@@ -25,8 +25,8 @@ from workers.settings import Settings
 ROOT = Path(__file__).resolve().parents[2]
 DEMO = ROOT / "policies" / "demo.yaml"
 
-# (model, the last message's text) -> (HTTP status, JSON body)
-Reply = Callable[[str, str], tuple[int, dict[str, Any]]]
+# (model, the last message's text) -> (HTTP status, JSON body[, response headers])
+Reply = Callable[[str, str], tuple[Any, ...]]
 
 
 def completion(text: str, tokens_in: int = 40, tokens_out: int = 3) -> dict[str, Any]:
@@ -43,9 +43,11 @@ def serve(reply: Reply) -> Iterator[str]:
     class Handler(BaseHTTPRequestHandler):
         def do_POST(self) -> None:  # noqa: N802 - the stdlib's name
             body = json.loads(self.rfile.read(int(self.headers["content-length"])))
-            status, answer = reply(body["model"], body["messages"][-1]["content"])
+            status, answer, *headers = reply(body["model"], body["messages"][-1]["content"])
             data = json.dumps(answer).encode()
             self.send_response(status)
+            for name, value in (headers[0] if headers else {}).items():
+                self.send_header(name, value)
             self.send_header("content-type", "application/json")
             self.send_header("content-length", str(len(data)))
             self.end_headers()

@@ -6,6 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import pytest
 from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.config import Config
@@ -26,6 +27,25 @@ def test_the_migrations_build_the_tables_the_code_describes(database_url: str) -
     assert _differences(database_url) == []
 
 
+# What each revision adds, as (kind, name): a test goes down below one revision and finds
+# missing exactly what it and every later revision add.
+ADDS: dict[str, set[tuple[str, str]]] = {
+    "0005": {("add_column", "content"), ("add_column", "finish_reason")},
+    "0006": {("add_table", "files"), ("add_index", "ix_files_tenant_purpose_created_at"),
+             ("add_table", "batches"), ("add_index", "ix_batches_tenant_created_at")},
+    "0007": {("add_column", "enqueued_at"), ("add_column", "in_progress_at")},
+    "0008": {("add_table", "reports")},
+    "0009": {("add_column", "not_before"), ("add_column", "touched_at"),
+             ("add_index", "ix_requests_unfinished"), ("add_table", "pending_attempts")},
+    "0011": {("add_index", "ix_attempts_started_at"), ("add_table", "bundles")},
+}
+
+
+def _named(differences: list[Any]) -> set[tuple[str, str]]:
+    """(kind, table, column or index name) of each difference, as (kind, name)."""
+    return {(d[0], d[3].name if d[0] == "add_column" else d[1].name) for d in differences}
+
+
 def _down_to(database_url: str, revision: str) -> None:
     """Migrate to head, then back down to ``revision``."""
     upgrade(database_url)
@@ -35,45 +55,17 @@ def _down_to(database_url: str, revision: str) -> None:
     command.downgrade(config, revision)
 
 
-def test_the_kept_answers_migration_goes_down_and_up_again(database_url: str) -> None:
-    _down_to(database_url, "0004")
-    missing = {(d[0], d[3].name) for d in _differences(database_url) if d[0] == "add_column"}
-    assert missing == {("add_column", "content"), ("add_column", "finish_reason")}
-    upgrade(database_url)
-    assert _differences(database_url) == []
+def test_every_revision_is_described_here() -> None:
+    versions = Path(migrations.__file__).parent / "versions"
+    numbers = sorted(path.name[:4] for path in versions.glob("0*.py"))
+    assert [n for n in numbers if n >= "0005"] == sorted(ADDS)
 
 
-def test_the_files_and_batches_migration_goes_down_and_up_again(database_url: str) -> None:
-    _down_to(database_url, "0005")
-    missing = {(d[0], d[1].name) for d in _differences(database_url)}
-    assert missing == {("add_table", "files"), ("add_index", "ix_files_tenant_purpose_created_at"),
-                       ("add_table", "batches"), ("add_index", "ix_batches_tenant_created_at"),
-                       ("add_table", "reports"),  # 0008, above 0006
-                       ("add_index", "ix_attempts_started_at"), ("add_table", "bundles")}  # 0011
-    upgrade(database_url)
-    assert _differences(database_url) == []
-
-
-def test_the_batch_intake_migration_goes_down_and_up_again(database_url: str) -> None:
-    _down_to(database_url, "0006")
-    missing = {(d[0], d[3].name) for d in _differences(database_url) if d[0] == "add_column"}
-    assert missing == {("add_column", "enqueued_at"), ("add_column", "in_progress_at")}
-    upgrade(database_url)
-    assert _differences(database_url) == []
-
-
-def test_the_reports_migration_goes_down_and_up_again(database_url: str) -> None:
-    _down_to(database_url, "0007")
-    missing = {(d[0], d[1].name) for d in _differences(database_url)}
-    assert missing == {("add_table", "reports"), ("add_index", "ix_attempts_started_at"),
-                       ("add_table", "bundles")}
-    upgrade(database_url)
-    assert _differences(database_url) == []
-
-
-def test_the_started_at_index_migration_goes_down_and_up_again(database_url: str) -> None:
-    _down_to(database_url, "0008")
-    missing = {(d[0], d[1].name) for d in _differences(database_url)}
-    assert missing == {("add_index", "ix_attempts_started_at"), ("add_table", "bundles")}
+@pytest.mark.parametrize("revision", sorted(ADDS))
+def test_each_migration_goes_down_and_up_again(database_url: str, revision: str) -> None:
+    below = f"{int(revision) - 1:04d}"
+    _down_to(database_url, below)
+    expected = set().union(*(adds for number, adds in ADDS.items() if number >= revision))
+    assert _named(_differences(database_url)) == expected
     upgrade(database_url)
     assert _differences(database_url) == []

@@ -43,9 +43,10 @@ def call_with_retries(
 
     Gives up with the last error when attempts run out, when the next wait would pass
     ``deadline_at``, or when a rate limit asks for longer than ``max_wait_s`` (the caller
-    should defer that call, not hold a worker thread asleep). Raises DeadlineExceeded when
-    no budget is left before an attempt, or when an attempt fails as the budget runs out
-    (a timeout there is the request's, not the model's).
+    should defer that call, not hold a worker thread asleep: router.deferral decides whether
+    its request waits or falls back). Raises DeadlineExceeded when no budget is left before
+    an attempt, or when an attempt fails as the budget runs out (a timeout there is the
+    request's, not the model's).
     """
     attempt = 0
     while True:

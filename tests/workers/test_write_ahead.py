@@ -1,0 +1,100 @@
+"""Write-ahead attempts: every call is on record before the provider is called. When the
+write after the call never happens, the call stays in the ledger as an attempt of unknown
+outcome, charged at its reserved estimate, and the ledger still balances; on SQLite and
+Postgres, through the tier worker's real code path."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from sqlalchemy import func, select, text
+
+from schedules.watchdog import watch
+from tests.workers.scripted import completion, demo_policy, route_here, runtime, serve
+from workers import execute, jobs
+from workers.ledger import reconcile, unknowns
+from workers.runtime import Runtime
+from workers.schema import attempts, charges, pending_attempts, requests, results
+
+CALLS: list[str] = []
+
+
+def _reply(model: str, _asked: str) -> tuple[int, dict[str, object]]:
+    CALLS.append(model)
+    return 200, completion("Madrid", tokens_in=40, tokens_out=3)
+
+
+@pytest.fixture(scope="module")
+def models_url() -> Iterator[str]:
+    with serve(_reply) as url:
+        yield url
+
+
+def _break_result_writes(rt: Runtime, broken: bool) -> None:
+    """Make every insert into ``results`` fail (as a full disk would), or stop doing so."""
+    with rt.engine.begin() as conn:
+        if conn.dialect.name == "sqlite":
+            conn.execute(text("CREATE TRIGGER full_disk BEFORE INSERT ON results BEGIN "
+                              "SELECT RAISE(ABORT, 'the disk is full'); END" if broken
+                              else "DROP TRIGGER full_disk"))
+        elif broken:
+            conn.execute(text("CREATE FUNCTION full_disk() RETURNS trigger AS $$ BEGIN "
+                              "RAISE EXCEPTION 'the disk is full'; END $$ LANGUAGE plpgsql"))
+            conn.execute(text("CREATE TRIGGER full_disk BEFORE INSERT ON results "
+                              "FOR EACH STATEMENT EXECUTE FUNCTION full_disk()"))
+        else:
+            conn.execute(text("DROP TRIGGER full_disk ON results"))
+
+
+def _called_but_never_recorded(rt: Runtime) -> str:
+    """One request whose call was made and whose outcome could not be written."""
+    _break_result_writes(rt, True)
+    before = len(CALLS)
+    with pytest.raises(Exception, match="the disk is full"):
+        route_here(rt, ["what is the capital of Spain?"])
+    _break_result_writes(rt, False)
+    assert len(CALLS) == before + 1  # the provider answered, and may bill for it
+    with rt.engine.connect() as conn:
+        assert conn.execute(select(func.count()).select_from(attempts)).scalar_one() == 0
+        assert conn.execute(select(func.count()).select_from(pending_attempts)).scalar_one() == 1
+        return str(conn.execute(select(requests.c.id)).scalar_one())
+
+
+def test_a_call_whose_outcome_was_never_recorded_is_charged_at_its_estimate_when_it_comes_back(
+        tmp_path: Path, models_url: str, database_url: str) -> None:
+    rt = runtime(tmp_path, models_url, demo_policy({"kind": "single"}), database_url)
+    rid = _called_but_never_recorded(rt)
+    assert execute.execute(rt, [rid], resumed=True).finished == 1
+    with rt.engine.connect() as conn:
+        tried = conn.execute(select(attempts.c.seq, attempts.c.ok, attempts.c.error,
+                                    attempts.c.usage_estimated, attempts.c.tokens_out)
+                             .order_by(attempts.c.seq)).all()
+        assert conn.execute(select(func.count()).select_from(charges)).scalar_one() == 2
+        assert conn.execute(select(func.count()).select_from(pending_attempts)).scalar_one() == 0
+        assert conn.execute(select(results.c.attempts)).scalar_one() == 2
+        assert reconcile(conn).balanced
+        seen = unknowns(conn)
+    (seq0, ok0, error0, estimated0, out0), (seq1, ok1, _, estimated1, out1) = tried
+    assert (seq0, ok0, estimated0) == (0, False, True) and error0.startswith("Unknown: called at")
+    assert out0 == 512  # reserved: the batch lane's output cap, not what came back
+    assert (seq1, ok1, estimated1, out1) == (1, True, False, 3)
+    assert seen.calls == 1 and seen.usd > 0 and seen.in_flight == 0
+
+
+def test_the_watchdog_charges_a_gone_tasks_call_to_a_request_that_ended_meanwhile(
+        tmp_path: Path, models_url: str, database_url: str) -> None:
+    rt = runtime(tmp_path, models_url, demo_policy({"kind": "single"}), database_url)
+    _called_but_never_recorded(rt)
+    with rt.engine.begin() as conn:  # its job is cancelled before the bundle comes back
+        [job_id] = conn.execute(select(requests.c.job_id)).scalars()
+        jobs.halt(conn, job_id, "cancelled", time.time())
+    assert watch(rt).unknown == 0  # its task may still be running
+    assert watch(rt, now_s=time.time() + 61).unknown == 1  # one lease later: it is gone
+    with rt.engine.connect() as conn:
+        status, n, usd = conn.execute(select(results.c.status, results.c.attempts,
+                                             results.c.usd)).one()
+        assert reconcile(conn).balanced
+    assert (status, n) == ("cancelled", 1) and usd > 0

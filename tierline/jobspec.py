@@ -246,6 +246,8 @@ def load_job(path: Path, overrides: Mapping[str, Any] | None = None) -> JobSpec:
         raise InvalidInput(f"{path}: <yaml>: {str(exc).replace(chr(10), ' ')}") from exc
     except RecursionError:  # the YAML composer recurses once per level of nesting
         raise InvalidInput(f"{path}: <yaml>: nested too deeply to read") from None
+    except ValueError:  # the YAML constructor's int() past 4,300 digits
+        raise InvalidInput(f"{path}: <yaml>: a number too long to read") from None
     if not isinstance(data, dict):
         raise InvalidInput(f"{path}: <root>: a job file is a mapping of keys to values")
     data = {**data, **{k: v for k, v in (overrides or {}).items() if v is not None}}

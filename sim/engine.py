@@ -100,6 +100,8 @@ class Engine:
         self.gold = gold
         self.mode = "replay" if replay is not None else "synthetic"
         self._state = {n: _ModelState(n, p, fleet.seed) for n, p in fleet.models.items()}
+        self._burst_until_s = 0.0  # monotonic; every model answers 429 until then
+        self._burst_retry_after_s = 0
 
     @property
     def model_names(self) -> list[str]:
@@ -107,11 +109,19 @@ class Engine:
         return list(self._state)
 
     def stats(self) -> dict[str, dict[str, int]]:
-        """Per-model counters: calls, rate_limited, failed."""
+        """Per-model counters: calls, rate_limited, failed, and served (calls answered: what
+        a provider bills, whether or not the caller was still there to read the answer)."""
         return {
-            n: {"calls": s.calls, "rate_limited": s.rate_limited, "failed": s.failed}
+            n: {"calls": s.calls, "rate_limited": s.rate_limited, "failed": s.failed,
+                "served": s.calls - s.failed}
             for n, s in self._state.items()
         }
+
+    def rate_limit_burst(self, seconds: float, retry_after_s: int, now_s: float) -> None:
+        """Answer every call with 429 and ``Retry-After: retry_after_s`` for ``seconds`` from
+        monotonic ``now_s``, as a provider does when an account's quota runs out."""
+        self._burst_until_s = now_s + seconds
+        self._burst_retry_after_s = retry_after_s
 
     def _answer(
         self, req: ChatRequest, profile: ModelProfile
@@ -147,6 +157,14 @@ class Engine:
                 "not_found",
                 f"The model `{req.model}` does not exist; served: {', '.join(self._state)}",
                 param="model",
+            )
+        if now_s < self._burst_until_s:
+            state.rate_limited += 1
+            raise SimError(
+                "rate_limit",
+                f"Rate limit of {req.model} reached (a burst); retry after "
+                f"{self._burst_retry_after_s} s",
+                retry_after_s=self._burst_retry_after_s,
             )
         profile = state.profile
         pieces, prompt_tokens, logprobs = self._answer(req, profile)

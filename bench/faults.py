@@ -46,6 +46,7 @@ import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -246,7 +247,11 @@ def counts(db_url: str, job_id: str) -> dict[str, int] | None:
 def invariants(db_url: str, job_id: str, valid: int, served: int) -> dict[str, Any]:
     """The invariants, read from the record once the run is over."""
     with psycopg.connect(db_url) as conn:
-        one: Callable[..., Any] = lambda sql, *a: conn.execute(sql, a).fetchone()[0]  # noqa: E731
+
+        def one(sql: str, *args: Any) -> Any:
+            row = conn.execute(sql, args).fetchone()
+            return None if row is None else row[0]
+
         rows = one("SELECT count(*) FROM requests WHERE job_id = %s", job_id)
         stuck = one("SELECT count(*) FROM requests WHERE job_id = %s AND status NOT IN "
                     "('done', 'failed', 'cancelled', 'expired')", job_id)
@@ -258,8 +263,9 @@ def invariants(db_url: str, job_id: str, valid: int, served: int) -> dict[str, A
             "WHERE r.job_id = %s AND r.lane = 'batch' AND r.status = 'failed' AND ("
             "s.error ILIKE '%%rate limit%%' OR s.error ILIKE '%%ratelimit%%' "
             "OR s.error LIKE '%%429%%')", job_id)
-        by_status = dict(conn.execute("SELECT status, count(*) FROM requests WHERE job_id = %s "
-                                      "GROUP BY status", (job_id,)).fetchall())
+        by_status: dict[str, int] = dict(conn.execute(
+            "SELECT status, count(*) FROM requests WHERE job_id = %s GROUP BY status",
+            (job_id,)).fetchall())
         reasons = conn.execute(
             "SELECT left(coalesce(s.error, r.status), 120) AS why, count(*) FROM requests r "
             "LEFT JOIN results s ON s.request_id = r.id WHERE r.job_id = %s AND r.status <> "
@@ -357,7 +363,7 @@ def _night(timeline: Timeline, supervisor: Supervisor, env: dict[str, str], job_
         events.append((at, "SIGKILL tier-batch", lambda: _kill(supervisor.named("tier-batch"))))
     for at, seconds, retry_after_s in timeline.bursts:
         events.append((at, f"429 burst {seconds:g} s, Retry-After {retry_after_s} s",
-                       lambda s=seconds, r=retry_after_s: _burst(url, s, r)))
+                       partial(_burst, url, seconds, retry_after_s)))
     redis = supervisor.named("redis")
     at, down_s = timeline.redis_restart
     events.append((at, "Redis stopped", lambda: _hold(redis, True)))

@@ -156,3 +156,48 @@ def test_tierline_submit_answers_the_valid_lines_of_a_hostile_file(tmp_path: Pat
                (tmp_path / "hostile.jsonl.rejects.jsonl").read_text().splitlines()]
     assert [w["line"] for w in written] == sorted(says)
     assert all(w["text"] and len(w["text"]) <= MAX_REJECT_TEXT_CHARS for w in written)
+
+
+def test_a_batch_file_with_hostile_lines_keeps_its_valid_lines(client: Client) -> None:
+    from tierline.batch_intake import ingest
+    from tierline.batches import Batches
+    from tierline.files import Upload
+    from workers.schema import batches
+
+    class Unpublished(Batches):  # no broker here: the intake is run below, by hand
+        def _publish(self, job_id: str) -> bool:
+            return False
+
+    def line(custom_id: str, body: bytes = b'{"messages": [{"role": "user", "content": "hi"}]}'
+             ) -> bytes:
+        return (b'{"custom_id": "' + custom_id.encode() + b'", "method": "POST", '
+                b'"url": "/v1/chat/completions", "body": ' + body + b"}")
+
+    content = b"\n".join([
+        line("a"),
+        line("b", b'{"messages": [{"role": "user", "content": "a\\u0000b"}]}'),
+        line("\\ud800"),
+        line("c", b'{"messages": [{"role": "user", "content": "hi"}], "max_tokens": '
+                  + b"9" * 5000 + b"}"),
+        line("d", b'{"messages": [{"role": "user", "content": "hi"}], "max_tokens": NaN}'),
+        line("e", b"[" * 100_000),
+        b'{"custom_id": "f", "url": "' + b"u" * 100_000 + b'"}',
+        line("g", b'{"messages": [{"role": "user", "content": "caf\xe9"}]}'),
+        line("h"),
+    ]) + b"\n"
+    made = Unpublished(client)
+    file_id = made.files.upload("acme", Upload("batch", "in.jsonl", content))["id"]
+    batch = made.create("acme", {"input_file_id": file_id, "endpoint": "/v1/chat/completions",
+                                 "completion_window": "24h"})
+    job = str(batch["id"]).removeprefix("batch_")
+    assert ingest(client, job) == 2
+    with client.rt.engine.connect() as conn:
+        rejected = conn.execute(select(batches.c.rejected).where(batches.c.job_id == job)
+                                ).scalar_one()
+        state = conn.execute(select(jobs.c.status).where(jobs.c.id == job)).scalar_one()
+    assert state == "in_progress"
+    reasons = {number: reason for number, _, reason in rejected}
+    assert sorted(reasons) == [2, 3, 4, 5, 6, 7, 8]
+    assert "NUL" in reasons[2] and "lone surrogate" in reasons[3]
+    assert "100 digits" in reasons[4] and "NaN" in reasons[5] and "nested" in reasons[6]
+    assert len(reasons[7]) < 300 and "not UTF-8" in reasons[8]

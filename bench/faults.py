@@ -77,6 +77,9 @@ class Timeline:
     ttft_s: float  # the simulator's time to first token: how long work stays in flight
     tier_concurrency: int
     realtime_tier: bool
+    # TIERLINE_VISIBILITY_TIMEOUT_S for every process; None keeps the default. The short run
+    # shrinks it so a killed worker's bundle comes back within its window.
+    visibility_timeout_s: float | None = None
 
     def last_fault_end_s(self) -> float:
         ends = [*self.kills_at_s, *(at + s for at, s, _ in self.bursts),
@@ -90,7 +93,7 @@ FULL = Timeline(requests=10_000, kills_at_s=(8, 20, 35, 50, 70),
                 tier_concurrency=4, realtime_tier=True)
 SHORT = Timeline(requests=300, kills_at_s=(3,), bursts=((15, 3, 9),), redis_restart=(6, 2),
                  postgres_outage=(9, 5), heal_s=45, ttft_s=2.0, tier_concurrency=1,
-                 realtime_tier=False)
+                 realtime_tier=False, visibility_timeout_s=10)
 
 BAD_LINES: tuple[bytes, ...] = (  # cycled through; the two heavy ones appear once each
     b"{not json",
@@ -312,6 +315,8 @@ def run(timeline: Timeline, *, keep: bool = False, seed: int = 7) -> dict[str, A
         env = {**os.environ, "TIERLINE_BROKER_URL": f"redis://127.0.0.1:{redis_port}/0",
                "TIERLINE_DATABASE_URL": db_url, "TIERLINE_POLICY": str(POLICY),
                "TIERLINE_SIM_URL": url}
+        if timeline.visibility_timeout_s is not None:
+            env["TIERLINE_VISIBILITY_TIMEOUT_S"] = f"{timeline.visibility_timeout_s:g}"
         worker = [sys.executable, "-m", "tierline", "worker"]
         quiet = ["--without-mingle", "--without-gossip"]
         celery = [sys.executable, "-m", "celery", "-A", "schedules.beat"]

@@ -20,9 +20,10 @@ the last fault. The invariants, printed and written with ``--json``:
 
 - ``stuck``: requests still accepted or routed at the end;
 - ``lost``: valid lines of the file with no request in the database;
-- ``double_charges``: extra charges of one request on one model;
-- ``unaccounted_paid_calls``: calls the simulator served (it bills them) less the ledger's
-  charges;
+- ``double_charges``: charges of one request on one model beyond the calls the simulator
+  served for it (calls of unknown outcome, charged at their estimate, excepted);
+- ``unaccounted_paid_calls``: calls the simulator served (it bills them) with no charge in
+  the ledger, matched by model and prompt (every line's prompt is unique);
 - ``batch_rate_limit_failures``: batch requests failed for a rate limit;
 - ``time_to_heal_s``: from the end of the last fault until the last request was final.
 
@@ -56,6 +57,7 @@ import psycopg
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))  # this checkout's code, whichever one an installed tierline names
 
+from sim.engine import prompt_digest  # noqa: E402
 from tierline.children import sim_url, spawn, stop  # noqa: E402
 
 POLICY = ROOT / "policies" / "demo.yaml"
@@ -247,8 +249,11 @@ def counts(db_url: str, job_id: str) -> dict[str, int] | None:
     return {status: n for status, n in rows}
 
 
-def invariants(db_url: str, job_id: str, valid: int, served: int) -> dict[str, Any]:
-    """The invariants, read from the record once the run is over."""
+def invariants(db_url: str, job_id: str, valid: int,
+               served: dict[str, dict[str, int]]) -> dict[str, Any]:
+    """The invariants, read from the record once the run is over. ``served`` is the
+    simulator's count of served calls by model and prompt digest; every line's prompt is
+    unique, so a digest names one request."""
     with psycopg.connect(db_url) as conn:
 
         def one(sql: str, *args: Any) -> Any:
@@ -258,9 +263,12 @@ def invariants(db_url: str, job_id: str, valid: int, served: int) -> dict[str, A
         rows = one("SELECT count(*) FROM requests WHERE job_id = %s", job_id)
         stuck = one("SELECT count(*) FROM requests WHERE job_id = %s AND status NOT IN "
                     "('done', 'failed', 'cancelled', 'expired')", job_id)
-        doubles = one("SELECT coalesce(sum(n - 1), 0) FROM (SELECT count(*) AS n FROM charges "
-                      "WHERE job_id = %s GROUP BY request_id, model) c WHERE n > 1", job_id)
-        charged = one("SELECT count(*) FROM charges")
+        # (prompt, model, charges, charges of calls whose outcome was never seen)
+        ledger = conn.execute(
+            "SELECT r.body, c.model, count(*), count(*) FILTER (WHERE a.error LIKE 'Unknown%%')"
+            " FROM charges c JOIN requests r ON r.id = c.request_id"
+            " JOIN attempts a ON a.id = c.attempt_id WHERE r.job_id = %s"
+            " GROUP BY r.id, r.body, c.model", (job_id,)).fetchall()
         rate_limited = one(
             "SELECT count(*) FROM requests r JOIN results s ON s.request_id = r.id "
             "WHERE r.job_id = %s AND r.lane = 'batch' AND r.status = 'failed' AND ("
@@ -273,16 +281,27 @@ def invariants(db_url: str, job_id: str, valid: int, served: int) -> dict[str, A
             "SELECT left(coalesce(s.error, r.status), 120) AS why, count(*) FROM requests r "
             "LEFT JOIN results s ON s.request_id = r.id WHERE r.job_id = %s AND r.status <> "
             "'done' GROUP BY why ORDER BY count(*) DESC LIMIT 6", (job_id,)).fetchall()
+    left = {(model, digest): n for model, by in served.items() for digest, n in by.items()}
+    doubles = unserved_estimates = charged = unaccounted = 0
+    for body, model, n, unknown in ledger:
+        messages = [(m["role"], m["content"]) for m in body["messages"]]
+        paid = left.pop((model, prompt_digest(messages)), 0)
+        charged += n
+        unaccounted += max(paid - n, 0)
+        doubles += max(n - paid - unknown, 0)  # more charges than calls, beyond the unknown
+        unserved_estimates += min(unknown, max(n - paid, 0))
+    unaccounted += sum(left.values())  # served, and no charge at all for that prompt
     return {"rows": rows, "stuck": stuck, "lost": max(valid - rows, 0),
-            "double_charges": int(doubles), "served_calls": served, "charged_calls": charged,
-            "unaccounted_paid_calls": max(served - charged, 0),
+            "double_charges": doubles, "charged_calls": charged,
+            "served_calls": sum(n for by in served.values() for n in by.values()),
+            "unaccounted_paid_calls": unaccounted,
+            "unknown_outcome_charged_not_served": unserved_estimates,
             "batch_rate_limit_failures": rate_limited, "by_status": by_status,
             "not_done_reasons": [[why, n] for why, n in reasons]}
 
 
-def served_calls(url: str) -> int:
-    stats = httpx.get(f"{url}/sim/stats", timeout=10).json()
-    return sum(model["served"] for model in stats.values())
+def served_calls(url: str) -> dict[str, dict[str, int]]:
+    return dict(httpx.get(f"{url}/sim/served-by-prompt", timeout=30).json())
 
 
 def run(timeline: Timeline, *, keep: bool = False, seed: int = 7) -> dict[str, Any]:
@@ -293,8 +312,8 @@ def run(timeline: Timeline, *, keep: bool = False, seed: int = 7) -> dict[str, A
     job_file = work / "night.jsonl"
     valid, bad = write_job(job_file, timeline.requests)
     sim_config = work / "sim.yaml"
-    sim_config.write_text(f"seed: {seed}\ndefault: {{error_rate: 0.3, ttft_s: {timeline.ttft_s},"
-                          " jitter_s: 0.1, cold_start_s: 0}\n")
+    sim_config.write_text(f"seed: {seed}\ncount_prompts: true\ndefault: {{error_rate: 0.3, "
+                          f"ttft_s: {timeline.ttft_s}, jitter_s: 0.1, cold_start_s: 0}}\n")
     redis_port = free_port()
     redis_dir = work / "redis"
     redis_dir.mkdir()
@@ -454,6 +473,8 @@ def show(report: dict[str, Any]) -> None:
     print(f"requests by status: {report['by_status']}")
     for name, value in rows:
         print(f"  {'ok  ' if checks[name] else 'FAIL'} {name:<27} {value}")
+    print(f"  info charged at an estimate, never served (unknown outcome): "
+          f"{report['unknown_outcome_charged_not_served']}")
     if report["not_done_reasons"]:
         print("not done, by reason:")
         for why, n in report["not_done_reasons"]:

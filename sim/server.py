@@ -47,6 +47,7 @@ class App:
             "/models": self._models,
             "/health": self._health,
             "/sim/stats": self.engine.stats,
+            "/sim/served-by-prompt": self.engine.served_prompts,
         }.get(path)
         if dialect is not None and request.method == "POST":
             await self._complete(dialect, request, reply)

@@ -47,3 +47,18 @@ def test_a_bad_burst_request_is_a_400() -> None:
         for body in (b"[", b"{}", b'{"seconds": -1, "retry_after_s": 5}', b"[" * 100_000):
             reply = httpx.post(f"{sim.url}/sim/burst", content=body, timeout=5)
             assert reply.status_code == 400, body[:20]
+
+
+def test_served_calls_are_counted_per_prompt_when_asked() -> None:
+    from sim.engine import prompt_digest
+
+    counting = Fleet(FLEET.models, count_prompts=True)
+    with start(counting) as sim:
+        for _ in range(2):
+            _ask(sim.url, "sim-a")
+        _ask(sim.url, "sim-b")  # fails: not served
+        by_prompt = httpx.get(f"{sim.url}/sim/served-by-prompt", timeout=5).json()
+    assert by_prompt == {"sim-a": {prompt_digest([("user", "hi")]): 2}}
+    with start(FLEET) as sim:
+        _ask(sim.url, "sim-a")
+        assert httpx.get(f"{sim.url}/sim/served-by-prompt", timeout=5).json() == {}

@@ -265,10 +265,12 @@ def invariants(db_url: str, job_id: str, valid: int,
                     "('done', 'failed', 'cancelled', 'expired')", job_id)
         # (prompt, model, charges, charges of calls whose outcome was never seen)
         ledger = conn.execute(
-            "SELECT r.body, c.model, count(*), count(*) FILTER (WHERE a.error LIKE 'Unknown%%')"
-            " FROM charges c JOIN requests r ON r.id = c.request_id"
-            " JOIN attempts a ON a.id = c.attempt_id WHERE r.job_id = %s"
-            " GROUP BY r.id, r.body, c.model", (job_id,)).fetchall()
+            "SELECT r.body, l.model, l.n, l.unknown FROM requests r JOIN ("
+            " SELECT c.request_id, c.model, count(*) AS n,"
+            " count(*) FILTER (WHERE a.error LIKE 'Unknown%%') AS unknown"
+            " FROM charges c JOIN attempts a ON a.id = c.attempt_id"
+            " WHERE c.job_id = %s GROUP BY c.request_id, c.model) l ON l.request_id = r.id",
+            (job_id,)).fetchall()
         rate_limited = one(
             "SELECT count(*) FROM requests r JOIN results s ON s.request_id = r.id "
             "WHERE r.job_id = %s AND r.lane = 'batch' AND r.status = 'failed' AND ("

@@ -494,10 +494,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--requests", type=int, default=None, help="lines in the job file")
     parser.add_argument("--json", type=Path, default=None, help="write the report here")
     parser.add_argument("--keep", action="store_true", help="keep the database afterwards")
+    parser.add_argument("--heal-s", type=float, default=None,
+                        help="how long to wait for the job after the last fault (default: "
+                             "300 s, 45 s with --short)")
     args = parser.parse_args(argv)
     timeline = SHORT if args.short else FULL
     if args.requests is not None:
         timeline = Timeline(**{**asdict(timeline), "requests": args.requests})
+    if args.heal_s is not None:
+        timeline = Timeline(**{**asdict(timeline), "heal_s": args.heal_s})
     started = time.monotonic()
     report = run(timeline, keep=args.keep)
     report["wall_s"] = round(time.monotonic() - started, 1)

@@ -94,7 +94,7 @@ FULL = Timeline(requests=10_000, kills_at_s=(8, 20, 35, 50, 70),
                 postgres_outage=(56, 20), heal_s=HEAL_LIMIT_S, ttft_s=1.0,
                 tier_concurrency=4, realtime_tier=True)
 SHORT = Timeline(requests=300, kills_at_s=(3,), bursts=((15, 3, 9),), redis_restart=(6, 2),
-                 postgres_outage=(9, 5), heal_s=45, ttft_s=2.0, tier_concurrency=1,
+                 postgres_outage=(9, 5), heal_s=60, ttft_s=2.0, tier_concurrency=1,
                  realtime_tier=False, visibility_timeout_s=10)
 
 BAD_LINES: tuple[bytes, ...] = (  # cycled through; the two heavy ones appear once each
@@ -496,7 +496,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--keep", action="store_true", help="keep the database afterwards")
     parser.add_argument("--heal-s", type=float, default=None,
                         help="how long to wait for the job after the last fault (default: "
-                             "300 s, 45 s with --short)")
+                             "300 s, 60 s with --short)")
     args = parser.parse_args(argv)
     timeline = SHORT if args.short else FULL
     if args.requests is not None:

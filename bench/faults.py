@@ -490,7 +490,7 @@ def show(report: dict[str, Any]) -> None:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--short", action="store_true",
-                        help="300 requests, one kill, short outages (the CI version, < 90 s)")
+                        help="300 requests, one kill, short outages (the CI version, 80-100 s)")
     parser.add_argument("--requests", type=int, default=None, help="lines in the job file")
     parser.add_argument("--json", type=Path, default=None, help="write the report here")
     parser.add_argument("--keep", action="store_true", help="keep the database afterwards")

@@ -263,14 +263,16 @@ def invariants(db_url: str, job_id: str, valid: int,
         rows = one("SELECT count(*) FROM requests WHERE job_id = %s", job_id)
         stuck = one("SELECT count(*) FROM requests WHERE job_id = %s AND status NOT IN "
                     "('done', 'failed', 'cancelled', 'expired')", job_id)
-        # (prompt, model, charges, charges of calls whose outcome was never seen)
+        requests = {rid: (status, prompt_digest([(m["role"], m["content"])
+                                                 for m in body["messages"]]))
+                    for rid, status, body in conn.execute(
+                        "SELECT id, status, body FROM requests WHERE job_id = %s", (job_id,))}
+        # (request, model, charges, charges of calls whose outcome was never seen)
         ledger = conn.execute(
-            "SELECT r.body, l.model, l.n, l.unknown FROM requests r JOIN ("
-            " SELECT c.request_id, c.model, count(*) AS n,"
-            " count(*) FILTER (WHERE a.error LIKE 'Unknown%%') AS unknown"
+            "SELECT c.request_id, c.model, count(*),"
+            " count(*) FILTER (WHERE a.error LIKE 'Unknown%%')"
             " FROM charges c JOIN attempts a ON a.id = c.attempt_id"
-            " WHERE c.job_id = %s GROUP BY c.request_id, c.model) l ON l.request_id = r.id",
-            (job_id,)).fetchall()
+            " WHERE c.job_id = %s GROUP BY c.request_id, c.model", (job_id,)).fetchall()
         rate_limited = one(
             "SELECT count(*) FROM requests r JOIN results s ON s.request_id = r.id "
             "WHERE r.job_id = %s AND r.lane = 'batch' AND r.status = 'failed' AND ("
@@ -285,21 +287,30 @@ def invariants(db_url: str, job_id: str, valid: int,
             "'done' GROUP BY why ORDER BY count(*) DESC LIMIT 6", (job_id,)).fetchall()
     left = {(model, digest): n for model, by in served.items() for digest, n in by.items()}
     doubles = unserved_estimates = charged = unaccounted = 0
-    for body, model, n, unknown in ledger:
-        messages = [(m["role"], m["content"]) for m in body["messages"]]
-        paid = left.pop((model, prompt_digest(messages)), 0)
+    examples: list[dict[str, Any]] = []  # what to look up when a count is not 0
+    for rid, model, n, unknown in ledger:
+        paid = left.pop((model, requests[rid][1]), 0)
         charged += n
         unaccounted += max(paid - n, 0)
         doubles += max(n - paid - unknown, 0)  # more charges than calls, beyond the unknown
         unserved_estimates += min(unknown, max(n - paid, 0))
-    unaccounted += sum(left.values())  # served, and no charge at all for that prompt
+        if paid > n or n - paid - unknown > 0:
+            examples.append({"request": rid, "status": requests[rid][0], "model": model,
+                             "served": paid, "charged": n, "unknown_outcome": unknown})
+    by_digest = {digest: (rid, status) for rid, (status, digest) in requests.items()}
+    for (model, digest), paid in left.items():  # served, and no charge at all for it
+        unaccounted += paid
+        rid, status = by_digest.get(digest, (None, None))
+        examples.append({"request": rid, "status": status, "model": model, "served": paid,
+                         "charged": 0, "unknown_outcome": 0})
     return {"rows": rows, "stuck": stuck, "lost": max(valid - rows, 0),
             "double_charges": doubles, "charged_calls": charged,
             "served_calls": sum(n for by in served.values() for n in by.values()),
             "unaccounted_paid_calls": unaccounted,
             "unknown_outcome_charged_not_served": unserved_estimates,
             "batch_rate_limit_failures": rate_limited, "by_status": by_status,
-            "not_done_reasons": [[why, n] for why, n in reasons]}
+            "not_done_reasons": [[why, n] for why, n in reasons],
+            "ledger_mismatches": examples[:20]}
 
 
 def served_calls(url: str) -> dict[str, dict[str, int]]:

@@ -7,6 +7,7 @@ choice letter, then a number.
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Callable, Sequence
 from typing import Protocol
@@ -36,11 +37,18 @@ def extract_choice(text: str) -> str | None:
 
 
 def _normalise_number(raw: str) -> str | None:
+    """A number's canonical text ('1,000.0' -> '1000'); one too large for a float is its own
+    digits, so it still compares equal to itself and never raises."""
     cleaned = raw.replace(",", "").rstrip(".")
     try:
         value = float(cleaned)
     except ValueError:
         return None
+    if not math.isfinite(value):
+        sign, digits = ("-", cleaned[1:]) if cleaned.startswith("-") else ("", cleaned)
+        whole, _, part = digits.partition(".")
+        part = part.rstrip("0")
+        return sign + (whole.lstrip("0") or "0") + (f".{part}" if part else "")
     return str(int(value)) if value == int(value) else f"{value:g}"
 
 

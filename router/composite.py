@@ -105,7 +105,8 @@ class CharTrigramModel:
         lengths = np.diff(np.append(starts, len(codes))) - 2
         csum = np.concatenate(([0.0], np.cumsum(nll)))
         sums = csum[starts + lengths] - csum[starts]
-        return sums / np.maximum(lengths, 1)
+        per_byte: np.ndarray = sums / np.maximum(lengths, 1)
+        return per_byte
 
 
 def _word_grams(texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
@@ -126,7 +127,8 @@ def _word_vectors(texts: Sequence[str]) -> np.ndarray:
     rows, cols = _word_grams(texts)
     np.add.at(out, (rows, cols), 1.0)
     norms = np.linalg.norm(out, axis=1, keepdims=True)
-    return out / np.maximum(norms, 1e-9)
+    normed: np.ndarray = out / np.maximum(norms, 1e-9)
+    return normed
 
 
 def _cosines(texts: Sequence[str], centroids: np.ndarray) -> np.ndarray:

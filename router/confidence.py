@@ -79,7 +79,7 @@ class ResponseScorer:
     @property
     def checks(self) -> bool:
         """Whether it reads the self-check features (its weights say)."""
-        return self.weights.shape[0] == self.config.n_features + N_DENSE
+        return bool(self.weights.shape[0] == self.config.n_features + N_DENSE)
 
     def evidence(self, model: str, prompts: Sequence[str], responses: Sequence[str],
                  answers: Sequence[str | None], router_logits: np.ndarray) -> np.ndarray:

@@ -16,7 +16,8 @@ with the best expected accuracy gain per cost while it clears a swept threshold)
 ``value-k$`` (the same with per-request cost estimates), ``parallel`` / ``parallel+judge``
 (top-k by train accuracy, vote or judge), ``hybrid`` (cheapest, then the strongest with the
 next-best no pricier than it in parallel); baselines ``knn (RouterBench)``, ``routellm``,
-``frugalgpt``. Baselines score answers as the published methods do, without tierline's
+``frugalgpt``; ``untrained`` (:mod:`router.agreement`: cheap panels that must agree, no
+training). Baselines score answers as the published methods do, without tierline's
 self-checks (:mod:`router.arithmetic`); the reference ``frugalgpt, tierline's scorer`` is the
 FrugalGPT-style cascade given them.
 """
@@ -28,6 +29,7 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
+from router.agreement import Agreement
 from router.dataset import Item, Prices
 from router.errors import InvalidInput
 from router.frontier import aiq, cost_to_reach
@@ -139,6 +141,7 @@ def plan(trained: TrainedRouting) -> list[Point]:
     points = [Point(f"single {m}", f"single {m}", "reference", SingleModel(m)) for m in models]
     points.append(Point("composite bands", "composite", "tierline",
                         BandRoute(band_models(models, acc))))
+    points += untrained_points(models)
     points += [Point(f"learned λ={w}", "learned", "tierline", LearnedPick(models, usd, None, w))
                for w in COST_WEIGHTS]
     for k in (2, 3, 4):
@@ -181,6 +184,25 @@ def plan(trained: TrainedRouting) -> list[Point]:
     # The same baseline reading tierline's response scorer: how much is the scorer's.
     points += [Point(f"frugalgpt+checks bar={b}", "frugalgpt, tierline's scorer", "reference",
                      Cascade((trained.weak, trained.strong), frugal, b)) for b in BARS]
+    return points
+
+
+def untrained_points(models: Sequence[str]) -> list[Point]:
+    """The zero-training default over every model by price (it knows nothing else): panels
+    of the 1, 2 and 3 cheapest, each escalating to any pricier model (a panel of one with
+    its checks plain or strict), and its ends, the cheapest or the top alone;
+    ``agree-2>top`` is the production template's (``agree-1>top`` with two models)."""
+    tiers = tuple(models)
+    points = [Point("untrained cheapest alone", "untrained", "untrained", SingleModel(tiers[0])),
+              Point("untrained top alone", "untrained", "untrained", Agreement(tiers, 0))]
+    for panel in (1, 2, 3):
+        for target in tiers[panel:]:
+            name = "top" if target == tiers[-1] else target
+            points.append(Point(f"untrained agree-{panel}>{name}", "untrained", "untrained",
+                                Agreement(tiers, panel, target)))
+            if panel == 1:
+                points.append(Point(f"untrained agree-1>{name} strict", "untrained",
+                                    "untrained", Agreement(tiers, 1, target, strict=True)))
     return points
 
 
@@ -230,6 +252,10 @@ def evaluate(trained: TrainedRouting, items: Sequence[Item], prices: Prices,
     extra = [(Point("oracle (cheapest right)", "oracle", "reference", SingleModel("")),
               _oracle(replay)),
              (Point("random model", "random", "reference", SingleModel("")), random)]
+    # Random routing between the cheapest and the best model: the line between the two.
+    cheapest = f"single {trained.models[0]}"
+    extra += [(Point(f"random {name}", "random cheapest/best", "reference", SingleModel("")),
+               singles[name]) for name in dict.fromkeys((cheapest, best_name))]
     extra += [(Point(f"perfect judge {trained.weak}>{trained.strong} ({i})", "perfect judge",
                      "reference", SingleModel("")), r)
               for i, r in enumerate(_perfect_judge(replay, trained.weak, trained.strong))]

@@ -22,6 +22,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
+from router.agreement import Agreement, UntrainedParts, untrained_parts
 from router.bundle import RoutingBundle
 from router.decide import first_model
 from router.errors import PolicyError
@@ -76,6 +77,24 @@ def live_strategy(policy: Policy, bundle: RoutingBundle) -> Strategy:
     return BUILDERS[kind](policy, bundle, tiers, policy.strategy.options)
 
 
+def steps_live(policy: Policy) -> bool:
+    """Whether the tier worker drives a step machine for this policy (a bundle's, or the
+    zero-training ``agreement``) rather than its own chains."""
+    return bool(policy.strategy.options.get("bundle")) or policy.strategy.kind == "agreement"
+
+
+def untrained_strategy(policy: Policy) -> tuple[UntrainedParts, Strategy]:
+    """Kind ``agreement``: the stand-in parts and the step machine over the tiers' models."""
+    tiers = tuple(policy.tiers[t][0] for t in policy.tier_names)
+    o = policy.strategy.options
+    target = o.get("escalate_to")
+    if target is not None and target not in tiers:
+        raise PolicyError(policy.name, "strategy.options.escalate_to",
+                          f"{target!r} is no tier's preferred model ({', '.join(tiers)})")
+    return (untrained_parts(tiers, str(o.get("answer", "auto"))),
+            Agreement(tiers, int(o.get("panel", 2)), target))
+
+
 def policy_strategy(strategy: Strategy) -> dict[str, Any] | None:
     """The policy ``strategy`` mapping that rebuilds ``strategy`` from a bundle (the inverse
     of :func:`live_strategy`, ``options.bundle`` left to the caller; the tiers are
@@ -95,7 +114,7 @@ def policy_strategy(strategy: Strategy) -> dict[str, Any] | None:
             "options": {k: v for k, v in options.items() if v not in (None, [])}}
 
 
-def views(bundle: RoutingBundle, prompts: Sequence[str], bands: Sequence[str],
+def views(bundle: RoutingBundle | UntrainedParts, prompts: Sequence[str], bands: Sequence[str],
           max_output_tokens: Sequence[int]) -> list[RequestView]:
     """What the strategy reads per request: the learned P(correct) of every model, in one
     vectorised call for the whole bundle."""

@@ -18,13 +18,14 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from router.early_stop import EarlyStop
 from router.errors import PolicyError
+from router.lanes import LANES as LANES  # re-exported: the lanes are policy too
 
-LANES = ("realtime", "standard", "batch")
 Lane = Literal["realtime", "standard", "batch"]
 BANDS = ("low", "mid", "high")
-STRATEGY_KINDS = ("single", "cascade", "hybrid", "parallel", "value", "learned")
+STRATEGY_KINDS = ("single", "cascade", "hybrid", "parallel", "value", "learned", "agreement")
 _LEARNED_ONLY = ("value", "learned")  # strategies that exist only as a trained bundle
 AGGREGATES = ("vote", "evaluator")  # how kind 'parallel' brings its answers to one
+ANSWER_KINDS = ("auto", "choice", "number")  # router.answers.EXTRACTORS (router.agreement)
 # Tier index per band (low, mid, high) by number of tiers, when the policy gives no mapping.
 _SPREAD = {1: (0, 0, 0), 2: (0, 0, 1), 3: (0, 1, 2), 4: (0, 1, 3)}
 
@@ -159,6 +160,11 @@ class StrategySpec(_Frozen):
 
     With ``options.bundle`` (a file from ``tierline router train``): the trained step machine
     of router.live, for every kind but ``single``; ``value`` and ``learned`` exist only there.
+
+    ``agreement`` needs no bundle (router.agreement, the zero-training default): the
+    ``options.panel`` (default 2) cheapest tiers are asked at once and their answer is
+    accepted when they agree, else ``options.escalate_to`` (default: the top tier's model)
+    answers; ``options.answer`` names the answer extractor (``auto``, ``choice``, ``number``).
     """
 
     kind: str = "single"
@@ -183,6 +189,7 @@ class StrategySpec(_Frozen):
             raise ValueError(f"options.bundle: kind {self.kind!r} is a learned strategy and "
                              "needs a trained bundle (tierline router train)")
         _check_panel_options(self.kind, self.options, bundled)
+        _check_agreement_options(self.kind, self.options)
         return self
 
     def models_named(self) -> dict[str, list[str]]:
@@ -192,6 +199,8 @@ class StrategySpec(_Frozen):
                                        if key in o}
         if "evaluator" in o:
             named["evaluator"] = [o["evaluator"]]
+        if "escalate_to" in o:
+            named["escalate_to"] = [o["escalate_to"]]
         return named
 
 
@@ -204,6 +213,28 @@ def _model_list(options: dict[str, Any], key: str, at_least: int) -> None:
     repeated = sorted({m for m in names if list(names).count(m) > 1})
     if repeated:
         raise ValueError(f"options.{key}: lists {repeated} more than once")
+
+
+def _check_agreement_options(kind: str, o: dict[str, Any]) -> None:
+    """Kind ``agreement``: no bundle; panel, escalate_to and answer well formed."""
+    own = ("panel", "escalate_to", "answer")
+    if kind != "agreement":
+        for key in own:
+            if key in o:
+                raise ValueError(f"options.{key}: only kind 'agreement' reads it, not {kind!r}")
+        return
+    if o.get("bundle"):
+        raise ValueError("options.bundle: kind 'agreement' needs no trained bundle (with one, "
+                         "use kind cascade or value)")
+    panel = o.get("panel", 2)
+    if not (isinstance(panel, int) and not isinstance(panel, bool) and 1 <= panel <= 3):
+        raise ValueError(f"options.panel: how many of the cheapest tiers must agree, 1 to 3, "
+                         f"got {panel!r}")
+    if "escalate_to" in o and not (isinstance(o["escalate_to"], str) and o["escalate_to"]):
+        raise ValueError(f"options.escalate_to: a model name, got {o['escalate_to']!r}")
+    if o.get("answer", "auto") not in ANSWER_KINDS:
+        raise ValueError(f"options.answer: unknown answer kind {o.get('answer')!r} (known: "
+                         f"{', '.join(ANSWER_KINDS)})")
 
 
 def _check_panel_options(kind: str, o: dict[str, Any], bundled: bool) -> None:
@@ -273,6 +304,15 @@ class RequestLimits(_Frozen):
     max_output_tokens: int = Field(default=8_192, gt=0)
 
 
+class GuardSpec(_Frozen):
+    """The cost guard (router.guard): while the spend per 1k tokens of the calls started in
+    the last ``window_s`` runs above ``usd_per_1k_tokens_max``, new work starts one tier
+    cheaper."""
+
+    usd_per_1k_tokens_max: float = Field(gt=0, allow_inf_nan=False)
+    window_s: float = Field(default=30.0, gt=0, le=3600, allow_inf_nan=False)
+
+
 class Policy(_Frozen):
     """Tiers, models, lanes and routing settings for one environment."""
 
@@ -285,6 +325,7 @@ class Policy(_Frozen):
     bundling: BundlingSpec = BundlingSpec()
     requests: RequestLimits = RequestLimits()
     failure: FailureSpec = FailureSpec()
+    guard: GuardSpec | None = None  # absent: no cost guard
 
     @model_validator(mode="after")
     def _check(self) -> Policy:

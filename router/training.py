@@ -133,7 +133,7 @@ def train_routing(items: Sequence[Item], prices: Prices, seed: int = 0,
     for f in (0, 1):
         fit_on, score_on = parts[1 - f], parts[f]
         r = train_learned_router([prompts[i] for i in fit_on], scores[fit_on], models,
-                                 prices_used, fit=fit, rows=rows.take(fit_on))  # type: ignore[arg-type]
+                                 prices_used, fit=fit, rows=rows.take(fit_on))
         oof_logits[score_on] = r.logits_rows(rows.take(score_on))
         fold_routers.append(r)
     responses = [[it.outcomes[m].response for it in items] for m in models]

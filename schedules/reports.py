@@ -5,13 +5,21 @@ the day before, and any earlier day since the newest stored report that has none
 ``CATCH_UP_DAYS`` back), so a beat or worker that was down over a midnight leaves no gap.
 A day with no traffic gets a report of zeros. Safe to run twice: a day's report is written
 once (``workers.period_report.record_day``).
+
+With ``$TIERLINE_REPORT_DIR`` set, each recorded day's page is also written there as
+``daily-YYYY-MM-DD.html``, and when the day is a Sunday its ISO week's rollup as
+``weekly-YYYY-Www.html`` (``schedules.report_html``). A page that cannot be written is
+logged; the day stays recorded in the database and its page can be made with
+``tierline report --html``.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import logging
+import os
 import time
+from pathlib import Path
 
 from workers.app import app
 from workers.period_report import DAILY, DAY_S, latest_start, record_day
@@ -21,6 +29,7 @@ log = logging.getLogger(__name__)
 
 REPORT_TASK = "tierline.daily_report"
 CATCH_UP_DAYS = 7
+REPORT_DIR_ENV = "TIERLINE_REPORT_DIR"
 
 
 def days_to_record(latest: dt.date | None, now_s: float, *,
@@ -50,7 +59,41 @@ def record_finished_days(now_s: float) -> list[str]:
                  "recorded" if new else "already recorded", body["requests"]["ended"],
                  spend["ledger_usd"], "balanced" if spend["balanced"] else "NOT balanced")
         recorded.append(day.isoformat())
+    folder = os.environ.get(REPORT_DIR_ENV)
+    if folder:
+        for day_text in recorded:
+            write_pages(Path(folder), dt.date.fromisoformat(day_text), now_s)
     return recorded
+
+
+def write_pages(folder: Path, day: dt.date, now_s: float) -> list[Path]:
+    """Write ``day``'s HTML page, and its week's if it is a Sunday, into ``folder``."""
+    from schedules.report_html import gather, page, week_days
+
+    rt = runtime()
+    year, week, weekday = day.isocalendar()
+    wanted = [(folder / f"daily-{day.isoformat()}.html", [day],
+               f"tierline daily report {day} (UTC)")]
+    if weekday == 7:
+        name = f"{year}-W{week:02d}"
+        days = week_days(name)
+        wanted.append((folder / f"weekly-{name}.html", days,
+                       f"tierline weekly report {name} ({days[0]} to {days[-1]}, UTC)"))
+    written = []
+    for path, days, title in wanted:
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            partial = path.with_suffix(".html.partial")
+            partial.write_text(page(gather(rt.engine, rt.policy, days, now_s, title)),
+                               encoding="utf-8")
+            partial.replace(path)  # a reader never sees half a page
+        except OSError as exc:
+            log.error("%s: cannot write the report page (%s); it is recorded in the database, "
+                      "`tierline report --html` makes it", path, exc)
+            continue
+        log.info("report page written: %s", path)
+        written.append(path)
+    return written
 
 
 @app.task(name=REPORT_TASK)

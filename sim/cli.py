@@ -16,7 +16,8 @@ from sim.replay import ReplayIndex, load_replay
 from sim.server import start
 from sim.synthetic import load_gold
 
-DEFAULT_POLICY = "policies/demo.yaml"
+# The demo policy beside this package (installed with it), so the default works from any folder.
+DEFAULT_POLICY = str(Path(__file__).resolve().parent.parent / "policies" / "demo.yaml")
 
 
 def build(
@@ -39,7 +40,8 @@ def build(
     "--policy",
     type=click.Path(dir_okay=False),
     default=None,
-    help="Policy YAML naming the models (default: $TIERLINE_POLICY or policies/demo.yaml).",
+    help="Policy YAML naming the models (default: $TIERLINE_POLICY or the demo policy "
+    "shipped with tierline).",
 )
 @click.option(
     "--config",

@@ -25,6 +25,12 @@ def data_dir() -> Path:
     return Path(os.environ.get("TIERLINE_DATA", ROOT.parent / "shared" / "data"))
 
 
+@pytest.fixture(autouse=True)
+def _record_in_tmp_path(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The embedded record of every test, and of the commands it runs, in its own folder."""
+    monkeypatch.setenv("TIERLINE_HOME", str(tmp_path))
+
+
 def require_service(name: str, ok: bool, why: str) -> None:
     """Skip a test whose service is absent, unless under CI, where that is a failure."""
     if ok:

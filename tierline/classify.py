@@ -66,7 +66,7 @@ def _gold_map(spec: JobSpec) -> dict[str, str] | None:
 
 def _session(spec: JobSpec) -> AbstractContextManager[Any]:
     """Distributed workers when a broker is configured; else the embedded stack."""
-    from tierline.cli import err
+    from tierline.console import err
 
     settings = load_settings()
     if not settings.embedded:
@@ -103,7 +103,8 @@ def _session(spec: JobSpec) -> AbstractContextManager[Any]:
                    "[the lane's latency budget].")
 def command(input_path: str | None, job_file: Path | None, **flags: Any) -> None:
     """Label each row of a CSV/JSONL file with one of LABELS; one output row per input row."""
-    from tierline.cli import _progress, err, out
+    from tierline.console import err, out
+    from tierline.console import progress as _progress
 
     spec = job_of(input_path, job_file, flags)
     check_readable(spec)  # a missing column is one error before anything starts

@@ -1,4 +1,9 @@
-"""The ``tierline`` command line. User errors print one line and exit 2, never a traceback."""
+"""The ``tierline`` command line. User errors print one line and exit 2, never a traceback.
+
+Heavy libraries (SQLAlchemy, Celery, httpx, numpy) are imported inside the commands that use
+them, so ``tierline --help`` answers at once; the commands defined in other modules are
+imported only when called (see ``_register_optional``).
+"""
 
 from __future__ import annotations
 
@@ -7,27 +12,34 @@ import os
 import sys
 from contextlib import AbstractContextManager, nullcontext
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
-from rich.console import Console
-from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
-from sqlalchemy.exc import SQLAlchemyError
 
-from router.errors import TierlineError
-from router.policy import LANES, load_policy
-from tierline.client import Client
-from tierline.intake import RejectLog, read_jsonl
-from workers.runtime import runtime
-from workers.settings import load_settings
+from router.errors import InvalidInput, TierlineError
+from router.lanes import LANES
+from tierline.console import err, out
+from tierline.console import progress as _progress
 
-err = Console(stderr=True, soft_wrap=True)
-out = Console(soft_wrap=True)
+if TYPE_CHECKING:
+    from tierline.client import Client
+
 MAX_SHOWN_REJECTS = 20
 
 
+# The commands ``_register_optional`` adds, listed by ``tierline --help`` without importing them.
+OPTIONAL_COMMANDS = {
+    "bench": "Benchmarks over recorded data.",
+    "classify": "Label each row of a CSV/JSONL file with one of LABELS; one output row per "
+                "input row.",
+    "router": "Learned routing artifacts.",
+    "sim": "Serve simulated models over OpenAI- and Anthropic-compatible HTTP until stopped.",
+}
+
+
 class _Group(click.Group):
-    """Turns tierline's own errors into one clear line and exit code 2."""
+    """Turns tierline's own errors into one clear line and exit code 2; registers the
+    optional commands when one of them is called."""
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
@@ -35,16 +47,50 @@ class _Group(click.Group):
         except TierlineError as exc:
             err.print(f"[red]error:[/red] {exc}", highlight=False)
             sys.exit(2)
-        except SQLAlchemyError as exc:
-            reason = str(getattr(exc, "orig", None) or exc).splitlines()[0]
-            err.print(f"[red]error:[/red] database {load_settings().database_url.split('@')[-1]}:"
-                      f" {reason} (is it migrated? `tierline db upgrade`)", highlight=False)
-            sys.exit(2)
-        except (ValueError, OSError) as exc:
+        except (click.ClickException, click.exceptions.Exit, click.Abort):
+            raise  # click reports these itself
+        except Exception as exc:
+            from sqlalchemy.exc import SQLAlchemyError
+
+            from workers.settings import load_settings
+
+            if isinstance(exc, SQLAlchemyError):
+                reason = str(getattr(exc, "orig", None) or exc).splitlines()[0]
+                where = load_settings().database_url.split("@")[-1]
+                err.print(f"[red]error:[/red] database {where}: {reason} (is it migrated? "
+                          "`tierline db upgrade`)", highlight=False)
+                sys.exit(2)
             if isinstance(exc, OSError) and exc.filename:
                 err.print(f"[red]error:[/red] {exc.filename}: {exc.strerror}", highlight=False)
                 sys.exit(2)
             raise
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        names = set(super().list_commands(ctx))
+        return sorted(names | set(OPTIONAL_COMMANDS) if self is main else names)
+
+    def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
+        command = super().get_command(ctx, name)
+        if command is None and self is main and not _registered:
+            _registered.append(True)
+            _register_optional()
+            command = super().get_command(ctx, name)
+        return command
+
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        rows: list[tuple[str, str]] = []
+        for name in self.list_commands(ctx):
+            command = super().get_command(ctx, name)
+            if command is None and name in OPTIONAL_COMMANDS:  # listed, not yet imported
+                command = click.Command(name, help=OPTIONAL_COMMANDS[name])
+            if command is not None and not command.hidden:
+                rows.append((name, command.get_short_help_str(formatter.width - 6 - len(name))))
+        if rows:
+            with formatter.section("Commands"):
+                formatter.write_dl(rows)
+
+
+_registered: list[bool] = []
 
 
 @click.group(cls=_Group)
@@ -58,15 +104,33 @@ def main(policy: Path | None) -> None:
 
 def _session(policy_path: Path | None = None) -> AbstractContextManager[Any]:
     """In production, nothing to start; with no servers configured, the embedded stack."""
+    from workers.settings import load_settings
+
     settings = load_settings()
     if not settings.embedded:
         return nullcontext(None)
-    from tierline.embedded import embedded
+    from tierline.embedded import embedded, record_path
 
     err.print("[dim]no TIERLINE_BROKER_URL set: running embedded in this process "
-              f"(database {settings.database_url})[/dim]")
-    db = Path(settings.database_url.removeprefix("sqlite:///"))
-    return embedded(policy_path or settings.policy_path, database=db)
+              f"(record {settings.database_url})[/dim]")
+    return embedded(policy_path or settings.policy_path, database=record_path(settings))
+
+
+def _client(rt: Any = None) -> Client:
+    """A client on the runtime ``rt`` (the embedded stack's), else on the environment's,
+    after checking that an embedded record exists: asking never leaves an empty one."""
+    from tierline.client import Client
+    from workers.settings import load_settings
+
+    if rt is None:
+        settings = load_settings()
+        path = settings.sqlite_path
+        if path is not None and not path.exists():
+            makers = ("`tierline submit FILE` or `tierline demo`" if settings.embedded
+                      else "`tierline db upgrade`")
+            raise InvalidInput(f"no tierline record at {path} yet: {makers} makes it "
+                               "(TIERLINE_HOME or TIERLINE_DATABASE_URL choose another)")
+    return Client(rt)
 
 
 @main.command()
@@ -81,6 +145,8 @@ def _session(policy_path: Path | None = None) -> AbstractContextManager[Any]:
 def submit(file: Path, lane: str | None, job_name: str | None, tenant: str | None,
            rejects: Path | None, wait: bool) -> None:
     """Submit a JSONL file of requests; prints the job id and counts."""
+    from tierline.intake import RejectLog, read_jsonl
+
     reject_log = RejectLog(rejects or file.with_suffix(file.suffix + ".rejects.jsonl"))
 
     def on_reject(line: int, reason: str, source: Any) -> None:
@@ -89,7 +155,7 @@ def submit(file: Path, lane: str | None, job_name: str | None, tenant: str | Non
             err.print(f"{file}:{line}: rejected: {reason}", highlight=False, markup=False)
 
     with _session() as rt:
-        client = Client(rt) if rt else Client()
+        client = _client(rt)
         with _progress() as progress:
             task = progress.add_task("submitting", total=file.stat().st_size)
             report = client.submit_many(read_jsonl(file), lane=lane, tenant=tenant, job=job_name,
@@ -104,15 +170,23 @@ def submit(file: Path, lane: str | None, job_name: str | None, tenant: str | Non
             err.print(f"[yellow]{report.not_enqueued} accepted requests could not be enqueued "
                       "(broker unreachable); they are safe in the database and `tierline sweep` "
                       "enqueues them[/yellow]")
-        if report.accepted == 0 and report.rejected:
+        earlier = [j for j in report.earlier_jobs if j != report.job_id]
+        if report.job_id in report.earlier_jobs:
+            err.print(f"every request was submitted before, in job {report.job_id}: its answers "
+                      f"are that job's (`tierline results {report.job_id}`)", highlight=False)
+        elif earlier:
+            err.print(f"{report.duplicates} requests were submitted before, in job "
+                      f"{', '.join(earlier)}: their answers are there", highlight=False)
+        if report.accepted == 0 and report.duplicates == 0 and report.rejected:
             sys.exit(1)
+        if rt is not None:  # nothing else answers an embedded record's unfinished requests
+            from tierline.embedded import resume_unfinished
+
+            resume_unfinished(client, report.earlier_jobs)
         if wait or rt is not None:
+            for job_id in earlier:
+                _wait(client, job_id)
             _wait(client, report.job_id)
-
-
-def _progress() -> Progress:
-    return Progress(TextColumn("{task.description}"), BarColumn(), TextColumn(
-        "{task.percentage:>3.0f}%"), TimeElapsedColumn(), console=err, transient=True)
 
 
 def _wait(client: Client, job_id: str) -> None:
@@ -137,22 +211,37 @@ def _status_line(status: Any) -> str:
 @click.argument("job")
 def status(job: str) -> None:
     """Counts of a job's requests by state."""
-    out.print(_status_line(Client().status(job)), highlight=False)
+    from workers.settings import load_settings
+
+    status = _client().status(job)
+    out.print(_status_line(status), highlight=False)
+    if not status.complete and load_settings().embedded:
+        err.print(f"with no broker set, only a running tierline process answers it: "
+                  f"`tierline resume {job}` answers the rest here", highlight=False)
 
 
 @main.command()
 @click.argument("job")
 def cancel(job: str) -> None:
     """Cancel a job: unanswered requests end cancelled; finished results are kept."""
-    out.print(_status_line(Client().cancel(job)), highlight=False)
+    out.print(_status_line(_client().cancel(job)), highlight=False)
 
 
 @main.command()
 @click.argument("job")
 def resume(job: str) -> None:
-    """Enqueue a job's unanswered requests again, e.g. after the broker lost its queues."""
-    n = Client().resume(job)
-    out.print(f"{n} unanswered requests of job {job} enqueued again", highlight=False)
+    """Enqueue a job's unanswered requests again, e.g. after the broker lost its queues.
+    With no broker set, answers them in this process and waits."""
+    _client().status(job)  # a missing record or job is an error before anything starts
+    with _session() as rt:
+        client = _client(rt)
+        n = client.resume(job)
+        if rt is None:
+            out.print(f"{n} unanswered requests of job {job} enqueued again", highlight=False)
+            return
+        out.print(f"{n} unanswered requests of job {job}: answering them in this process",
+                  highlight=False)
+        _wait(client, job)
 
 
 @main.command()
@@ -164,7 +253,7 @@ def results(job: str, out_path: Path | None) -> None:
     handle = out_path.open("w", encoding="utf-8") if out_path else sys.stdout
     n = 0
     try:
-        for row in Client().results(job):
+        for row in _client().results(job):
             handle.write(json.dumps(row) + "\n")
             n += 1
     finally:
@@ -184,7 +273,9 @@ def results(job: str, out_path: Path | None) -> None:
 def worker(role: str, lanes: tuple[str, ...], concurrency: int | None, pool: str | None,
            celery_args: tuple[str, ...]) -> None:
     """Start a Celery worker on the queues of a role, from the policy's tiers."""
+    from router.policy import load_policy
     from workers.app import queues_for
+    from workers.settings import load_settings
 
     policy = load_policy(load_settings().policy_path)
     queues = queues_for(policy, role, lanes or LANES)
@@ -208,8 +299,12 @@ def db() -> None:
 def db_upgrade() -> None:
     """Apply the migrations to $TIERLINE_DATABASE_URL (Alembic upgrade head)."""
     from workers.db import upgrade
+    from workers.settings import load_settings
 
-    url = load_settings().database_url
+    settings = load_settings()
+    if settings.sqlite_path is not None:
+        settings.sqlite_path.parent.mkdir(parents=True, exist_ok=True)
+    url = settings.database_url
     upgrade(url)
     out.print(f"schema at head: {url.split('@')[-1]}", highlight=False)
 
@@ -227,12 +322,18 @@ def sweep(intake_timeout: float | None) -> None:
         fail_stalled_intakes,
         restart_batch_intakes,
     )
+    from workers.runtime import runtime
 
+    _client()  # an embedded record must exist
     rt = runtime()
     timeout = INTAKE_STALLED_AFTER_S if intake_timeout is None else intake_timeout
     for job_id in fail_stalled_intakes(rt, stalled_after_s=timeout):
         out.print(f"job {job_id} failed: its intake was interrupted; submit it again",
                   highlight=False)
+    if rt.settings.embedded:  # in-memory queues end with this process: enqueueing answers nothing
+        err.print("no TIERLINE_BROKER_URL set: nothing enqueued; `tierline resume JOB` answers a "
+                  "job's unanswered requests in this process", highlight=False)
+        return
     for job_id in restart_batch_intakes(rt, min_age_s=0.0, stalled_after_s=timeout):
         out.print(f"batch batch_{job_id}: its file is being read again (each line is written "
                   "once)", highlight=False)
@@ -253,24 +354,48 @@ def charges(since: str | None, until: str | None, by: tuple[str, ...], fmt: str,
     """The charge ledger: calls, tokens and USD per group, and whether the totals reconcile."""
     from tierline.charges import show_charges
 
+    _client()  # an embedded record must exist
     show_charges(since=since, until=until, by=by, fmt=fmt, out_path=out_path, console=out)
 
 
 @main.command()
 @click.option("--day", default=None, help="The UTC day, YYYY-MM-DD (default: today so far).")
+@click.option("--week", default=None, help="With --html: an ISO week, YYYY-Www (e.g. 2026-W49).")
 @click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table")
-def report(day: str | None, fmt: str) -> None:
+@click.option("--html", "html_path", type=click.Path(dir_okay=False, path_type=Path),
+              default=None, help="Write the report with its charts as one HTML file.")
+def report(day: str | None, week: str | None, fmt: str, html_path: Path | None) -> None:
     """The daily report: requests, answers, spend, savings, latency and failures of a UTC day
     (stored by beat; computed and stored here if missing)."""
+    if html_path is not None:
+        from tierline.report import write_html
+
+        write_html(html_path, day=day, week=week, console=out)
+        return
+    if week is not None:
+        raise click.UsageError("--week needs --html")
     from tierline.report import show_report
 
+    _client()  # an embedded record must exist
     show_report(day=day, fmt=fmt, console=out)
+
+
+@main.command()
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", type=click.IntRange(0, 65535), default=9108, show_default=True)
+def metrics(host: str, port: int) -> None:
+    """Serve Prometheus metrics: queue depths, absorber use and breakers read from Redis at
+    each scrape, at http://HOST:PORT/metrics."""
+    from workers.metrics_exporter import serve
+
+    serve(host, port)
 
 
 @main.command()
 @click.option("--requests", "n_requests", type=int, default=330, show_default=True)
 @click.option("--db", "database", type=click.Path(dir_okay=False, path_type=Path), default=None,
-              help="Keep the SQLite record here (default: a temporary file).")
+              help="Keep the SQLite record here (default: the data directory's, "
+                   "$TIERLINE_HOME/tierline.sqlite, where every command looks).")
 def demo(n_requests: int, database: Path | None) -> None:
     """Run a sample workload through the whole pipeline in this process, no servers needed."""
     from tierline.demo import run_demo
@@ -301,7 +426,7 @@ def gateway(host: str, port: int, keys: Path | None) -> None:
 
     accepted = load_keys(keys) if keys else None
     with _session() as rt:
-        server = make_server(Client(rt) if rt else Client(), host, port, keys=accepted)
+        server = make_server(_client(rt), host, port, keys=accepted)
         out.print(f"tierline gateway on http://{host}:{server.server_port}/v1 (Ctrl-C stops it)",
                   highlight=False)
         if accepted is None:
@@ -324,6 +449,7 @@ def models() -> None:
     from rich.table import Table
 
     from router.latency import estimate
+    from workers.runtime import runtime
 
     rt = runtime()
     names = [m for tier in rt.policy.tiers.values() for m in tier]
@@ -362,15 +488,20 @@ def policy() -> None:
 @click.argument("file", type=click.Path(dir_okay=False, path_type=Path))
 def policy_check(file: Path) -> None:
     """Validate a policy file; prints its tiers."""
+    from router.policy import load_policy
+
     p = load_policy(file)
     tiers = "; ".join(f"{t}: {', '.join(m)}" for t, m in p.tiers.items())
     out.print(f"{file}: ok: {len(p.models)} models, tiers {tiers}", highlight=False)
 
 
 def _register_optional() -> None:
-    """Commands whose modules live elsewhere: registered here, imported once."""
+    """Commands whose modules live elsewhere: registered here, imported once, when a command
+    that is not defined above is called (list new top-level ones in OPTIONAL_COMMANDS)."""
     from sim.cli import command as sim_command
+    from tierline.bench_learning import command as bench_learning
     from tierline.bench_routing import command as bench_routing
+    from tierline.bundles_cli import command as bundles_command
     from tierline.classify import command as classify_command
     from tierline.router_train import command as router_train
 
@@ -382,12 +513,13 @@ def _register_optional() -> None:
         """Benchmarks over recorded data."""
 
     bench.add_command(bench_routing, "routing")
+    bench.add_command(bench_learning, "learning")
 
     @main.group("router")
     def router_group() -> None:
         """Learned routing artifacts."""
 
     router_group.add_command(router_train, "train")
+    router_group.add_command(bundles_command, "bundles")
 
 
-_register_optional()

@@ -40,6 +40,10 @@ class SubmitReport:
     rejected: int = 0
     not_enqueued: int = 0  # accepted but the broker was unreachable; the sweeper enqueues them
     request_ids: list[str] = field(default_factory=list)
+    # Jobs that hold the duplicates (requests submitted before, under the same keys). When
+    # every valid item is one, and all are in one job, ``job_id`` is that job: its results are
+    # the answers to this submission, and no empty job is left behind.
+    earlier_jobs: list[str] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -129,7 +133,9 @@ class Client:
             with self.rt.engine.begin() as conn:
                 new = records.accept_requests(conn, report.job_id, valid)
                 if collect_ids:
-                    report.request_ids.extend(self._ids_of(conn, valid, set(new)))
+                    ids = self._ids_of(conn, valid, set(new))
+                    report.request_ids.extend(ids)
+                    _note_earlier_jobs(conn, report, [i for i in ids if i not in set(new)])
             report.accepted += len(new)
             report.duplicates += len(valid) - len(new)
             if broker_up:
@@ -139,6 +145,14 @@ class Client:
             if on_progress:
                 on_progress(len(chunk), sum(item[3] for item in chunk))
         with self.rt.engine.begin() as conn:
+            if (into is None and report.accepted == 0 and report.duplicates
+                    and len(report.earlier_jobs) == 1):  # a resubmission: the earlier job
+                conn.execute(jobs.delete().where(jobs.c.id == report.job_id))
+                report.job_id = report.earlier_jobs[0]
+                jobs_.settle(conn, [report.job_id], time.time())
+                if finish:
+                    finish(conn)
+                return report
             if into is None:
                 records.add_job_counts(conn, report.job_id, accepted=report.accepted,
                                        duplicates=report.duplicates, rejected=report.rejected)
@@ -338,6 +352,15 @@ def _numbered(items: Iterable[Any]) -> Iterator[tuple[int, Any, str | None, int,
             yield index, {"prompt": item}, None, 0, item
         else:
             yield index, item, None, 0, item
+
+
+def _note_earlier_jobs(conn: Connection, report: SubmitReport, earlier_ids: list[str]) -> None:
+    """Add the jobs of requests submitted before to ``report.earlier_jobs``."""
+    if not earlier_ids:
+        return
+    for job_id in records.job_of(conn, earlier_ids).values():
+        if job_id is not None and job_id != report.job_id and job_id not in report.earlier_jobs:
+            report.earlier_jobs.append(job_id)
 
 
 def _raise(_number: int, reason: str) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import time
 from decimal import Decimal
 from itertools import islice
@@ -15,7 +16,7 @@ from tierline.client import Client
 from tierline.embedded import embedded
 from workers.records import Price
 from workers.reports import job_summary
-from workers.settings import POLICY_DIR
+from workers.settings import POLICY_DIR, data_dir, load_settings
 
 SAMPLE = Path(__file__).resolve().parent / "samples" / "demo.jsonl"
 
@@ -27,7 +28,8 @@ def run_demo(*, n_requests: int, database: Path | None, console: Console) -> Non
     started = time.monotonic()
     with console.status("starting the embedded stack: SQLite, in-memory broker, "
                         "workers, simulator"):
-        stack = embedded(policy_path, database=database)
+        record = _record(database)
+        stack = embedded(policy_path, database=record)
         rt = stack.__enter__()
     try:
         client = Client(rt)
@@ -51,8 +53,29 @@ def run_demo(*, n_requests: int, database: Path | None, console: Console) -> Non
         f"[bold]{saved:.0%} saved[/bold]. Ledger ${summary.usd:.6f} = attempts "
         f"${summary.usd_attempts:.6f}.")
     console.print(f"{status.finished}/{status.total} requests answered "
-                  f"({summary.failed} failed) in {elapsed:.1f} s; job {report.job_id}"
-                  + (f"; record kept in {database}" if database else ""))
+                  f"({summary.failed} failed) in {elapsed:.1f} s; job {report.job_id}")
+    console.print(_inspect_hint(record, report.job_id), highlight=False)
+
+
+def _record(database: Path | None) -> Path:
+    """Where the demo keeps its record: ``database``, else the data directory's record
+    (whatever ``TIERLINE_DATABASE_URL`` says: the demo is always embedded)."""
+    if database is not None:
+        return database.resolve()
+    return data_dir(os.environ) / "tierline.sqlite"
+
+
+def _inspect_hint(record: Path, job_id: str) -> str:
+    """How to look at the demo's job afterwards, from any folder."""
+    settings = load_settings()
+    prefix = ""
+    if settings.database_url != f"sqlite:///{record}" or not settings.embedded:
+        prefix = f"TIERLINE_DATABASE_URL=sqlite:///{record} "
+        if not settings.embedded:
+            prefix = "env -u TIERLINE_BROKER_URL " + prefix
+    return (f"The record is kept in {record}; look at the job again with\n"
+            f"  {prefix}tierline status {job_id}\n"
+            f"  {prefix}tierline results {job_id}")
 
 
 def _table(tiers: tuple[str, ...], summary: object) -> Table:

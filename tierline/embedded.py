@@ -9,6 +9,7 @@ only the transports differ. As in production, the realtime lane has a worker of 
 
 from __future__ import annotations
 
+import atexit
 import os
 import socket
 import tempfile
@@ -16,7 +17,9 @@ import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
+from router.errors import InvalidInput
 from router.policy import LANES, load_policy
 from workers.app import app, queues_for
 from workers.db import upgrade
@@ -43,6 +46,7 @@ def embedded(policy_path: Path, *, database: Path | None = None, concurrency: in
     policy = load_policy(policy_path)
     with tempfile.TemporaryDirectory(prefix="tierline-") as tmp:
         db_path = database or Path(tmp) / "tierline.sqlite"
+        db_path.parent.mkdir(parents=True, exist_ok=True)
         settings = Settings(EMBEDDED_BROKER, f"sqlite:///{db_path}", policy_path)
         saved_env = os.environ.get("TIERLINE_BROKER_URL")
         saved_conf = (app.conf.broker_url, app.conf.broker_transport_options)
@@ -79,6 +83,36 @@ def embedded(policy_path: Path, *, database: Path | None = None, concurrency: in
                     os.environ.pop("TIERLINE_BROKER_URL", None)
                 else:
                     os.environ["TIERLINE_BROKER_URL"] = saved_env
+
+
+_process_stack: list[Runtime] = []
+
+
+def process_stack(settings: Settings) -> Runtime:
+    """The embedded stack for the rest of this process (the Python API's default when no
+    broker is set): started on first use on the record ``settings`` name, stopped at exit."""
+    if not _process_stack:
+        stack = embedded(settings.policy_path, database=record_path(settings))
+        _process_stack.append(stack.__enter__())
+        atexit.register(stack.__exit__, None, None, None)
+    return _process_stack[0]
+
+
+def resume_unfinished(client: Any, job_ids: list[str]) -> None:
+    """Enqueue again the unanswered requests of earlier jobs that a resubmission returned:
+    the in-memory broker of the process that accepted them ended with it."""
+    for job_id in job_ids:
+        if not client.status(job_id).complete:
+            client.resume(job_id)
+
+
+def record_path(settings: Settings) -> Path:
+    """The embedded record's SQLite file."""
+    path = settings.sqlite_path
+    if path is None:
+        raise InvalidInput(f"the embedded stack keeps its record in SQLite, not "
+                         f"{settings.database_url.split('@')[-1]}; set TIERLINE_BROKER_URL too")
+    return path
 
 
 def _drop_broker_pools() -> None:

@@ -1,4 +1,5 @@
-"""``tierline report``: the daily report of a UTC day, as a table or JSON.
+"""``tierline report``: the daily report of a UTC day, as a table or JSON, or a day's or an
+ISO week's report as one HTML file with charts (``--html``).
 
 A finished day's report is read from the database; if beat has not stored it, it is
 computed and stored now. Today's is computed so far and never stored: it is not over.
@@ -10,6 +11,7 @@ import datetime as dt
 import json
 import re
 import time
+from pathlib import Path
 from typing import Any
 
 from rich.console import Console
@@ -110,3 +112,29 @@ def render(day: dt.date, body: dict[str, Any], origin: str) -> list[Any]:
     if body["failures"]:
         lines.append("failures: " + ", ".join(f"{c} {n}" for c, n in body["failures"].items()))
     return lines
+
+
+def write_html(out_path: Path, *, day: str | None, week: str | None, console: Console) -> None:
+    """Write the report of a UTC day (default today so far) or an ISO week as one HTML file."""
+    from schedules.report_html import gather, page, week_days
+
+    if day is not None and week is not None:
+        raise InvalidInput("--day and --week: give one of them")
+    now_s = time.time()
+    rt = runtime()
+    if week is not None:
+        try:
+            days = week_days(week)
+        except ValueError as exc:
+            raise InvalidInput(str(exc)) from exc
+        if day_start_s(days[0]) > now_s:
+            raise InvalidInput(f"--week: {week} has not started yet")
+        title = f"tierline weekly report {week.upper()} ({days[0]} to {days[-1]}, UTC)"
+    else:
+        the_day = parse_day(day, now_s)
+        days = [the_day]
+        title = f"tierline daily report {the_day} (UTC)"
+    html = page(gather(rt.engine, rt.policy, days, now_s, title))
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    out_path.write_text(html, encoding="utf-8")
+    console.print(f"wrote {out_path} ({len(html) // 1024} KB)", highlight=False)

@@ -14,6 +14,7 @@ import time
 from collections.abc import Sequence
 from functools import partial
 from pathlib import Path
+from typing import Any
 
 import click
 import yaml
@@ -25,7 +26,9 @@ from router.errors import InvalidInput
 from router.evaluation import evaluate, plan
 from router.live import policy_strategy
 from router.strategies import Cascade
+from router.traffic import items_from_traffic
 from router.training import train_routing
+from router.untrusted import loads
 from router.value_cascade import ValueCascade
 from tierline.bench_routing import check_priced, read_items, read_prices
 from tierline.folds import default_jobs, run_folds
@@ -34,8 +37,83 @@ out = Console(soft_wrap=True)
 err = Console(stderr=True, soft_wrap=True)
 
 
+def read_traffic(path: Path) -> list[Any]:
+    """A traffic file's records (JSONL, router.traffic's shape); errors name the line."""
+    try:
+        text = path.read_text(encoding="utf-8-sig")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise InvalidInput(f"{path}: cannot read traffic: {exc}") from exc
+    records = []
+    for number, line in enumerate(text.split("\n"), start=1):
+        if line.strip():
+            try:
+                records.append(loads(line))
+            except InvalidInput as exc:
+                raise InvalidInput(f"{path}: line {number}: {exc}") from exc
+    if not records:
+        raise InvalidInput(f"{path}: no shadowed records (the file is empty)")
+    return records
+
+
+def _from_traffic(path: Path, prices: Prices, out_path: Path, seed: int, target: float,
+                  folds: int, jobs: int, grader: str, in_force: str | None,
+                  record: bool) -> None:
+    """Retrain from shadowed traffic; write the bundle and print its policy if promoted."""
+    from tierline.traffic_train import retrain_from_traffic
+
+    items = items_from_traffic(read_traffic(path), grader, str(path))
+    check_priced(items, prices, path, Path("--prices"))
+    result = retrain_from_traffic(items, prices, seed, target, folds, jobs, in_force)
+    if not result.promoted or result.bundle is None or result.strategy is None:
+        out.print(f"not promoted: {result.why}", highlight=False, markup=False)
+        return
+    npz, meta = save_bundle(result.bundle, out_path)
+    spec = policy_strategy(result.strategy)
+    assert spec is not None and isinstance(result.strategy, Cascade | ValueCascade)
+    spec["options"]["bundle"] = str(out_path)
+    policy = {"tiers": {f"t{i}": [m] for i, m in enumerate(result.strategy.tiers)},
+              "strategy": spec}
+    out.print(f"promoted: {result.why}; wrote {npz} and {meta}. In the policy:",
+              highlight=False, markup=False)
+    if record:
+        bundle_id = _record(out_path, policy, str(result.label), {
+            "records": len(items), "target": target,
+            "share_of_top": round(result.share or 0.0, 4),
+            "cost_vs_top": round(result.cost or 0.0, 4)})
+        out.print(f"recorded as bundle {bundle_id}, promoted (tierline router bundles list)",
+                  highlight=False)
+    out.print(yaml.safe_dump(policy, sort_keys=False, default_flow_style=None).rstrip(),
+              highlight=False, markup=False)
+
+
+def _record(path: Path, policy: dict[str, Any], label: str, metrics: dict[str, Any]) -> str:
+    """Register a promoted bundle in the database the settings name."""
+    import time
+
+    from workers.bundles import register
+    from workers.db import engine_for, upgrade
+    from workers.settings import load_settings
+
+    url = load_settings().database_url
+    upgrade(url)
+    with engine_for(url).begin() as conn:
+        return register(conn, str(path.resolve()), policy, label, metrics, time.time(),
+                        promote=True)
+
+
 @click.command()
-@click.argument("dataset", type=click.Path(path_type=Path))
+@click.argument("dataset", type=click.Path(path_type=Path), required=False)
+@click.option("--record", is_flag=True,
+              help="with --from-traffic: register a promoted bundle in the database "
+                   "(tierline router bundles)")
+@click.option("--from-traffic", "traffic_path", type=click.Path(path_type=Path), default=None,
+              help="train on shadowed traffic (graded by agreement with the top tier) "
+                   "instead of DATASET; promotes only a point cheaper than --in-force")
+@click.option("--grader", type=click.Choice(["choice", "recorded"]), default="recorded",
+              show_default=True, help="with --from-traffic: how answers are read "
+                                      "(choice letters, or letters then numbers)")
+@click.option("--in-force", default=None,
+              help="with --from-traffic: the label of the policy in force, kept unless beaten")
 @click.option("--prices", "prices_path", type=click.Path(path_type=Path), required=True,
               help="prices.yaml: USD per 1M input and output tokens per model")
 @click.option("--out", "out_path", type=click.Path(path_type=Path), required=True,
@@ -48,11 +126,21 @@ err = Console(stderr=True, soft_wrap=True)
               help="validation folds that pick it (with --target)")
 @click.option("--jobs", type=click.IntRange(min=1), default=None,
               help="validation folds run at once, one process each  [default: one per core]")
-def command(dataset: Path, prices_path: Path, out_path: Path, seed: int, target: float | None,
+def command(dataset: Path | None, record: bool, traffic_path: Path | None, grader: str,
+            in_force: str | None,
+            prices_path: Path, out_path: Path, seed: int, target: float | None,
             folds: int, jobs: int | None) -> None:
-    """Train every learned part on DATASET (all of it) and save the bundle."""
+    """Train every learned part on DATASET (all of it), or on shadowed traffic, and save
+    the bundle."""
     try:
+        if (dataset is None) == (traffic_path is None):
+            raise InvalidInput("give either DATASET or --from-traffic FILE")
         prices = read_prices(prices_path)
+        if traffic_path is not None:
+            _from_traffic(traffic_path, prices, out_path, seed, target or 0.9, folds,
+                          jobs or default_jobs(folds), grader, in_force, record)
+            return
+        assert dataset is not None
         items = read_items(dataset)
         check_priced(items, prices, dataset, prices_path)
         pick = (None if target is None else
@@ -82,35 +170,49 @@ def command(dataset: Path, prices_path: Path, out_path: Path, seed: int, target:
                   highlight=False, markup=False)
 
 
-def _live_shares(fit: Sequence[Item], val: Sequence[Item], prices: Prices, seed: int
-                 ) -> dict[str, tuple[float, float]]:
-    """One fold: every live point's accuracy and cost as shares of the best single model's."""
+def _live_shares(fit: Sequence[Item], val: Sequence[Item], prices: Prices, seed: int,
+                 untrained: bool = False) -> dict[str, tuple[float, float]]:
+    """One fold: every live point's accuracy and cost as shares of the best single model's
+    (``untrained``: the zero-training default's points too)."""
     trained = train_routing(fit, prices, seed)
     live = {p.label for p in plan(trained)
-            if p.kind == "tierline" and policy_strategy(p.strategy) is not None}
+            if (p.kind == "tierline" and policy_strategy(p.strategy) is not None)
+            or (untrained and p.kind == "untrained")}
     return {r.strategy: (r.accuracy_vs_best, r.cost_vs_best)
             for r in evaluate(trained, val, prices, ["mid"] * len(val)).rows if r.strategy in live}
 
 
-def _pick(items: Sequence[Item], prices: Prices, seed: int, target: float, folds: int,
-          jobs: int) -> tuple[str, float, float]:
-    """The live operating point that reaches ``target`` x the best single model's accuracy
-    on average over the folds at the least mean cost: its label, accuracy and cost shares."""
+def fold_means(items: Sequence[Item], prices: Prices, seed: int, folds: int, jobs: int,
+               untrained: bool = False) -> dict[str, tuple[float, float]]:
+    """Every live point's mean accuracy and cost shares over ``folds`` validation folds."""
     pairs = fold_items(items, folds, seed + 1)
     if min(min(len(fit), len(val)) for fit, val in pairs) == 0:
         raise InvalidInput(f"{len(items)} items are too few for {folds} validation folds")
     note = (f"choosing a strategy over {folds} folds ({jobs} at a time, each training on "
             f"about {len(pairs[0][0])} items): {{}} done")
     with err.status(note.format(0)) as status:
-        per_fold = run_folds(partial(_live_shares, prices=prices, seed=seed), pairs, jobs,
+        per_fold = run_folds(partial(_live_shares, prices=prices, seed=seed,
+                                     untrained=untrained), pairs, jobs,
                              lambda n: status.update(note.format(n)))
     shares: dict[str, list[tuple[float, float]]] = {}
     for fold in per_fold:
         for label, point in fold.items():
             shares.setdefault(label, []).append(point)
-    means = {label: (sum(a for a, _ in v) / len(v), sum(c for _, c in v) / len(v))
-             for label, v in shares.items() if len(v) == folds}
-    reached = [(cost, -share, label) for label, (share, cost) in means.items() if share >= target]
+    return {label: (sum(a for a, _ in v) / len(v), sum(c for _, c in v) / len(v))
+            for label, v in shares.items() if len(v) == folds}
+
+
+def _pick(items: Sequence[Item], prices: Prices, seed: int, target: float, folds: int,
+          jobs: int) -> tuple[str, float, float]:
+    """The live operating point that reaches ``target`` x the best single model's accuracy
+    on average over the folds at the least mean cost: its label, accuracy and cost shares."""
+    return pick_point(fold_means(items, prices, seed, folds, jobs), target)
+
+
+def pick_point(means: dict[str, tuple[float, float]], target: float) -> tuple[str, float, float]:
+    """The cheapest point whose mean accuracy share reaches ``target`` (InvalidInput if none)."""
+    reached = [(cost, -share, label) for label, (share, cost) in means.items()
+               if share >= target and not label.startswith("untrained")]
     if not reached:
         best = max((share for share, _ in means.values()), default=None)
         got = "none ran" if best is None else f"the best reached {best:.1%}"

@@ -98,7 +98,10 @@ class RedisAbsorberStore:
         refused = [i for i, t in enumerate(counts) if absorber.refusal_reason(limits, t)]
         skip = set(refused)
         candidates = [i for i in range(len(counts)) if i not in skip]
+        from workers import metrics
+
         if not candidates:
+            metrics.absorber_decision(scope, 0, 0, len(refused))
             return BatchDecision({}, [], refused, None, absorber.GRANTED)
         ids = reservation_ids(len(candidates))
         args: list[Any] = [
@@ -122,6 +125,7 @@ class RedisAbsorberStore:
                 ids[int(position) - 1], scope, counts[index], now_s, expires_at_s
             )
         deferred = [i for i in candidates if i not in granted]
+        metrics.absorber_decision(scope, len(granted), len(deferred), len(refused))
         return BatchDecision(granted, deferred, refused, float(retry) if retry else None, reason)
 
     def settle(

@@ -14,6 +14,7 @@ import os
 from typing import Any
 
 from celery import Celery
+from celery.signals import worker_init
 
 from router.policy import LANES, Policy
 from workers.settings import load_settings
@@ -44,6 +45,9 @@ def _config() -> dict[str, Any]:
             "unacked_restore_throttle": 1 if visibility_s < 60 else 10,
         },
     }
+    prefix = os.environ.get("TIERLINE_BROKER_KEYPREFIX")
+    if prefix:  # several deployments (or test runs) share one Redis database
+        config["broker_transport_options"]["global_keyprefix"] = prefix
     if settings.embedded:
         config["broker_transport_options"] = {"polling_interval": 0.01}
     return config
@@ -70,3 +74,19 @@ def queues_for(policy: Policy, role: str, lanes: tuple[str, ...] = LANES) -> lis
     if role in ("tier", "all"):
         out += [tier_queue(tier, lane) for lane in lanes for tier in policy.tier_names]
     return out
+
+
+def all_queues(policy: Policy) -> list[str]:
+    """Every ingress and tier queue of ``policy``: what Flower and the metrics list."""
+    return queues_for(policy, "all")
+
+
+from workers import task_labels  # noqa: E402,F401  (names bundle messages for Flower)
+
+
+@worker_init.connect
+def _serve_metrics(**_: Any) -> None:
+    """A worker with ``$TIERLINE_METRICS_PORT`` serves its processes' metrics there."""
+    from workers.metrics import serve_from_worker
+
+    serve_from_worker()

@@ -42,6 +42,7 @@ from router.early_stop import EARLY_STOP
 from router.envelope import Request
 from router.errors import DeadlineExceeded, TooSlow
 from router.escalation import Judge, escalation_path, judge_for
+from router.live import steps_live
 from router.output_budget import output_cap_for_band
 from workers import jobs, panel, records, stepping
 from workers.calls import (
@@ -116,7 +117,7 @@ def execute(rt: Runtime, request_ids: Sequence[str], now: Callable[[], float] = 
     work = [(replace(r, max_output_tokens=output_cap_for_band(d.band, caps, r.max_output_tokens)),
              d) for r in todo if (d := decided.get(r.id)) is not None]
     outcome = Outcome()
-    if rt.policy.strategy.options.get("bundle"):  # never defers a request it paid for
+    if steps_live(rt.policy):  # a step machine: never defers a request it paid for
         first_seq = {rid: seen.next_seq for rid, seen in earlier.items()}
         attempts, results = stepping.run(rt, work, first_seq, outcome, now)
     else:

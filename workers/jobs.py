@@ -60,8 +60,9 @@ def halt(conn: Connection, job_id: str, state: str, now_s: float) -> int:
 def _end_requests(conn: Connection, ids: Sequence[str], state: str, now_s: float) -> None:
     if not ids:
         return
-    submitted = dict(conn.execute(select(requests.c.id, requests.c.submitted_at)
-                                  .where(requests.c.id.in_(list(ids)))).all())
+    ended = conn.execute(select(requests.c.id, requests.c.submitted_at, requests.c.lane)
+                         .where(requests.c.id.in_(list(ids)))).all()
+    submitted = {rid: at for rid, at, _ in ended}
     # What a request deferred mid-climb paid before it was stopped stays its own spend.
     paid = {rid: (n, usd) for rid, n, usd in conn.execute(
         select(attempts.c.request_id, func.count(), func.sum(attempts.c.usd))
@@ -74,6 +75,9 @@ def _end_requests(conn: Connection, ids: Sequence[str], state: str, now_s: float
     conn.execute(update(requests).where(requests.c.id.in_(list(ids)),
                                         requests.c.status.in_(UNFINISHED)).values(status=state))
     records.drop_kept_answers(conn, ids)  # a request deferred mid-climb will not return
+    from workers import metrics
+
+    metrics.halted(state, [lane for _, _, lane in ended])
 
 
 def halted(conn: Connection, request_ids: Sequence[str], now_s: float) -> set[str]:

@@ -95,12 +95,15 @@ def compute(conn: Connection, start_s: float, end_s: float, top_model: str, top:
                    .scalar_subquery())
     by_model: dict[str, int] = defaultdict(int)
     by_tier: dict[str, int] = defaultdict(int)
-    for model, tier, n in conn.execute(
-            select(results.c.model, answer_tier.label("tier"), func.count())
+    by_lane_tier: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
+    for lane, model, tier, n in conn.execute(
+            select(requests.c.lane, results.c.model, answer_tier.label("tier"), func.count())
+            .join(requests, requests.c.id == results.c.request_id)
             .where(ended, results.c.status == "ok")
-            .group_by(results.c.model, answer_tier)):
+            .group_by(requests.c.lane, results.c.model, answer_tier)):
         by_model[model or "?"] += n
         by_tier[tier or "?"] += n
+        by_lane_tier[lane][tier or "?"] += n
 
     latencies: dict[str, list[float]] = defaultdict(list)
     for lane, latency_s in conn.execute(
@@ -137,14 +140,18 @@ def compute(conn: Connection, start_s: float, end_s: float, top_model: str, top:
                      "more_than_one_attempt_share": round(climbed / n_ended, 4) if n_ended
                      else 0.0},
         "answers": {"by_tier": dict(sorted(by_tier.items())),
-                    "by_model": dict(sorted(by_model.items()))},
+                    "by_model": dict(sorted(by_model.items())),
+                    "by_lane_tier": {lane: dict(sorted(c.items())) for lane, c in
+                                     sorted(by_lane_tier.items(),
+                                            key=lambda kv: _lane_order(kv[0]))}},
         "spend": _spend(conn, start_s, end_s),
         "top_tier": {"model": top_model, "requests_usd": usd_text(requests_usd),
                      "usd_all_top": usd_text(usd_all_top), "saved_usd": usd_text(saved),
                      "saved_share": round(float(saved / usd_all_top), 4) if usd_all_top
                      else 0.0},
         "latency_s": {lane: {"answers": len(v), "p50": round(float(np.percentile(v, 50)), 3),
-                             "p95": round(float(np.percentile(v, 95)), 3)}
+                             "p95": round(float(np.percentile(v, 95)), 3),
+                             "p99": round(float(np.percentile(v, 99)), 3)}
                       for lane, v in sorted(latencies.items(),
                                             key=lambda kv: _lane_order(kv[0]))},
         "failures": dict(sorted(failures.items(), key=lambda kv: (-kv[1], kv[0]))),

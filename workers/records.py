@@ -64,7 +64,11 @@ def accept_requests(conn: Connection, job_id: str | None, batch: Sequence[tuple[
         "max_output_tokens": r.max_output_tokens, "latency_budget_s": r.latency_budget_s,
         "submitted_at": r.submitted_at, "deadline_at": r.deadline_at, "status": "accepted",
     } for seq, r in batch]
-    return insert_new(conn, requests, rows, "id")
+    new = insert_new(conn, requests, rows, "id")
+    from workers import metrics  # imported on first use: prometheus_client is not free
+
+    metrics.accepted([r for _, r in batch], new)
+    return new
 
 
 def existing_ids(conn: Connection, tenant: str, keys: Sequence[str]) -> dict[str, str]:
@@ -305,6 +309,9 @@ def record_outcomes(conn: Connection, made: Sequence[AttemptRow], done: Sequence
                                                 requests.c.status.in_(("accepted", "routed")))
                          .values(status=status))
     notify_jobs(conn, (jobs_by_request.get(r.request_id) for r in done))
+    from workers import metrics
+
+    metrics.outcomes(made, done, {row["id"]: row["usd"] for row in attempt_rows}, context)
 
 
 def drop_kept_answers(conn: Connection, request_ids: Sequence[str]) -> None:

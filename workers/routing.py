@@ -12,13 +12,18 @@ ack of their ingress message and their bundle's publish) and a flusher on a time
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable, Sequence
 
 from router.bundling import Item, bundle
-from router.decide import decide
+from router.decide import Decision, decide
+from router.envelope import Request
+from router.guard import guard_state, guarded
 from workers import records
 from workers.runtime import Runtime
+
+log = logging.getLogger(__name__)
 
 # (request ids, tier, lane, resumed: some were routed before and may have paid calls)
 Publish = Callable[[list[str], str, str, bool], None]
@@ -27,6 +32,20 @@ Publish = Callable[[list[str], str, str, bool], None]
 def estimate_tokens(prompt_chars: int, max_output_tokens: int) -> int:
     """Tokens a call may use at most: the prompt (characters / 4) plus the output cap."""
     return prompt_chars // 4 + 1 + max_output_tokens
+
+
+def _decide(rt: Runtime, requests: Sequence[Request], now_s: float) -> list[Decision]:
+    """The policy's decisions, one tier cheaper while the cost guard is on."""
+    decisions = decide(rt.policy, rt.estimator, requests)
+    spec = rt.policy.guard
+    if spec is None or not decisions:
+        return decisions
+    state = guard_state(spec, *rt.spend.totals(now_s, spec.window_s))
+    if state.on:
+        log.warning("cost guard on: %.6f USD per 1k tokens over the last %g s (max %g); "
+                    "%d new requests start one tier cheaper", state.usd_per_1k_tokens,
+                    spec.window_s, spec.usd_per_1k_tokens_max, len(decisions))
+    return guarded(rt.policy, decisions, state)
 
 
 def route(rt: Runtime, request_ids: Sequence[str], publish: Publish) -> int:
@@ -40,8 +59,7 @@ def route(rt: Runtime, request_ids: Sequence[str], publish: Publish) -> int:
         rerouted = set(stored)  # by resume, the sweeper or a redelivery: maybe paid already
         fresh = [r for r in pending if r.id not in stored]
         if fresh:
-            stored.update(records.record_decisions(
-                conn, decide(rt.policy, rt.estimator, fresh), now_s))
+            stored.update(records.record_decisions(conn, _decide(rt, fresh, now_s), now_s))
     items = [Item(key=(stored[r.id].tier, stored[r.id].model, r.lane), request_id=r.id,
                   est_tokens=estimate_tokens(len(r.prompt_text), r.max_output_tokens),
                   deadline_at=r.deadline_at) for r in pending]

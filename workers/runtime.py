@@ -73,11 +73,21 @@ class Runtime:
                                                      socket_connect_timeout=2))
 
     @cached_property
-    def learned(self) -> tuple[Any, Any]:
-        """The policy's trained bundle and the step machine built from it (see router.live)."""
-        from router.bundle import load_bundle
-        from router.live import live_strategy
+    def spend(self) -> Any:
+        """The cost guard's window of recent spend, read from the record (workers/spend.py)."""
+        from workers.spend import SpendWindow
 
+        return SpendWindow(self.engine)
+
+    @cached_property
+    def learned(self) -> tuple[Any, Any]:
+        """The policy's trained bundle and the step machine built from it (see router.live);
+        for kind ``agreement``, stand-ins for the bundle and the untrained step machine."""
+        from router.bundle import load_bundle
+        from router.live import live_strategy, untrained_strategy
+
+        if self.policy.strategy.kind == "agreement":  # the zero-training default
+            return untrained_strategy(self.policy)
         path = Path(str(self.policy.strategy.options["bundle"]))
         if not path.is_absolute():  # relative to the policy file, like every path in it
             path = self.settings.policy_path.parent / path

@@ -98,7 +98,7 @@ attempts = Table(
     Column("usage_estimated", Boolean, nullable=False),
     Column("latency_s", Float, nullable=False),
     Column("usd", USD, nullable=False),
-    Column("started_at", Float, nullable=False),
+    Column("started_at", Float, nullable=False, index=True),  # the cost guard's window
     # The answer, kept only when its request was deferred mid-climb: it goes on from there
     # when it comes back instead of paying the call again. Null on every other attempt.
     Column("content", Text),
@@ -184,3 +184,20 @@ reports = Table(
     Column("created_at", Float, nullable=False),
     Column("body", JSON, nullable=False),
 )
+
+# Trained routing bundles, versioned: at most one is promoted (the one to route with); a
+# rollback promotes the one promoted before it again (workers/bundles.py).
+bundles = Table(
+    "bundles",
+    metadata,
+    Column("id", String(36), primary_key=True),
+    Column("created_at", Float, nullable=False),
+    Column("label", String(200), nullable=False),  # the operating point, e.g. "value-3$ δ=0.3"
+    Column("path", Text, nullable=False),  # BUNDLE.npz + BUNDLE.json on disk
+    Column("policy", JSON, nullable=False),  # the tiers and strategy that use it
+    Column("metrics", JSON, nullable=False),  # how it was validated when trained
+    Column("status", String(16), nullable=False),  # candidate | promoted | retired
+    Column("promoted_at", Float),
+    Column("retired_at", Float),
+)
+

@@ -24,6 +24,24 @@ class Settings:
     def embedded(self) -> bool:
         return self.broker_url.startswith("memory://")
 
+    @property
+    def sqlite_path(self) -> Path | None:
+        """The record's file when it is SQLite, else None."""
+        if not self.database_url.startswith("sqlite:///"):
+            return None
+        return Path(self.database_url.removeprefix("sqlite:///"))
+
+
+def data_dir(env: Mapping[str, str]) -> Path:
+    """Where the embedded record lives, whatever folder a command runs in: ``TIERLINE_HOME``,
+    else ``$XDG_DATA_HOME/tierline``, else ``~/.local/share/tierline``."""
+    if env.get("TIERLINE_HOME"):
+        return Path(env["TIERLINE_HOME"]).expanduser()
+    if env.get("XDG_DATA_HOME"):
+        return Path(env["XDG_DATA_HOME"]).expanduser() / "tierline"
+    home = Path(env["HOME"]) if env.get("HOME") else Path.home()
+    return home / ".local" / "share" / "tierline"
+
 
 def default_policy_path(env: Mapping[str, str]) -> Path:
     """``TIERLINE_POLICY`` if set, else ``policies/$TIERLINE_ENV.yaml`` (default ``dev``)."""
@@ -36,13 +54,15 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
     """Settings from ``TIERLINE_BROKER_URL``, ``TIERLINE_DATABASE_URL``, ``TIERLINE_REDIS_URL``
     (absorber counters; defaults to a Redis broker's URL) and the policy variables.
 
-    With no URL set, the embedded default: in-memory broker and absorber, a SQLite file.
+    With no URL set, the embedded default: in-memory broker and absorber, and the SQLite
+    file ``tierline.sqlite`` in the data directory (see :func:`data_dir`).
     """
     env = os.environ if env is None else env
     broker = env.get("TIERLINE_BROKER_URL") or EMBEDDED_BROKER
     return Settings(
         broker_url=broker,
-        database_url=env.get("TIERLINE_DATABASE_URL") or "sqlite:///tierline.sqlite",
+        database_url=(env.get("TIERLINE_DATABASE_URL")
+                      or f"sqlite:///{data_dir(env) / 'tierline.sqlite'}"),
         policy_path=default_policy_path(env),
         redis_url=env.get("TIERLINE_REDIS_URL") or (broker if broker.startswith("redis") else None),
     )

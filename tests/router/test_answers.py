@@ -69,3 +69,11 @@ def test_label_extractor_needs_labels() -> None:
 
 def test_registry_names_every_extractor() -> None:
     assert set(EXTRACTORS) == {"choice", "number", "auto"}
+
+
+def test_a_number_too_large_for_a_float_is_its_own_digits() -> None:
+    from router.answers import extract_number
+
+    assert extract_number("so #### " + "9" * 400) == "9" * 400
+    assert extract_number("x = -00" + "9" * 400 + ".50") == "-" + "9" * 400 + ".5"
+    assert extract_number("1,000.0") == "1000"

@@ -40,7 +40,7 @@ def test_valid_strategies_load(strategy: dict[str, Any]) -> None:
 
 @pytest.mark.parametrize(("strategy", "key", "reason"), [
     ({"kind": "casacde"}, "strategy.kind", "unknown strategy 'casacde' (known: single, cascade, "
-                                           "hybrid, parallel, value, learned)"),
+                                           "hybrid, parallel, value, learned, agreement)"),
     ({"kind": "value"}, "strategy.options.bundle", "needs a trained bundle"),
     ({"kind": "learned", "options": {"bundle": ""}}, "strategy.options.bundle",
      "needs a trained bundle"),
@@ -85,4 +85,5 @@ def test_a_broken_strategy_names_the_key_and_reason(strategy: dict[str, Any], ke
 
 
 def test_the_kinds_are_the_documented_ones() -> None:
-    assert STRATEGY_KINDS == ("single", "cascade", "hybrid", "parallel", "value", "learned")
+    assert STRATEGY_KINDS == ("single", "cascade", "hybrid", "parallel", "value", "learned",
+                              "agreement")

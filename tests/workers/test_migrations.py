@@ -48,7 +48,8 @@ def test_the_files_and_batches_migration_goes_down_and_up_again(database_url: st
     missing = {(d[0], d[1].name) for d in _differences(database_url)}
     assert missing == {("add_table", "files"), ("add_index", "ix_files_tenant_purpose_created_at"),
                        ("add_table", "batches"), ("add_index", "ix_batches_tenant_created_at"),
-                       ("add_table", "reports")}  # 0008, above 0006
+                       ("add_table", "reports"),  # 0008, above 0006
+                       ("add_index", "ix_attempts_started_at"), ("add_table", "bundles")}  # 0011
     upgrade(database_url)
     assert _differences(database_url) == []
 
@@ -64,6 +65,15 @@ def test_the_batch_intake_migration_goes_down_and_up_again(database_url: str) ->
 def test_the_reports_migration_goes_down_and_up_again(database_url: str) -> None:
     _down_to(database_url, "0007")
     missing = {(d[0], d[1].name) for d in _differences(database_url)}
-    assert missing == {("add_table", "reports")}
+    assert missing == {("add_table", "reports"), ("add_index", "ix_attempts_started_at"),
+                       ("add_table", "bundles")}
+    upgrade(database_url)
+    assert _differences(database_url) == []
+
+
+def test_the_started_at_index_migration_goes_down_and_up_again(database_url: str) -> None:
+    _down_to(database_url, "0008")
+    missing = {(d[0], d[1].name) for d in _differences(database_url)}
+    assert missing == {("add_index", "ix_attempts_started_at"), ("add_table", "bundles")}
     upgrade(database_url)
     assert _differences(database_url) == []

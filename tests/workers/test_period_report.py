@@ -90,7 +90,8 @@ def test_the_report_counts_what_the_record_holds(tmp_path: Path, models_url: str
     assert requests["ended"] == 10
     assert requests["more_than_one_attempt"] == 2 and requests["more_than_one_attempt_share"] == 0.2
     assert body["answers"] == {"by_tier": {"t0": 3, "t1": 2},
-                               "by_model": {"sim-mid": 2, "sim-nano": 3}}
+                               "by_model": {"sim-mid": 2, "sim-nano": 3},
+                               "by_lane_tier": {"realtime": {"t0": 3}, "batch": {"t1": 2}}}
     assert body["failures"] == {"Rejected": 2, "BudgetExceeded": 1}
 
     spend = body["spend"]

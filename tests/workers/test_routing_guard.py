@@ -1,0 +1,67 @@
+"""The router worker reads the last window's spend from the record: above the guard's
+ceiling, new requests start one tier cheaper and their decision says why."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from sqlalchemy import insert, select
+
+from tests.workers.scripted import completion, demo_policy, runtime, serve
+from tierline.client import Client
+from workers import routing
+from workers.runtime import Runtime
+from workers.schema import attempts, decisions
+
+
+@pytest.fixture(scope="module")
+def models_url() -> Iterator[str]:
+    with serve(lambda _m, _a: (200, completion("ok"))) as url:
+        yield url
+
+
+def _guarded_runtime(tmp_path: Path, url: str) -> Runtime:
+    data = demo_policy({"kind": "single"})
+    data["classifier"]["band_tiers"] = {"low": "t2", "mid": "t2", "high": "t2"}
+    data["guard"] = {"usd_per_1k_tokens_max": 0.01, "window_s": 30}
+    return runtime(tmp_path, url, data)
+
+
+def _spent(rt: Runtime, usd: float, tokens: int, started_at: float) -> None:
+    client = Client(rt)
+    client._enqueue = lambda valid, new: True  # type: ignore[method-assign]
+    [rid] = client.submit_many(["paid earlier"], lane="batch").request_ids
+    with rt.engine.begin() as conn:
+        conn.execute(insert(attempts).values(
+            id=f"{rid}/0", request_id=rid, seq=0, model="sim-frontier", tier="t2", ok=True,
+            tokens_in=tokens // 2, tokens_out=tokens - tokens // 2, usage_estimated=False,
+            latency_s=1.0, usd=usd, started_at=started_at))
+
+
+def _route_one(rt: Runtime) -> dict[str, object]:
+    client = Client(rt)
+    client._enqueue = lambda valid, new: True  # type: ignore[method-assign]
+    [rid] = client.submit_many(["a new request"], lane="batch").request_ids
+    routing.route(rt, [rid], lambda *_: None)
+    with rt.engine.connect() as conn:
+        row = conn.execute(select(decisions).where(decisions.c.request_id == rid)).one()
+    return {"tier": row.tier, "model": row.model, "reasons": row.reasons}
+
+
+def test_spend_above_the_ceiling_moves_new_work_one_tier_cheaper(
+        tmp_path: Path, models_url: str) -> None:
+    rt = _guarded_runtime(tmp_path, models_url)
+    _spent(rt, usd=1.0, tokens=10_000, started_at=time.time() - 5)  # 0.1 USD per 1k tokens
+    decided = _route_one(rt)
+    assert (decided["tier"], decided["model"]) == ("t1", "sim-mid")
+    assert decided["reasons"]["guard"]["shift"] == "t2 → t1"  # type: ignore[index]
+
+
+def test_spend_outside_the_window_leaves_routing_alone(tmp_path: Path, models_url: str) -> None:
+    rt = _guarded_runtime(tmp_path, models_url)
+    _spent(rt, usd=1.0, tokens=10_000, started_at=time.time() - 120)
+    decided = _route_one(rt)
+    assert decided["tier"] == "t2" and "guard" not in decided["reasons"]  # type: ignore[operator]

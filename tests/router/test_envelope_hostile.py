@@ -55,3 +55,18 @@ def test_unusual_but_valid_text_is_accepted() -> None:
                              "metadata": {"n": 10 ** 99, "deep": _nested(60)}},
                             POLICY, now_s=0.0, new_id="r1")
     assert request.messages[0]["content"] == text
+
+
+@pytest.mark.parametrize(("content", "says"), [
+    (b"[" * 100_000, "nested too deeply"),
+    (b"name: x\nrequests: {max_prompt_chars: " + b"9" * 5000 + b"}\n", "number too long"),
+    (b"name: caf\xe9\n", "not UTF-8"),
+])
+def test_a_hostile_policy_file_is_one_policy_error(tmp_path: Path, content: bytes,
+                                                   says: str) -> None:
+    from router.errors import PolicyError
+
+    path = tmp_path / "policy.yaml"
+    path.write_bytes(content)
+    with pytest.raises(PolicyError, match=says):
+        load_policy(path)

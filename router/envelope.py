@@ -6,10 +6,12 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
-from router.errors import InvalidRequest
+from router.errors import InvalidInput, InvalidRequest
 from router.policy import LANES, Policy
+from router.untrusted import check
 
 ROLES = ("system", "user", "assistant", "tool")
+MAX_KEY_CHARS = 256  # the requests table's idempotency_key column
 
 
 @dataclass(frozen=True)
@@ -53,6 +55,12 @@ class Request:
         }
 
 
+def _shown(value: Any, max_chars: int = 60) -> str:
+    """A value for an error message: its repr, cut to ``max_chars`` (a lane may be 2 MB)."""
+    text = repr(value)
+    return text if len(text) <= max_chars else text[:max_chars] + "..."
+
+
 def _messages(raw: dict[str, Any]) -> tuple[dict[str, str], ...]:
     if "messages" in raw and raw["messages"] is not None:
         if "prompt" in raw and raw["prompt"] is not None:
@@ -88,11 +96,11 @@ def _positive(raw: dict[str, Any], name: str, kind: type, default: Any) -> Any:
     if value is None:
         return default
     if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise InvalidRequest(name, f"must be a number, got {value!r}")
+        raise InvalidRequest(name, f"must be a number, got {_shown(value)}")
     if not math.isfinite(value) or value <= 0:
-        raise InvalidRequest(name, f"must be positive, got {value!r}")
+        raise InvalidRequest(name, f"must be positive, got {_shown(value)}")
     if kind is int and value != int(value):
-        raise InvalidRequest(name, f"must be a whole number, got {value!r}")
+        raise InvalidRequest(name, f"must be a whole number, got {_shown(value)}")
     return kind(value)
 
 
@@ -108,18 +116,27 @@ def build_request(
     """Validate one raw request (a dict from JSON or the API) into a :class:`Request`.
 
     ``lane`` and ``tenant`` are defaults that the raw request's own fields override.
-    Raises :class:`InvalidRequest` naming the first field that is wrong.
+    Raises :class:`InvalidRequest` naming the first field that is wrong, the first value
+    that no JSON writer or database would take (:func:`router.untrusted.check`) included.
     """
     if not isinstance(raw, dict):
         raise InvalidRequest("<request>", f"must be a JSON object, got {type(raw).__name__}")
+    try:
+        check(raw)
+    except InvalidInput as exc:
+        where, _, reason = str(exc).partition(": ")
+        if not where.startswith("$") or not reason:
+            where, reason = "$", str(exc)
+        raise InvalidRequest(where.removeprefix("$").removeprefix(".") or "<request>", reason
+                             ) from None
     known = {"id", "tenant", "lane", "messages", "prompt", "metadata", "max_output_tokens",
              "latency_budget_s", "idempotency_key", "stream"}
     unknown = sorted(set(raw) - known)
     if unknown:
-        raise InvalidRequest(unknown[0], f"unknown field (known: {', '.join(sorted(known))})")
+        raise InvalidRequest(unknown[0][:60], f"unknown field (known: {', '.join(sorted(known))})")
     lane = raw.get("lane") or lane or "standard"
     if lane not in LANES:
-        raise InvalidRequest("lane", f"unknown lane {lane!r}; use one of {', '.join(LANES)}")
+        raise InvalidRequest("lane", f"unknown lane {_shown(lane)}; use one of {', '.join(LANES)}")
     tenant = raw.get("tenant") or tenant or "default"
     if not isinstance(tenant, str) or len(tenant) > 128:
         raise InvalidRequest("tenant", "must be a string of at most 128 characters")
@@ -148,10 +165,12 @@ def build_request(
         raise InvalidRequest("metadata", "must be an object")
     stream = raw.get("stream", False)
     if not isinstance(stream, bool):
-        raise InvalidRequest("stream", f"must be true or false, got {stream!r}")
+        raise InvalidRequest("stream", f"must be true or false, got {_shown(stream)}")
     key = raw.get("idempotency_key", raw.get("id"))
     if key is not None and (not isinstance(key, (str, int)) or isinstance(key, bool)):
         raise InvalidRequest("idempotency_key", "must be a string")
+    if key is not None and len(str(key)) > MAX_KEY_CHARS:
+        raise InvalidRequest("idempotency_key", f"longer than {MAX_KEY_CHARS} characters")
     return Request(
         id=new_id,
         tenant=tenant,

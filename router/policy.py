@@ -442,8 +442,15 @@ def load_policy(path: str | Path) -> Policy:
         text = path.read_text(encoding="utf-8")
     except OSError as exc:
         raise PolicyError(str(path), "<file>", f"cannot read: {exc.strerror}") from exc
+    except UnicodeDecodeError as exc:
+        raise PolicyError(str(path), "<file>", f"not UTF-8: {exc.reason} at byte {exc.start}"
+                          ) from None
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
         raise PolicyError(str(path), "<yaml>", str(exc).replace("\n", " ")) from exc
+    except RecursionError:  # the YAML composer recurses once per level of nesting
+        raise PolicyError(str(path), "<yaml>", "nested too deeply to read") from None
+    except ValueError:  # the YAML constructor's int() past 4,300 digits
+        raise PolicyError(str(path), "<yaml>", "a number too long to read") from None
     return policy_from_dict(data, str(path))

@@ -7,7 +7,10 @@ token time, jitter). It never sleeps: the server does, so time is an argument he
 
 from __future__ import annotations
 
+import hashlib
 import random
+from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from sim import synthetic
@@ -100,6 +103,9 @@ class Engine:
         self.gold = gold
         self.mode = "replay" if replay is not None else "synthetic"
         self._state = {n: _ModelState(n, p, fleet.seed) for n, p in fleet.models.items()}
+        self.served_by_prompt: Counter[tuple[str, str]] = Counter()  # if fleet.count_prompts
+        self._burst_until_s = 0.0  # monotonic; every model answers 429 until then
+        self._burst_retry_after_s = 0
 
     @property
     def model_names(self) -> list[str]:
@@ -107,11 +113,27 @@ class Engine:
         return list(self._state)
 
     def stats(self) -> dict[str, dict[str, int]]:
-        """Per-model counters: calls, rate_limited, failed."""
+        """Per-model counters: calls, rate_limited, failed, and served (calls answered: what
+        a provider bills, whether or not the caller was still there to read the answer)."""
         return {
-            n: {"calls": s.calls, "rate_limited": s.rate_limited, "failed": s.failed}
+            n: {"calls": s.calls, "rate_limited": s.rate_limited, "failed": s.failed,
+                "served": s.calls - s.failed}
             for n, s in self._state.items()
         }
+
+    def served_prompts(self) -> dict[str, dict[str, int]]:
+        """Served calls per model and prompt digest (see :func:`prompt_digest`); empty unless
+        the config sets ``count_prompts``."""
+        out: dict[str, dict[str, int]] = {}
+        for (model, digest), n in self.served_by_prompt.items():
+            out.setdefault(model, {})[digest] = n
+        return out
+
+    def rate_limit_burst(self, seconds: float, retry_after_s: int, now_s: float) -> None:
+        """Answer every call with 429 and ``Retry-After: retry_after_s`` for ``seconds`` from
+        monotonic ``now_s``, as a provider does when an account's quota runs out."""
+        self._burst_until_s = now_s + seconds
+        self._burst_retry_after_s = retry_after_s
 
     def _answer(
         self, req: ChatRequest, profile: ModelProfile
@@ -148,6 +170,14 @@ class Engine:
                 f"The model `{req.model}` does not exist; served: {', '.join(self._state)}",
                 param="model",
             )
+        if now_s < self._burst_until_s:
+            state.rate_limited += 1
+            raise SimError(
+                "rate_limit",
+                f"Rate limit of {req.model} reached (a burst); retry after "
+                f"{self._burst_retry_after_s} s",
+                retry_after_s=self._burst_retry_after_s,
+            )
         profile = state.profile
         pieces, prompt_tokens, logprobs = self._answer(req, profile)
         finish = "stop"
@@ -174,6 +204,8 @@ class Engine:
             raise SimError(
                 kind, f"injected failure of {req.model} (error_rate {profile.error_rate})"
             )
+        if self.fleet.count_prompts:
+            self.served_by_prompt[(req.model, prompt_digest(req.messages))] += 1
         delay_s += profile.ttft_s + state.rng.uniform(0.0, profile.jitter_s)
         return Completion(
             req.model,
@@ -208,3 +240,11 @@ def _limit_headers(state: _ModelState, now_s: float) -> tuple[tuple[str, str], .
                 (f"x-ratelimit-remaining-{what}", str(remaining)),
             ]
     return tuple(out)
+
+
+def prompt_digest(messages: Sequence[tuple[str, str]]) -> str:
+    """The first 16 hex digits of the SHA-256 of the last user message (UTF-8): how a caller
+    matches its requests to ``served_prompts``."""
+    users = [text for role, text in messages if role == "user"]
+    text = users[-1] if users else (messages[-1][1] if messages else "")
+    return hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()[:16]

@@ -51,6 +51,9 @@ class Fleet:
 
     models: dict[str, ModelProfile] = field(default_factory=dict)
     seed: int = 0
+    # count served calls per (model, prompt digest) for GET /sim/served-by-prompt; off by
+    # default, since a long-running simulator would keep one entry per prompt it ever saw
+    count_prompts: bool = False
 
 
 _FLOAT_FIELDS = {"ttft_s", "per_token_s", "jitter_s", "cold_start_s", "idle_before_cold_s"}
@@ -124,10 +127,16 @@ def apply_config(
     data = {} if data is None else data
     if not isinstance(data, dict):
         raise SimConfigError(source, "<root>", "a sim config is a mapping")
-    unknown = set(data) - {"seed", "default", "models"}
+    unknown = set(data) - {"seed", "default", "models", "count_prompts"}
     if unknown:
         raise SimConfigError(
-            source, sorted(unknown)[0], "unknown key; known: default, models, seed"
+            source, sorted(map(str, unknown))[0],
+            "unknown key; known: count_prompts, default, models, seed",
+        )
+    count_prompts = data.get("count_prompts", False)
+    if not isinstance(count_prompts, bool):
+        raise SimConfigError(
+            source, "count_prompts", f"must be true or false, got {count_prompts!r}"
         )
     file_seed = data.get("seed", 0)
     if isinstance(file_seed, bool) or not isinstance(file_seed, int):
@@ -145,7 +154,8 @@ def apply_config(
         models[name] = dataclasses.replace(
             models[name], **_overrides(source, f"models.{name}", fields)
         )
-    return Fleet(models=models, seed=file_seed if seed is None else seed)
+    return Fleet(models=models, seed=file_seed if seed is None else seed,
+                 count_prompts=count_prompts)
 
 
 def policy_profiles(path: str | Path) -> dict[str, ModelProfile]:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import json
 import socket
 import threading
 import time
@@ -46,9 +47,12 @@ class App:
             "/models": self._models,
             "/health": self._health,
             "/sim/stats": self.engine.stats,
+            "/sim/served-by-prompt": self.engine.served_prompts,
         }.get(path)
         if dialect is not None and request.method == "POST":
             await self._complete(dialect, request, reply)
+        elif path == "/sim/burst" and request.method == "POST":
+            self._burst(request, reply)
         elif getter is not None and request.method == "GET":
             reply.send(200, dumps(getter()))
         elif dialect is not None or getter is not None:
@@ -56,6 +60,21 @@ class App:
         else:
             error = {"message": f"no route {request.path}", "type": "invalid_request_error"}
             reply.send(404, dumps({"error": error}))
+
+    def _burst(self, request: Request, reply: Reply) -> None:
+        """``{"seconds": S, "retry_after_s": R}``: every call gets 429 (Retry-After R) for S s."""
+        try:
+            body = json.loads(request.body or b"{}")
+            seconds, retry_after_s = float(body["seconds"]), int(body["retry_after_s"])
+            if not (0 < seconds <= 3600 and 1 <= retry_after_s <= 3600):
+                raise ValueError("seconds in (0, 3600], retry_after_s in [1, 3600]")
+        except (ValueError, KeyError, TypeError, RecursionError) as exc:
+            error = {"message": f"give {{\"seconds\", \"retry_after_s\"}}: {exc}",
+                     "type": "invalid_request_error"}
+            reply.send(400, dumps({"error": error}))
+            return
+        self.engine.rate_limit_burst(seconds, retry_after_s, asyncio.get_running_loop().time())
+        reply.send(200, dumps({"seconds": seconds, "retry_after_s": retry_after_s}))
 
     def _models(self) -> dict[str, Any]:
         created = int(time.time())

@@ -158,12 +158,19 @@ def _request(value: Any, token: str) -> tuple[dict[str, Any] | None, str | None]
     if len(custom_id) > MAX_CUSTOM_ID_CHARS:
         return None, f"custom_id: longer than {MAX_CUSTOM_ID_CHARS} characters"
     if value.get("method", "POST") != "POST":
-        return None, f"method: must be \"POST\", got {value.get('method')!r}"
+        return None, f"method: must be \"POST\", got {_shown(value.get('method'))}"
     if value.get("url") != ENDPOINT:
-        return None, f"url: must be {ENDPOINT!r}, the batch's endpoint, got {value.get('url')!r}"
+        return None, (f"url: must be {ENDPOINT!r}, the batch's endpoint, got "
+                      f"{_shown(value.get('url'))}")
     try:
         raw = request_fields(value.get("body"))
     except HttpError as exc:
         return None, f"body: {exc}"
     raw["id"] = f"{token}:{custom_id}"
     return raw, None
+
+
+def _shown(value: Any, max_chars: int = 60) -> str:
+    """A value for a reason: its repr, cut (a line's url may be megabytes long)."""
+    text = repr(value)
+    return text if len(text) <= max_chars else text[:max_chars] + "..."

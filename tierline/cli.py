@@ -149,8 +149,8 @@ def submit(file: Path, lane: str | None, job_name: str | None, tenant: str | Non
 
     reject_log = RejectLog(rejects or file.with_suffix(file.suffix + ".rejects.jsonl"))
 
-    def on_reject(line: int, reason: str) -> None:
-        reject_log.add(line, reason)
+    def on_reject(line: int, reason: str, source: Any) -> None:
+        reject_log.add(line, reason, source)
         if reject_log.count <= MAX_SHOWN_REJECTS:
             err.print(f"{file}:{line}: rejected: {reason}", highlight=False, markup=False)
 
@@ -159,7 +159,7 @@ def submit(file: Path, lane: str | None, job_name: str | None, tenant: str | Non
         with _progress() as progress:
             task = progress.add_task("submitting", total=file.stat().st_size)
             report = client.submit_many(read_jsonl(file), lane=lane, tenant=tenant, job=job_name,
-                                        on_reject=on_reject,
+                                        on_reject_input=on_reject,
                                         on_progress=lambda _n, b: progress.advance(task, b))
         reject_log.close()
         out.print(f"job {report.job_id}: {report.accepted} accepted, {report.duplicates} "

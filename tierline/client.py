@@ -15,7 +15,7 @@ from kombu.exceptions import OperationalError
 from sqlalchemy import Connection, select
 
 from router.envelope import build_request
-from router.errors import InvalidInput, InvalidRequest
+from router.errors import InvalidInput
 from tierline.intake import Line
 from tierline.listener import listener_for
 from workers import jobs as jobs_
@@ -25,6 +25,7 @@ from workers.runtime import Runtime, runtime
 from workers.schema import jobs, requests
 
 OnReject = Callable[[int, str], None]
+OnRejectInput = Callable[[int, str, Any], None]  # (line, reason, the line's bytes or the item)
 OnProgress = Callable[[int, int], None]  # (items, bytes) just processed
 FINAL = ("done", "failed", "cancelled", "expired")
 
@@ -83,12 +84,17 @@ class Client:
     def submit_many(self, items: Iterable[Any], *, lane: str | None = None,
                     tenant: str | None = None, job: str | None = None,
                     on_reject: OnReject | None = None, on_progress: OnProgress | None = None,
+                    on_reject_input: OnRejectInput | None = None,
                     completion_window_s: float | None = None,
                     collect_ids: bool = True, into: str | None = None,
                     finish: Callable[[Connection], None] | None = None) -> SubmitReport:
         """Accept requests from any iterable, streamed in chunks: each chunk is written to the
         database, then enqueued. Invalid items are reported through ``on_reject(line, reason)``
         and skipped; items may be dicts, prompt strings, or :class:`Line` objects from a file.
+        ``on_reject_input(line, reason, source)`` is told the same, with what the item held
+        (the line's bytes, or the item itself), e.g. for a rejects file that shows it.
+        Items are untrusted: whatever they hold (deep nesting, 5,000-digit numbers, NaN,
+        NUL, lone surrogates) is a rejection with a reason, never an exception.
         Requests still unanswered ``completion_window_s`` after submission end ``expired``.
         ``collect_ids=False`` leaves ``report.request_ids`` empty, for inputs too large to list.
 
@@ -110,18 +116,20 @@ class Client:
         chunk_size = self.rt.policy.bundling.ingress_chunk
         for chunk in records.iter_chunks(_numbered(items), chunk_size):
             valid = []
-            for number, raw, error, _ in chunk:
+            for number, raw, error, _, source in chunk:
                 if error is None:
                     try:
                         valid.append((number, build_request(
                             raw, self.rt.policy, now_s=time.time(), new_id=time_ordered_id(),
                             lane=lane, tenant=tenant)))
                         continue
-                    except InvalidRequest as exc:
+                    except InvalidInput as exc:
                         error = str(exc)
                 report.rejected += 1
                 if on_reject:
                     on_reject(number, error)
+                if on_reject_input:
+                    on_reject_input(number, error, source)
             with self.rt.engine.begin() as conn:
                 new = records.accept_requests(conn, report.job_id, valid)
                 if collect_ids:
@@ -334,15 +342,16 @@ def time_ordered_id() -> str:
     return str(uuid.UUID(int=value))
 
 
-def _numbered(items: Iterable[Any]) -> Iterator[tuple[int, Any, str | None, int]]:
-    """(line or position, raw item, parse error, bytes) for each input item."""
+def _numbered(items: Iterable[Any]) -> Iterator[tuple[int, Any, str | None, int, Any]]:
+    """(line or position, raw item, parse error, bytes, what it held) for each input item."""
     for index, item in enumerate(items, start=1):
         if isinstance(item, Line):
-            yield item.number, item.value, item.error, item.nbytes
+            yield item.number, item.value, item.error, item.nbytes, (
+                item.raw if item.raw is not None else item.value)
         elif isinstance(item, str):
-            yield index, {"prompt": item}, None, 0
+            yield index, {"prompt": item}, None, 0, item
         else:
-            yield index, item, None, 0
+            yield index, item, None, 0, item
 
 
 def _note_earlier_jobs(conn: Connection, report: SubmitReport, earlier_ids: list[str]) -> None:

@@ -21,7 +21,6 @@ the job runs. Every error names the file and the key.
 
 from __future__ import annotations
 
-import json
 import os
 import re
 from collections.abc import Mapping
@@ -35,12 +34,14 @@ import yaml
 from router.errors import InvalidInput
 from router.labels import LabelSet, check_instructions
 from router.policy import LANES
+from router.untrusted import check, loads
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 KEYS = ("name", "input", "format", "text_column", "id_column", "gold_column", "labels",
         "instructions", "lane", "tenant", "out", "errors", "limit", "schedule",
         "max_output_tokens", "timeout_s")
 FORMATS = ("csv", "jsonl")
+MAX_NUMBER = 1e12  # rows, tokens or seconds: anything larger is a typo
 _VAR = re.compile(r"\$\{(?P<name>[A-Za-z_][A-Za-z0-9_]*)(?::-(?P<default>[^}]*))?\}")
 
 
@@ -136,9 +137,9 @@ def read_labels(raw: Any, source: str, key: str, base: Path) -> LabelSet:
         raise _fail(source, key, f"cannot read {path}: {exc}") from exc
     if path.suffix == ".json":
         try:
-            data = json.loads(text)
-        except json.JSONDecodeError as exc:
-            raise InvalidInput(f"{path}: malformed JSON: {exc.msg} (line {exc.lineno})") from exc
+            data = loads(text)
+        except InvalidInput as exc:
+            raise InvalidInput(f"{path}: {exc}") from None
         if isinstance(data, dict):
             data = list(data)
         if not isinstance(data, list) or not all(isinstance(x, str) for x in data):
@@ -166,9 +167,15 @@ def cron_fields(expr: str) -> tuple[str, str, str, str, str]:
 
 def job_from_dict(data: Mapping[str, Any], source: str, base: Path) -> JobSpec:
     """Validate a job from parsed YAML or flags; relative paths are relative to ``base``."""
-    unknown = sorted(set(data) - set(KEYS))
+    unknown = sorted((k for k in data if k not in KEYS), key=str)  # YAML keys may be any type
     if unknown:
-        raise _fail(source, unknown[0], f"unknown key (known: {', '.join(KEYS)})")
+        raise _fail(source, str(unknown[0])[:60], f"unknown key (known: {', '.join(KEYS)})")
+    for key, value in data.items():  # NaN, NUL, a lone surrogate: refused before any use
+        if not isinstance(value, Path):
+            try:
+                check(value)
+            except InvalidInput as exc:
+                raise _fail(source, key, str(exc).removeprefix("$: ")) from None
     for key in ("input", "labels", "out"):
         if data.get(key) in (None, ""):
             raise _fail(source, key, "missing")
@@ -202,10 +209,10 @@ def job_from_dict(data: Mapping[str, Any], source: str, base: Path) -> JobSpec:
         if value is None:
             numbers[key] = None
             continue
-        if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0 or (
-                kind is int and value != int(value)):
+        if isinstance(value, bool) or not isinstance(value, int | float) or not (
+                0 < value <= MAX_NUMBER) or (kind is int and value != int(value)):
             raise _fail(source, key, f"must be a positive {'whole ' if kind is int else ''}"
-                                     f"number, got {value!r}")
+                                     f"number up to {MAX_NUMBER:g}, got {str(value)[:40]}")
         numbers[key] = kind(value)
     if strings["schedule"]:
         try:
@@ -233,8 +240,14 @@ def load_job(path: Path, overrides: Mapping[str, Any] | None = None) -> JobSpec:
         data = yaml.safe_load(path.read_text(encoding="utf-8"))
     except OSError as exc:
         raise InvalidInput(f"{path}: cannot read: {exc.strerror}") from exc
+    except UnicodeDecodeError as exc:
+        raise InvalidInput(f"{path}: not UTF-8: {exc.reason} at byte {exc.start}") from None
     except yaml.YAMLError as exc:
         raise InvalidInput(f"{path}: <yaml>: {str(exc).replace(chr(10), ' ')}") from exc
+    except RecursionError:  # the YAML composer recurses once per level of nesting
+        raise InvalidInput(f"{path}: <yaml>: nested too deeply to read") from None
+    except ValueError:  # the YAML constructor's int() past 4,300 digits
+        raise InvalidInput(f"{path}: <yaml>: a number too long to read") from None
     if not isinstance(data, dict):
         raise InvalidInput(f"{path}: <root>: a job file is a mapping of keys to values")
     data = {**data, **{k: v for k, v in (overrides or {}).items() if v is not None}}

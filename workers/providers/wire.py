@@ -11,7 +11,15 @@ from typing import Any
 
 import httpx
 
-from router.errors import MalformedResponse, ProviderError, RateLimited, Rejected, Unavailable
+from router.errors import (
+    InvalidInput,
+    MalformedResponse,
+    ProviderError,
+    RateLimited,
+    Rejected,
+    Unavailable,
+)
+from router.untrusted import check
 
 MAX_BODY_BYTES = 10 * 1024 * 1024  # a chat answer is kilobytes; more is a broken server
 ERROR_BODY_BYTES = 64 * 1024  # an error reason is a sentence; we keep 300 characters of it
@@ -36,7 +44,11 @@ def send(
     model: str,
 ) -> httpx.Response:
     """POST ``payload``; return the open (streaming) 2xx response, or raise a ProviderError."""
-    content = json.dumps(payload, ensure_ascii=False).encode()
+    try:
+        content = json.dumps(payload, ensure_ascii=False).encode()
+    except UnicodeEncodeError as exc:  # a lone surrogate that got past the intake
+        raise Rejected(f"{model}: the request holds text that is not Unicode ({exc.reason} at "
+                       f"character {exc.start}); it was not sent", model=model) from None
     try:
         request = client.build_request(
             "POST", url, content=content, headers=headers, timeout=httpx.Timeout(timeout_s)
@@ -96,6 +108,12 @@ def parse_object(data: str | bytes, model: str) -> dict[str, Any]:
         parsed = json.loads(data)
     except ValueError as exc:
         raise MalformedResponse(f"{model}: not JSON: {_snippet(data)!r}", model=model) from exc
+    except RecursionError:
+        raise MalformedResponse(f"{model}: JSON nested too deeply", model=model) from None
+    try:  # a model's answer is untrusted text too: a NUL or a lone surrogate is no answer
+        check(parsed)
+    except InvalidInput as exc:
+        raise MalformedResponse(f"{model}: unusable JSON: {exc}", model=model) from None
     if not isinstance(parsed, dict):
         raise MalformedResponse(f"{model}: JSON but not an object: {_snippet(data)!r}", model=model)
     return parsed

@@ -17,15 +17,13 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import func, select
-
 from router.errors import InvalidInput
 from router.policy import LANES
 from tierline.client import Client
 from tierline.openai_shapes import HttpError, bad, completion, request_fields
 from tierline.streams import AnswerReplaced, follow, rest_of
+from workers.answers import job_of, usage_of
 from workers.calls import relays
-from workers.schema import attempts, requests
 
 WAIT_MARGIN_S = 2.0
 MAX_WAIT_S = 120.0  # an HTTP call should not hang for a batch lane's day-long budget
@@ -128,20 +126,12 @@ class Chat:
 
     def _job_of(self, request_id: str) -> str:
         """The job that holds the request: a repeated key's request is in an earlier job."""
-        with self.client.rt.engine.connect() as conn:
-            return str(conn.execute(select(requests.c.job_id)
-                                    .where(requests.c.id == request_id)).scalar_one())
+        return job_of(self.client.rt.engine, request_id)
 
     def _completion(self, row: dict[str, Any], job_id: str) -> dict[str, Any]:
         """OpenAI's chat.completion for a done request. ``usage`` counts the tokens of every
         attempt, i.e. what was billed (more than the answering call's after an escalation)."""
-        with self.client.rt.engine.connect() as conn:
-            tokens_in, tokens_out, created = conn.execute(
-                select(func.sum(attempts.c.tokens_in), func.sum(attempts.c.tokens_out),
-                       func.min(requests.c.submitted_at))
-                .select_from(requests.outerjoin(attempts,
-                                                attempts.c.request_id == requests.c.id))
-                .where(requests.c.id == row["id"])).one()
+        tokens_in, tokens_out, created = usage_of(self.client.rt.engine, row["id"])
         return completion(row, job_id, created_at=created, tokens_in=tokens_in,
                           tokens_out=tokens_out)
 

@@ -284,14 +284,15 @@ def demo(n_requests: int, database: Path | None) -> None:
               help="0 picks a free port.")
 @click.option("--keys", type=click.Path(dir_okay=False, path_type=Path), default=None,
               envvar="TIERLINE_GATEWAY_KEYS", show_envvar=True,
-              help="YAML file mapping each tenant to its API keys; without it, no key is "
-                   "asked for.")
+              help="YAML file mapping each tenant to its API keys (keys made with `tierline "
+                   "keys create` are taken too); with neither, no key is asked for.")
 def gateway(host: str, port: int, keys: Path | None) -> None:
     """Serve the OpenAI-compatible HTTP gateway until Ctrl-C (or SIGTERM, as `docker stop`
     sends)."""
     import signal
 
-    from tierline.gateway import make_server
+    from tierline.gateway import DEFAULT_LIMITS, make_app
+    from tierline.gateway.server import Server, bind, config
     from tierline.gateway_keys import load_keys
 
     def stop(_signum: int, _frame: object) -> None:
@@ -300,19 +301,23 @@ def gateway(host: str, port: int, keys: Path | None) -> None:
     signal.signal(signal.SIGTERM, stop)
 
     accepted = load_keys(keys) if keys else None
+    limits = DEFAULT_LIMITS
     with _session() as rt:
-        server = make_server(Client(rt) if rt else Client(), host, port, keys=accepted)
-        out.print(f"tierline gateway on http://{host}:{server.server_port}/v1 (Ctrl-C stops it)",
-                  highlight=False)
+        app = make_app(Client(rt) if rt else Client(), keys=accepted, limits=limits)
+        sock = bind(host, port, limits.backlog)
+        out.print(f"tierline gateway on http://{host}:{sock.getsockname()[1]}/v1 "
+                  "(Ctrl-C stops it)", highlight=False)
         if accepted is None:
-            err.print("[yellow]no --keys: every caller is served, as tenant default[/yellow]",
+            err.print("[yellow]no --keys: callers need a key only once `tierline keys create` "
+                      "made one; until then every caller is tenant default[/yellow]",
                       highlight=False)
+        server = Server(config(app, limits, host, port), limits.threads)
         try:
-            server.serve_forever()
+            server.run(sockets=[sock])
         except KeyboardInterrupt:
             pass
         finally:
-            server.server_close()
+            sock.close()
 
 
 @main.command()

@@ -19,7 +19,8 @@ from router.untrusted import loads
 from tierline.gateway.errors import HttpError, bad, too_large
 
 
-async def chunks(request: Request, limit: int, read_timeout_s: float) -> AsyncGenerator[bytes, None]:
+async def chunks(request: Request, limit: int,
+                 read_timeout_s: float) -> AsyncGenerator[bytes, None]:
     """The body's pieces, refusing it (413) once it passes ``limit`` bytes."""
     declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > limit:

@@ -63,6 +63,11 @@ class Guard:
             await send(message)
 
         try:
+            size = sum(len(name) + len(value) + 4 for name, value in scope["headers"])
+            if size > self.limits.header_bytes:  # h11 bounds only headers still coming in
+                raise HttpError(431, f"the headers are {size} bytes; the limit is "
+                                f"{self.limits.header_bytes}", "invalid_request_error",
+                                "headers_too_large")
             headers = _headers(scope)
             self._check(headers)
             if scope["path"] not in OPEN_PATHS:

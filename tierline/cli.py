@@ -240,6 +240,57 @@ def sweep(intake_timeout: float | None) -> None:
     out.print(f"{n} stranded requests enqueued", highlight=False)
 
 
+@main.group()
+def keys() -> None:
+    """The gateway's API keys: each speaks for a tenant, with optional limits."""
+
+
+@keys.command("create")
+@click.option("--tenant", required=True, help="The tenant the key's requests are made for.")
+@click.option("--name", default=None, help="A name to recognise the key by.")
+@click.option("--expires", default=None, help="Days (30d) or a UTC date or time (ISO 8601).")
+@click.option("--rpm", "requests_per_minute", type=click.IntRange(min=1), default=None,
+              help="Requests per minute (429 with Retry-After past it).")
+@click.option("--usd-per-day", type=click.FloatRange(min=0), default=None,
+              help="USD the tenant may spend per UTC day (429 once spent).")
+@click.option("--usd-per-month", type=click.FloatRange(min=0), default=None,
+              help="USD the tenant may spend per 30 days (429 once spent).")
+def keys_create(tenant: str, name: str | None, expires: str | None,
+                requests_per_minute: int | None, usd_per_day: float | None,
+                usd_per_month: float | None) -> None:
+    """Make a key and print it once; only its SHA-256 is kept."""
+    from decimal import Decimal
+
+    from tierline import keys_admin
+
+    with _session() as rt:
+        keys_admin.create(rt or runtime(), out, tenant=tenant, name=name, expires=expires,
+                          requests_per_minute=requests_per_minute,
+                          usd_per_day=None if usd_per_day is None else Decimal(str(usd_per_day)),
+                          usd_per_month=(None if usd_per_month is None
+                                         else Decimal(str(usd_per_month))))
+
+
+@keys.command("list")
+@click.option("--tenant", default=None, help="Only this tenant's keys.")
+def keys_list(tenant: str | None) -> None:
+    """Every key (never the key itself): tenant, state, limits, what its tenant spent."""
+    from tierline import keys_admin
+
+    with _session() as rt:
+        keys_admin.show(rt or runtime(), out, tenant)
+
+
+@keys.command("revoke")
+@click.argument("key_id")
+def keys_revoke(key_id: str) -> None:
+    """Revoke a key by its id (as `tierline keys list` shows it)."""
+    from tierline import keys_admin
+
+    with _session() as rt:
+        keys_admin.revoke(rt or runtime(), out, key_id)
+
+
 @main.command()
 @click.option("--since", default=None, help="From this UTC date or time (ISO 8601), inclusive.")
 @click.option("--until", default=None, help="Up to this UTC date or time, exclusive.")

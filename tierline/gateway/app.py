@@ -79,9 +79,9 @@ def make_app(client: Client, *, keys: Keys | None = None, limits: Limits = DEFAU
     engine = client.rt.engine
     gateway = Gateway(client, Chat(client, max_wait_s), Batches(client), limits)
     auth = Authenticator(keys, lookup=lambda hashed: api_keys.find_key(engine, hashed),
-                         any_keys=lambda: api_keys.any_keys(engine))
-    quota = Quota(_counter(client), lambda tenant, since: api_keys.spent_usd(engine, tenant,
-                                                                              since))
+                         any_keys=lambda: api_keys.any_keys(engine), cache_s=limits.key_cache_s)
+    quota = Quota(_counter(client), lambda tenant, since: api_keys.spent_usd(engine, tenant, since),
+                  cache_s=limits.spent_cache_s)
     router = Router(ROUTES, default=_not_found)
 
     async def app(scope: Scope, receive: Receive, send: Send) -> None:

@@ -3,7 +3,7 @@
 Keys come from the YAML keys file (:mod:`tierline.gateway_keys`) and from the database
 (``tierline keys create``, :mod:`workers.api_keys`); either may be absent. With neither, the
 gateway is open and every caller is tenant ``default``. A key is looked up by its SHA-256
-digest; database keys are cached for ``CACHE_S`` so a busy gateway does not read the key
+digest; database keys are cached for ``Limits.key_cache_s`` so a busy gateway does not read the key
 table per request (a revocation takes effect within that time).
 """
 
@@ -36,8 +36,9 @@ class Authenticator:
     def __init__(self, keys: Keys | None = None,
                  lookup: Callable[[str], KeyRecord | None] | None = None,
                  any_keys: Callable[[], bool] | None = None,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 clock: Callable[[], float] = time.monotonic, cache_s: float = CACHE_S) -> None:
         self.keys = keys
+        self.cache_s = cache_s
         self.lookup = lookup
         self.any_keys = any_keys
         self.clock = clock
@@ -67,7 +68,7 @@ class Authenticator:
             return True
         now = self.clock()
         with self._lock:
-            if self._open is not None and now - self._open[0] < CACHE_S:
+            if self._open is not None and now - self._open[0] < self.cache_s:
                 return self._open[1]
         is_open = not self.any_keys()
         with self._lock:
@@ -80,7 +81,7 @@ class Authenticator:
         now = self.clock()
         with self._lock:
             cached = self._cache.get(hashed)
-            if cached is not None and now - cached[0] < CACHE_S:
+            if cached is not None and now - cached[0] < self.cache_s:
                 return cached[1]
         record = self.lookup(hashed)
         with self._lock:

@@ -14,7 +14,9 @@ class Limits:
     size); ``header_timeout_s`` is how long a connection may take to send them, and
     ``read_timeout_s`` how long the body may pause between two pieces. ``idle_timeout_s``
     closes a kept-alive connection with no new request. ``connections`` caps open
-    connections and running requests (503 past it); ``backlog`` is the listen queue.
+    connections and running requests (503 past it); ``backlog`` is the listen queue. A
+    revoked key is refused within ``key_cache_s``; a budget may be overshot by what a
+    tenant spends in ``spent_cache_s``.
     """
 
     body_bytes: int = 1 << 20
@@ -27,6 +29,8 @@ class Limits:
     connections: int = 1024
     backlog: int = 2048
     threads: int = 64  # threads for the blocking record and broker calls
+    key_cache_s: float = 10.0  # how long a database key is trusted before it is read again
+    spent_cache_s: float = 5.0  # how long a tenant's spending is reused for its budget
 
 
 DEFAULT_LIMITS = Limits()

@@ -4,7 +4,7 @@ as OpenAI answers it).
 
 Requests are counted in one-minute windows in a store every gateway process shares
 (:mod:`workers.request_counter`). Spending is read from the ledger (``charges``) and cached
-for ``SPENT_CACHE_S``, so a burst may overshoot a budget by what it costs in that time.
+for ``Limits.spent_cache_s``, so a burst may overshoot a budget by what it costs in that time.
 """
 
 from __future__ import annotations
@@ -28,8 +28,10 @@ class Quota:
     """Admits or refuses a caller's request by its key's limits."""
 
     def __init__(self, counter: RequestCounter, spent: Callable[[str, float], Decimal],
-                 clock: Callable[[], float] = time.time) -> None:
+                 clock: Callable[[], float] = time.time,
+                 cache_s: float = SPENT_CACHE_S) -> None:
         self.counter = counter
+        self.cache_s = cache_s
         self.spent = spent  # (tenant, since_s) -> USD charged
         self.clock = clock
         self._lock = threading.Lock()
@@ -59,7 +61,7 @@ class Quota:
         now = self.clock()
         with self._lock:
             cached = self._spent.get((tenant, since_s))
-            if cached is not None and now - cached[0] < SPENT_CACHE_S:
+            if cached is not None and now - cached[0] < self.cache_s:
                 return cached[1]
         total = self.spent(tenant, since_s)
         with self._lock:

@@ -33,6 +33,11 @@ class _Protocol(H11Protocol):
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
+        sock = transport.get_extra_info("socket")
+        if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
+            # uvicorn writes a response's head and body apart: without this, Nagle holds the
+            # body until the client's delayed ACK, 40 ms on every kept-alive call
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self._arm_header_deadline()
 
     def on_response_complete(self) -> None:

@@ -12,23 +12,37 @@ ones are ``error`` events, which OpenAI's SDKs raise.
 
 from __future__ import annotations
 
+import logging
+import queue
+import threading
 import time
 from collections.abc import Iterator
+from contextlib import nullcontext
 from dataclasses import dataclass
 from typing import Any
 
+from kombu.exceptions import OperationalError
+from sqlalchemy import Engine
+
+from router.envelope import build_request
 from router.errors import InvalidInput
 from router.policy import LANES
-from tierline.client import Client
+from tierline.client import Client, time_ordered_id
+from tierline.listener import listener_for
 from tierline.openai_shapes import HttpError, bad, completion, request_fields
 from tierline.streams import AnswerReplaced, follow, rest_of
-from workers.answers import job_of, usage_of
+from workers import realtime
+from workers.app import ingress_queue
 from workers.calls import relays
 
 WAIT_MARGIN_S = 2.0
 MAX_WAIT_S = 120.0  # an HTTP call should not hang for a batch lane's day-long budget
 DEFAULT_LANE = "realtime"
 JOB_NAME = "gateway"
+POLL_S, MAX_POLL_S = 0.005, 0.25  # waiting without notifications (SQLite), first and longest
+NOTE_IDLE_S = 5.0  # the ingress note thread ends after this long with nothing to note
+
+log = logging.getLogger(__name__)
 
 
 class Chat:
@@ -37,6 +51,7 @@ class Chat:
     def __init__(self, client: Client, max_wait_s: float = MAX_WAIT_S) -> None:
         self.client = client
         self.max_wait_s = max_wait_s
+        self.ingress = Ingress(client.rt.engine)
 
     def complete(self, body: Any, lane: str | None, key: str | None,
                  tenant: str | None = None) -> dict[str, Any]:
@@ -65,22 +80,25 @@ class Chat:
             raw["id"] = key
         if stream:
             raw["stream"] = True
+        now = time.time()
         try:
-            report = self.client.submit_many([raw], lane=lane, job=JOB_NAME, tenant=tenant,
-                                             on_reject=_reject)
+            request = build_request(raw, self.client.rt.policy, now_s=now,
+                                    new_id=time_ordered_id(), lane=lane, tenant=tenant)
         except InvalidInput as exc:  # OpenAI's name for the one field whose name differs
             message = str(exc).replace("max_output_tokens:", "max_tokens:", 1)
             raise bad(message, "invalid_request") from exc
-        request_id = report.request_ids[0]
+        accepted = realtime.accept_one(self.client.rt.engine, request, job_name=JOB_NAME,
+                                       now_s=now)
+        if accepted.new:
+            self.ingress.send(accepted.request_id, request.lane)
         budget_s = self.client.rt.policy.lanes[lane].latency_budget_s  # type: ignore[index]
-        return _Submitted(request_id, self._job_of(request_id), bool(key),
+        return _Submitted(accepted.request_id, accepted.job_id, bool(key),
                           min(budget_s + WAIT_MARGIN_S, self.max_wait_s), time.monotonic())
 
     def _completed(self, submitted: _Submitted) -> dict[str, Any]:
         """Wait out the rest of the request's time for its answer, as a chat.completion."""
         request_id, job_id = submitted.request_id, submitted.job_id
-        self.client.wait(job_id, timeout_s=max(submitted.left_s(), 0.0), max_poll_s=0.5)
-        row = next(r for r in self.client.results(job_id) if r["id"] == request_id)
+        row = self._answer(submitted)
         if row["status"] in ("failed", "expired", "cancelled"):
             raise HttpError(502, f"request {request_id} {row['status']}: {row['error']}",
                             "upstream_error", row["status"])
@@ -90,7 +108,26 @@ class Chat:
             raise HttpError(504, f"request {request_id} not answered within "
                             f"{submitted.waited_s:g} s; it is kept and will be answered: "
                             f"{fetch} fetches the answer", "timeout", "timeout")
-        return self._completion(row, job_id)
+        return completion(row, job_id, created_at=row["submitted_at"],
+                          tokens_in=row["tokens_in"], tokens_out=row["tokens_out"])
+
+    def _answer(self, submitted: _Submitted) -> dict[str, Any]:
+        """The request's row once it has ended, or as it is when its time is up. On Postgres
+        the commit of its result wakes the wait (``workers.db.notify_jobs``); a poll, backing
+        off, covers a missed notification, and is all there is on SQLite."""
+        engine = self.client.rt.engine
+        listener = listener_for(engine)
+        poll_s, max_poll_s = (POLL_S, MAX_POLL_S) if listener is None else (0.05, 1.0)
+        with listener.bell(submitted.job_id) if listener else nullcontext(
+                threading.Event()) as bell:
+            while True:
+                row = realtime.answer_of(engine, submitted.request_id)
+                left_s = submitted.left_s()
+                if row["status"] in realtime.ENDED or left_s <= 0:
+                    return row
+                if bell.wait(min(poll_s, left_s)):
+                    bell.clear()
+                poll_s = min(poll_s * 1.5, max_poll_s)
 
     def _relayed(self, submitted: _Submitted, include_usage: bool) -> Iterator[dict[str, Any]]:
         """The answer's chunks as the tier worker relays its text, then its end."""
@@ -123,17 +160,6 @@ class Chat:
         if rest or not sent:
             yield _piece(head, rest, first=not sent)
         yield from chunks(answer, include_usage)[1:]
-
-    def _job_of(self, request_id: str) -> str:
-        """The job that holds the request: a repeated key's request is in an earlier job."""
-        return job_of(self.client.rt.engine, request_id)
-
-    def _completion(self, row: dict[str, Any], job_id: str) -> dict[str, Any]:
-        """OpenAI's chat.completion for a done request. ``usage`` counts the tokens of every
-        attempt, i.e. what was billed (more than the answering call's after an escalation)."""
-        tokens_in, tokens_out, created = usage_of(self.client.rt.engine, row["id"])
-        return completion(row, job_id, created_at=created, tokens_in=tokens_in,
-                          tokens_out=tokens_out)
 
 
 @dataclass(frozen=True)
@@ -172,5 +198,47 @@ def chunks(completion: dict[str, Any], include_usage: bool) -> list[dict[str, An
     return out
 
 
-def _reject(_number: int, reason: str) -> None:
-    raise InvalidInput(reason)
+class Ingress:
+    """Hands accepted requests to the router's ingress queue at once, and notes that they
+    were (``enqueued_at``) on a thread of its own, many in one statement: the note is for the
+    sweeper, which re-sends what the broker never got, so it need not delay an answer. If
+    the broker is down, the request stays un-noted and the sweeper sends it later."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        self._sent: queue.SimpleQueue[str] = queue.SimpleQueue()
+        self._lock = threading.Lock()
+        self._thread: threading.Thread | None = None
+
+    def send(self, request_id: str, lane: str) -> None:
+        from workers.tasks import route_requests
+
+        try:
+            route_requests.apply_async(args=[[request_id]], queue=ingress_queue(lane),
+                                       retry=False)
+        except OperationalError:
+            log.warning("request %s: the broker is unreachable; the sweeper will send it",
+                        request_id)
+            return
+        self._sent.put(request_id)
+        with self._lock:
+            if self._thread is None or not self._thread.is_alive():
+                self._thread = threading.Thread(target=self._note, daemon=True,
+                                                name="tierline-ingress-notes")
+                self._thread.start()
+
+    def _note(self) -> None:
+        while True:
+            try:
+                ids = [self._sent.get(timeout=NOTE_IDLE_S)]
+            except queue.Empty:
+                return
+            while len(ids) < 1000:
+                try:
+                    ids.append(self._sent.get_nowait())
+                except queue.Empty:
+                    break
+            try:
+                realtime.mark_enqueued(self.engine, ids, time.time())
+            except Exception:  # the sweeper sends them again: harmless, as tasks run twice
+                log.warning("could not note %d requests as enqueued", len(ids), exc_info=True)

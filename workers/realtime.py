@@ -1,0 +1,76 @@
+"""The record side of one realtime call through the gateway: accepted in one transaction,
+its answer read in one query.
+
+``Client.submit_many`` is built for files of any size (a job opened, requests in chunks,
+counts and state written after, four transactions); a chat call is one request, so its job
+is written already ``in_progress`` with its counts, in the same transaction as the request.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from decimal import Decimal
+from typing import Any
+
+from sqlalchemy import Engine, func, insert, select, update
+
+from router.envelope import Request
+from workers import records
+from workers.schema import attempts, decisions, jobs, requests, results
+
+ENDED = ("done", "failed", "expired", "cancelled")
+
+
+@dataclass(frozen=True)
+class Accepted:
+    request_id: str
+    job_id: str
+    new: bool  # False: the idempotency key was seen before; these are the earlier request's
+
+
+def accept_one(engine: Engine, request: Request, *, job_name: str, now_s: float) -> Accepted:
+    """Write one request and its job; a repeated idempotency key writes no request, and the
+    job (completed at once, counting one duplicate) points to nothing new."""
+    job_id = request.id  # one request, one job: the same id names both
+    with engine.begin() as conn:
+        conn.execute(insert(jobs).values(
+            id=job_id, name=job_name, tenant=request.tenant, lane=request.lane,
+            status="in_progress", created_at=now_s, expires_at=None, accepted=1,
+            duplicates=0, rejected=0))
+        if records.accept_requests(conn, job_id, [(0, request)]):
+            return Accepted(request.id, job_id, True)
+        earlier = conn.execute(select(requests.c.id, requests.c.job_id).where(
+            requests.c.tenant == request.tenant,
+            requests.c.idempotency_key == request.idempotency_key)).one()
+        conn.execute(update(jobs).where(jobs.c.id == job_id).values(
+            accepted=0, duplicates=1, status="completed", finished_at=now_s))
+    return Accepted(earlier.id, earlier.job_id, False)
+
+
+def answer_of(engine: Engine, request_id: str) -> dict[str, Any]:
+    """A request's state and, once it ended, its answer: the fields of ``Client.results``
+    the gateway shows, when it was submitted, and the tokens of every attempt (billed)."""
+    tokens_in = (select(func.sum(attempts.c.tokens_in))
+                 .where(attempts.c.request_id == request_id).scalar_subquery())
+    tokens_out = (select(func.sum(attempts.c.tokens_out))
+                  .where(attempts.c.request_id == request_id).scalar_subquery())
+    tier = (select(decisions.c.tier).where(decisions.c.request_id == request_id)
+            .limit(1).scalar_subquery())
+    with engine.connect() as conn:
+        row = conn.execute(
+            select(requests.c.id, requests.c.job_id, requests.c.lane, requests.c.status,
+                   requests.c.submitted_at, results.c.model, results.c.content,
+                   results.c.error, results.c.usd, tier.label("tier"),
+                   tokens_in.label("tokens_in"), tokens_out.label("tokens_out"))
+            .select_from(requests.outerjoin(results, results.c.request_id == requests.c.id))
+            .where(requests.c.id == request_id)).one()
+    answer = dict(row._mapping)
+    usd: Decimal | None = answer["usd"]
+    answer["usd"] = None if usd is None else str(usd)
+    return answer
+
+
+def mark_enqueued(engine: Engine, request_ids: list[str], now_s: float) -> None:
+    """Note that these requests were handed to the broker (off the answer's path)."""
+    with engine.begin() as conn:
+        records.mark_enqueued(conn, request_ids, now_s)

@@ -67,6 +67,7 @@ async def load(url: str, body: dict[str, Any], clients: int, seconds: float
     """``clients`` loops posting ``body`` for ``seconds``: (latencies s, errors, elapsed s)."""
     latencies: list[float] = []
     errors = 0
+    samples: list[str] = []
     limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
     async with httpx.AsyncClient(timeout=60, limits=limits) as http:
         end = time.perf_counter() + seconds
@@ -82,8 +83,11 @@ async def load(url: str, body: dict[str, Any], clients: int, seconds: float
                 try:
                     response = await http.post(url, json=question)
                     ok = response.status_code == 200
-                except httpx.HTTPError:
+                    if not ok:
+                        samples.append(f"{response.status_code} {response.text[:200]}")
+                except httpx.HTTPError as exc:
                     ok = False
+                    samples.append(repr(exc))
                 if ok:
                     latencies.append(time.perf_counter() - started)
                 else:
@@ -91,6 +95,8 @@ async def load(url: str, body: dict[str, Any], clients: int, seconds: float
 
         started = time.perf_counter()
         await asyncio.gather(*(one(n) for n in range(clients)))
+        if samples:
+            print(f"{len(samples)} errors, e.g. {samples[0]}", file=sys.stderr)
         return latencies, errors, time.perf_counter() - started
 
 
@@ -100,8 +106,8 @@ def pct(ms: list[float], q: float) -> float:
 
 def row(name: str, clients: int, latencies: list[float], errors: int, elapsed: float,
         cpu: dict[str, float] | None) -> str:
-    ms = sorted(s * 1000 for s in latencies)
-    n = len(ms)
+    ms = sorted(s * 1000 for s in latencies) or [float("nan")]
+    n = len(latencies)
     per = (" | " + " | ".join(f"{c / max(n, 1) * 1000:.1f}" for c in cpu.values())
            if cpu else "")
     return (f"| {name} | {clients} | {n} | {n / elapsed:.0f} | {statistics.median(ms):.1f} | "

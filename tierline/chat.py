@@ -40,7 +40,8 @@ MAX_WAIT_S = 120.0  # an HTTP call should not hang for a batch lane's day-long b
 DEFAULT_LANE = "realtime"
 JOB_NAME = "gateway"
 POLL_S, MAX_POLL_S = 0.005, 0.25  # waiting without notifications (SQLite), first and longest
-NOTE_IDLE_S = 5.0  # the ingress note thread ends after this long with nothing to note
+IDLE_S = 5.0  # the ingress thread ends after this long with nothing to send
+MAX_PER_MESSAGE = 64  # requests per ingress message at most (the router's chunk)
 
 log = logging.getLogger(__name__)
 
@@ -199,46 +200,56 @@ def chunks(completion: dict[str, Any], include_usage: bool) -> list[dict[str, An
 
 
 class Ingress:
-    """Hands accepted requests to the router's ingress queue at once, and notes that they
-    were (``enqueued_at``) on a thread of its own, many in one statement: the note is for the
-    sweeper, which re-sends what the broker never got, so it need not delay an answer. If
-    the broker is down, the request stays un-noted and the sweeper sends it later."""
+    """Hands accepted requests to the router's ingress queues from one thread: whatever was
+    accepted while the previous message was being published goes in the next one, so under
+    load the router gets them together and bundles them (one tier message, one round of
+    database writes for many), and a lone request goes at once. It then notes that they were
+    sent (``enqueued_at``, for the sweeper, which re-sends what the broker never got). If the
+    broker is down they stay un-noted, and the sweeper sends them later."""
 
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
-        self._sent: queue.SimpleQueue[str] = queue.SimpleQueue()
+        self._accepted: queue.SimpleQueue[tuple[str, str]] = queue.SimpleQueue()
         self._lock = threading.Lock()
         self._thread: threading.Thread | None = None
 
     def send(self, request_id: str, lane: str) -> None:
-        from workers.tasks import route_requests
-
-        try:
-            route_requests.apply_async(args=[[request_id]], queue=ingress_queue(lane),
-                                       retry=False)
-        except OperationalError:
-            log.warning("request %s: the broker is unreachable; the sweeper will send it",
-                        request_id)
-            return
-        self._sent.put(request_id)
+        self._accepted.put((request_id, lane))
         with self._lock:
             if self._thread is None or not self._thread.is_alive():
-                self._thread = threading.Thread(target=self._note, daemon=True,
-                                                name="tierline-ingress-notes")
+                self._thread = threading.Thread(target=self._run, daemon=True,
+                                                name="tierline-ingress")
                 self._thread.start()
 
-    def _note(self) -> None:
+    def _run(self) -> None:
+        from workers.tasks import route_requests
+
         while True:
             try:
-                ids = [self._sent.get(timeout=NOTE_IDLE_S)]
+                first = self._accepted.get(timeout=IDLE_S)
             except queue.Empty:
-                return
-            while len(ids) < 1000:
+                with self._lock:  # a request put meanwhile finds no live thread: it starts one
+                    self._thread = None
+                if self._accepted.empty():
+                    return
+                continue
+            by_lane: dict[str, list[str]] = {first[1]: [first[0]]}
+            while sum(map(len, by_lane.values())) < MAX_PER_MESSAGE:
                 try:
-                    ids.append(self._sent.get_nowait())
+                    request_id, lane = self._accepted.get_nowait()
                 except queue.Empty:
                     break
+                by_lane.setdefault(lane, []).append(request_id)
+            sent: list[str] = []
+            for lane, ids in by_lane.items():
+                try:
+                    route_requests.apply_async(args=[ids], queue=ingress_queue(lane),
+                                               retry=False)
+                    sent.extend(ids)
+                except OperationalError:
+                    log.warning("%d requests: the broker is unreachable; the sweeper will "
+                                "send them", len(ids))
             try:
-                realtime.mark_enqueued(self.engine, ids, time.time())
+                realtime.mark_enqueued(self.engine, sent, time.time())
             except Exception:  # the sweeper sends them again: harmless, as tasks run twice
-                log.warning("could not note %d requests as enqueued", len(ids), exc_info=True)
+                log.warning("could not note %d requests as enqueued", len(sent), exc_info=True)

@@ -11,7 +11,9 @@ asking one question after another for ``--seconds``): latency percentiles, reque
 errors, first straight to the simulator (the reference: what the model costs), then through
 the gateway, with the CPU seconds each process spent per request (from /proc, children
 included). Then a ``--batch``-request job is submitted on the batch lane and the realtime
-runs are repeated while it is processed.
+runs are repeated while it is processed (by its own worker, at ``--batch-nice``: on a
+shared 2-core machine the batch lane's pool yields the CPU to the realtime one, as a
+deployment would pin it to its own cores).
 """
 
 from __future__ import annotations
@@ -128,6 +130,11 @@ def main() -> None:
                         help="requests in the batch job of the last runs (0: none)")
     parser.add_argument("--batch-clients", default="1,32")
     parser.add_argument("--model-ms", type=float, default=10.0)
+    parser.add_argument("--batch-nice", type=int, default=10,
+                        help="CPU niceness of the standard/batch worker (0: none)")
+    parser.add_argument("--before", type=Path, default=None,
+                        help="a checkout of an earlier tree whose gateway is measured too, "
+                             "side by side (git archive <commit> | tar -x -C DIR)")
     args = parser.parse_args()
     counts = [int(c) for c in args.clients.split(",")]
 
@@ -153,15 +160,25 @@ def main() -> None:
                                ("tier", ["--role", "tier", "--lane", "realtime"]),
                                ("batch", ["--role", "all", "--lane", "standard", "--lane",
                                           "batch", "-c", "1"])):
+                nice = (["nice", "-n", str(args.batch_nice)]
+                        if name == "batch" and args.batch_nice else [])
                 children[name] = spawn(
-                    [sys.executable, "-m", "tierline", "worker", *argv, "--",
+                    [*nice, sys.executable, "-m", "tierline", "worker", *argv, "--",
                      "--without-mingle", "--without-gossip", "-n", f"{name}-load@%h"],
                     env, logs / f"{name}.log", cwd=ROOT)
             children["gateway"] = spawn([sys.executable, "-m", "tierline", "gateway",
                                          "--port", "0"], env, logs / "gateway.log", cwd=ROOT)
             gateway = gateway_url(logs / "gateway.log", children["gateway"])
+            gateways = {"gateway": ("gateway", gateway)}
+            if args.before:
+                tree = args.before.resolve()
+                children["before"] = spawn(
+                    [sys.executable, "-m", "tierline", "gateway", "--port", "0"],
+                    {**env, "PYTHONPATH": str(tree)}, logs / "before.log", cwd=tree)
+                gateways["gateway (before)"] = ("before", gateway_url(logs / "before.log",
+                                                                      children["before"]))
             time.sleep(3)  # the workers connect to the broker
-            measured = [n for n in children if n != "batch"]
+            measured = ["sim", "router", "tier", "gateway"]
             header = ("| path | clients | answers | requests/s | p50 ms | p95 ms | p99 ms "
                       "| errors | " + " | ".join(f"{n} CPU ms/req" for n in measured) + " |")
             print(header)
@@ -172,10 +189,12 @@ def main() -> None:
                 print(row("simulator direct", clients,
                           *run(f"{sim.removesuffix('/v1')}/v1/chat/completions", direct,
                                clients, args.seconds), None), flush=True)
-                before = {n: cpu_s(children[n].pid) for n in measured}
-                result = run(f"{gateway}/v1/chat/completions", routed, clients, args.seconds)
-                cpu = {n: cpu_s(children[n].pid) - before[n] for n in measured}
-                print(row("gateway", clients, *result, cpu), flush=True)
+                for name, (process, url) in gateways.items():
+                    watched = [n for n in measured if n != "gateway"] + [process]
+                    before = {n: cpu_s(children[n].pid) for n in watched}
+                    result = run(f"{url}/v1/chat/completions", routed, clients, args.seconds)
+                    cpu = {n: cpu_s(children[n].pid) - before[n] for n in watched}
+                    print(row(name, clients, *result, cpu), flush=True)
             if args.batch:
                 submit_batch(env, args.batch, logs)
                 for clients in [int(c) for c in args.batch_clients.split(",")]:

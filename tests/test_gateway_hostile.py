@@ -239,3 +239,18 @@ def test_a_failure_inside_is_500_with_a_request_id_only(tmp_path: Path,
     message = json.loads(answer)["error"]["message"]
     assert message == f"internal error (request id {headers['x-request-id']})"
     assert "INSERT INTO requests" in caplog.text and headers["x-request-id"] in caplog.text
+
+
+def test_each_request_leaves_one_access_log_line_without_its_prompt(
+        port: int, caplog: pytest.LogCaptureFixture) -> None:
+    body = json.dumps({"messages": [{"role": "user", "content": "the launch code is 0000"}]})
+    with caplog.at_level(logging.INFO, logger="tierline.gateway.access"):
+        status, headers, _ = _exchange(port, _post("/v1/chat/completions", b"",
+                                                   f"Content-Length: {len(body)}\r\n"),
+                                       body.encode())
+        time.sleep(0.2)  # the line is written as the request ends
+    lines = [r.getMessage() for r in caplog.records if r.name == "tierline.gateway.access"]
+    line = next(x for x in lines if headers["x-request-id"] in x)
+    assert status == 200
+    assert line.startswith("POST /v1/chat/completions 200 ") and "tenant=hostile" in line
+    assert "launch code" not in caplog.text

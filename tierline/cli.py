@@ -337,9 +337,13 @@ def demo(n_requests: int, database: Path | None) -> None:
               envvar="TIERLINE_GATEWAY_KEYS", show_envvar=True,
               help="YAML file mapping each tenant to its API keys (keys made with `tierline "
                    "keys create` are taken too); with neither, no key is asked for.")
-def gateway(host: str, port: int, keys: Path | None) -> None:
+@click.option("--access-log/--no-access-log", default=True, show_default=True,
+              help="One line per request on stderr: method, path, status, ms, request id, "
+                   "tenant (never the prompt).")
+def gateway(host: str, port: int, keys: Path | None, access_log: bool) -> None:
     """Serve the OpenAI-compatible HTTP gateway until Ctrl-C (or SIGTERM, as `docker stop`
     sends)."""
+    import logging
     import signal
 
     from tierline.gateway import DEFAULT_LIMITS, make_app
@@ -353,6 +357,15 @@ def gateway(host: str, port: int, keys: Path | None) -> None:
 
     accepted = load_keys(keys) if keys else None
     limits = DEFAULT_LIMITS
+    handler = logging.StreamHandler()
+    handler.setFormatter(logging.Formatter("%(asctime)s %(name)s %(levelname)s %(message)s"))
+    access = logging.INFO if access_log else logging.WARNING
+    for name, level in (("tierline.gateway", logging.WARNING),
+                        ("tierline.gateway.access", access)):
+        logger = logging.getLogger(name)
+        logger.setLevel(level)
+        logger.addHandler(handler)
+        logger.propagate = False
     with _session() as rt:
         app = make_app(Client(rt) if rt else Client(), keys=accepted, limits=limits)
         sock = bind(host, port, limits.backlog)

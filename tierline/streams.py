@@ -16,7 +16,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 from router.errors import TierlineError
-from workers.answers import status_of
+from workers.realtime import status_of
 from workers.runtime import Runtime
 
 log = logging.getLogger(__name__)

@@ -70,6 +70,14 @@ def answer_of(engine: Engine, request_id: str) -> dict[str, Any]:
     return answer
 
 
+def status_of(engine: Engine, request_id: str) -> str | None:
+    """A request's status, None when there is no such row (yet)."""
+    with engine.connect() as conn:
+        status: str | None = conn.execute(select(requests.c.status)
+                                          .where(requests.c.id == request_id)).scalar()
+    return status
+
+
 def mark_enqueued(engine: Engine, request_ids: list[str], now_s: float) -> None:
     """Note that these requests were handed to the broker (off the answer's path)."""
     with engine.begin() as conn:

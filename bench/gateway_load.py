@@ -195,7 +195,11 @@ def main() -> None:
                     result = run(f"{url}/v1/chat/completions", routed, clients, args.seconds)
                     cpu = {n: cpu_s(children[n].pid) - before[n] for n in watched}
                     print(row(name, clients, *result, cpu), flush=True)
+            print("\n| one call at a time, where the time goes | median ms |\n|---|---|")
+            for stage, ms in timeline(f"{gateway}/v1/chat/completions", database_url, 40):
+                print(f"| {stage} | {ms:.1f} |", flush=True)
             if args.batch:
+                print()
                 submit_batch(env, args.batch, logs)
                 for clients in [int(c) for c in args.batch_clients.split(",")]:
                     before = {n: cpu_s(children[n].pid) for n in measured}
@@ -210,6 +214,42 @@ def main() -> None:
         finally:
             for child in reversed(list(children.values())):
                 stop(child)
+
+
+STAGES = ("gateway: accepted", "ingress -> decided (router)", "decided -> first call (tier)",
+          "first call -> result committed", "result committed -> answer read", "total")
+
+
+def timeline(url: str, database_url: str, calls: int) -> list[tuple[str, float]]:
+    """Where one call's time goes, one call at a time: medians (ms) of the stages between
+    the record's timestamps (same host clock)."""
+    import psycopg
+
+    seen = []
+    with httpx.Client(timeout=60) as http:
+        for i in range(calls):
+            question = {"model": "auto", "max_tokens": 64,
+                        "messages": [{"role": "user", "content": f"What is {i} + 7?"}]}
+            sent = time.time()
+            answer = http.post(url, json=question)
+            read = time.time()
+            answer.raise_for_status()
+            seen.append((answer.json()["tierline"]["request_id"], sent, read))
+    stages: list[list[float]] = [[] for _ in STAGES]
+    with psycopg.connect(database_url) as conn:
+        for request_id, sent, read in seen:
+            submitted, decided, called, finished = conn.execute(
+                "SELECT r.submitted_at, (SELECT min(decided_at) FROM decisions d "
+                "WHERE d.request_id = r.id), (SELECT min(started_at) FROM attempts a "
+                "WHERE a.request_id = r.id), s.finished_at FROM requests r "
+                "JOIN results s ON s.request_id = r.id WHERE r.id = %s",
+                (request_id,)).fetchone()
+            for stage, seconds in zip(stages, (submitted - sent, decided - submitted,
+                                               called - decided, finished - called,
+                                               read - finished, read - sent), strict=True):
+                stage.append(seconds * 1000)
+    return [(name, statistics.median(values)) for name, values in zip(STAGES, stages,
+                                                                       strict=True)]
 
 
 def submit_batch(env: dict[str, str], n: int, logs: Path) -> None:
@@ -227,9 +267,9 @@ def backlog(database_url: str) -> int:
     import psycopg
 
     with psycopg.connect(database_url) as conn:
-        row = conn.execute("SELECT count(*) FROM requests WHERE lane = 'batch' "
-                           "AND status NOT IN ('done', 'failed', 'expired', 'cancelled')").one()
-    return int(row[0])
+        found = conn.execute("SELECT count(*) FROM requests WHERE lane = 'batch' AND status "
+                             "NOT IN ('done', 'failed', 'expired', 'cancelled')").fetchone()
+    return int(found[0]) if found else 0
 
 
 if __name__ == "__main__":

@@ -5,6 +5,7 @@ as OpenAI answers it).
 Requests are counted in one-minute windows in a store every gateway process shares
 (:mod:`workers.request_counter`). Spending is read from the ledger (``charges``) and cached
 for ``Limits.spent_cache_s``, so a burst may overshoot a budget by what it costs in that time.
+If the counter's store (Redis) fails, requests are served uncounted, and the log says so.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from collections.abc import Callable
 from decimal import Decimal
 
 from tierline.gateway.auth import Identity
-from tierline.gateway.errors import HttpError
+from tierline.gateway.errors import HttpError, log
 from workers.request_counter import RequestCounter
 
 WINDOW_S = 60
@@ -44,7 +45,13 @@ class Quota:
         now = self.clock()
         if key.requests_per_minute is not None:
             window = int(now // WINDOW_S)
-            if self.counter.hit(key.id, window, WINDOW_S) > key.requests_per_minute:
+            try:
+                count = self.counter.hit(key.id, window, WINDOW_S)
+            except Exception:  # the counter's store is away: serve rather than refuse all
+                log.warning("key %s: requests not counted (the counter's store failed)",
+                            key.id, exc_info=True)
+                count = 0
+            if count > key.requests_per_minute:
                 retry_s = max(1, math.ceil((window + 1) * WINDOW_S - now))
                 raise HttpError(429, f"key {key.id}: over its {key.requests_per_minute} "
                                 f"requests per minute; retry in {retry_s} s",

@@ -49,10 +49,12 @@ log = logging.getLogger(__name__)
 class Chat:
     """One client's chat completions; ``max_wait_s`` caps any wait for an answer."""
 
-    def __init__(self, client: Client, max_wait_s: float = MAX_WAIT_S) -> None:
+    def __init__(self, client: Client, max_wait_s: float = MAX_WAIT_S,
+                 engine: Engine | None = None) -> None:
         self.client = client
         self.max_wait_s = max_wait_s
-        self.ingress = Ingress(client.rt.engine)
+        self.engine = engine or client.rt.engine  # the gateway gives one with a bigger pool
+        self.ingress = Ingress(self.engine)
 
     def complete(self, body: Any, lane: str | None, key: str | None,
                  tenant: str | None = None) -> dict[str, Any]:
@@ -88,8 +90,7 @@ class Chat:
         except InvalidInput as exc:  # OpenAI's name for the one field whose name differs
             message = str(exc).replace("max_output_tokens:", "max_tokens:", 1)
             raise bad(message, "invalid_request") from exc
-        accepted = realtime.accept_one(self.client.rt.engine, request, job_name=JOB_NAME,
-                                       now_s=now)
+        accepted = realtime.accept_one(self.engine, request, job_name=JOB_NAME, now_s=now)
         if accepted.new:
             self.ingress.send(accepted.request_id, request.lane)
         budget_s = self.client.rt.policy.lanes[lane].latency_budget_s  # type: ignore[index]
@@ -116,7 +117,7 @@ class Chat:
         """The request's row once it has ended, or as it is when its time is up. On Postgres
         the commit of its result wakes the wait (``workers.db.notify_jobs``); a poll, backing
         off, covers a missed notification, and is all there is on SQLite."""
-        engine = self.client.rt.engine
+        engine = self.engine
         listener = listener_for(engine)
         poll_s, max_poll_s = (POLL_S, MAX_POLL_S) if listener is None else (0.05, 1.0)
         with listener.bell(submitted.job_id) if listener else nullcontext(

@@ -12,13 +12,23 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import Engine, func, insert, select, update
+from sqlalchemy import Engine, create_engine, func, insert, select, update
 
 from router.envelope import Request
 from workers import records
 from workers.schema import attempts, decisions, jobs, requests, results
 
 ENDED = ("done", "failed", "expired", "cancelled")
+
+
+def pooled(engine: Engine, connections: int) -> Engine:
+    """An engine on the same Postgres database whose pool keeps ``connections`` open: a
+    gateway answering many calls at once on the shared engine's 5 kept connections opens
+    and closes an overflow connection for most of them. SQLite's engine is returned as is."""
+    if engine.dialect.name != "postgresql":
+        return engine
+    return create_engine(engine.url, pool_size=connections, max_overflow=0,
+                         pool_pre_ping=True, pool_timeout=30)
 
 
 @dataclass(frozen=True)

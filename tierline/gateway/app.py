@@ -23,7 +23,7 @@ from tierline.gateway.guard import App, Guard, Receive, Scope, Send
 from tierline.gateway.limits import DEFAULT_LIMITS, Limits
 from tierline.gateway.quota import Quota
 from tierline.gateway_keys import Keys
-from workers import api_keys
+from workers import api_keys, realtime
 from workers.request_counter import MemoryCounter, RedisCounter, RequestCounter
 
 Handler = Callable[[Request], Awaitable[Response]]
@@ -77,7 +77,8 @@ def make_app(client: Client, *, keys: Keys | None = None, limits: Limits = DEFAU
              max_wait_s: float = MAX_WAIT_S) -> App:
     """The gateway's ASGI app for ``client``: YAML ``keys`` and the database's keys."""
     engine = client.rt.engine
-    gateway = Gateway(client, Chat(client, max_wait_s), Batches(client), limits)
+    chat = Chat(client, max_wait_s, realtime.pooled(engine, limits.database_connections))
+    gateway = Gateway(client, chat, Batches(client), limits)
     auth = Authenticator(keys, lookup=lambda hashed: api_keys.find_key(engine, hashed),
                          any_keys=lambda: api_keys.any_keys(engine), cache_s=limits.key_cache_s)
     quota = Quota(_counter(client), lambda tenant, since: api_keys.spent_usd(engine, tenant, since),

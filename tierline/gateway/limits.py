@@ -29,6 +29,7 @@ class Limits:
     connections: int = 1024
     backlog: int = 2048
     threads: int = 64  # threads for the blocking record and broker calls
+    database_connections: int = 16  # kept open for chat calls (Postgres)
     key_cache_s: float = 10.0  # how long a database key is trusted before it is read again
     spent_cache_s: float = 5.0  # how long a tenant's spending is reused for its budget
 

@@ -17,7 +17,7 @@ import queue
 import threading
 import time
 from collections.abc import Iterator
-from contextlib import nullcontext
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from typing import Any
 
@@ -42,6 +42,7 @@ JOB_NAME = "gateway"
 POLL_S, MAX_POLL_S = 0.005, 0.25  # waiting without notifications (SQLite), first and longest
 IDLE_S = 5.0  # the ingress thread ends after this long with nothing to send
 MAX_PER_MESSAGE = 64  # requests per ingress message at most (the router's chunk)
+BUSY_WAITING, GATHER_S = 8, 0.005  # this many calls waiting: gather for this long
 
 log = logging.getLogger(__name__)
 
@@ -54,12 +55,24 @@ class Chat:
         self.client = client
         self.max_wait_s = max_wait_s
         self.engine = engine or client.rt.engine  # the gateway gives one with a bigger pool
+        self._lock = threading.Lock()
         self.ingress = Ingress(self.engine)
 
     def complete(self, body: Any, lane: str | None, key: str | None,
                  tenant: str | None = None) -> dict[str, Any]:
         """Submit one chat completion, wait for its answer, and shape it like OpenAI's."""
-        return self._completed(self._submit(body, lane, key, tenant, stream=False))
+        with self._waiting():
+            return self._completed(self._submit(body, lane, key, tenant, stream=False))
+
+    @contextmanager
+    def _waiting(self) -> Iterator[None]:
+        with self._lock:
+            self.ingress.waiting += 1
+        try:
+            yield
+        finally:
+            with self._lock:
+                self.ingress.waiting -= 1
 
     def stream(self, body: Any, lane: str | None, key: str | None, tenant: str | None,
                include_usage: bool) -> list[dict[str, Any]] | Iterator[dict[str, Any]]:
@@ -204,7 +217,10 @@ class Ingress:
     """Hands accepted requests to the router's ingress queues from one thread: whatever was
     accepted while the previous message was being published goes in the next one, so under
     load the router gets them together and bundles them (one tier message, one round of
-    database writes for many), and a lone request goes at once. It then notes that they were
+    database writes for many), and a lone request goes at once. While many calls wait for
+    their answers (``BUSY_WAITING``), it also waits up to ``GATHER_S`` for more: when
+    answers take hundreds of milliseconds anyway, a few more make each bundle, and so each
+    round of the tier worker's writes, serve many calls. It then notes that they were
     sent (``enqueued_at``, for the sweeper, which re-sends what the broker never got). If the
     broker is down they stay un-noted, and the sweeper sends them later."""
 
@@ -213,6 +229,7 @@ class Ingress:
         self._accepted: queue.SimpleQueue[tuple[str, str]] = queue.SimpleQueue()
         self._lock = threading.Lock()
         self._thread: threading.Thread | None = None
+        self.waiting = 0  # calls accepted and not yet answered, as Chat counts them
 
     def send(self, request_id: str, lane: str) -> None:
         self._accepted.put((request_id, lane))
@@ -235,9 +252,12 @@ class Ingress:
                     return
                 continue
             by_lane: dict[str, list[str]] = {first[1]: [first[0]]}
+            until = time.monotonic() + (GATHER_S if self.waiting >= BUSY_WAITING else 0.0)
             while sum(map(len, by_lane.values())) < MAX_PER_MESSAGE:
                 try:
-                    request_id, lane = self._accepted.get_nowait()
+                    left_s = until - time.monotonic()
+                    request_id, lane = (self._accepted.get(timeout=left_s) if left_s > 0
+                                        else self._accepted.get_nowait())
                 except queue.Empty:
                     break
                 by_lane.setdefault(lane, []).append(request_id)

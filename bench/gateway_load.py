@@ -238,12 +238,14 @@ def timeline(url: str, database_url: str, calls: int) -> list[tuple[str, float]]
     stages: list[list[float]] = [[] for _ in STAGES]
     with psycopg.connect(database_url) as conn:
         for request_id, sent, read in seen:
-            submitted, decided, called, finished = conn.execute(
+            found = conn.execute(
                 "SELECT r.submitted_at, (SELECT min(decided_at) FROM decisions d "
                 "WHERE d.request_id = r.id), (SELECT min(started_at) FROM attempts a "
                 "WHERE a.request_id = r.id), s.finished_at FROM requests r "
                 "JOIN results s ON s.request_id = r.id WHERE r.id = %s",
                 (request_id,)).fetchone()
+            assert found is not None, request_id
+            submitted, decided, called, finished = found
             for stage, seconds in zip(stages, (submitted - sent, decided - submitted,
                                                called - decided, finished - called,
                                                read - finished, read - sent), strict=True):

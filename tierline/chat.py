@@ -107,7 +107,8 @@ class Chat:
         except InvalidInput as exc:  # OpenAI's name for the one field whose name differs
             message = str(exc).replace("max_output_tokens:", "max_tokens:", 1)
             raise bad(message, "invalid_request") from exc
-        accepted = realtime.accept_one(self.engine, request, job_name=JOB_NAME, now_s=now)
+        accepted = realtime.once_more(lambda: realtime.accept_one(
+            self.engine, request, job_name=JOB_NAME, now_s=now))
         if accepted.new:
             self.ingress.send(accepted.request_id, request.lane)
         budget_s = self.client.rt.policy.lanes[lane].latency_budget_s  # type: ignore[index]
@@ -140,7 +141,8 @@ class Chat:
         with listener.bell(submitted.job_id) if listener else nullcontext(
                 threading.Event()) as bell:
             while True:
-                row = realtime.answer_of(engine, submitted.request_id)
+                row = realtime.once_more(
+                    lambda: realtime.answer_of(engine, submitted.request_id))
                 left_s = submitted.left_s()
                 if row["status"] in realtime.ENDED or left_s <= 0:
                     return row

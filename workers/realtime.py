@@ -8,27 +8,46 @@ is written already ``in_progress`` with its counts, in the same transaction as t
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from decimal import Decimal
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy import Engine, create_engine, func, insert, select, update
+from sqlalchemy.exc import DBAPIError
 
 from router.envelope import Request
 from workers import records
 from workers.schema import attempts, decisions, jobs, requests, results
 
 ENDED = ("done", "failed", "expired", "cancelled")
+T = TypeVar("T")
 
 
 def pooled(engine: Engine, connections: int) -> Engine:
     """An engine on the same Postgres database whose pool keeps ``connections`` open: a
     gateway answering many calls at once on the shared engine's 5 kept connections opens
-    and closes an overflow connection for most of them. SQLite's engine is returned as is."""
+    and closes an overflow connection for most of them. It does not ping a connection
+    before each use (a round trip per checkout, two or three per call): a connection the
+    database dropped fails its first statement, SQLAlchemy then drops the whole pool, and
+    :func:`once_more` runs the call again. SQLite's engine is returned as is."""
     if engine.dialect.name != "postgresql":
         return engine
     return create_engine(engine.url, pool_size=connections, max_overflow=0,
-                         pool_pre_ping=True, pool_timeout=30)
+                         pool_recycle=600, pool_timeout=30)
+
+
+def once_more(call: Callable[[], T]) -> T:
+    """``call()``, run a second time if its connection turned out to be dead (the database
+    restarted, or dropped it). A dead connection fails its first statement, so nothing was
+    written; in the rare case that it died at the commit, the second run finds the rows
+    written and fails, and the caller gets an error for a request that stands."""
+    try:
+        return call()
+    except DBAPIError as exc:
+        if not exc.connection_invalidated:
+            raise
+    return call()
 
 
 @dataclass(frozen=True)

@@ -79,7 +79,9 @@ def test_many_calls_at_once_are_each_answered_once(base: tuple[str, Client]) -> 
     def ask(number: int) -> dict[str, Any]:
         body = {"model": "auto", "messages": [{"role": "user",
                                                "content": f"What is {number} + 1?"}]}
-        response = httpx.post(f"{url}/chat/completions", json=body, timeout=60)
+        # the standard lane: a loaded CI box must not turn a slow answer into a 504 here
+        response = httpx.post(f"{url}/chat/completions", json=body, timeout=150,
+                              headers={"X-Tierline-Lane": "standard"})
         assert response.status_code == 200, response.text
         return dict(response.json()["tierline"])
 
@@ -91,3 +93,16 @@ def test_many_calls_at_once_are_each_answered_once(base: tuple[str, Client]) -> 
         statuses = set(conn.execute(select(requests.c.status)
                                     .where(requests.c.id.in_(ids))).scalars())
     assert statuses == {"done"}
+
+
+def test_calls_go_on_after_the_database_dropped_every_connection(
+        base: tuple[str, Client]) -> None:
+    url, client = base
+    body = {"model": "auto", "messages": HELLO}
+    assert httpx.post(f"{url}/chat/completions", json=body, timeout=30).status_code == 200
+    with client.rt.engine.connect() as conn:  # as a restart would: every other session ends
+        conn.exec_driver_sql("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                             "WHERE datname = current_database() AND pid <> pg_backend_pid()")
+    for _ in range(3):
+        answer = httpx.post(f"{url}/chat/completions", json=body, timeout=30)
+        assert answer.status_code == 200, answer.text

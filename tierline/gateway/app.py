@@ -89,4 +89,4 @@ def make_app(client: Client, *, keys: Keys | None = None, limits: Limits = DEFAU
         scope["gateway"] = gateway
         await router(scope, receive, send)
 
-    return Guard(app, limits, auth.identify, quota.admit)
+    return Guard(app, limits, auth.identify, quota.admit, auth.known)

@@ -39,10 +39,12 @@ class Guard:
 
     def __init__(self, app: App, limits: Limits,
                  identify: Callable[[str | None], Identity],
-                 admit: Callable[[Identity], None]) -> None:
+                 admit: Callable[[Identity], None],
+                 known: Callable[[str | None], Identity | None] = lambda _: None) -> None:
         self.app = app
         self.limits = limits
         self.identify = identify  # raises HttpError (401); may read the database
+        self.known = known  # the identity when no read is needed, else None
         self.admit = admit  # raises HttpError (429) for a key over its limits
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -71,12 +73,15 @@ class Guard:
             headers = _headers(scope)
             self._check(headers)
             if scope["path"] not in OPEN_PATHS:
-                authorization = headers.get(b"authorization")
-                identity = await run_in_threadpool(
-                    self.identify, authorization.decode("latin-1") if authorization else None)
+                raw = headers.get(b"authorization")
+                authorization = raw.decode("latin-1") if raw else None
+                identity = self.known(authorization)
+                if identity is None:
+                    identity = await run_in_threadpool(self.identify, authorization)
                 state["tenant"] = identity.tenant
                 state["identity"] = identity
-                await run_in_threadpool(self.admit, identity)
+                if identity.key is not None:  # only database keys carry limits
+                    await run_in_threadpool(self.admit, identity)
             await self.app(scope, receive, send_with_id)
         except HttpError as exc:
             if not sent["started"]:

@@ -13,7 +13,6 @@ from __future__ import annotations
 import argparse
 import json
 import tempfile
-import threading
 import time
 from pathlib import Path
 
@@ -21,7 +20,7 @@ import openai
 
 from tierline.client import Client
 from tierline.embedded import embedded
-from tierline.gateway import make_server
+from tierline.gateway import DEFAULT_LIMITS, make_app, serving
 from workers.settings import POLICY_DIR
 
 ENDED = ("completed", "failed", "cancelled", "expired")
@@ -36,10 +35,9 @@ def main() -> None:
         "body": {"messages": [{"role": "user", "content": f"What is {i} + 1?"}],
                  "max_tokens": 32}}).encode() + b"\n" for i in range(n))
     with tempfile.TemporaryDirectory() as tmp, embedded(
-            POLICY_DIR / "demo.yaml", database=Path(tmp) / "t.sqlite") as rt:
-        server = make_server(Client(rt), "127.0.0.1", 0)
-        threading.Thread(target=server.serve_forever, daemon=True).start()
-        sdk = openai.OpenAI(base_url=f"http://127.0.0.1:{server.server_port}/v1",
+            POLICY_DIR / "demo.yaml", database=Path(tmp) / "t.sqlite") as rt, \
+            serving(make_app(Client(rt)), DEFAULT_LIMITS) as url:
+        sdk = openai.OpenAI(base_url=f"{url}/v1",
                             api_key="unused", max_retries=0, timeout=600)
         started = time.perf_counter()
         upload = sdk.files.create(file=("bench.jsonl", content), purpose="batch")
@@ -56,7 +54,6 @@ def main() -> None:
         ended = time.perf_counter()
         output = sdk.files.content(batch.output_file_id or "").text.splitlines()
         downloaded = time.perf_counter()
-        server.shutdown()
     ids = sorted(json.loads(line)["custom_id"] for line in output)
     print(f"{n} lines ({len(content) / 1e6:.1f} MB): upload {uploaded - started:.1f} s, "
           f"create {created - uploaded:.2f} s ({answered_as}), intake until in_progress "

@@ -108,17 +108,10 @@ def own_postgres_url() -> Iterator[str]:
 
 @contextmanager
 def serve_gateway(client: Any, **options: Any) -> Iterator[str]:
-    """The HTTP gateway for ``client`` on a free loopback port, in a thread; yields its
-    ``.../v1`` base URL."""
-    import threading
+    """The HTTP gateway for ``client`` served by uvicorn on a free loopback port, in a
+    thread; yields its ``.../v1`` base URL. ``limits`` and the app's options may be given."""
+    from tierline.gateway import DEFAULT_LIMITS, make_app, serving
 
-    from tierline.gateway import make_server
-
-    server = make_server(client, "127.0.0.1", 0, **options)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_port}/v1"
-    finally:
-        server.shutdown()
-        server.server_close()
+    limits = options.get("limits", DEFAULT_LIMITS)
+    with serving(make_app(client, **options), limits) as url:
+        yield f"{url}/v1"

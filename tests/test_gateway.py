@@ -20,7 +20,7 @@ import pytest
 from sqlalchemy import func, select
 
 from router.errors import InvalidInput
-from tests.conftest import serve_gateway
+from tests.conftest import ROOT, serve_gateway
 from tierline.client import Client
 from tierline.embedded import embedded
 from tierline.gateway_keys import digest, load_keys
@@ -222,7 +222,7 @@ def test_a_bad_keys_file_gets_a_clear_error(tmp_path: Path, text: str, says: str
 def test_the_gateway_command_stops_on_a_missing_keys_file(tmp_path: Path) -> None:
     done = subprocess.run([sys.executable, "-m", "tierline", "gateway", "--port", "0", "--keys",
                            str(tmp_path / "absent.yaml")], cwd=tmp_path, capture_output=True,
-                          text=True, timeout=60)
+                          text=True, timeout=60, env={**os.environ, "PYTHONPATH": str(ROOT)})
     assert done.returncode == 2
     assert "cannot read the keys file" in done.stderr and "Traceback" not in done.stderr
 
@@ -232,7 +232,8 @@ def test_the_gateway_command_serves_on_the_embedded_stack_until_stopped(tmp_path
     # the background of a non-interactive shell, which a CI runner may be
     env = {k: v for k, v in os.environ.items()
            if k not in ("TIERLINE_BROKER_URL", "TIERLINE_DATABASE_URL")}
-    env.update(TIERLINE_POLICY=str(POLICY_DIR / "demo.yaml"), PYTHONUNBUFFERED="1")
+    env.update(TIERLINE_POLICY=str(POLICY_DIR / "demo.yaml"), PYTHONUNBUFFERED="1",
+               PYTHONPATH=str(ROOT))  # this tree, not whichever one is installed
     process = subprocess.Popen([sys.executable, "-m", "tierline", "gateway", "--port", "0"],
                                cwd=tmp_path, env=env, stdout=subprocess.PIPE,
                                stderr=subprocess.PIPE, text=True)

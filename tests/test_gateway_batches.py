@@ -3,6 +3,7 @@ the official ``openai`` SDK as the client."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 import time
@@ -17,12 +18,12 @@ from sqlalchemy import delete, select
 
 from schedules.sweeper import enqueue_stranded, fail_stalled_intakes, restart_batch_intakes
 from tests.conftest import serve_gateway
-from tierline import gateway
 from tierline.batch_intake import ingest
 from tierline.batches import Batches
 from tierline.client import Client
 from tierline.embedded import embedded
 from tierline.files import Upload
+from tierline.gateway import DEFAULT_LIMITS
 from tierline.gateway_keys import load_keys
 from workers.schema import batches, files, requests
 from workers.settings import POLICY_DIR
@@ -286,16 +287,17 @@ def test_a_bad_upload_gets_a_400_naming_the_fault(url: str, purpose: str, conten
         _sdk(url).files.create(file=("x.jsonl", content), purpose=purpose)  # type: ignore[arg-type]
 
 
-def test_uploads_have_their_own_body_limit(url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_uploads_have_their_own_body_limit(url: str, stack: Client) -> None:
     big = _jsonl([_line("big", "x" * (2 << 20))])  # over the chat limit of 1 MiB
     assert _sdk(url).files.create(file=("big.jsonl", big), purpose="batch").bytes == len(big)
     no_file = httpx.post(f"{url}/files", data={"purpose": "batch"}, files={"other": b"x"})
     assert no_file.status_code == 400 and "file: missing" in no_file.text
     not_form = httpx.post(f"{url}/files", json={"purpose": "batch"})
     assert not_form.status_code == 400 and "multipart/form-data" in not_form.text
-    monkeypatch.setattr(gateway, "MAX_FILE_BYTES", 1000)
-    refused = httpx.post(f"{url}/files", data={"purpose": "batch"},
-                         files={"file": ("x.jsonl", b"{}\n" * 500)})
+    small = dataclasses.replace(DEFAULT_LIMITS, upload_bytes=1000)
+    with _serve(stack, limits=small) as tight:
+        refused = httpx.post(f"{tight}/files", data={"purpose": "batch"},
+                             files={"file": ("x.jsonl", b"{}\n" * 500)})
     assert refused.status_code == 413 and "the limit is 1000" in refused.json()["error"]["message"]
 
 

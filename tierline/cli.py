@@ -346,6 +346,57 @@ def sweep(intake_timeout: float | None) -> None:
               "deadline", highlight=False)
 
 
+@main.group()
+def keys() -> None:
+    """The gateway's API keys: each speaks for a tenant, with optional limits."""
+
+
+@keys.command("create")
+@click.option("--tenant", required=True, help="The tenant the key's requests are made for.")
+@click.option("--name", default=None, help="A name to recognise the key by.")
+@click.option("--expires", default=None, help="Days (30d) or a UTC date or time (ISO 8601).")
+@click.option("--rpm", "requests_per_minute", type=click.IntRange(min=1), default=None,
+              help="Requests per minute (429 with Retry-After past it).")
+@click.option("--usd-per-day", type=click.FloatRange(min=0), default=None,
+              help="USD the tenant may spend per UTC day (429 once spent).")
+@click.option("--usd-per-month", type=click.FloatRange(min=0), default=None,
+              help="USD the tenant may spend per 30 days (429 once spent).")
+def keys_create(tenant: str, name: str | None, expires: str | None,
+                requests_per_minute: int | None, usd_per_day: float | None,
+                usd_per_month: float | None) -> None:
+    """Make a key and print it once; only its SHA-256 is kept."""
+    from decimal import Decimal
+
+    from tierline import keys_admin
+
+    with _session() as rt:
+        keys_admin.create(rt or runtime(), out, tenant=tenant, name=name, expires=expires,
+                          requests_per_minute=requests_per_minute,
+                          usd_per_day=None if usd_per_day is None else Decimal(str(usd_per_day)),
+                          usd_per_month=(None if usd_per_month is None
+                                         else Decimal(str(usd_per_month))))
+
+
+@keys.command("list")
+@click.option("--tenant", default=None, help="Only this tenant's keys.")
+def keys_list(tenant: str | None) -> None:
+    """Every key (never the key itself): tenant, state, limits, what its tenant spent."""
+    from tierline import keys_admin
+
+    with _session() as rt:
+        keys_admin.show(rt or runtime(), out, tenant)
+
+
+@keys.command("revoke")
+@click.argument("key_id")
+def keys_revoke(key_id: str) -> None:
+    """Revoke a key by its id (as `tierline keys list` shows it)."""
+    from tierline import keys_admin
+
+    with _session() as rt:
+        keys_admin.revoke(rt or runtime(), out, key_id)
+
+
 @main.command()
 @click.option("--since", default=None, help="From this UTC date or time (ISO 8601), inclusive.")
 @click.option("--until", default=None, help="Up to this UTC date or time, exclusive.")
@@ -414,14 +465,19 @@ def demo(n_requests: int, database: Path | None) -> None:
               help="0 picks a free port.")
 @click.option("--keys", type=click.Path(dir_okay=False, path_type=Path), default=None,
               envvar="TIERLINE_GATEWAY_KEYS", show_envvar=True,
-              help="YAML file mapping each tenant to its API keys; without it, no key is "
-                   "asked for.")
-def gateway(host: str, port: int, keys: Path | None) -> None:
+              help="YAML file mapping each tenant to its API keys (keys made with `tierline "
+                   "keys create` are taken too); with neither, no key is asked for.")
+@click.option("--access-log/--no-access-log", default=True, show_default=True,
+              help="One line per request on stderr: method, path, status, ms, request id, "
+                   "tenant (never the prompt).")
+def gateway(host: str, port: int, keys: Path | None, access_log: bool) -> None:
     """Serve the OpenAI-compatible HTTP gateway until Ctrl-C (or SIGTERM, as `docker stop`
     sends)."""
+    import logging
     import signal
 
-    from tierline.gateway import make_server
+    from tierline.gateway import DEFAULT_LIMITS, make_app
+    from tierline.gateway.server import Server, bind, config
     from tierline.gateway_keys import load_keys
 
     def stop(_signum: int, _frame: object) -> None:
@@ -430,19 +486,32 @@ def gateway(host: str, port: int, keys: Path | None) -> None:
     signal.signal(signal.SIGTERM, stop)
 
     accepted = load_keys(keys) if keys else None
+    limits = DEFAULT_LIMITS
+    handler = logging.StreamHandler()
+    handler.setFormatter(logging.Formatter("%(asctime)s %(name)s %(levelname)s %(message)s"))
+    access = logging.INFO if access_log else logging.WARNING
+    for name, level in (("tierline.gateway", logging.WARNING),
+                        ("tierline.gateway.access", access)):
+        logger = logging.getLogger(name)
+        logger.setLevel(level)
+        logger.addHandler(handler)
+        logger.propagate = False
     with _session() as rt:
-        server = make_server(_client(rt), host, port, keys=accepted)
-        out.print(f"tierline gateway on http://{host}:{server.server_port}/v1 (Ctrl-C stops it)",
-                  highlight=False)
+        app = make_app(_client(rt), keys=accepted, limits=limits)
+        sock = bind(host, port, limits.backlog)
+        out.print(f"tierline gateway on http://{host}:{sock.getsockname()[1]}/v1 "
+                  "(Ctrl-C stops it)", highlight=False)
         if accepted is None:
-            err.print("[yellow]no --keys: every caller is served, as tenant default[/yellow]",
+            err.print("[yellow]no --keys: callers need a key only once `tierline keys create` "
+                      "made one; until then every caller is tenant default[/yellow]",
                       highlight=False)
+        server = Server(config(app, limits, host, port), limits.threads)
         try:
-            server.serve_forever()
+            server.run(sockets=[sock])
         except KeyboardInterrupt:
             pass
         finally:
-            server.server_close()
+            sock.close()
 
 
 @main.command()

@@ -3,9 +3,11 @@
 Workers send ``pg_notify`` in the transaction that writes a job's results
 (:func:`workers.db.notify_jobs`). A process listens on one connection, on a daemon thread,
 however many of its calls wait: a gateway answering a hundred requests at once must not hold
-a hundred connections. The thread runs while anyone waits and closes its connection when
-the last waiter leaves. If it cannot connect, or the connection breaks, every waiter is
-woken to look for itself, and their polling carries on until it can listen again.
+a hundred connections. The thread runs while anyone waits, and for ``LINGER_S`` after the
+last waiter leaves if it is connected (a gateway's next call would otherwise open a new
+connection and wait for its LISTEN, every time); then it closes its connection. If it
+cannot connect, or the connection breaks, every waiter is woken to look for itself, and
+their polling carries on until it can listen again.
 """
 
 from __future__ import annotations
@@ -23,18 +25,21 @@ from workers.db import JOBS_CHANNEL
 
 READY_S = 2.0  # how long a first waiter gives the connection to open
 IDLE_CHECK_S = 0.1  # how often the thread looks whether anyone still waits
+LINGER_S = 30.0  # how long the connection stays open with nobody waiting
 RETRY_S = (0.5, 10.0)  # back-off between attempts to connect, first and longest
 
 
 class Listener:
     """LISTENs on one connection and sets the events of the jobs it hears of."""
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, linger_s: float = LINGER_S) -> None:
         self.url = url
+        self.linger_s = linger_s  # connected, it stays so this long after the last waiter
         self._lock = threading.Lock()
         self._waiters: dict[str, set[threading.Event]] = {}
         self._thread: threading.Thread | None = None
         self._tried = threading.Event()  # the running thread's first LISTEN has succeeded or failed
+        self._last_waiter_at = time.monotonic()
 
     @contextmanager
     def bell(self, job_id: str) -> Iterator[threading.Event]:
@@ -59,6 +64,7 @@ class Listener:
                 events.discard(event)
                 if not events:
                     del self._waiters[job_id]
+                self._last_waiter_at = time.monotonic()
 
     def _run(self, tried: threading.Event) -> None:
         retry_s = RETRY_S[0]
@@ -68,7 +74,7 @@ class Listener:
                     conn.execute(f"LISTEN {JOBS_CHANNEL}")
                     tried.set()
                     retry_s = RETRY_S[0]
-                    while self._anyone_waiting():
+                    while self._anyone_waiting(self.linger_s):
                         for note in conn.notifies(timeout=IDLE_CHECK_S):
                             self._ring(note.payload)
                     return
@@ -78,9 +84,9 @@ class Listener:
             time.sleep(retry_s)
             retry_s = min(retry_s * 2, RETRY_S[1])
 
-    def _anyone_waiting(self) -> bool:
+    def _anyone_waiting(self, linger_s: float = 0.0) -> bool:
         with self._lock:
-            if not self._waiters:
+            if not self._waiters and time.monotonic() - self._last_waiter_at >= linger_s:
                 self._thread = None
                 return False
             return True

@@ -10,10 +10,12 @@ from typing import Any
 class HttpError(Exception):
     """An answer other than 200, in OpenAI's error shape."""
 
-    def __init__(self, status: int, message: str, kind: str, code: str) -> None:
+    def __init__(self, status: int, message: str, kind: str, code: str, *,
+                 headers: list[tuple[bytes, bytes]] | None = None) -> None:
         super().__init__(message)
         self.status = status
         self.body = {"error": {"message": message, "type": kind, "code": code}}
+        self.headers = headers or []  # e.g. Retry-After on a 429
 
 
 def bad(message: str, code: str) -> HttpError:
@@ -36,17 +38,42 @@ def request_fields(body: Any) -> dict[str, Any]:
     if not isinstance(messages, list) or not messages:
         raise bad("messages: must be a non-empty list of {\"role\", \"content\"} objects",
                   "messages")
+    texts = []
     for index, message in enumerate(messages):
-        if (not isinstance(message, dict) or not isinstance(message.get("role"), str)
-                or not isinstance(message.get("content"), str)):
+        if not isinstance(message, dict) or not isinstance(message.get("role"), str):
             raise bad(f"messages[{index}]: must be an object with string \"role\" and "
                       "\"content\"", "messages")
-    raw: dict[str, Any] = {"messages": [{"role": m["role"], "content": m["content"]}
-                                        for m in messages]}
+        texts.append(_content(message.get("content"), index))
+    raw: dict[str, Any] = {"messages": [{"role": m["role"], "content": text}
+                                        for m, text in zip(messages, texts, strict=True)]}
     for ours, theirs in (("max_output_tokens", "max_tokens"), ("metadata", "metadata")):
         if body.get(theirs) is not None:
             raw[ours] = body[theirs]
     return raw
+
+
+def _content(content: Any, index: int) -> str:
+    """A message's text: a string, or OpenAI's content parts with their text parts joined
+    by newlines; 400 for a part tierline cannot take (an image, audio, a file)."""
+    if isinstance(content, str):
+        return content
+    if not isinstance(content, list) or not content:
+        raise bad(f"messages[{index}]: must be an object with string \"role\" and \"content\" "
+                  "(a string or a list of {\"type\": \"text\", \"text\": ...} parts)",
+                  "messages")
+    texts = []
+    for number, part in enumerate(content):
+        kind = part.get("type") if isinstance(part, dict) else None
+        if kind != "text":
+            what = f"type {kind!r}" if isinstance(kind, str) else "a part without a type"
+            raise bad(f"messages[{index}].content[{number}]: {what} is not supported; "
+                      "tierline routes text only, give {\"type\": \"text\", \"text\": ...} "
+                      "parts", "unsupported_content")
+        if not isinstance(part.get("text"), str):
+            raise bad(f"messages[{index}].content[{number}]: a text part needs a string "
+                      "\"text\"", "messages")
+        texts.append(part["text"])
+    return "\n".join(texts)
 
 
 def streaming(body: Any) -> tuple[bool, dict[str, Any] | None]:

@@ -15,11 +15,9 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 
-from sqlalchemy import select
-
 from router.errors import TierlineError
+from workers.realtime import status_of
 from workers.runtime import Runtime
-from workers.schema import requests
 
 log = logging.getLogger(__name__)
 
@@ -97,7 +95,4 @@ def rest_of(answer: str, sent: str, replaced: bool, request_id: str) -> str:
 
 def _ended(rt: Runtime, request_id: str) -> bool:
     """Whether the request has ended (an id with no row has not, or not yet)."""
-    with rt.engine.connect() as conn:
-        status = conn.execute(select(requests.c.status)
-                              .where(requests.c.id == request_id)).scalar()
-    return status in ENDED
+    return status_of(rt.engine, request_id) in ENDED

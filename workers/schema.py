@@ -230,3 +230,20 @@ bundles = Table(
     Column("retired_at", Float),
 )
 
+
+# The gateway's API keys (``tierline keys create``): only the SHA-256 of each key is kept.
+# Limits are per key; null means none. A revoked or expired key is refused.
+api_keys = Table(
+    "api_keys",
+    metadata,
+    Column("id", String(40), primary_key=True),
+    Column("key_sha256", String(64), nullable=False, unique=True),
+    Column("tenant", String(128), nullable=False),
+    Column("name", String(200)),
+    Column("created_at", Float, nullable=False),
+    Column("expires_at", Float),
+    Column("revoked_at", Float),
+    Column("requests_per_minute", Integer),
+    Column("usd_per_day", USD),
+    Column("usd_per_month", USD),
+)

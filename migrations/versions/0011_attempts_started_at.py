@@ -5,7 +5,7 @@ window_s; the index keeps that a range scan however long the ledger grows. The b
 table versions trained routing bundles (workers/bundles.py, tierline router bundles).
 
 Revision ID: 0011
-Revises: 0009
+Revises: 0010
 Create Date: 2026-12-06
 """
 
@@ -15,7 +15,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "0011"
-down_revision = "0009"
+down_revision = "0010"
 branch_labels = None
 depends_on = None
 

@@ -10,7 +10,7 @@ from collections.abc import Callable
 
 import psycopg
 
-from tierline.listener import listener_for
+from tierline.listener import Listener, listener_for
 from workers.db import JOBS_CHANNEL, engine_for, notify_jobs
 
 
@@ -81,6 +81,7 @@ def test_many_waiters_share_one_connection_which_closes_when_they_leave(
     engine = engine_for(postgres_url)
     listener = listener_for(engine)
     assert listener is not None and listener_for(engine) is listener
+    listener.linger_s = 0.0
     assert _eventually(lambda: _listening_backends(postgres_url) == 0)
     jobs = _ids(*(f"job{i}" for i in range(20)))
     entered, rung = threading.Barrier(len(jobs) + 1), []
@@ -116,3 +117,14 @@ def test_waiters_that_cannot_listen_are_woken_to_look_for_themselves(postgres_ur
 
 def test_sqlite_needs_no_listener() -> None:
     assert listener_for(engine_for("sqlite://")) is None
+
+
+def test_the_connection_stays_open_a_while_for_the_next_waiter(postgres_url: str) -> None:
+    listener = Listener(engine_for(postgres_url).url.set(drivername="postgresql")
+                        .render_as_string(hide_password=False), linger_s=1.0)
+    with listener.bell("job-first"):
+        pass
+    assert _listening_backends(postgres_url) >= 1  # still there for the next call
+    with listener.bell("job-next") as bell:
+        assert bell.wait(0.0) is False and listener._tried.is_set()
+    assert _eventually(lambda: listener._thread is None, within_s=10.0)

@@ -37,6 +37,7 @@ ADDS: dict[str, set[tuple[str, str]]] = {
     "0008": {("add_table", "reports")},
     "0009": {("add_column", "requests.not_before"), ("add_column", "requests.touched_at"),
              ("add_index", "ix_requests_unfinished"), ("add_table", "pending_attempts")},
+    "0010": {("add_table", "api_keys")},
     "0011": {("add_index", "ix_attempts_started_at"), ("add_table", "bundles")},
 }
 

@@ -370,7 +370,7 @@ def keys_create(tenant: str, name: str | None, expires: str | None,
     from tierline import keys_admin
 
     with _session() as rt:
-        keys_admin.create(rt or runtime(), out, tenant=tenant, name=name, expires=expires,
+        keys_admin.create(_client(rt).rt, out, tenant=tenant, name=name, expires=expires,
                           requests_per_minute=requests_per_minute,
                           usd_per_day=None if usd_per_day is None else Decimal(str(usd_per_day)),
                           usd_per_month=(None if usd_per_month is None
@@ -384,7 +384,7 @@ def keys_list(tenant: str | None) -> None:
     from tierline import keys_admin
 
     with _session() as rt:
-        keys_admin.show(rt or runtime(), out, tenant)
+        keys_admin.show(_client(rt).rt, out, tenant)
 
 
 @keys.command("revoke")
@@ -394,7 +394,7 @@ def keys_revoke(key_id: str) -> None:
     from tierline import keys_admin
 
     with _session() as rt:
-        keys_admin.revoke(rt or runtime(), out, key_id)
+        keys_admin.revoke(_client(rt).rt, out, key_id)
 
 
 @main.command()

@@ -79,7 +79,15 @@ def test_a_bad_day_is_one_line_and_exit_2(tmp_path: Path, day: str, says: str) -
     assert len(run.stderr.strip().splitlines()) == 1 and "Traceback" not in run.stderr
 
 
+def test_a_missing_record_is_one_line_and_exit_2(tmp_path: Path) -> None:
+    run = tierline("report", "--day", "2026-01-05", cwd=tmp_path)
+    assert run.returncode == 2
+    assert "no tierline record at" in run.stderr and "Traceback" not in run.stderr
+    assert not (tmp_path / "tierline.sqlite").exists()  # asking leaves no empty record
+
+
 def test_an_unmigrated_database_is_one_line_and_exit_2(tmp_path: Path) -> None:
+    (tmp_path / "tierline.sqlite").touch()  # a record that was never migrated
     run = tierline("report", "--day", "2026-01-05", cwd=tmp_path)
     assert run.returncode == 2
     assert "is it migrated? `tierline db upgrade`" in run.stderr

@@ -430,8 +430,11 @@ def report(day: str | None, week: str | None, fmt: str, html_path: Path | None) 
         return
     if week is not None:
         raise click.UsageError("--week needs --html")
-    from tierline.report import show_report
+    import time
 
+    from tierline.report import parse_day, show_report
+
+    parse_day(day, time.time())  # a bad day is refused before the record is looked for
     _client()  # an embedded record must exist
     show_report(day=day, fmt=fmt, console=out)
 

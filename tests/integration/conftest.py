@@ -59,3 +59,19 @@ def _use_broker(url: str) -> None:
 @pytest.fixture(scope="session")
 def use_broker() -> object:
     return _use_broker
+
+
+@pytest.fixture()
+def own_broker(redis_url: str) -> Iterator[str]:
+    """A Redis database of the test's own (6), so the session's ``stack`` workers, which
+    consume every queue of ``redis_url``, never take its messages; emptied before and after,
+    and this process's producer pointed back at ``redis_url`` afterwards."""
+    import redis
+
+    url = redis_url.rsplit("/", 1)[0] + "/6"
+    redis.Redis.from_url(url).flushdb()
+    try:
+        yield url
+    finally:
+        redis.Redis.from_url(url).flushdb()
+        _use_broker(redis_url)

@@ -41,8 +41,8 @@ def _refuse_connections(admin_url: str, database: str, refuse: bool) -> None:
 
 
 def test_a_database_outage_mid_bundle_loses_nothing_and_charges_once(
-        redis_url: str, own_postgres_url: str, tmp_path: Path, use_broker: Any) -> None:
-    redis.Redis.from_url(redis_url).flushdb()
+        own_broker: str, own_postgres_url: str, tmp_path: Path, use_broker: Any) -> None:
+    redis.Redis.from_url(own_broker).flushdb()
     admin_url, database = own_postgres_url.rsplit("/", 1)
     admin_url += "/postgres"
     slow = tmp_path / "slow.yaml"
@@ -53,15 +53,15 @@ def test_a_database_outage_mid_bundle_loses_nothing_and_charges_once(
     worker = None
     try:
         url = sim_url(tmp_path / "sim.log", sim)
-        env = {**os.environ, "TIERLINE_BROKER_URL": redis_url,
+        env = {**os.environ, "TIERLINE_BROKER_URL": own_broker,
                "TIERLINE_DATABASE_URL": own_postgres_url, "TIERLINE_POLICY": str(POLICY),
                "TIERLINE_SIM_URL": url, "TIERLINE_VISIBILITY_TIMEOUT_S": "20"}
         worker = spawn([sys.executable, "-m", "tierline", "worker", "--role", "all", "-c", "2",
                         "--", "--without-mingle", "--without-gossip", "-n", "outage@%h"],
                        env, tmp_path / "worker.log", cwd=ROOT)
-        rt = Runtime(Settings(redis_url, own_postgres_url, POLICY), load_policy(POLICY), env)
+        rt = Runtime(Settings(own_broker, own_postgres_url, POLICY), load_policy(POLICY), env)
         install(rt)
-        use_broker(redis_url)
+        use_broker(own_broker)
         report = Client(rt).submit_many([f"outage test {i}" for i in range(6)], lane="batch")
 
         def calls_seen() -> int:
@@ -101,4 +101,4 @@ def test_a_database_outage_mid_bundle_loses_nothing_and_charges_once(
         if worker is not None:
             stop(worker)
         stop(sim)
-        redis.Redis.from_url(redis_url).flushdb()
+        redis.Redis.from_url(own_broker).flushdb()

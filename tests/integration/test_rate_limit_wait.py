@@ -31,8 +31,8 @@ pytestmark = pytest.mark.integration
 
 
 def test_a_429_with_a_long_retry_after_waits_on_the_record_and_the_watchdog_sends_it_on(
-        redis_url: str, own_postgres_url: str, tmp_path: Path, use_broker: Any) -> None:
-    redis.Redis.from_url(redis_url).flushdb()
+        own_broker: str, own_postgres_url: str, tmp_path: Path, use_broker: Any) -> None:
+    redis.Redis.from_url(own_broker).flushdb()
     opens_at: list[float] = []
 
     def reply(_model: str, _asked: str) -> tuple[Any, ...]:
@@ -43,16 +43,16 @@ def test_a_429_with_a_long_retry_after_waits_on_the_record_and_the_watchdog_send
         return 200, completion("Madrid")
 
     with serve(reply) as url:
-        env = {**os.environ, "TIERLINE_BROKER_URL": redis_url,
+        env = {**os.environ, "TIERLINE_BROKER_URL": own_broker,
                "TIERLINE_DATABASE_URL": own_postgres_url, "TIERLINE_POLICY": str(POLICY),
                "TIERLINE_SIM_URL": url, "TIERLINE_VISIBILITY_TIMEOUT_S": "10"}
         worker = spawn([sys.executable, "-m", "tierline", "worker", "--role", "all", "-c", "2",
                         "--", "--without-mingle", "--without-gossip", "-n", "limited@%h"],
                        env, tmp_path / "worker.log", cwd=ROOT)
         try:
-            rt = Runtime(Settings(redis_url, own_postgres_url, POLICY), load_policy(POLICY), env)
+            rt = Runtime(Settings(own_broker, own_postgres_url, POLICY), load_policy(POLICY), env)
             install(rt)
-            use_broker(redis_url)
+            use_broker(own_broker)
             report = Client(rt).submit_many(["what is the capital of Spain?"], lane="batch")
             waited_on_record = False
             deadline = time.monotonic() + 40
@@ -72,7 +72,7 @@ def test_a_429_with_a_long_retry_after_waits_on_the_record_and_the_watchdog_send
                 assert reconcile(conn).balanced
         finally:
             stop(worker)
-            redis.Redis.from_url(redis_url).flushdb()
+            redis.Redis.from_url(own_broker).flushdb()
     log = (tmp_path / "worker.log").read_text()
     assert [tuple(e) for e in ended] == [("ok", None)], log[-3000:]
     assert waited_on_record, "the wait was held in a message, not kept on the request"

@@ -29,7 +29,7 @@ from router.errors import PolicyError
 from router.output_budget import QuantizedChoice
 from router.policy import Policy
 from router.steps import RequestView
-from router.strategies import Cascade, LearnedPick, Parallel, Strategy
+from router.strategies import Cascade, LearnedPick, Parallel, SingleModel, Strategy
 from router.value_cascade import ValueCascade
 
 Builder = Callable[[Policy, RoutingBundle, tuple[str, ...], Mapping[str, Any]], Strategy]
@@ -98,7 +98,15 @@ def untrained_strategy(policy: Policy) -> tuple[UntrainedParts, Strategy]:
 def policy_strategy(strategy: Strategy) -> dict[str, Any] | None:
     """The policy ``strategy`` mapping that rebuilds ``strategy`` from a bundle (the inverse
     of :func:`live_strategy`, ``options.bundle`` left to the caller; the tiers are
-    ``strategy.tiers``), or None for strategies that do not run live this way."""
+    :func:`live_models`), or None for strategies that do not run live this way. A single
+    model runs as kind ``single``, the tier worker's own loop, and needs no bundle."""
+    if isinstance(strategy, SingleModel):
+        return {"kind": "single", "confidence_bar": 0.5, "options": {}}
+    if isinstance(strategy, Parallel):
+        if strategy.judge is None:  # the live panel's vote breaks ties by its own rule
+            return None
+        return {"kind": "parallel", "confidence_bar": 0.5,
+                "options": {"models": list(strategy.models)}}
     if isinstance(strategy, Cascade):
         options: dict[str, Any] = {"skip_bar": strategy.skip_bar, "start_bar": strategy.start_bar,
                                    "verify_with": list(strategy.verify_with)}
@@ -129,3 +137,12 @@ def first_call(policy: Policy, model: str, view: RequestView) -> QuantizedChoice
     when the request's output budget is long and the variant's expected quality (the
     bundle's P(variant correct), else quality_ratio x P(model correct)) clears the bar."""
     return first_model(policy, model, view.max_output_tokens, view.p_correct)
+
+
+def live_models(strategy: Strategy) -> tuple[str, ...]:
+    """The models a strategy that runs live calls, one tier each, cheapest first."""
+    if isinstance(strategy, SingleModel):
+        return (strategy.model,)
+    if isinstance(strategy, Parallel):
+        return strategy.models
+    return tuple(getattr(strategy, "tiers", ()))

@@ -27,7 +27,7 @@ from router.bundle import bundle_of, save_bundle
 from router.dataset import Item, Prices
 from router.errors import InvalidInput
 from router.evaluation import plan
-from router.live import policy_strategy
+from router.live import live_models, policy_strategy
 from router.policy import load_policy
 from router.replay import grade, prepare_replay, run_strategy
 from router.steps import Accept
@@ -61,19 +61,31 @@ def policy_for(trained: TrainedRouting, prices: Prices, strategy: Any, bundle_pa
     """A policy whose tiers are the strategy's models and whose strategy is the same point."""
     spec = policy_strategy(strategy)
     if spec is None:
-        raise InvalidInput("--live-point: only cascade, hybrid and value points run live")
+        raise InvalidInput("--live-point: only single, cascade, hybrid, value and parallel "
+                           "judge points run live")
+    if spec["kind"] != "single":  # the learned kinds step the trained bundle
+        spec = {**spec, "options": {**spec["options"], "bundle": str(bundle_path)}}
     return {
         "name": "bench-live",
-        "tiers": {f"t{i}": [m] for i, m in enumerate(strategy.tiers)},
+        "tiers": _tiers(strategy),
         "models": {m: {"provider": "openai", "base_url_env": "TIERLINE_SIM_URL",
                        "usd_per_1m_input": prices[m][0], "usd_per_1m_output": prices[m][1],
                        "max_concurrency": 32} for m in trained.models},
         "lanes": {lane: {"latency_budget_s": BUDGET_S, "max_output_tokens": MAX_OUTPUT_TOKENS}
                   for lane in ("realtime", "standard", "batch")},
         "requests": {"max_prompt_chars": 1_000_000, "max_output_tokens": MAX_OUTPUT_TOKENS},
-        "strategy": {**spec, "options": {**spec["options"], "bundle": str(bundle_path)}},
+        "strategy": spec,
         "bundling": {"max_count": 64, "ingress_chunk": 256},
     }
+
+
+def _tiers(strategy: Any) -> dict[str, list[str]]:
+    """One tier per model the strategy climbs; a hybrid's verifiers ride in the last tier
+    (the tier worker's step machine reads only each tier's first model)."""
+    tiers = {f"t{i}": [m] for i, m in enumerate(live_models(strategy))}
+    last = tiers[f"t{len(tiers) - 1}"]
+    last += [m for m in getattr(strategy, "verify_with", ()) if m not in last]
+    return tiers
 
 
 def run_live(trained: TrainedRouting, test: Sequence[Item], prices: Prices, label: str,
@@ -81,7 +93,7 @@ def run_live(trained: TrainedRouting, test: Sequence[Item], prices: Prices, labe
     """Run ``label``'s strategy offline and live on ``test``; both per-request figures."""
     points = {p.label: p for p in plan(trained)}
     if label not in points:
-        live = [p for p in points if p.startswith(("cascade", "value", "hybrid"))]
+        live = [p for p in points if policy_strategy(points[p].strategy) is not None]
         raise InvalidInput(f"--live-point: no point {label!r}; e.g. {', '.join(live[:6])}")
     strategy = points[label].strategy
     bands = ["mid"] * len(test)

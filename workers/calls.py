@@ -95,7 +95,8 @@ def _write_ahead(rt: Runtime, calls: Sequence[tuple[Request, str, int]], started
                  ) -> None:
     """Each call on record before it is made, with the tokens reserved for it."""
     prices = prices_of(rt)
-    with rt.engine.begin() as conn:
+    # One statement, committed on its own (autocommit): no BEGIN and COMMIT round trips.
+    with rt.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
         ahead.write(conn, [Ahead(
             request.id, seq, model, rt.policy.tier_of(model), len(request.prompt_text) // 4 + 1,
             request.max_output_tokens, prices[model].usd_per_1m_input,

@@ -134,9 +134,8 @@ def execute(rt: Runtime, request_ids: Sequence[str], now: Callable[[], float] = 
              d) for r in todo
             if (d := decided.get(r.id)) is not None and not expired(r.deadline_at, began)]
     outcome = Outcome()
-    if steps_live(rt.policy):  # a step machine: never defers a request it paid for
-        first_seq = {rid: seen.next_seq for rid, seen in earlier.items()}
-        attempts, results = stepping.run(rt, work, first_seq, outcome, now,
+    if steps_live(rt.policy):  # a step machine
+        attempts, results = stepping.run(rt, work, earlier, outcome, now,
                                          began + lease.rounds_s)
     else:
         attempts, results = _run_chains(rt, work, earlier, outcome, now, began + lease.rounds_s)

@@ -1,0 +1,135 @@
+"""Rate limits on the learned path wait as on every other: a learned cascade that paid for
+answers and then meets a 429 on a standard or batch request waits for the window while its
+deadline allows, and climbs on from what it paid for when it comes back; a realtime request
+serves the call by an equal-or-cheaper model, or fails at once naming the rate limit.
+Through the tier worker's real code path, against a scripted model server."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy import select
+
+from router.bundle import bundle_of, save_bundle
+from router.training import train_routing
+from tests import recorded
+from tests.workers.scripted import completion, demo_policy, route_here, runtime, serve
+from workers import execute
+from workers.ledger import reconcile
+from workers.runtime import Runtime
+from workers.schema import attempts, results
+
+ANSWERS = {"sim-nano": "Hmm, hard to say.", "sim-mid": "refund", "sim-alt": "refund",
+           "sim-frontier": "card_lost"}
+LIMITED: set[str] = set()  # models answering 429 with Retry-After: 30
+CALLS: dict[str, int] = {}
+
+
+def _reply(model: str, _asked: str) -> tuple[Any, ...]:
+    CALLS[model] = CALLS.get(model, 0) + 1
+    if model in LIMITED:
+        return 429, {"error": {"message": "rate limited"}}, {"retry-after": "30"}
+    return 200, completion(ANSWERS[model], tokens_out=20)
+
+
+@pytest.fixture(scope="module")
+def models_url() -> Iterator[str]:
+    with serve(_reply) as url:
+        yield url
+
+
+@pytest.fixture(scope="module")
+def bundle_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    accuracy = {"sim-nano": 0.3, "sim-mid": 0.6, "sim-alt": 0.6, "sim-frontier": 0.95}
+    prices = {"sim-nano": (0.1, 0.4), "sim-mid": (0.8, 3.2), "sim-alt": (0.8, 3.2),
+              "sim-frontier": (5.0, 20.0)}
+    path = tmp_path_factory.mktemp("bundle") / "routing"
+    save_bundle(bundle_of(train_routing(recorded.items(120, accuracy), prices)), path)
+    return path
+
+
+@pytest.fixture(autouse=True)
+def _clean() -> Iterator[None]:
+    LIMITED.clear()
+    CALLS.clear()
+    yield
+    LIMITED.clear()
+
+
+def _runtime(tmp_path: Path, url: str, bundle: Path) -> Runtime:
+    """A learned cascade (nano, then mid, then frontier: the climb this test's answers make),
+    with a second model in the middle tier for realtime to fall back to."""
+    data = demo_policy({"kind": "cascade", "confidence_bar": 0.7,
+                        "options": {"bundle": str(bundle)}})
+    data["models"]["sim-alt"] = dict(data["models"]["sim-mid"])
+    data["tiers"]["t1"] = ["sim-mid", "sim-alt"]
+    return runtime(tmp_path, url, data)
+
+
+def _tried(rt: Runtime) -> list[tuple[str, bool]]:
+    with rt.engine.connect() as conn:
+        assert reconcile(conn).balanced
+        return [(m, ok) for m, ok in conn.execute(
+            select(attempts.c.model, attempts.c.ok).order_by(attempts.c.seq))]
+
+
+def _ended(rt: Runtime) -> list[tuple[str, str | None, str | None]]:
+    with rt.engine.connect() as conn:
+        return [(s, m, e) for s, m, e in conn.execute(
+            select(results.c.status, results.c.model, results.c.error))]
+
+
+@pytest.mark.parametrize("lane", ["batch", "standard"])
+def test_a_learned_request_that_paid_waits_for_a_429s_window_and_climbs_on_from_what_it_paid(
+        tmp_path: Path, models_url: str, bundle_path: Path, lane: str) -> None:
+    rt = _runtime(tmp_path, models_url, bundle_path)
+    LIMITED.add("sim-frontier")
+    [outcome] = route_here(rt, [{"prompt": "question 4", "lane": lane}])
+    assert len(outcome.deferred) == 1 and outcome.retry_after_s >= 30
+    assert _ended(rt) == []  # not its best answer so far: it waits
+    LIMITED.clear()  # the window opened
+    assert execute.execute(rt, outcome.deferred, resumed=True).finished == 1
+    assert _ended(rt) == [("ok", "sim-frontier", None)]
+    assert _tried(rt) == [("sim-nano", True), ("sim-mid", True), ("sim-frontier", False),
+                          ("sim-frontier", True)]
+    assert CALLS == {"sim-nano": 1, "sim-mid": 1, "sim-frontier": 2}  # none bought twice
+
+
+def test_a_learned_request_whose_deadline_comes_before_the_window_falls_back_instead(
+        tmp_path: Path, models_url: str, bundle_path: Path) -> None:
+    rt = _runtime(tmp_path, models_url, bundle_path)
+    LIMITED.add("sim-frontier")
+    [outcome] = route_here(rt, [{"prompt": "question 4", "lane": "batch",
+                                 "latency_budget_s": 10}])
+    assert outcome.deferred == []
+    [(status, model, _)] = _ended(rt)
+    assert status == "ok" and model in ("sim-nano", "sim-mid", "sim-alt")
+    # The frontier's call served by the middle tier's other model; none paid twice.
+    assert CALLS == {"sim-nano": 1, "sim-mid": 1, "sim-frontier": 1, "sim-alt": 1}
+
+
+def test_a_realtime_learned_request_falls_back_to_an_equal_or_cheaper_model_on_a_429(
+        tmp_path: Path, models_url: str, bundle_path: Path) -> None:
+    rt = _runtime(tmp_path, models_url, bundle_path)
+    LIMITED.add("sim-mid")
+    [outcome] = route_here(rt, [{"prompt": "question 4", "lane": "realtime",
+                                 "latency_budget_s": 60}])
+    assert outcome.deferred == []
+    assert _ended(rt) == [("ok", "sim-frontier", None)]
+    assert _tried(rt) == [("sim-nano", True), ("sim-mid", False), ("sim-alt", True),
+                          ("sim-frontier", True)]
+
+
+def test_a_realtime_learned_request_with_nowhere_to_go_fails_at_once_naming_the_rate_limit(
+        tmp_path: Path, models_url: str, bundle_path: Path) -> None:
+    rt = _runtime(tmp_path, models_url, bundle_path)
+    LIMITED.add("sim-nano")  # its first call, and the cheapest tier has no other model
+    [outcome] = route_here(rt, [{"prompt": "question 4", "lane": "realtime",
+                                 "latency_budget_s": 60}])
+    assert outcome.deferred == []
+    [(status, _, error)] = _ended(rt)
+    assert status == "failed" and error is not None and error.startswith("RateLimited")
+    assert CALLS == {"sim-nano": 1}

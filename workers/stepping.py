@@ -36,7 +36,7 @@ from router.errors import BudgetExceeded, DeadlineExceeded
 from router.judge import router_logit_map
 from router.live import first_call, views
 from router.steps import Accept, Attempt, Call, RequestView
-from workers.calls import attempt_row, call_round, reserve_round, settle_round
+from workers.calls import attempt_row, call_round, keeping, reserve_round, settle_round
 from workers.providers.base import Completion
 from workers.records import AttemptRow, OnRecord, ResultRow
 from workers.runtime import Runtime
@@ -185,9 +185,7 @@ def run(rt: Runtime, work: Sequence[tuple[Request, Decision]], earlier: Mapping[
         active = sorted(i for i in {i for i, _ in planned} if i not in ended)
     keep = {(states[i].request.id, seq): c for i in waiting
             for seq, c in states[i].answers.items()}
-    if keep:
-        attempts = [_keeping(a, keep.get((a.request_id, a.seq))) for a in attempts]
-    return attempts, results
+    return keeping(attempts, keep), results
 
 
 def _stand_in(rt: Runtime, st: _State, model: str) -> str | None:
@@ -206,13 +204,6 @@ def _asked_as(rt: Runtime, served: str) -> str:
     4-bit variant, else itself."""
     return next((name for name, spec in rt.policy.models.items()
                  if spec.quantized is not None and spec.quantized.model == served), served)
-
-
-def _keeping(row: AttemptRow, answer: Completion | None) -> AttemptRow:
-    """The attempt row with its answer, for a request deferred after it paid."""
-    if answer is None:
-        return row
-    return replace(row, content=answer.text, finish_reason=answer.finish_reason)
 
 
 def _serve_first(rt: Runtime, st: _State, models: Sequence[str], view: RequestView) -> None:

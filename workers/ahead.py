@@ -5,7 +5,8 @@ the round), with the tokens it reserved (the prompt's estimate and the output ca
 prices in force, then calls, the statement committed on its own. A pending row whose
 attempt is recorded (same id) is settled: the transaction that records the round's real
 attempts, charges and results does not touch ``pending_attempts``, and settled rows are
-deleted in bulk by :func:`fold` (on every watchdog pass, and when a bundle comes back).
+deleted in bulk by :func:`fold` (all of them on every watchdog pass, a bundle's own when
+it comes back).
 Deleting them in the hot transaction cost one more statement per round (measured in
 bench/RESULTS.md).
 
@@ -94,9 +95,11 @@ def fold(conn: Connection, *, request_ids: Sequence[str] | None = None,
         if not request_ids:
             return 0
         which.append(among(conn, pending_attempts.c.request_id, request_ids))
+    # The settled rows go whatever their age (so the table holds about one watchdog period
+    # of them, which a bundle that comes back scans by request), then the rest are folded.
+    conn.execute(delete(pending_attempts).where(*which, recorded()))
     if started_before is not None:
         which.append(pending_attempts.c.started_at < started_before)
-    conn.execute(delete(pending_attempts).where(*which, recorded()))  # the settled
     pending = conn.execute(select(pending_attempts).where(*which)).all()
     if not pending:
         return 0

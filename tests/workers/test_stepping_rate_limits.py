@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 from sqlalchemy import select
 
+from router.absorber import Limits, scope_key
 from router.bundle import bundle_of, save_bundle
 from router.training import train_routing
 from tests import recorded
@@ -59,13 +60,16 @@ def _clean() -> Iterator[None]:
     LIMITED.clear()
 
 
-def _runtime(tmp_path: Path, url: str, bundle: Path) -> Runtime:
+def _runtime(tmp_path: Path, url: str, bundle: Path, frontier_per_minute: int | None = None
+             ) -> Runtime:
     """A learned cascade (nano, then mid, then frontier: the climb this test's answers make),
     with a second model in the middle tier for realtime to fall back to."""
     data = demo_policy({"kind": "cascade", "confidence_bar": 0.7,
                         "options": {"bundle": str(bundle)}})
     data["models"]["sim-alt"] = dict(data["models"]["sim-mid"])
     data["tiers"]["t1"] = ["sim-mid", "sim-alt"]
+    if frontier_per_minute is not None:
+        data["models"]["sim-frontier"]["limits"] = {"requests_per_minute": frontier_per_minute}
     return runtime(tmp_path, url, data)
 
 
@@ -133,3 +137,17 @@ def test_a_realtime_learned_request_with_nowhere_to_go_fails_at_once_naming_the_
     [(status, _, error)] = _ended(rt)
     assert status == "failed" and error is not None and error.startswith("RateLimited")
     assert CALLS == {"sim-nano": 1}
+
+
+def test_a_learned_request_that_paid_waits_for_a_full_budget_and_keeps_its_answers(
+        tmp_path: Path, models_url: str, bundle_path: Path) -> None:
+    rt = _runtime(tmp_path, models_url, bundle_path, frontier_per_minute=1)
+    rt.absorber.reserve_many(scope_key("sim-frontier", None), Limits.from_model_limits(
+        rt.policy.models["sim-frontier"].limits), [1])  # this minute's one call is taken
+    [outcome] = route_here(rt, [{"prompt": "question 4", "lane": "batch"}])
+    assert len(outcome.deferred) == 1 and outcome.retry_after_s > 0
+    assert _ended(rt) == [] and "sim-frontier" not in CALLS
+    with rt.engine.connect() as conn:  # what it paid for, kept for when it comes back
+        kept = conn.execute(select(attempts.c.model, attempts.c.content)
+                            .order_by(attempts.c.seq)).all()
+    assert [(m, c) for m, c in kept] == [("sim-nano", "Hmm, hard to say."), ("sim-mid", "refund")]

@@ -71,8 +71,8 @@ def run(rt: Runtime, work: Sequence[tuple[Request, Decision]], earlier: Mapping[
     ``earlier``: what a bundle that comes back already has on record (its numbering goes
     on, the answers kept at its deferral are handed to the strategy again).
     No round starts after ``rounds_until`` (the lease's share for rounds, workers.lease):
-    a request still stepping then takes the best answer it paid for, or, with none, is
-    deferred to go on at once in a new message."""
+    a request still stepping then is deferred with the answers it paid for, to go on at
+    once in a new message (as the chains of workers.execute do)."""
     bundle, strategy = rt.learned
     extract = EXTRACTORS[bundle.extractor]
     requests = [r for r, _ in work]
@@ -95,13 +95,11 @@ def run(rt: Runtime, work: Sequence[tuple[Request, Decision]], earlier: Mapping[
     attempts: list[AttemptRow] = []
     results: list[ResultRow] = []
     active = list(range(len(states)))
+    waiting: set[int] = set()  # deferred: what they paid for is kept on its attempt rows
     for _ in range(MAX_ROUNDS):
         if active and now() > rounds_until:
-            for i in active:
-                if states[i].paid:
-                    results.append(_best_or_failed(rt, states[i], None, now(), now()))
-                else:
-                    outcome.deferred.append(states[i].request.id)
+            outcome.deferred.extend(states[i].request.id for i in active)
+            waiting.update(active)
             break
         planned: list[tuple[int, str]] = []
         for i in active:
@@ -132,7 +130,6 @@ def run(rt: Runtime, work: Sequence[tuple[Request, Decision]], earlier: Mapping[
                            strict=True))
         settle_round(rt, budget.granted, answers)
         ended: set[int] = set()
-        waiting: set[int] = set()  # deferred: what they paid for is kept on its attempt rows
         for k in sorted({*budget.deferred, *budget.refused}):
             i = planned[k][0]
             later_s = defer_s(BudgetExceeded("no room now", retry_after_s=budget.wait_s),

@@ -1,11 +1,14 @@
 """Rate limits on the learned path wait as on every other: a learned cascade that paid for
 answers and then meets a 429 on a standard or batch request waits for the window while its
 deadline allows, and climbs on from what it paid for when it comes back; a realtime request
-serves the call by an equal-or-cheaper model, or fails at once naming the rate limit.
+serves the call by an equal-or-cheaper model, or fails at once naming the rate limit. A
+request deferred for any reason (a rate limit, the lease's share for rounds) keeps what it
+paid for on its attempt rows.
 Through the tier worker's real code path, against a scripted model server."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -18,20 +21,23 @@ from router.bundle import bundle_of, save_bundle
 from router.training import train_routing
 from tests import recorded
 from tests.workers.scripted import completion, demo_policy, route_here, runtime, serve
-from workers import execute
+from tierline.client import Client
+from workers import execute, routing
 from workers.ledger import reconcile
 from workers.runtime import Runtime
 from workers.schema import attempts, results
 
 ANSWERS = {"sim-nano": "Hmm, hard to say.", "sim-mid": "refund", "sim-alt": "refund",
            "sim-frontier": "card_lost"}
-LIMITED: set[str] = set()  # models answering 429 with Retry-After: 30
+LIMITED: set[str] = set()  # models answering 429 with Retry-After: 30, or "model:prompt"
 CALLS: dict[str, int] = {}
+CALLED: list[str] = []  # the models called, in order
 
 
-def _reply(model: str, _asked: str) -> tuple[Any, ...]:
+def _reply(model: str, asked: str) -> tuple[Any, ...]:
     CALLS[model] = CALLS.get(model, 0) + 1
-    if model in LIMITED:
+    CALLED.append(model)
+    if model in LIMITED or f"{model}:{asked}" in LIMITED:
         return 429, {"error": {"message": "rate limited"}}, {"retry-after": "30"}
     return 200, completion(ANSWERS[model], tokens_out=20)
 
@@ -56,6 +62,7 @@ def bundle_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def _clean() -> Iterator[None]:
     LIMITED.clear()
     CALLS.clear()
+    CALLED.clear()
     yield
     LIMITED.clear()
 
@@ -151,3 +158,44 @@ def test_a_learned_request_that_paid_waits_for_a_full_budget_and_keeps_its_answe
         kept = conn.execute(select(attempts.c.model, attempts.c.content)
                             .order_by(attempts.c.seq)).all()
     assert [(m, c) for m, c in kept] == [("sim-nano", "Hmm, hard to say."), ("sim-mid", "refund")]
+
+
+def _kept(rt: Runtime) -> list[tuple[str, str | None]]:
+    with rt.engine.connect() as conn:
+        return [(m, c) for m, c in conn.execute(
+            select(attempts.c.model, attempts.c.content).where(attempts.c.ok)
+            .order_by(attempts.c.request_id, attempts.c.seq))]
+
+
+def test_a_request_deferred_mid_bundle_keeps_its_answers_while_the_others_climb_on(
+        tmp_path: Path, models_url: str, bundle_path: Path) -> None:
+    rt = _runtime(tmp_path, models_url, bundle_path)
+    LIMITED.add("sim-mid:question 4")  # only this request's second call meets a 429
+    [outcome] = route_here(rt, [{"prompt": "question 4", "lane": "batch"},
+                                {"prompt": "question 6", "lane": "batch"}])
+    assert len(outcome.deferred) == 1 and outcome.finished == 1
+    [waiting] = outcome.deferred
+    with rt.engine.connect() as conn:
+        kept = conn.execute(select(attempts.c.model, attempts.c.content).where(
+            attempts.c.request_id == waiting, attempts.c.ok)).all()
+    assert [(m, c) for m, c in kept] == [("sim-nano", "Hmm, hard to say.")]
+
+
+def test_past_the_leases_share_for_rounds_a_learned_request_goes_on_in_a_new_message(
+        tmp_path: Path, models_url: str, bundle_path: Path) -> None:
+    rt = _runtime(tmp_path, models_url, bundle_path)
+    client = Client(rt)
+    client._enqueue = lambda valid, new: True  # type: ignore[method-assign]
+    ids = client.submit_many([{"prompt": "question 4", "lane": "batch"}]).request_ids
+    bundles: list[tuple[list[str], bool]] = []
+    routing.route(rt, ids, lambda bundle, _t, _l, resumed: bundles.append((bundle, resumed)))
+    [(bundle, resumed)] = bundles
+    t0 = time.time()
+    # The clock stands still until the first call is made, then is far past the rounds' share.
+    outcome = execute.execute(rt, bundle, lambda: t0 + (100.0 if CALLED else 0.0),
+                              resumed=resumed)
+    assert outcome.deferred == ids and _ended(rt) == []
+    assert _kept(rt) == [("sim-nano", "Hmm, hard to say.")]
+    assert execute.execute(rt, ids, resumed=True).finished == 1  # it climbs on from there
+    assert _ended(rt) == [("ok", "sim-frontier", None)]
+    assert CALLS == {"sim-nano": 1, "sim-mid": 1, "sim-frontier": 1}

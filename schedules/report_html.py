@@ -220,9 +220,17 @@ def page(period: Period) -> str:
            "latency": "latency percentiles per lane", "failures": "failures by class",
            "budget": "token-budget use per model"}
     state = "balanced" if spend["balanced"] else '<span class="bad">NOT balanced</span>'
-    days = _table(["day", "requests ended", "spent (USD)", "all on top tier (USD)", "saved"],
+    # Reports stored before these were counted have no such keys.
+    unknown = spend.get("unknown_outcome_calls", 0)
+    unknown_line = (f"\nOf them, {unknown} calls of unknown outcome (made, their answer never "
+                    f"recorded), charged at their reserved estimate: "
+                    f"${spend['unknown_outcome_usd']}." if unknown else "")
+    days = _table(["day", "requests ended", "spent (USD)", "all on top tier (USD)", "saved",
+                   "unknown-outcome calls", "their USD"],
                   [[d.isoformat(), b["requests"]["ended"], b["top_tier"]["requests_usd"],
-                    b["top_tier"]["usd_all_top"], f"{b['top_tier']['saved_share']:.0%}"]
+                    b["top_tier"]["usd_all_top"], f"{b['top_tier']['saved_share']:.0%}",
+                    b["spend"].get("unknown_outcome_calls", 0),
+                    b["spend"].get("unknown_outcome_usd", "-")]
                    for d, b in zip(period.days, period.daily, strict=True)])
     lanes = _table(["lane", "answers", "p50 (s)", "p95 (s)", "p99 (s)"],
                    [[lane, v["answers"], v["p50"], v["p95"], v.get("p99", "-")]
@@ -237,7 +245,7 @@ def page(period: Period) -> str:
 needed more than one attempt. They cost ${top['requests_usd']}; all on the top tier
 ({html.escape(top['model'])}) they would have cost ${top['usd_all_top']}:
 <b>${top['saved_usd']} saved ({top['saved_share']:.0%})</b>.
-Ledger ${spend['ledger_usd']} over {spend['calls']} charges: {state}.</p>
+Ledger ${spend['ledger_usd']} over {spend['calls']} charges: {state}.{unknown_line}</p>
 {days}{lanes}{figures}
 </body></html>
 """

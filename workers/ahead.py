@@ -2,9 +2,13 @@
 
 A tier worker writes one ``pending_attempts`` row per call of a round (one statement for
 the round), with the tokens it reserved (the prompt's estimate and the output cap) and the
-prices in force, then calls. The transaction that records the round's real attempts,
-charges and results deletes those rows (:func:`settle`), so on the ordinary path a pending
-row lives for the length of one bundle.
+prices in force, then calls, the statement committed on its own. A pending row whose
+attempt is recorded (same id) is settled: the transaction that records the round's real
+attempts, charges and results does not touch ``pending_attempts``, and settled rows are
+deleted in bulk by :func:`fold` (all of them on every watchdog pass, a bundle's own when
+it comes back).
+Deleting them in the hot transaction cost one more statement per round (measured in
+bench/RESULTS.md).
 
 A pending row that outlives its task is a call of *unknown outcome*: the worker was killed
 after calling, or the write after the call failed for good. :func:`fold` turns it into an
@@ -24,7 +28,7 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import delete, select, update
+from sqlalchemy import ColumnElement, delete, exists, select, update
 from sqlalchemy.engine import Connection
 
 from workers.db import among, insert_ignore, insert_new
@@ -76,19 +80,27 @@ def settle(conn: Connection, attempt_ids: Sequence[str]) -> None:
                                                           attempt_ids)))
 
 
+def recorded() -> ColumnElement[bool]:
+    """A pending row whose attempt is on record: settled, only waiting to be deleted."""
+    return exists(select(attempts.c.id).where(attempts.c.id == pending_attempts.c.id))
+
+
 def fold(conn: Connection, *, request_ids: Sequence[str] | None = None,
          started_before: float | None = None) -> int:
     """Record the pending calls of these requests (or those started before
     ``started_before``) as attempts of unknown outcome, charged at their reserved estimate;
     returns how many were added to the ledger."""
-    stmt = select(pending_attempts)
+    which: list[ColumnElement[bool]] = []
     if request_ids is not None:
         if not request_ids:
             return 0
-        stmt = stmt.where(among(conn, pending_attempts.c.request_id, request_ids))
+        which.append(among(conn, pending_attempts.c.request_id, request_ids))
+    # The settled rows go whatever their age (so the table holds about one watchdog period
+    # of them, which a bundle that comes back scans by request), then the rest are folded.
+    conn.execute(delete(pending_attempts).where(*which, recorded()))
     if started_before is not None:
-        stmt = stmt.where(pending_attempts.c.started_at < started_before)
-    pending = conn.execute(stmt).all()
+        which.append(pending_attempts.c.started_at < started_before)
+    pending = conn.execute(select(pending_attempts).where(*which)).all()
     if not pending:
         return 0
     owners = {row.id: row for row in conn.execute(

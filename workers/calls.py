@@ -6,8 +6,8 @@ is recorded as one attempt row, and how it ended in the registry."""
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
-from dataclasses import dataclass, field
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, replace
 from decimal import Decimal
 
 from router.absorber import Limits, Reservation, scope_key
@@ -95,7 +95,8 @@ def _write_ahead(rt: Runtime, calls: Sequence[tuple[Request, str, int]], started
                  ) -> None:
     """Each call on record before it is made, with the tokens reserved for it."""
     prices = prices_of(rt)
-    with rt.engine.begin() as conn:
+    # One statement, committed on its own (autocommit): no BEGIN and COMMIT round trips.
+    with rt.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
         ahead.write(conn, [Ahead(
             request.id, seq, model, rt.policy.tier_of(model), len(request.prompt_text) // 4 + 1,
             request.max_output_tokens, prices[model].usd_per_1m_input,
@@ -151,6 +152,25 @@ def attempt_row(rt: Runtime, request: Request, seq: int, model: str,
                           answer.tokens_out, answer.usage_estimated, answer.latency_s, started)
     return AttemptRow(request.id, seq, model, tier, False,
                       f"{type(answer).__name__}: {answer}", 0, 0, False, 0.0, started)
+
+
+def keeping(attempts: Sequence[AttemptRow], kept: Mapping[tuple[str, int], Completion]
+            ) -> list[AttemptRow]:
+    """The attempt rows, each paid answer of a request deferred after it paid (``kept``, by
+    request id and seq) on its row, so the request reuses it when it comes back
+    (:func:`kept_answer`) instead of paying again; the same for every strategy's driver."""
+    if not kept:
+        return list(attempts)
+    return [row if (answer := kept.get((row.request_id, row.seq))) is None
+            else replace(row, content=answer.text, finish_reason=answer.finish_reason)
+            for row in attempts]
+
+
+def kept_answer(row: AttemptRow) -> Completion:
+    """An answer kept on its attempt row, as its call returned it."""
+    assert row.content is not None
+    return Completion(row.content, row.tokens_in, row.tokens_out, row.usage_estimated,
+                      row.latency_s, row.finish_reason, row.model)
 
 
 @dataclass

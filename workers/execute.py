@@ -50,6 +50,8 @@ from workers.calls import (
     Budgeted,
     attempt_row,
     call_round,
+    keeping,
+    kept_answer,
     prices_of,
     relayed,
     reserve_round,
@@ -134,9 +136,8 @@ def execute(rt: Runtime, request_ids: Sequence[str], now: Callable[[], float] = 
              d) for r in todo
             if (d := decided.get(r.id)) is not None and not expired(r.deadline_at, began)]
     outcome = Outcome()
-    if steps_live(rt.policy):  # a step machine: never defers a request it paid for
-        first_seq = {rid: seen.next_seq for rid, seen in earlier.items()}
-        attempts, results = stepping.run(rt, work, first_seq, outcome, now,
+    if steps_live(rt.policy):  # a step machine
+        attempts, results = stepping.run(rt, work, earlier, outcome, now,
                                          began + lease.rounds_s)
     else:
         attempts, results = _run_chains(rt, work, earlier, outcome, now, began + lease.rounds_s)
@@ -202,7 +203,7 @@ def _run_chains(rt: Runtime, work: Sequence[tuple[Request, Decision]],
         if (seen := earlier.get(p.request.id)) is not None:
             p.seq = seen.next_seq
             for a in seen.kept:
-                p.kept.setdefault(a.model, []).append(Asked(a.model, a.seq, _completion(a)))
+                p.kept.setdefault(a.model, []).append(Asked(a.model, a.seq, kept_answer(a)))
     keep: dict[tuple[str, int], Completion] = {}  # the answers of requests deferred now
     attempts: list[AttemptRow] = []
     results: list[ResultRow] = []
@@ -276,8 +277,7 @@ def _run_chains(rt: Runtime, work: Sequence[tuple[Request, Decision]],
         more, picks = panel.evaluate(rt, awaiting, plan.evaluator, now)
         attempts.extend(more)
         results.extend(_picked(w, pick, now()) for w, pick in zip(awaiting, picks, strict=True))
-    if keep:
-        attempts = [_keeping(a, keep.get((a.request_id, a.seq))) for a in attempts]
+    attempts = keeping(attempts, keep)
     return attempts, panel.with_cost_multipliers(rt, attempts, results, earlier)
 
 
@@ -285,20 +285,6 @@ def _out_of_time(outcome: CallOutcome) -> bool:
     """Whether a failed call leaves no time for another: a model too slow for what is left
     was not called, so a faster one of the chain may still be."""
     return isinstance(outcome, DeadlineExceeded) and not isinstance(outcome, TooSlow)
-
-
-def _completion(kept: AttemptRow) -> Completion:
-    """An answer kept on its attempt row, as its call returned it."""
-    assert kept.content is not None
-    return Completion(kept.content, kept.tokens_in, kept.tokens_out, kept.usage_estimated,
-                      kept.latency_s, kept.finish_reason, kept.model)
-
-
-def _keeping(row: AttemptRow, answer: Completion | None) -> AttemptRow:
-    """The attempt row with its answer, for a request deferred mid-climb."""
-    if answer is None:
-        return row
-    return replace(row, content=answer.text, finish_reason=answer.finish_reason)
 
 
 def _answers(rt: Runtime, due: list[tuple[_Pending, str]], started: float

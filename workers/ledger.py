@@ -12,7 +12,7 @@ from typing import Any
 from sqlalchemy import func, select
 from sqlalchemy.engine import Connection
 
-from workers.ahead import UNKNOWN
+from workers.ahead import UNKNOWN, recorded
 from workers.schema import attempts, charges, pending_attempts, results
 
 GROUPS = {"model": charges.c.model, "tenant": charges.c.tenant, "job": charges.c.job_id,
@@ -88,5 +88,6 @@ def unknowns(conn: Connection) -> Unknowns:
     """The ledger's calls of unknown outcome (see workers.ahead)."""
     calls, usd = conn.execute(select(func.count(), func.coalesce(func.sum(attempts.c.usd), 0))
                               .where(attempts.c.error.like(f"{UNKNOWN}:%"))).one()
-    in_flight = conn.execute(select(func.count()).select_from(pending_attempts)).scalar_one()
+    in_flight = conn.execute(select(func.count()).select_from(pending_attempts)
+                             .where(~recorded())).scalar_one()
     return Unknowns(int(calls), Decimal(usd), int(in_flight))

@@ -11,6 +11,8 @@ A period is ``[start_s, end_s)`` in UTC seconds. What is counted where:
 - **Spend** is the ledger's: charges by when they were made (``charged_at``). The ledger
   balances when those charges are exactly the paid attempts (any tokens) that ended in the
   period (``started_at + latency_s``, the moment a charge records): same count, same USD.
+  Of them, the calls of **unknown outcome** (made, their answer never recorded: charged at
+  their reserved estimate, ``workers.ahead``) are counted apart, with their USD.
 - **The top-tier counterfactual** bills each answer's own tokens at the top model's prices
   (as ``workers.reports`` does for a job) and compares it with what the same requests
   cost (``results.usd``: every attempt, failed ones included).
@@ -34,6 +36,7 @@ from sqlalchemy import Engine, and_, func, or_, select
 from sqlalchemy.engine import Connection
 
 from router.policy import LANES, Policy
+from workers.ahead import UNKNOWN
 from workers.db import insert_ignore
 from workers.records import Price
 from workers.schema import attempts, charges, reports, requests, results
@@ -178,8 +181,12 @@ def _spend(conn: Connection, start_s: float, end_s: float) -> dict[str, Any]:
         select(func.count(), func.coalesce(func.sum(attempts.c.usd), 0))
         .where(or_(attempts.c.tokens_in > 0, attempts.c.tokens_out > 0),
                settled >= start_s, settled < end_s)).one()
+    unknown, unknown_usd = conn.execute(
+        select(func.count(), func.coalesce(func.sum(attempts.c.usd), 0))
+        .where(attempts.c.error.like(f"{UNKNOWN}:%"), settled >= start_s, settled < end_s)).one()
     return {"ledger_usd": usd_text(usd), "calls": int(calls), "tokens_in": int(tokens_in),
             "tokens_out": int(tokens_out), "by_model": by_model, "by_lane": by_lane,
+            "unknown_outcome_calls": int(unknown), "unknown_outcome_usd": usd_text(unknown_usd),
             "paid_attempts": int(paid), "paid_attempts_usd": usd_text(paid_usd),
             "balanced": int(calls) == int(paid) and usd_text(usd) == usd_text(paid_usd)}
 

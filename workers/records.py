@@ -301,7 +301,7 @@ def record_outcomes(conn: Connection, made: Sequence[AttemptRow], done: Sequence
         # as of unknown outcome while this task still ran, which their real usage replaces.
         ahead.settle_unknown(conn, attempt_rows, charge_rows)
     insert_ignore(conn, charges, charge_rows)
-    ahead.settle(conn, [a.id for a in made])  # their write-ahead rows are done with
+    # Their write-ahead rows are settled by these attempts: deleted later, in bulk (ahead.fold).
     spent = {rid: seen.usd for rid, seen in (earlier or {}).items()}
     count = {rid: seen.attempts for rid, seen in (earlier or {}).items()}
     for row in attempt_rows:

@@ -3,10 +3,18 @@
 Each round asks the strategy (:mod:`router.strategies`, built by :mod:`router.live`) what
 every unfinished request needs next, makes all those calls at once, scores each response
 with the bundle's scorer, and asks again, until every request is accepted. Each call is
-one attempt row. A call that fails, or that a token budget cannot take, ends its request
-with the best answer already paid for (the judge picks it), or as failed when there is none;
-a request whose very first call must wait for budget, or finds its model down with time to
-wait, is deferred whole.
+one attempt row.
+
+When a call cannot be made now, :func:`router.deferral.defer_s` decides, as for every
+other strategy. A rate limit (a provider's 429, or a token budget with no room) outside the
+realtime lane waits for its window while the request's deadline allows, whether or not the
+request has paid for answers already: the deferred request keeps them on their attempt rows
+and, when it comes back, hands them to the strategy again instead of paying twice. A rate
+limit that does not wait (realtime, or a window that opens past the deadline) serves the
+strategy's call by the next equal-or-cheaper model of the called model's fallback chain
+(:func:`router.decide.fallback_chain`); with none left the request ends with the best answer
+it paid for, or fails saying why. A request whose first model is down with time to wait is
+deferred whole; any other failure ends it with the best answer so far (the judge picks it).
 
 A request's first call of a tier model with a 4-bit variant may go to the variant
 (:func:`router.live.first_call`). The strategy keeps the tier model's name for it, so it
@@ -21,16 +29,16 @@ from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
 from router.answers import EXTRACTORS
-from router.decide import Decision
-from router.deferral import defer_s, expired, expired_reason
+from router.decide import Decision, fallback_chain
+from router.deferral import REALTIME, defer_s, expired, expired_reason, rate_limit_wait_s
 from router.envelope import Request
 from router.errors import BudgetExceeded, DeadlineExceeded
 from router.judge import router_logit_map
 from router.live import first_call, views
 from router.steps import Accept, Attempt, Call, RequestView
-from workers.calls import attempt_row, call_round, reserve_round, settle_round
+from workers.calls import attempt_row, call_round, keeping, reserve_round, settle_round
 from workers.providers.base import Completion
-from workers.records import AttemptRow, ResultRow
+from workers.records import AttemptRow, OnRecord, ResultRow
 from workers.runtime import Runtime
 
 if TYPE_CHECKING:
@@ -47,36 +55,51 @@ class _State:
     seq: int = 0
     served: dict[str, str] = field(default_factory=dict)  # tier model -> its 4-bit variant
     quantized: list[dict[str, Any]] = field(default_factory=list)  # why, per variant consulted
+    tried: set[str] = field(default_factory=set)  # models that answered a 429, not to retry
+    answers: dict[int, Completion] = field(default_factory=dict)  # paid this run, by seq
 
     def called(self, model: str) -> str:
         """The model that actually serves the strategy's ``model``."""
         return self.served.get(model, model)
 
 
-def run(rt: Runtime, work: Sequence[tuple[Request, Decision]], first_seq: Mapping[str, int],
+def run(rt: Runtime, work: Sequence[tuple[Request, Decision]], earlier: Mapping[str, OnRecord],
         outcome: Outcome, now: Callable[[], float], rounds_until: float = float("inf")
         ) -> tuple[list[AttemptRow], list[ResultRow]]:
     """Step every request of the bundle to an accepted answer.
 
+    ``earlier``: what a bundle that comes back already has on record (its numbering goes
+    on, the answers kept at its deferral are handed to the strategy again).
     No round starts after ``rounds_until`` (the lease's share for rounds, workers.lease):
-    a request still stepping then takes the best answer it paid for, or, with none, is
-    deferred to go on at once in a new message."""
+    a request still stepping then is deferred with the answers it paid for, to go on at
+    once in a new message (as the chains of workers.execute do)."""
     bundle, strategy = rt.learned
     extract = EXTRACTORS[bundle.extractor]
     requests = [r for r, _ in work]
     seen = views(bundle, [r.prompt_text for r in requests], [d.band for _, d in work],
                  [r.max_output_tokens for r in requests])
-    states = [_State(r, seq=first_seq.get(r.id, 0)) for r in requests]
+    states = []
+    for i, r in enumerate(requests):
+        on_record = earlier.get(r.id, OnRecord())
+        st = _State(r, seq=on_record.next_seq)
+        for kept in on_record.kept:  # paid before a deferral: the strategy has them again
+            model = _asked_as(rt, kept.model)
+            scored_as = kept.model if kept.model in bundle.models else model
+            logit = router_logit_map(bundle.models, seen[i].p_correct)[scored_as]
+            st.paid.append(replace(bundle.scorer.attempt(
+                scored_as, seen[i].prompt, kept.content or "", logit, extract), model=model))
+            st.chain.append(kept.model)
+            if model != kept.model:
+                st.served[model] = kept.model
+        states.append(st)
     attempts: list[AttemptRow] = []
     results: list[ResultRow] = []
     active = list(range(len(states)))
+    waiting: set[int] = set()  # deferred: what they paid for is kept on its attempt rows
     for _ in range(MAX_ROUNDS):
         if active and now() > rounds_until:
-            for i in active:
-                if states[i].paid:
-                    results.append(_best_or_failed(rt, states[i], None, now(), now()))
-                else:
-                    outcome.deferred.append(states[i].request.id)
+            outcome.deferred.extend(states[i].request.id for i in active)
+            waiting.update(active)
             break
         planned: list[tuple[int, str]] = []
         for i in active:
@@ -112,16 +135,20 @@ def run(rt: Runtime, work: Sequence[tuple[Request, Decision]], first_seq: Mappin
             later_s = defer_s(BudgetExceeded("no room now", retry_after_s=budget.wait_s),
                               lane=states[i].request.lane, tries=states[i].seq,
                               deadline_at=states[i].request.deadline_at, now_s=started)
-            if (not states[i].paid and k in budget.deferred and i not in ended
-                    and later_s is not None):
+            # A request that paid waits for a budget's window as a cascade does: off realtime.
+            waits = not states[i].paid or states[i].request.lane != REALTIME
+            if k in budget.deferred and i not in ended and later_s is not None and waits:
                 outcome.deferred.append(states[i].request.id)
                 outcome.retry_after_s = max(outcome.retry_after_s, budget.wait_s)
                 ended.add(i)
+                waiting.add(i)
         for k, answer in answers.items():
             i, model = planned[k]
             st = states[i]
             served = st.called(model)
             attempts.append(attempt_row(rt, st.request, st.seq, served, answer, started))
+            if isinstance(answer, Completion):
+                st.answers[st.seq] = answer
             st.seq += 1
             if isinstance(answer, Completion):
                 # Scored as the model that answered when the bundle knows it, then handed to
@@ -132,22 +159,48 @@ def run(rt: Runtime, work: Sequence[tuple[Request, Decision]], first_seq: Mappin
                     scored_as, seen[i].prompt, answer.text, logit, extract), model=model))
         for k in sorted({*budget.deferred, *budget.refused, *(
                 k for k, a in answers.items() if not isinstance(a, Completion))}):
-            i = planned[k][0]
+            i, model = planned[k]
             if i in ended:
                 continue
-            ended.add(i)
             st = states[i]
-            wait_s = None if st.paid else defer_s(
-                answers.get(k), lane=st.request.lane, tries=st.seq,
-                deadline_at=st.request.deadline_at, now_s=now())
-            if wait_s is not None:  # its first model is down: try again later
+            failure = answers.get(k)
+            limited = rate_limit_wait_s(failure) is not None
+            # A rate limit waits for its window (paid or not); an outage only before any pay.
+            wait_s = defer_s(failure, lane=st.request.lane, tries=st.seq,
+                             deadline_at=st.request.deadline_at, now_s=now()) \
+                if limited or not st.paid else None
+            if wait_s is not None:
+                ended.add(i)
+                waiting.add(i)
                 outcome.deferred.append(st.request.id)
                 outcome.retry_after_s = max(outcome.retry_after_s, wait_s)
+            elif limited and (other := _stand_in(rt, st, model)) is not None:
+                st.served[model] = other  # the request steps on, its call served by it
             else:
-                results.append(_best_or_failed(rt, st, answers.get(k), started, now()))
-        active = [i for i in {i for i, _ in planned} if i not in ended]
-        active.sort()
-    return attempts, results
+                ended.add(i)
+                results.append(_best_or_failed(rt, st, failure, started, now()))
+        active = sorted(i for i in {i for i, _ in planned} if i not in ended)
+    keep = {(states[i].request.id, seq): c for i in waiting
+            for seq, c in states[i].answers.items()}
+    return keeping(attempts, keep), results
+
+
+def _stand_in(rt: Runtime, st: _State, model: str) -> str | None:
+    """The model to serve the strategy's ``model`` after the one serving it answered a 429:
+    the next of its fallback chain (equal or cheaper) neither rate limited nor already paid
+    for by this request, or None."""
+    limited = st.called(model)
+    st.tried.add(limited)
+    paid = {st.called(a.model) for a in st.paid}
+    return next((m for m in fallback_chain(rt.policy, limited)
+                 if m not in st.tried and m not in paid), None)
+
+
+def _asked_as(rt: Runtime, served: str) -> str:
+    """The model the strategy asked for when ``served`` answered: the full model of a
+    4-bit variant, else itself."""
+    return next((name for name, spec in rt.policy.models.items()
+                 if spec.quantized is not None and spec.quantized.model == served), served)
 
 
 def _serve_first(rt: Runtime, st: _State, models: Sequence[str], view: RequestView) -> None:

@@ -5,17 +5,21 @@ Postgres, through the tier worker's real code path."""
 
 from __future__ import annotations
 
+import datetime as dt
 import time
 from collections.abc import Iterator
+from decimal import Decimal
 from pathlib import Path
 
 import pytest
 from sqlalchemy import func, select, text
 
+from schedules.report_html import gather, page
 from schedules.watchdog import watch
 from tests.workers.scripted import completion, demo_policy, route_here, runtime, serve
 from workers import execute, jobs
 from workers.ledger import reconcile, unknowns
+from workers.period_report import compute, day_start_s, top_price
 from workers.runtime import Runtime
 from workers.schema import attempts, charges, pending_attempts, requests, results
 
@@ -73,7 +77,6 @@ def test_a_call_whose_outcome_was_never_recorded_is_charged_at_its_estimate_when
                                     attempts.c.usage_estimated, attempts.c.tokens_out)
                              .order_by(attempts.c.seq)).all()
         assert conn.execute(select(func.count()).select_from(charges)).scalar_one() == 2
-        assert conn.execute(select(func.count()).select_from(pending_attempts)).scalar_one() == 0
         assert conn.execute(select(results.c.attempts)).scalar_one() == 2
         assert reconcile(conn).balanced
         seen = unknowns(conn)
@@ -98,3 +101,35 @@ def test_the_watchdog_charges_a_gone_tasks_call_to_a_request_that_ended_meanwhil
                                              results.c.usd)).one()
         assert reconcile(conn).balanced
     assert (status, n) == ("cancelled", 1) and usd > 0
+
+
+def test_recorded_calls_leave_no_pending_row_after_the_next_watchdog_pass(
+        tmp_path: Path, models_url: str, database_url: str) -> None:
+    rt = runtime(tmp_path, models_url, demo_policy({"kind": "single"}), database_url)
+    route_here(rt, ["what is the capital of Spain?", "and of France?"])
+    with rt.engine.connect() as conn:
+        assert unknowns(conn).in_flight == 0  # recorded: settled, though not yet deleted
+    assert watch(rt, now_s=time.time() + 61).unknown == 0  # settled calls are not unknown
+    with rt.engine.connect() as conn:
+        assert conn.execute(select(func.count()).select_from(pending_attempts)).scalar_one() == 0
+        assert conn.execute(select(func.count()).select_from(charges)).scalar_one() == 2
+        assert reconcile(conn).balanced
+
+
+def test_the_daily_report_counts_calls_of_unknown_outcome_beside_the_spend(
+        tmp_path: Path, models_url: str, database_url: str) -> None:
+    rt = runtime(tmp_path, models_url, demo_policy({"kind": "single"}), database_url)
+    _called_but_never_recorded(rt)
+    route_here(rt, ["and of France?"])  # an ordinary call, recorded
+    now_s = time.time() + 61
+    assert watch(rt, now_s=now_s).unknown == 1
+    today = dt.datetime.fromtimestamp(now_s, dt.UTC).date()
+    with rt.engine.connect() as conn:
+        [estimate] = conn.execute(select(attempts.c.usd).where(
+            attempts.c.error.like("Unknown:%"))).scalars()
+        spend = compute(conn, day_start_s(today), now_s + 1, *top_price(rt.policy))["spend"]
+    assert (spend["calls"], spend["unknown_outcome_calls"]) == (2, 1)
+    assert Decimal(spend["unknown_outcome_usd"]) == estimate > 0 and spend["balanced"]
+    html = page(gather(rt.engine, rt.policy, [today], now_s + 1, "today"))
+    assert f"1 calls of unknown outcome (made, their answer never recorded), charged at " \
+           f"their reserved estimate: ${spend['unknown_outcome_usd']}" in html

@@ -53,6 +53,7 @@ from typing import Any
 
 import httpx
 import psycopg
+import yaml
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))  # this checkout's code, whichever one an installed tierline names
@@ -82,6 +83,9 @@ class Timeline:
     # TIERLINE_VISIBILITY_TIMEOUT_S for every process; None keeps the default. The short run
     # shrinks it so a killed worker's bundle comes back within its window.
     visibility_timeout_s: float | None = None
+    # The policy's failure.stall_after_s (the watchdog's patience); None keeps the policy's.
+    # The short run shrinks it so a request whose message a fault lost is sent again in time.
+    stall_after_s: float | None = None
 
     def last_fault_end_s(self) -> float:
         ends = [*self.kills_at_s, *(at + s for at, s, _ in self.bursts),
@@ -95,7 +99,7 @@ FULL = Timeline(requests=10_000, kills_at_s=(8, 20, 35, 50, 70),
                 tier_concurrency=4, realtime_tier=True)
 SHORT = Timeline(requests=300, kills_at_s=(3,), bursts=((15, 3, 9),), redis_restart=(6, 2),
                  postgres_outage=(9, 5), heal_s=60, ttft_s=2.0, tier_concurrency=1,
-                 realtime_tier=False, visibility_timeout_s=10)
+                 realtime_tier=False, visibility_timeout_s=10, stall_after_s=20)
 
 BAD_LINES: tuple[bytes, ...] = (  # cycled through; the two heavy ones appear once each
     b"{not json",
@@ -333,6 +337,12 @@ def run(timeline: Timeline, *, keep: bool = False, seed: int = 7) -> dict[str, A
     redis_server = shutil.which("redis-server") or "redis-server"
     report: dict[str, Any] = {"timeline": asdict(timeline), "valid_lines": valid,
                               "bad_lines": bad, "work_dir": str(work)}
+    policy = POLICY
+    if timeline.stall_after_s is not None:
+        spec = yaml.safe_load(POLICY.read_text(encoding="utf-8"))
+        spec.setdefault("failure", {})["stall_after_s"] = timeline.stall_after_s
+        policy = work / "policy.yaml"
+        policy.write_text(yaml.safe_dump(spec), encoding="utf-8")
     with fresh_database(keep) as db_url:
         db_name = db_url.rsplit("/", 1)[1]
         redis = Service("redis", [redis_server, "--port", str(redis_port), "--bind", "127.0.0.1",
@@ -345,7 +355,7 @@ def run(timeline: Timeline, *, keep: bool = False, seed: int = 7) -> dict[str, A
         url = sim_url(sim.log, sim.proc)
         sim.argv[-1] = url.rsplit(":", 1)[1]  # a restarted simulator keeps its port
         env = {**os.environ, "TIERLINE_BROKER_URL": f"redis://127.0.0.1:{redis_port}/0",
-               "TIERLINE_DATABASE_URL": db_url, "TIERLINE_POLICY": str(POLICY),
+               "TIERLINE_DATABASE_URL": db_url, "TIERLINE_POLICY": str(policy),
                "TIERLINE_SIM_URL": url}
         if timeline.visibility_timeout_s is not None:
             env["TIERLINE_VISIBILITY_TIMEOUT_S"] = f"{timeline.visibility_timeout_s:g}"

@@ -91,8 +91,17 @@ def watch_requests() -> dict[str, int]:
     """One watchdog pass: expire requests past their deadline, re-enqueue the stalled and
     those whose wait is over (see ``schedules.watchdog``)."""
     from schedules.watchdog import watch
+    from workers.transient import TRANSIENT_ERRORS, transient
 
-    done = watch(runtime())
+    try:
+        done = watch(runtime())
+    except TRANSIENT_ERRORS as exc:
+        if not transient(exc):
+            raise
+        # the next pass, 15 s on, does this one's work: nothing to retry, nothing lost
+        log.warning("watchdog: skipped a pass, the database or broker is away (%s)",
+                    type(exc).__name__)
+        return {"expired": 0, "resent": 0}
     return {"expired": done.expired, "resent": done.resent}
 
 

@@ -184,4 +184,5 @@ def test_notifications_do_not_speed_up_the_progress_counts(lost_broker_client: C
     assert (status.state, status.by_status) == ("completed", {"done": 4})
     looks, counts = _looks_and_counts(statements)
     assert len(looks) > 10  # woken by the notifications
-    assert len(counts) == len(progress) <= 6  # about 1.2 s at one count per 0.5 s
+    # about 1.2 s at one count per 0.5 s; a loaded machine stretches the wait a little
+    assert len(counts) == len(progress) <= 8

@@ -70,9 +70,10 @@ def accept_one(engine: Engine, request: Request, *, job_name: str, now_s: float,
             id=job_id, name=job_name, tenant=request.tenant, lane=request.lane,
             status="in_progress", created_at=now_s, expires_at=None, accepted=1,
             duplicates=0, rejected=0))
-        if records.accept_requests(conn, job_id, [(0, request)]):
+        if records.accept_requests(conn, job_id, [(0, request)],
+                                   routed_at=None if decision is None else now_s):
             if decision is not None:
-                records.record_decisions(conn, [decision], now_s)
+                records.record_new_decisions(conn, [decision], now_s)
             return Accepted(request.id, job_id, True)
         earlier = conn.execute(select(requests.c.id, requests.c.job_id).where(
             requests.c.tenant == request.tenant,

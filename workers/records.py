@@ -52,9 +52,11 @@ def count_requests(conn: Connection, job_id: str) -> int:
                             .where(requests.c.job_id == job_id)).scalar_one())
 
 
-def accept_requests(conn: Connection, job_id: str | None, batch: Sequence[tuple[int, Request]]
-                    ) -> list[str]:
-    """Write validated requests; returns the ids that are new (not a repeated idempotency key)."""
+def accept_requests(conn: Connection, job_id: str | None, batch: Sequence[tuple[int, Request]],
+                    *, routed_at: float | None = None) -> list[str]:
+    """Write validated requests; returns the ids that are new (not a repeated idempotency key).
+    With ``routed_at``, they are written ``routed``: their decisions follow in the same
+    transaction (:func:`record_new_decisions`)."""
     if not batch:
         return []
     rows = [{
@@ -64,7 +66,8 @@ def accept_requests(conn: Connection, job_id: str | None, batch: Sequence[tuple[
         | ({"stream": True} if r.stream else {}),
         "max_output_tokens": r.max_output_tokens, "latency_budget_s": r.latency_budget_s,
         "submitted_at": r.submitted_at, "deadline_at": r.deadline_at, "status": "accepted",
-    } for seq, r in batch]
+    } | ({} if routed_at is None else {"status": "routed", "touched_at": routed_at})
+        for seq, r in batch]
     new = insert_new(conn, requests, rows, "id")
     from workers import metrics  # imported on first use: prometheus_client is not free
 
@@ -167,6 +170,16 @@ def record_decisions(conn: Connection, made: Sequence[Decision], now_s: float
     # Only a concurrent redelivery can have stored another decision first: read those back.
     stored.update(load_decisions(conn, [i for i in ids if i not in new]))
     return stored
+
+
+def record_new_decisions(conn: Connection, made: Sequence[Decision], now_s: float) -> None:
+    """Store the decisions of requests written ``routed`` in this transaction (nothing can
+    have decided them before: one statement, where :func:`record_decisions` needs three)."""
+    if made:
+        conn.execute(insert(decisions), [{
+            "request_id": d.request_id, "band": d.band, "score": d.score,
+            "strategy": d.strategy, "tier": d.tier, "model": d.model, "reasons": d.reasons,
+            "decided_at": now_s} for d in made])
 
 
 def defer(conn: Connection, ids: Sequence[str], *, not_before: float | None, now_s: float

@@ -205,6 +205,14 @@ def load_routable(conn: Connection, ids: Sequence[str], now_s: float
                   ) -> tuple[list[Request], dict[str, Decision]]:
     """In one query: the requests still to route or answer (no result yet, their job not
     cancelled, failed or past its window), in the order given, and their stored decisions."""
+    pending, stored, _ = load_bundle(conn, ids, now_s)
+    return pending, stored
+
+
+def load_bundle(conn: Connection, ids: Sequence[str], now_s: float
+                ) -> tuple[list[Request], dict[str, Decision], dict[str, str | None]]:
+    """:func:`load_routable`, and every found request's job id (:func:`job_of`), in the
+    same query: what a tier worker reads for a bundle."""
     stmt = (select(requests, results.c.request_id.label("finished"),
                    jobs.c.status.label("job_status"), jobs.c.expires_at,
                    decisions.c.band, decisions.c.score, decisions.c.strategy, decisions.c.tier,
@@ -215,7 +223,9 @@ def load_routable(conn: Connection, ids: Sequence[str], now_s: float
             .where(among(conn, requests.c.id, ids)))
     found: dict[str, Request] = {}
     stored: dict[str, Decision] = {}
+    job_ids: dict[str, str | None] = {}
     for row in conn.execute(stmt):
+        job_ids[row.id] = row.job_id
         halted = row.job_status in ("cancelled", "expired", "failed") or (
             row.expires_at is not None and row.expires_at < now_s)
         if row.finished is not None or halted:
@@ -224,7 +234,7 @@ def load_routable(conn: Connection, ids: Sequence[str], now_s: float
         if row.tier is not None:
             stored[row.id] = Decision(row.id, row.band, row.score, row.strategy, row.tier,
                                       row.model, row.reasons)
-    return [found[i] for i in ids if i in found], stored
+    return [found[i] for i in ids if i in found], stored, job_ids
 
 
 @dataclass(frozen=True)

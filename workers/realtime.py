@@ -92,7 +92,8 @@ def answer_of(engine: Engine, request_id: str) -> dict[str, Any]:
                   .where(attempts.c.request_id == request_id).scalar_subquery())
     tier = (select(decisions.c.tier).where(decisions.c.request_id == request_id)
             .limit(1).scalar_subquery())
-    with engine.connect() as conn:
+    # One statement, so no transaction: none to begin and roll back (two round trips).
+    with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
         row = conn.execute(
             select(requests.c.id, requests.c.job_id, requests.c.lane, requests.c.status,
                    requests.c.submitted_at, results.c.model, results.c.content,

@@ -19,20 +19,22 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 from kombu.exceptions import OperationalError
 from sqlalchemy import Engine
 
-from router.envelope import build_request
+from router.bundling import Item, bundle
+from router.decide import Decision
+from router.envelope import Request, build_request
 from router.errors import InvalidInput
-from router.policy import LANES
+from router.policy import LANES, BundlingSpec
 from tierline.client import Client, time_ordered_id
 from tierline.listener import listener_for
 from tierline.openai_shapes import HttpError, bad, completion, request_fields
 from tierline.streams import AnswerReplaced, follow, rest_of
-from workers import realtime
-from workers.app import ingress_queue
+from workers import realtime, routing
+from workers.app import ingress_queue, tier_queue
 from workers.calls import relays
 
 WAIT_MARGIN_S = 2.0
@@ -40,13 +42,23 @@ MAX_WAIT_S = 120.0  # an HTTP call should not hang for a batch lane's day-long b
 DEFAULT_LANE = "realtime"
 JOB_NAME = "gateway"
 POLL_S, MAX_POLL_S = 0.005, 0.25  # waiting without notifications (SQLite), first and longest
+# Waiting with notifications (Postgres), first and longest: only a broken LISTEN connection
+# loses one, and the listener then wakes every waiter. Polling from 50 ms read each answer
+# about six times at 32 clients, the gateway's most frequent query.
+LISTENING_POLL_S = (0.5, 2.0)
 IDLE_S = 5.0  # the ingress thread ends after this long with nothing to send
 MAX_PER_MESSAGE = 64  # requests per ingress message at most (the router's chunk)
 # With this many calls waiting, gather for this long before publishing. Measured on the
 # 2-core box at 32 clients, side by side: 5 ms gave 1.8x the requests/s of none, 20 ms doubled
 # it again, 50 ms added 1.7x; gathering only while requests kept coming within 3 ms of each
-# other halved it (closed-loop callers come back spread out, not in bursts).
-BUSY_WAITING, GATHER_S = 8, 0.05
+# other halved it (closed-loop callers come back spread out, not in bursts). With realtime
+# sent straight to its tier (DIRECT_LANES), 20 ms beat 50 ms (8 clients 1.4x the requests/s,
+# 32 clients 1.25x, p99 0.83x) and 5 ms (32 clients 0.7x of 20 ms), side by side.
+BUSY_WAITING, GATHER_S = 8, 0.02
+# Lanes whose calls the gateway routes itself and sends straight to their tier's queue: the
+# router worker's hop (a broker round trip, a load and a transaction) is a third of a
+# realtime call's time. The other lanes go through the router worker, which bundles many.
+DIRECT_LANES = frozenset({"realtime"})
 
 log = logging.getLogger(__name__)
 
@@ -60,7 +72,7 @@ class Chat:
         self.max_wait_s = max_wait_s
         self.engine = engine or client.rt.engine  # the gateway gives one with a bigger pool
         self._lock = threading.Lock()
-        self.ingress = Ingress(self.engine)
+        self.ingress = Ingress(self.engine, client.rt.policy.bundling)
 
     def complete(self, body: Any, lane: str | None, key: str | None,
                  tenant: str | None = None) -> dict[str, Any]:
@@ -107,13 +119,29 @@ class Chat:
         except InvalidInput as exc:  # OpenAI's name for the one field whose name differs
             message = str(exc).replace("max_output_tokens:", "max_tokens:", 1)
             raise bad(message, "invalid_request") from exc
+        decision = self._decided(request, now) if lane in DIRECT_LANES else None
         accepted = realtime.once_more(lambda: realtime.accept_one(
-            self.engine, request, job_name=JOB_NAME, now_s=now))
+            self.engine, request, job_name=JOB_NAME, now_s=now, decision=decision))
         if accepted.new:
-            self.ingress.send(accepted.request_id, request.lane)
+            self.ingress.send(accepted.request_id, request.lane, None if decision is None else
+                              Item(key=(decision.tier, decision.model, request.lane),
+                                   request_id=request.id,
+                                   est_tokens=routing.estimate_tokens(
+                                       len(request.prompt_text), request.max_output_tokens),
+                                   deadline_at=request.deadline_at))
         budget_s = self.client.rt.policy.lanes[lane].latency_budget_s  # type: ignore[index]
         return _Submitted(accepted.request_id, accepted.job_id, bool(key),
                           min(budget_s + WAIT_MARGIN_S, self.max_wait_s), time.monotonic())
+
+    def _decided(self, request: Request, now_s: float) -> Decision | None:
+        """The decision the router worker would make (the same code, the same reasons), or
+        None if deciding here failed: the router worker then decides, as for other lanes."""
+        try:
+            return routing.decide_now(self.client.rt, [request], now_s)[0]
+        except Exception:  # noqa: BLE001 - the router worker's path still answers the call
+            log.warning("request %s: deciding in the gateway failed; the router worker "
+                        "decides", request.id, exc_info=True)
+            return None
 
     def _completed(self, submitted: _Submitted) -> dict[str, Any]:
         """Wait out the rest of the request's time for its answer, as a chat.completion."""
@@ -137,7 +165,7 @@ class Chat:
         off, covers a missed notification, and is all there is on SQLite."""
         engine = self.engine
         listener = listener_for(engine)
-        poll_s, max_poll_s = (POLL_S, MAX_POLL_S) if listener is None else (0.05, 1.0)
+        poll_s, max_poll_s = (POLL_S, MAX_POLL_S) if listener is None else LISTENING_POLL_S
         with listener.bell(submitted.job_id) if listener else nullcontext(
                 threading.Event()) as bell:
             while True:
@@ -220,7 +248,9 @@ def chunks(completion: dict[str, Any], include_usage: bool) -> list[dict[str, An
 
 
 class Ingress:
-    """Hands accepted requests to the router's ingress queues from one thread: whatever was
+    """Hands accepted requests to the router's ingress queues, or, when the gateway decided
+    their route itself (``DIRECT_LANES``), their bundles straight to their tier's queue, from
+    one thread: whatever was
     accepted while the previous message was being published goes in the next one, so under
     load the router gets them together and bundles them (one tier message, one round of
     database writes for many), and a lone request goes at once. While many calls wait for
@@ -228,26 +258,57 @@ class Ingress:
     answers take hundreds of milliseconds anyway, a few more make each bundle, and so each
     round of the tier worker's writes, serve many calls. It then notes that they were
     sent (``enqueued_at``, for the sweeper, which re-sends what the broker never got). If the
-    broker is down they stay un-noted, and the sweeper sends them later."""
+    broker is down they stay un-noted, and the sweeper sends them later (the watchdog, for
+    those already routed: it re-sends requests in flight that stopped moving)."""
 
-    def __init__(self, engine: Engine) -> None:
+    def __init__(self, engine: Engine, bundling: BundlingSpec) -> None:
         self.engine = engine
-        self._accepted: queue.SimpleQueue[tuple[str, str]] = queue.SimpleQueue()
+        self.bundling = bundling
+        self._accepted: queue.SimpleQueue[tuple[str, str, Item | None]] = queue.SimpleQueue()
         self._lock = threading.Lock()
         self._thread: threading.Thread | None = None
         self.waiting = 0  # calls accepted and not yet answered, as Chat counts them
 
-    def send(self, request_id: str, lane: str) -> None:
-        self._accepted.put((request_id, lane))
+    def send(self, request_id: str, lane: str, routed: Item | None = None) -> None:
+        """Hand one accepted request on: ``routed`` (its decision's bundle key) when the
+        gateway decided it, else None (the router worker decides)."""
+        self._accepted.put((request_id, lane, routed))
         with self._lock:
             if self._thread is None or not self._thread.is_alive():
                 self._thread = threading.Thread(target=self._run, daemon=True,
                                                 name="tierline-ingress")
                 self._thread.start()
 
-    def _run(self) -> None:
-        from workers.tasks import route_requests
+    def _publish(self, gathered: list[tuple[str, str, Item | None]]) -> list[str]:
+        """One message per bundle of requests routed here, one per lane for the others;
+        returns the ids the broker took."""
+        from workers.tasks import call_models, route_requests
 
+        by_lane: dict[str, list[str]] = {}
+        routed: list[Item] = []
+        for request_id, lane, item in gathered:
+            if item is None:
+                by_lane.setdefault(lane, []).append(request_id)
+            else:
+                routed.append(item)
+        messages: list[tuple[Any, list[Any], dict[str, Any], str]] = [
+            (route_requests, [ids], {}, ingress_queue(lane)) for lane, ids in by_lane.items()]
+        for group in bundle(routed, max_count=self.bundling.max_count,
+                            max_tokens=self.bundling.max_tokens):
+            tier, _model, lane = cast(tuple[str, str, str], group[0].key)
+            messages.append((call_models, [[it.request_id for it in group]],
+                             {"resumed": False}, tier_queue(tier, lane)))
+        sent: list[str] = []
+        for task, args, kwargs, queue_name in messages:
+            try:
+                task.apply_async(args=args, kwargs=kwargs, queue=queue_name, retry=False)
+                sent.extend(args[0])
+            except OperationalError:
+                log.warning("%d requests: the broker is unreachable; the sweeper or the "
+                            "watchdog will send them", len(args[0]))
+        return sent
+
+    def _run(self) -> None:
         while True:
             try:
                 first = self._accepted.get(timeout=IDLE_S)
@@ -257,25 +318,16 @@ class Ingress:
                 if self._accepted.empty():
                     return
                 continue
-            by_lane: dict[str, list[str]] = {first[1]: [first[0]]}
+            gathered = [first]
             until = time.monotonic() + (GATHER_S if self.waiting >= BUSY_WAITING else 0.0)
-            while sum(map(len, by_lane.values())) < MAX_PER_MESSAGE:
+            while len(gathered) < MAX_PER_MESSAGE:
                 try:
                     left_s = until - time.monotonic()
-                    request_id, lane = (self._accepted.get(timeout=left_s) if left_s > 0
-                                        else self._accepted.get_nowait())
+                    gathered.append(self._accepted.get(timeout=left_s) if left_s > 0
+                                    else self._accepted.get_nowait())
                 except queue.Empty:
                     break
-                by_lane.setdefault(lane, []).append(request_id)
-            sent: list[str] = []
-            for lane, ids in by_lane.items():
-                try:
-                    route_requests.apply_async(args=[ids], queue=ingress_queue(lane),
-                                               retry=False)
-                    sent.extend(ids)
-                except OperationalError:
-                    log.warning("%d requests: the broker is unreachable; the sweeper will "
-                                "send them", len(ids))
+            sent = self._publish(gathered)
             try:
                 realtime.mark_enqueued(self.engine, sent, time.time())
             except Exception:  # the sweeper sends them again: harmless, as tasks run twice

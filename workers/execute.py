@@ -124,8 +124,7 @@ def execute(rt: Runtime, request_ids: Sequence[str], now: Callable[[], float] = 
         with rt.engine.begin() as conn:
             ahead.fold(conn, request_ids=request_ids)
     with rt.engine.connect() as conn:
-        todo, decided = records.load_routable(conn, request_ids, began)
-        jobs_by_request = records.job_of(conn, request_ids)
+        todo, decided, jobs_by_request = records.load_bundle(conn, request_ids, began)
         earlier = records.on_record(conn, request_ids) if resumed else {}
     caps = rt.policy.strategy.output_caps_by_band
     # A request whose deadline passed while it waited (in a queue, a deferral, an outage)

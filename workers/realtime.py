@@ -16,6 +16,7 @@ from typing import Any, TypeVar
 from sqlalchemy import Engine, create_engine, func, insert, select, update
 from sqlalchemy.exc import DBAPIError
 
+from router.decide import Decision
 from router.envelope import Request
 from workers import records
 from workers.schema import attempts, decisions, jobs, requests, results
@@ -57,16 +58,22 @@ class Accepted:
     new: bool  # False: the idempotency key was seen before; these are the earlier request's
 
 
-def accept_one(engine: Engine, request: Request, *, job_name: str, now_s: float) -> Accepted:
-    """Write one request and its job; a repeated idempotency key writes no request, and the
-    job (completed at once, counting one duplicate) points to nothing new."""
+def accept_one(engine: Engine, request: Request, *, job_name: str, now_s: float,
+               decision: Decision | None = None) -> Accepted:
+    """Write one request and its job, and its routing ``decision`` if it was decided already
+    (the request is then ``routed``, as the router worker would leave it); a repeated
+    idempotency key writes no request and no decision, and the job (completed at once,
+    counting one duplicate) points to nothing new."""
     job_id = request.id  # one request, one job: the same id names both
     with engine.begin() as conn:
         conn.execute(insert(jobs).values(
             id=job_id, name=job_name, tenant=request.tenant, lane=request.lane,
             status="in_progress", created_at=now_s, expires_at=None, accepted=1,
             duplicates=0, rejected=0))
-        if records.accept_requests(conn, job_id, [(0, request)]):
+        if records.accept_requests(conn, job_id, [(0, request)],
+                                   routed_at=None if decision is None else now_s):
+            if decision is not None:
+                records.record_new_decisions(conn, [decision], now_s)
             return Accepted(request.id, job_id, True)
         earlier = conn.execute(select(requests.c.id, requests.c.job_id).where(
             requests.c.tenant == request.tenant,
@@ -85,7 +92,8 @@ def answer_of(engine: Engine, request_id: str) -> dict[str, Any]:
                   .where(attempts.c.request_id == request_id).scalar_subquery())
     tier = (select(decisions.c.tier).where(decisions.c.request_id == request_id)
             .limit(1).scalar_subquery())
-    with engine.connect() as conn:
+    # One statement, so no transaction: none to begin and roll back (two round trips).
+    with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
         row = conn.execute(
             select(requests.c.id, requests.c.job_id, requests.c.lane, requests.c.status,
                    requests.c.submitted_at, results.c.model, results.c.content,

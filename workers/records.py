@@ -52,9 +52,11 @@ def count_requests(conn: Connection, job_id: str) -> int:
                             .where(requests.c.job_id == job_id)).scalar_one())
 
 
-def accept_requests(conn: Connection, job_id: str | None, batch: Sequence[tuple[int, Request]]
-                    ) -> list[str]:
-    """Write validated requests; returns the ids that are new (not a repeated idempotency key)."""
+def accept_requests(conn: Connection, job_id: str | None, batch: Sequence[tuple[int, Request]],
+                    *, routed_at: float | None = None) -> list[str]:
+    """Write validated requests; returns the ids that are new (not a repeated idempotency key).
+    With ``routed_at``, they are written ``routed``: their decisions follow in the same
+    transaction (:func:`record_new_decisions`)."""
     if not batch:
         return []
     rows = [{
@@ -64,7 +66,8 @@ def accept_requests(conn: Connection, job_id: str | None, batch: Sequence[tuple[
         | ({"stream": True} if r.stream else {}),
         "max_output_tokens": r.max_output_tokens, "latency_budget_s": r.latency_budget_s,
         "submitted_at": r.submitted_at, "deadline_at": r.deadline_at, "status": "accepted",
-    } for seq, r in batch]
+    } | ({} if routed_at is None else {"status": "routed", "touched_at": routed_at})
+        for seq, r in batch]
     new = insert_new(conn, requests, rows, "id")
     from workers import metrics  # imported on first use: prometheus_client is not free
 
@@ -169,6 +172,16 @@ def record_decisions(conn: Connection, made: Sequence[Decision], now_s: float
     return stored
 
 
+def record_new_decisions(conn: Connection, made: Sequence[Decision], now_s: float) -> None:
+    """Store the decisions of requests written ``routed`` in this transaction (nothing can
+    have decided them before: one statement, where :func:`record_decisions` needs three)."""
+    if made:
+        conn.execute(insert(decisions), [{
+            "request_id": d.request_id, "band": d.band, "score": d.score,
+            "strategy": d.strategy, "tier": d.tier, "model": d.model, "reasons": d.reasons,
+            "decided_at": now_s} for d in made])
+
+
 def defer(conn: Connection, ids: Sequence[str], *, not_before: float | None, now_s: float
           ) -> None:
     """Note that these requests' work moved (``touched_at``), and, for a wait longer than a
@@ -192,6 +205,14 @@ def load_routable(conn: Connection, ids: Sequence[str], now_s: float
                   ) -> tuple[list[Request], dict[str, Decision]]:
     """In one query: the requests still to route or answer (no result yet, their job not
     cancelled, failed or past its window), in the order given, and their stored decisions."""
+    pending, stored, _ = load_bundle(conn, ids, now_s)
+    return pending, stored
+
+
+def load_bundle(conn: Connection, ids: Sequence[str], now_s: float
+                ) -> tuple[list[Request], dict[str, Decision], dict[str, str | None]]:
+    """:func:`load_routable`, and every found request's job id (:func:`job_of`), in the
+    same query: what a tier worker reads for a bundle."""
     stmt = (select(requests, results.c.request_id.label("finished"),
                    jobs.c.status.label("job_status"), jobs.c.expires_at,
                    decisions.c.band, decisions.c.score, decisions.c.strategy, decisions.c.tier,
@@ -202,7 +223,9 @@ def load_routable(conn: Connection, ids: Sequence[str], now_s: float
             .where(among(conn, requests.c.id, ids)))
     found: dict[str, Request] = {}
     stored: dict[str, Decision] = {}
+    job_ids: dict[str, str | None] = {}
     for row in conn.execute(stmt):
+        job_ids[row.id] = row.job_id
         halted = row.job_status in ("cancelled", "expired", "failed") or (
             row.expires_at is not None and row.expires_at < now_s)
         if row.finished is not None or halted:
@@ -211,7 +234,7 @@ def load_routable(conn: Connection, ids: Sequence[str], now_s: float
         if row.tier is not None:
             stored[row.id] = Decision(row.id, row.band, row.score, row.strategy, row.tier,
                                       row.model, row.reasons)
-    return [found[i] for i in ids if i in found], stored
+    return [found[i] for i in ids if i in found], stored, job_ids
 
 
 @dataclass(frozen=True)

@@ -34,8 +34,9 @@ def estimate_tokens(prompt_chars: int, max_output_tokens: int) -> int:
     return prompt_chars // 4 + 1 + max_output_tokens
 
 
-def _decide(rt: Runtime, requests: Sequence[Request], now_s: float) -> list[Decision]:
-    """The policy's decisions, one tier cheaper while the cost guard is on."""
+def decide_now(rt: Runtime, requests: Sequence[Request], now_s: float) -> list[Decision]:
+    """The policy's decisions, one tier cheaper while the cost guard is on: what the router
+    worker decides, and what the gateway decides itself for a realtime call (tierline.chat)."""
     decisions = decide(rt.policy, rt.estimator, requests)
     spec = rt.policy.guard
     if spec is None or not decisions:
@@ -59,7 +60,8 @@ def route(rt: Runtime, request_ids: Sequence[str], publish: Publish) -> int:
         rerouted = set(stored)  # by resume, the sweeper or a redelivery: maybe paid already
         fresh = [r for r in pending if r.id not in stored]
         if fresh:
-            stored.update(records.record_decisions(conn, _decide(rt, fresh, now_s), now_s))
+            stored.update(records.record_decisions(conn, decide_now(rt, fresh, now_s),
+                                                    now_s))
     items = [Item(key=(stored[r.id].tier, stored[r.id].model, r.lane), request_id=r.id,
                   est_tokens=estimate_tokens(len(r.prompt_text), r.max_output_tokens),
                   deadline_at=r.deadline_at) for r in pending]

@@ -106,3 +106,46 @@ def test_calls_go_on_after_the_database_dropped_every_connection(
     for _ in range(3):
         answer = httpx.post(f"{url}/chat/completions", json=body, timeout=30)
         assert answer.status_code == 200, answer.text
+
+
+def test_realtime_calls_are_routed_by_the_gateway_and_recorded_as_the_router_would(
+        base: tuple[str, Client]) -> None:
+    from sqlalchemy import func
+
+    from workers import records, routing
+    from workers.schema import attempts, charges, decisions, results
+
+    url, client = base
+
+    def ask(number: int) -> str:
+        body = {"model": "auto", "messages": [{"role": "user",
+                                               "content": f"Explain {number} in a line."}]}
+        response = httpx.post(f"{url}/chat/completions", json=body, timeout=60)
+        assert response.status_code == 200, response.text
+        return str(response.json()["tierline"]["request_id"])
+
+    with ThreadPoolExecutor(10) as pool:  # enough waiting calls for ingress to gather them
+        ids = list(pool.map(ask, range(20)))
+    with client.rt.engine.connect() as conn:
+        stored = records.load_decisions(conn, ids)
+        loaded = records.load_requests(conn, ids)
+        statuses = set(conn.execute(select(requests.c.status)
+                                    .where(requests.c.id.in_(ids))).scalars())
+        paid = conn.execute(select(func.sum(attempts.c.usd)).where(
+            attempts.c.request_id.in_(ids))).scalar()
+        charged = conn.execute(select(func.sum(charges.c.usd)).where(
+            charges.c.request_id.in_(ids))).scalar()
+        billed = conn.execute(select(func.sum(results.c.usd)).where(
+            results.c.request_id.in_(ids))).scalar()
+        # decided in the accepting transaction, not later by the router worker
+        decided_at_once = conn.execute(select(func.count()).select_from(
+            decisions.join(requests, requests.c.id == decisions.c.request_id)).where(
+            decisions.c.request_id.in_(ids),
+            decisions.c.decided_at == requests.c.submitted_at)).scalar()
+    assert statuses == {"done"} and decided_at_once == len(ids)
+    again = {d.request_id: d for d in routing.decide_now(client.rt, loaded, time.time())}
+    for request_id in ids:
+        mine, routers = stored[request_id], again[request_id]
+        assert (mine.tier, mine.model, mine.band, mine.reasons) == (
+            routers.tier, routers.model, routers.band, routers.reasons)
+    assert paid == charged == billed and paid > 0

@@ -50,6 +50,14 @@ def test_a_bad_learning_section_names_its_key(change: dict[str, Any], key: str,
     assert f"p.yaml: {key}:" in str(info.value) and reason in str(info.value)
 
 
+def test_routing_with_the_promoted_bundle_needs_a_strategy_that_steps() -> None:
+    with pytest.raises(PolicyError, match="learning.route_with: 'promoted' steps"):
+        policy_from_dict(_with({**GOOD, "route_with": "promoted"}), "p.yaml")
+    stepping = {**DEMO, "strategy": {"kind": "agreement"},
+                "learning": {**GOOD, "route_with": "promoted"}}
+    assert policy_from_dict(stepping).learning.route_with == "promoted"  # type: ignore[union-attr]
+
+
 def test_a_learning_section_without_its_budget_is_refused() -> None:
     with pytest.raises(PolicyError, match="learning.usd_per_day_max: Field required"):
         policy_from_dict(_with({"shadow_rate": 0.1, "lanes": ["batch"]}), "p.yaml")

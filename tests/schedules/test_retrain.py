@@ -10,8 +10,9 @@ from typing import Any
 
 import yaml
 from celery.schedules import crontab
-from sqlalchemy import insert
+from sqlalchemy import insert, update
 
+from router.agreement import Agreement
 from router.policy import policy_from_dict
 from schedules.beat import build_schedule
 from schedules.retrain import in_force_label, retrain, retrain_schedule_of
@@ -19,6 +20,7 @@ from tests.workers.scripted import DEMO, runtime
 from tierline.client import Client
 from workers import bundles
 from workers.runtime import Runtime
+from workers.schema import bundles as bundles_table
 from workers.schema import shadow_outcomes
 
 LEARNING = {"shadow_rate": 0.1, "lanes": ["batch"], "usd_per_day_max": 1.0, "tiers": "all"}
@@ -89,6 +91,24 @@ def test_retraining_promotes_a_cheaper_bundle_from_recorded_shadow_outcomes(
     assert promoted["metrics"]["trained_by"] == "beat"
     assert promoted["policy"]["strategy"]["options"]["bundle"] == done["path"]
     assert Path(done["path"]).with_suffix(".npz").exists()
+
+
+def test_workers_route_with_the_promoted_bundle_once_the_policy_says_so(
+        tmp_path: Path, own_postgres_url: str) -> None:
+    rt = runtime(tmp_path, "http://127.0.0.1:9",
+                 _policy({**LEARNING, "route_with": "promoted"}), own_postgres_url)
+    assert isinstance(rt.learned[1], Agreement)  # nothing promoted: the policy's own
+    _traffic(rt, 150)
+    done = retrain(rt, time.time(), tmp_path / "bundles", folds=3)
+    assert done["promoted"]
+    assert isinstance(rt.learned[1], Agreement)  # read again at most once a minute
+    rt.promoted.checked_at -= 60
+    bundle, strategy = rt.learned
+    assert not isinstance(strategy, Agreement) and bundle.models
+    with rt.engine.begin() as conn:
+        conn.execute(update(bundles_table).values(status="retired"))
+    rt.promoted.checked_at -= 60
+    assert isinstance(rt.learned[1], Agreement)  # none promoted any more: the policy's again
 
 
 def test_too_little_shadowed_traffic_trains_nothing_and_records_nothing(

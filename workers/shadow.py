@@ -11,6 +11,9 @@ reserved estimate; past it, no more shadow calls that UTC day. Their attempts an
 are marked ``shadow``; each shadowed request's answers (its own, and each shadow call's)
 are graded against the top tier's and recorded in ``shadow_outcomes``.
 
+Shadow calls are written ahead like every call (workers.ahead): one whose worker dies
+mid-call is folded into the ledger at its reserved estimate, as a call of unknown outcome.
+
 Nothing here may fail a request: any error is logged and the shadow calls of that bundle
 are given up.
 """
@@ -74,13 +77,16 @@ def _shadow(rt: Runtime, spec: LearningSpec, results: Sequence[ResultRow],
         log.info("%d shadow calls skipped: no room in their token budgets",
                  len(budget.deferred) + len(budget.refused))
     due = budget.due
-    replies = call_round(rt, [planned[i] for i in due], started)
+    # Written ahead like any call: a worker killed mid-call leaves it in the ledger
+    # (folded at its reserved estimate, workers.ahead), not out of it.
+    replies = call_round(rt, [planned[i] for i in due], started,
+                         [_seq(rt, planned[i][1]) for i in due])
     held = {j: budget.granted[i] for j, i in enumerate(due) if i in budget.granted}
     settle_round(rt, held, dict(enumerate(replies)))
     calls: list[tuple[ShadowCall, Completion | None]] = []
     for i, reply in zip(due, replies, strict=True):
         request, model = planned[i]
-        seq = SHADOW_SEQ_FROM + rt.policy.tier_names.index(rt.policy.tier_of(model))
+        seq = _seq(rt, model)
         if isinstance(reply, Completion):
             calls.append((ShadowCall(request.id, seq, model, rt.policy.tier_of(model), True,
                                      None, reply.tokens_in, reply.tokens_out,
@@ -91,6 +97,11 @@ def _shadow(rt: Runtime, spec: LearningSpec, results: Sequence[ResultRow],
                                      started), None))
     _record(rt, chosen, calls, context, jobs_by_request)
     return len(calls)
+
+
+def _seq(rt: Runtime, model: str) -> int:
+    """A shadow call's attempt number: apart from the request's own, one per tier."""
+    return SHADOW_SEQ_FROM + rt.policy.tier_names.index(rt.policy.tier_of(model))
 
 
 def _within_budget(rt: Runtime, spec: LearningSpec, chosen: Sequence[ResultRow],

@@ -13,6 +13,7 @@ from sqlalchemy.engine import Connection
 
 from router.dataset import Outcome
 from router.traffic import traffic_record
+from workers import ahead
 from workers.db import among, insert_ignore
 from workers.records import Price
 from workers.schema import attempts, charges, requests, shadow_outcomes
@@ -101,6 +102,7 @@ def record_calls(conn: Connection, calls: Sequence[ShadowCall], prices: dict[str
                 "day": int(charged_at // 86400), "shadow": True})
     insert_ignore(conn, attempts, attempt_rows)
     insert_ignore(conn, charges, charge_rows)
+    ahead.settle(conn, [c.id for c in calls])  # their write-ahead rows are done with
 
 
 def record_outcomes(conn: Connection, rows: Sequence[dict[str, Any]]) -> None:

@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 import redis
 import yaml
-from sqlalchemy import select
+from sqlalchemy import func, select
 
 from router.policy import load_policy
 from tests.workers.scripted import completion, serve
@@ -24,7 +24,7 @@ from tierline.children import spawn, stop
 from tierline.client import Client
 from workers.ledger import reconcile
 from workers.runtime import Runtime, install
-from workers.schema import attempts, charges, results, shadow_outcomes
+from workers.schema import attempts, charges, pending_attempts, results, shadow_outcomes
 from workers.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -95,7 +95,10 @@ def test_a_sampled_request_is_shadowed_to_the_top_tier_and_charged_apart(
                                          shadow_outcomes.c.agrees_with_top)
                                   .order_by(shadow_outcomes.c.shadow)).all()
             balance = reconcile(conn)
+            written_ahead = conn.execute(select(func.count()).select_from(pending_attempts)
+                                         ).scalar_one()
     assert [tuple(r) for r in done] == [("ok", "sim-nano", "The answer is 42.")]
+    assert written_ahead == 0  # the shadow call was on record before it was made, then settled
     assert [tuple(r) for r in shadow_calls] == [("sim-frontier", True)]
     assert [r.model for r in shadow_charged] == ["sim-frontier"] and shadow_charged[0].usd > 0
     assert [tuple(r) for r in graded] == [("sim-nano", False, "42", True),

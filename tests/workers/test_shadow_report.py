@@ -14,7 +14,7 @@ from sqlalchemy import func, select
 
 from tests.workers.scripted import completion, demo_policy, route_here, runtime, serve
 from tierline.report import render
-from workers.ledger import reconcile
+from workers.ledger import reconcile, rollup
 from workers.period_report import compute, top_price
 from workers.schema import charges
 
@@ -42,6 +42,8 @@ def test_the_report_shows_shadow_calls_agreement_per_tier_and_quality_against_th
             shadow_usd = conn.execute(select(func.sum(charges.c.usd))
                                       .where(charges.c.shadow)).scalar_one()
             assert reconcile(conn).balanced
+            apart = {bool(r["shadow"]): r["calls"] for r in rollup(conn, ["shadow"])}
+    assert apart == {True: 8, False: 4}  # `tierline charges --by shadow`
     shadow = body["shadow"]
     assert shadow["calls"] == 8  # sim-mid and sim-frontier for each of the four
     assert Decimal(shadow["usd"]) == Decimal(shadow_usd) > 0

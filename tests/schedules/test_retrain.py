@@ -16,12 +16,13 @@ from router.agreement import Agreement
 from router.policy import policy_from_dict
 from schedules.beat import build_schedule
 from schedules.retrain import in_force_label, retrain, retrain_schedule_of
-from tests.workers.scripted import DEMO, runtime
+from tests.workers.scripted import DEMO, completion, route_here, runtime, serve
 from tierline.client import Client
 from workers import bundles
 from workers.runtime import Runtime
 from workers.schema import bundles as bundles_table
 from workers.schema import shadow_outcomes
+from workers.shadow_record import traffic_records
 
 LEARNING = {"shadow_rate": 0.1, "lanes": ["batch"], "usd_per_day_max": 1.0, "tiers": "all"}
 
@@ -109,6 +110,33 @@ def test_workers_route_with_the_promoted_bundle_once_the_policy_says_so(
         conn.execute(update(bundles_table).values(status="retired"))
     rt.promoted.checked_at -= 60
     assert isinstance(rt.learned[1], Agreement)  # none promoted any more: the policy's again
+
+
+def _answers(model: str, asked: str) -> tuple[int, dict[str, Any]]:
+    """The cheapest model is wrong on every third question, the middle one on every seventh."""
+    k = int(asked.split()[2])
+    wrong = (model == "sim-nano" and k % 3 == 0) or (model == "sim-mid" and k % 7 == 0)
+    return 200, completion(f"The answer is {k + 1 if wrong else 2 * k}")
+
+
+def test_retraining_learns_from_what_live_shadow_calls_recorded(
+        tmp_path: Path, own_postgres_url: str) -> None:
+    with serve(_answers) as url:
+        rt = runtime(tmp_path, url, _policy({**LEARNING, "shadow_rate": 1.0}), own_postgres_url)
+        route_here(rt, [f"what is {k} plus {k}?" for k in range(120)])
+    with rt.engine.connect() as conn:
+        recorded = traffic_records(conn)
+    assert len(recorded) == 120
+    assert all(set(r["outcomes"]) == {"sim-nano", "sim-mid", "sim-frontier"} for r in recorded)
+    done = retrain(rt, time.time(), tmp_path / "bundles", folds=3)
+    assert done["records"] == 120 and done["in_force"] == "untrained agree-2>top"
+    # A learned point beats asking two tiers on every request (on this traffic: 94% of the
+    # top tier's answers at 16% of its cost).
+    assert done["promoted"], done
+    assert Path(done["path"]).with_suffix(".npz").exists()
+    with rt.engine.connect() as conn:
+        promoted = bundles.promoted(conn)
+    assert promoted is not None and promoted["id"] == done["bundle_id"]
 
 
 def test_too_little_shadowed_traffic_trains_nothing_and_records_nothing(

@@ -10,7 +10,7 @@ from typing import Any
 
 import yaml
 from celery.schedules import crontab
-from sqlalchemy import insert, update
+from sqlalchemy import insert, select, update
 
 from router.agreement import Agreement
 from router.policy import policy_from_dict
@@ -21,7 +21,7 @@ from tierline.client import Client
 from workers import bundles
 from workers.runtime import Runtime
 from workers.schema import bundles as bundles_table
-from workers.schema import shadow_outcomes
+from workers.schema import results, shadow_outcomes
 from workers.shadow_record import traffic_records
 
 LEARNING = {"shadow_rate": 0.1, "lanes": ["batch"], "usd_per_day_max": 1.0, "tiers": "all"}
@@ -137,6 +137,17 @@ def test_retraining_learns_from_what_live_shadow_calls_recorded(
     with rt.engine.connect() as conn:
         promoted = bundles.promoted(conn)
     assert promoted is not None and promoted["id"] == done["bundle_id"]
+    # Workers told to route with the promoted bundle step with it: its trained judge gives
+    # each answer's confidence, where the zero-training default gives 1, 0.5 or 0.
+    with serve(_answers) as url:
+        follows = runtime(tmp_path, url, _policy({**LEARNING, "shadow_rate": 0.0,
+                                                  "route_with": "promoted"}), own_postgres_url)
+        route_here(follows, [f"what is {k} plus {k}?" for k in range(200, 220)])
+    with follows.engine.connect() as conn:
+        calls = conn.execute(select(results.c.detail).where(
+            results.c.request_id.not_in(select(shadow_outcomes.c.request_id)))).scalars().all()
+    assert len(calls) == 20
+    assert all(d["confidence"] not in (0.0, 0.5, 1.0) for d in calls), calls[:3]
 
 
 def test_too_little_shadowed_traffic_trains_nothing_and_records_nothing(

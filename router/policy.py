@@ -316,6 +316,31 @@ class GuardSpec(_Frozen):
     window_s: float = Field(default=30.0, gt=0, le=3600, allow_inf_nan=False)
 
 
+class LearningSpec(_Frozen):
+    """Live shadow evaluation (workers.shadow): a sample of answered requests is also sent to
+    the top tier (or to every tier), under its own daily budget; and when beat retrains the
+    router from what the shadow calls recorded (``retrain_schedule``: a crontab line in UTC,
+    or ``off``). ``route_with: promoted``: the tier workers step with the bundle promoted in
+    the record (re-read at most once a minute) instead of the policy's own strategy."""
+
+    shadow_rate: float = Field(ge=0, le=1, allow_inf_nan=False)
+    lanes: tuple[Lane, ...] = Field(min_length=1)
+    usd_per_day_max: float = Field(gt=0, allow_inf_nan=False)
+    tiers: Literal["top", "all"] = "top"
+    retrain_schedule: str = "30 3 * * *"
+    route_with: Literal["policy", "promoted"] = "policy"
+
+    @model_validator(mode="after")
+    def _check(self) -> LearningSpec:
+        if len(set(self.lanes)) != len(self.lanes):
+            raise ValueError(f"lanes: named twice in {list(self.lanes)}")
+        fields = self.retrain_schedule.split()
+        if self.retrain_schedule != "off" and len(fields) != 5:
+            raise ValueError(f"retrain_schedule: a crontab line of 5 fields (minute hour day "
+                             f"month weekday) or 'off', got {self.retrain_schedule!r}")
+        return self
+
+
 class Policy(_Frozen):
     """Tiers, models, lanes and routing settings for one environment."""
 
@@ -329,6 +354,7 @@ class Policy(_Frozen):
     requests: RequestLimits = RequestLimits()
     failure: FailureSpec = FailureSpec()
     guard: GuardSpec | None = None  # absent: no cost guard
+    learning: LearningSpec | None = None  # absent: no shadow calls, no nightly retraining
 
     @model_validator(mode="after")
     def _check(self) -> Policy:
@@ -361,6 +387,11 @@ class Policy(_Frozen):
         if critical is not None and critical not in self.tiers:
             raise ValueError(f"strategy.options.critical_tier: unknown tier {critical!r} "
                              f"(tiers: {', '.join(self.tiers)})")
+        if (self.learning is not None and self.learning.route_with == "promoted"
+                and self.strategy.kind != "agreement" and not self.strategy.options.get("bundle")):
+            raise ValueError("learning.route_with: 'promoted' steps with a trained bundle: the "
+                             "strategy must be one that steps too (kind 'agreement', or one "
+                             f"with options.bundle), not {self.strategy.kind!r}")
         for band, tier in self.classifier.band_tiers.items():
             if tier not in self.tiers:
                 raise ValueError(f"classifier.band_tiers.{band}: unknown tier {tier!r}")

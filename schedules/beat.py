@@ -6,7 +6,9 @@
 
 Entries: the stranded-request sweeper every 30 s, the watchdog every 15 s
 (schedules.watchdog), the daily report at 00:15 UTC
-(``$TIERLINE_REPORT_SCHEDULE``: another cron, UTC, or ``off``), and each job file in
+(``$TIERLINE_REPORT_SCHEDULE``: another cron, UTC, or ``off``), the router's retraining
+from shadow outcomes when the policy has ``learning`` (schedules.retrain;
+``$TIERLINE_RETRAIN_SCHEDULE`` overrides its cron, ``off`` disables it), and each job file in
 ``$TIERLINE_JOBS_DIR`` that has a ``schedule`` (cron, UTC) as a nightly classification. The
 schedule is built when beat starts, not at import. A job file or report schedule that does
 not validate is logged and skipped: one broken entry must not stop the sweeper or the others.
@@ -31,6 +33,7 @@ from celery.schedules import crontab
 
 from schedules.nightly import SCHEDULES_QUEUE
 from schedules.reports import REPORT_TASK
+from schedules.retrain import RETRAIN_TASK, retrain_schedule_of
 from schedules.watchdog import WATCH_EVERY_S
 from workers.app import app
 from workers.settings import load_settings
@@ -61,9 +64,11 @@ def crontab_of(expr: str) -> crontab:
 
 
 def build_schedule(jobs_dir: Path | None, *, sweep_every_s: float = SWEEP_EVERY_S,
-                   report_schedule: str = REPORT_SCHEDULE) -> dict[str, dict[str, Any]]:
+                   report_schedule: str = REPORT_SCHEDULE, retrain_schedule: str = "off"
+                   ) -> dict[str, dict[str, Any]]:
     """Beat entries: the sweeper, the daily report (unless ``report_schedule`` is ``off``),
-    and one per scheduled job file in ``jobs_dir``."""
+    the router's retraining (unless ``retrain_schedule`` is ``off``), and one per scheduled
+    job file in ``jobs_dir``."""
     # Beat is a producer (DESIGN's flow): job files are the front door's format.
     from tierline.jobspec import load_job
 
@@ -82,6 +87,14 @@ def build_schedule(jobs_dir: Path | None, *, sweep_every_s: float = SWEEP_EVERY_
         except ValueError as exc:
             log.error("%s: %s: no daily report scheduled (give a cron, UTC, e.g. %r, or off)",
                       REPORT_SCHEDULE_ENV, exc, REPORT_SCHEDULE)
+    if retrain_schedule.strip().lower() != "off":
+        try:
+            schedule["retrain-router"] = {"task": RETRAIN_TASK,
+                                          "schedule": crontab_of(retrain_schedule),
+                                          "options": {"queue": SCHEDULES_QUEUE}}
+        except ValueError as exc:
+            log.error("retrain schedule: %s: no retraining scheduled (give a cron, UTC, or "
+                      "off)", exc)
     if jobs_dir is None:
         return schedule
     if not jobs_dir.is_dir():
@@ -186,8 +199,16 @@ class LockedScheduler(LockedTick, PersistentScheduler):
         if not settings.broker_url.startswith(("redis://", "rediss://")):
             raise RuntimeError(f"beat needs Redis for its lock; TIERLINE_BROKER_URL is "
                                f"{settings.broker_url!r}")
+        from router.policy import load_policy
+
+        try:
+            retrain = retrain_schedule_of(load_policy(settings.policy_path), os.environ)
+        except Exception as exc:  # noqa: BLE001 - logged; the sweeper and the rest still run
+            log.error("no retraining scheduled: %s", exc)
+            retrain = "off"
         self.app.conf.beat_schedule = build_schedule(
-            jobs_dir_of(os.environ), report_schedule=report_schedule_of(os.environ))
+            jobs_dir_of(os.environ), report_schedule=report_schedule_of(os.environ),
+            retrain_schedule=retrain)
         super().setup_schedule()
         self.setup_lock(BeatLock(redis.Redis.from_url(settings.broker_url)))
         log.info("beat schedule: %s", ", ".join(sorted(self.app.conf.beat_schedule)))

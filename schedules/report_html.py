@@ -235,6 +235,7 @@ def page(period: Period) -> str:
     lanes = _table(["lane", "answers", "p50 (s)", "p95 (s)", "p99 (s)"],
                    [[lane, v["answers"], v["p50"], v["p95"], v.get("p99", "-")]
                     for lane, v in total["latency_s"].items()])
+    shadow = _shadow_paragraph(total.get("shadow"))
     figures = "".join(f'<img alt="{html.escape(alt[name])}" width="672" '
                       f'src="data:image/png;base64,{images[name]}">' for name in CHARTS)
     return f"""<!doctype html>
@@ -246,6 +247,20 @@ needed more than one attempt. They cost ${top['requests_usd']}; all on the top t
 ({html.escape(top['model'])}) they would have cost ${top['usd_all_top']}:
 <b>${top['saved_usd']} saved ({top['saved_share']:.0%})</b>.
 Ledger ${spend['ledger_usd']} over {spend['calls']} charges: {state}.{unknown_line}</p>
-{days}{lanes}{figures}
+{shadow}{days}{lanes}{figures}
 </body></html>
 """
+
+
+def _shadow_paragraph(shadow: dict[str, Any] | None) -> str:
+    """The shadow calls' cost, agreement per tier and estimated quality, if any were made."""
+    if not shadow or not (shadow["calls"] or shadow["shadowed_requests"]):
+        return ""
+    quality = shadow["quality_vs_top"]
+    rows = _table(["tier", "answers graded", "agree with the top tier"],
+                  [[t, a["answers"], f"{a['agree_share']:.1%}"]
+                   for t, a in shadow["agreement_by_tier"].items()])
+    return (f"<p>Shadow calls: {shadow['calls']} for ${html.escape(shadow['usd'])}. "
+            f"On {shadow['shadowed_requests']} shadowed requests the answers given agreed "
+            f"with the top tier's on {'-' if quality is None else f'{quality:.1%}'}; "
+            f"saved net of the shadow calls: ${html.escape(shadow['net_saved_usd'])}.</p>{rows}")

@@ -49,7 +49,9 @@ def show_charges(*, since: str | None, until: str | None, by: Sequence[str], fmt
         console.print(table)
         state = "balanced" if balance.balanced else "[red]NOT balanced[/red]"
         console.print(f"ledger ${balance.charges_usd:.6f}, attempts ${balance.attempts_usd:.6f}, "
-                      f"results ${balance.results_usd:.6f}: {state}")
+                      f"results ${balance.results_usd:.6f}"
+                      + (f" + shadow calls ${balance.shadow_usd:.6f}" if balance.shadow_usd
+                         else "") + f": {state}")
         if unknown.calls or unknown.in_flight:
             console.print(f"of which {unknown.calls} calls of unknown outcome (the worker stopped "
                           f"after calling), charged at their reserved estimate: "

@@ -117,7 +117,9 @@ def submit(client: Client, spec: JobSpec, *, now_s: float | None = None,
             assert row.text is not None
             # The item's size is the text's, not the label list's: the estimator reads it.
             metadata = {"row": row.row, "word_count": len(row.text.split()),
-                        **({"id": row.id} if row.id is not None else {})}
+                        **({"id": row.id} if row.id is not None else {}),
+                        # what a shadowed answer is also graded by (workers.shadow)
+                        **({"gold_label": row.gold} if row.gold is not None else {})}
             yield Line(row.row, {
                 "prompt": build_prompt(row.text, spec.labels, spec.instructions),
                 "idempotency_key": _key_of(run, row.row), "metadata": metadata,

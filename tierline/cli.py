@@ -401,8 +401,9 @@ def keys_revoke(key_id: str) -> None:
 @click.option("--since", default=None, help="From this UTC date or time (ISO 8601), inclusive.")
 @click.option("--until", default=None, help="Up to this UTC date or time, exclusive.")
 @click.option("--by", "by", multiple=True, default=("model",), show_default=True,
-              type=click.Choice(["model", "tenant", "job", "lane", "day"]),
-              help="Group by (repeatable: --by day --by model).")
+              type=click.Choice(["model", "tenant", "job", "lane", "day", "shadow"]),
+              help="Group by (repeatable: --by day --by model; --by shadow sets the shadow "
+                   "calls apart).")
 @click.option("--format", "fmt", type=click.Choice(["table", "csv", "json"]), default="table")
 @click.option("--out", "out_path", type=click.Path(dir_okay=False, path_type=Path), default=None)
 def charges(since: str | None, until: str | None, by: tuple[str, ...], fmt: str,

@@ -109,6 +109,16 @@ def render(day: dt.date, body: dict[str, Any], origin: str) -> list[Any]:
     lines.append(f"these requests cost ${top['requests_usd']}; all on the top tier "
                  f"({top['model']}) ${top['usd_all_top']}: ${top['saved_usd']} saved "
                  f"({top['saved_share']:.0%})")
+    shadow = body.get("shadow")  # reports stored before shadow calls existed have none
+    if shadow and (shadow["calls"] or shadow["shadowed_requests"]):
+        tiers = ", ".join(f"{t} {a['agree_share']:.0%} of {a['answers']}"
+                          for t, a in shadow["agreement_by_tier"].items())
+        quality = shadow["quality_vs_top"]
+        lines.append(f"shadow calls: {shadow['calls']} for ${shadow['usd']}; agreement with the "
+                     f"top tier by tier: {tiers or '-'}; answers given agreed with it on "
+                     f"{'-' if quality is None else f'{quality:.1%}'} of "
+                     f"{shadow['shadowed_requests']} shadowed requests; saved net of shadow "
+                     f"calls ${shadow['net_saved_usd']}")
     if body["failures"]:
         lines.append("failures: " + ", ".join(f"{c} {n}" for c, n in body["failures"].items()))
     return lines

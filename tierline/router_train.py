@@ -59,7 +59,7 @@ def _from_traffic(path: Path, prices: Prices, out_path: Path, seed: int, target:
                   folds: int, jobs: int, grader: str, in_force: str | None,
                   record: bool) -> None:
     """Retrain from shadowed traffic; write the bundle and print its policy if promoted."""
-    from tierline.traffic_train import retrain_from_traffic
+    from tierline.traffic_train import promoted_policy, retrain_from_traffic
 
     items = items_from_traffic(read_traffic(path), grader, str(path))
     check_priced(items, prices, path, Path("--prices"))
@@ -68,11 +68,7 @@ def _from_traffic(path: Path, prices: Prices, out_path: Path, seed: int, target:
         out.print(f"not promoted: {result.why}", highlight=False, markup=False)
         return
     npz, meta = save_bundle(result.bundle, out_path)
-    spec = policy_strategy(result.strategy)
-    assert spec is not None and isinstance(result.strategy, Cascade | ValueCascade)
-    spec["options"]["bundle"] = str(out_path)
-    policy = {"tiers": {f"t{i}": [m] for i, m in enumerate(result.strategy.tiers)},
-              "strategy": spec}
+    policy = promoted_policy(result.strategy, out_path)
     out.print(f"promoted: {result.why}; wrote {npz} and {meta}. In the policy:",
               highlight=False, markup=False)
     if record:

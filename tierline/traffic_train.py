@@ -12,13 +12,17 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
 from router.bundle import RoutingBundle, bundle_of
 from router.dataset import Item, Prices
 from router.errors import InvalidInput
 from router.evaluation import plan
-from router.strategies import Strategy
+from router.live import policy_strategy
+from router.strategies import Cascade, Strategy
 from router.training import train_routing
+from router.value_cascade import ValueCascade
 from tierline.router_train import fold_means, pick_point
 
 MIN_RECORDS = 40  # fewer shadowed records than this train nothing
@@ -58,3 +62,11 @@ def retrain_from_traffic(items: Sequence[Item], prices: Prices, seed: int, targe
     return Retrained(True, f"{label} reached {share:.1%} of the top tier's answers at "
                            f"{cost:.1%} of its cost over {folds} folds", label, share, cost,
                      bundle_of(trained), strategy)
+
+
+def promoted_policy(strategy: Strategy, bundle_path: Path | str) -> dict[str, Any]:
+    """The ``tiers`` and ``strategy`` a policy routes a retrained bundle with."""
+    spec = policy_strategy(strategy)
+    assert spec is not None and isinstance(strategy, Cascade | ValueCascade)
+    spec["options"]["bundle"] = str(bundle_path)
+    return {"tiers": {f"t{i}": [m] for i, m in enumerate(strategy.tiers)}, "strategy": spec}

@@ -45,7 +45,7 @@ from router.errors import BudgetExceeded, DeadlineExceeded, TooSlow
 from router.escalation import Judge, escalation_path, judge_for
 from router.live import steps_live
 from router.output_budget import output_cap_for_band
-from workers import ahead, jobs, panel, records, stepping
+from workers import ahead, jobs, panel, records, shadow, stepping
 from workers.calls import (
     Budgeted,
     attempt_row,
@@ -145,6 +145,8 @@ def execute(rt: Runtime, request_ids: Sequence[str], now: Callable[[], float] = 
     streamed = {r.id for r in todo if relayed(rt, r)}
     end_streams(rt.relay, [row.request_id for row in results if row.request_id in streamed])
     outcome.finished = len(results)
+    # Answers recorded and streams ended: a sample of them is shadowed (never fails them).
+    shadow.after_bundle(rt, results, {r.id: r for r in todo}, jobs_by_request)
     return outcome
 
 

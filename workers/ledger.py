@@ -16,7 +16,7 @@ from workers.ahead import UNKNOWN, recorded
 from workers.schema import attempts, charges, pending_attempts, results
 
 GROUPS = {"model": charges.c.model, "tenant": charges.c.tenant, "job": charges.c.job_id,
-          "lane": charges.c.lane, "day": charges.c.day}
+          "lane": charges.c.lane, "day": charges.c.day, "shadow": charges.c.shadow}
 
 
 def day_label(day: int) -> str:
@@ -54,15 +54,19 @@ def rollup(conn: Connection, by: Sequence[str], *, since_s: float | None = None,
 
 @dataclass(frozen=True)
 class Reconciliation:
-    """The three totals that must agree: the ledger, the attempts, the results."""
+    """The three totals that must agree: the ledger, the attempts, the results (plus the
+    shadow calls, which are charged apart from any request's result)."""
 
     charges_usd: Decimal
     attempts_usd: Decimal
     results_usd: Decimal
+    shadow_usd: Decimal = Decimal(0)  # of the attempts: the shadow calls' (workers.shadow)
+    shadow_charges_usd: Decimal = Decimal(0)  # of the charges: the shadow calls'
 
     @property
     def balanced(self) -> bool:
-        return self.charges_usd == self.attempts_usd == self.results_usd
+        return (self.charges_usd == self.attempts_usd == self.results_usd + self.shadow_usd
+                and self.shadow_charges_usd == self.shadow_usd)
 
 
 def reconcile(conn: Connection) -> Reconciliation:
@@ -70,7 +74,12 @@ def reconcile(conn: Connection) -> Reconciliation:
     def total(column: Any) -> Decimal:
         return Decimal(conn.execute(select(func.coalesce(func.sum(column), 0))).scalar_one())
 
-    return Reconciliation(total(charges.c.usd), total(attempts.c.usd), total(results.c.usd))
+    shadow = Decimal(conn.execute(select(func.coalesce(func.sum(attempts.c.usd), 0))
+                                  .where(attempts.c.shadow)).scalar_one())
+    shadow_charged = Decimal(conn.execute(select(func.coalesce(func.sum(charges.c.usd), 0))
+                                          .where(charges.c.shadow)).scalar_one())
+    return Reconciliation(total(charges.c.usd), total(attempts.c.usd), total(results.c.usd),
+                          shadow, shadow_charged)
 
 
 @dataclass(frozen=True)

@@ -19,6 +19,7 @@ A period is ``[start_s, end_s)`` in UTC seconds. What is counted where:
 - **Failures** are ``failed`` results by the leading class name of their error
   (``"TooSlow: sim-mid: expected ..."`` → ``TooSlow``); an error without one is counted
   under its text up to the first colon (``job failed``, ``no model of the panel answered``).
+- **Shadow** figures (live shadow evaluation) are ``workers.shadow_report``'s.
 
 Money is exact: ``Decimal`` quantised to the ledger's 10 places, written as strings.
 """
@@ -40,6 +41,7 @@ from workers.ahead import UNKNOWN
 from workers.db import insert_ignore
 from workers.records import Price
 from workers.schema import attempts, charges, reports, requests, results
+from workers.shadow_report import shadow_figures
 
 DAY_S = 86_400
 DAILY = "daily"
@@ -158,6 +160,7 @@ def compute(conn: Connection, start_s: float, end_s: float, top_model: str, top:
                       for lane, v in sorted(latencies.items(),
                                             key=lambda kv: _lane_order(kv[0]))},
         "failures": dict(sorted(failures.items(), key=lambda kv: (-kv[1], kv[0]))),
+        "shadow": shadow_figures(conn, start_s, end_s, usd_text(saved)),
     }
 
 

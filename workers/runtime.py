@@ -79,8 +79,26 @@ class Runtime:
 
         return SpendWindow(self.engine)
 
-    @cached_property
+    @property
     def learned(self) -> tuple[Any, Any]:
+        """The trained bundle and step machine the tier worker steps with: the policy's, or
+        with ``learning.route_with: promoted`` the record's promoted bundle (workers.promoted)."""
+        learning = self.policy.learning
+        if learning is None or learning.route_with != "promoted":
+            return self.policy_learned
+        import time
+
+        return self.promoted.current(self.engine, self.policy, time.time())
+
+    @cached_property
+    def promoted(self) -> Any:
+        """The promoted bundle, re-read from the record at most once a minute."""
+        from workers.promoted import Promoted
+
+        return Promoted(lambda: self.policy_learned)
+
+    @cached_property
+    def policy_learned(self) -> tuple[Any, Any]:
         """The policy's trained bundle and the step machine built from it (see router.live);
         for kind ``agreement``, stand-ins for the bundle and the untrained step machine."""
         from router.bundle import load_bundle

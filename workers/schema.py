@@ -21,6 +21,7 @@ from sqlalchemy import (
     Table,
     Text,
     UniqueConstraint,
+    false,
 )
 
 metadata = MetaData()
@@ -110,6 +111,8 @@ attempts = Table(
     # when it comes back instead of paying the call again. Null on every other attempt.
     Column("content", Text),
     Column("finish_reason", String(32)),
+    # A shadow call (workers.shadow): paid to grade the routing, not to answer the request.
+    Column("shadow", Boolean, nullable=False, default=False, server_default=false()),
 )
 
 # Write-ahead attempts: one row per call, written before the provider is called and
@@ -168,6 +171,7 @@ charges = Table(
     Column("usage_estimated", Boolean, nullable=False),
     Column("charged_at", Float, nullable=False),
     Column("day", Integer, nullable=False, index=True),  # UTC day number: charged_at // 86400
+    Column("shadow", Boolean, nullable=False, default=False, server_default=false()),
 )
 
 # Uploaded files (OpenAI's Files API, for batch input), kept whole in the database so any
@@ -246,4 +250,30 @@ api_keys = Table(
     Column("requests_per_minute", Integer),
     Column("usd_per_day", USD),
     Column("usd_per_month", USD),
+)
+
+
+# Live shadow evaluation (workers.shadow): per shadowed request, the answer it was given
+# (``shadow`` false: paid as production) and each shadow call's, graded against the top
+# tier's answer and, where a classification job has one, the gold label. Nightly
+# retraining reads it back as traffic records (router.traffic).
+shadow_outcomes = Table(
+    "shadow_outcomes",
+    metadata,
+    Column("id", String(300), primary_key=True),  # "<request id>/<model>"
+    Column("request_id", String(36), nullable=False, index=True),
+    Column("model", String(200), nullable=False),
+    Column("tier", String(32), nullable=False),
+    Column("shadow", Boolean, nullable=False),
+    Column("response", Text, nullable=False),
+    Column("answer", Text),  # extracted, else normalised; null when empty
+    Column("tokens_in", Integer, nullable=False),
+    Column("tokens_out", Integer, nullable=False),
+    Column("usd", USD, nullable=False),
+    Column("top_model", String(200), nullable=False),
+    Column("agrees_with_top", Boolean),  # null: the top tier gave no answer
+    Column("gold_label", Text),
+    Column("agrees_with_gold", Boolean),
+    Column("recorded_at", Float, nullable=False),
+    Column("day", Integer, nullable=False, index=True),
 )

@@ -34,7 +34,10 @@ class SpendWindow:
                 return hit[2], hit[3]
         query = select(func.coalesce(func.sum(attempts.c.usd), 0),
                        func.coalesce(func.sum(attempts.c.tokens_in + attempts.c.tokens_out), 0)
-                       ).where(attempts.c.started_at >= now_s - window_s, attempts.c.ok)
+                       ).where(attempts.c.started_at >= now_s - window_s, attempts.c.ok,
+                               # shadow calls have their own budget (workers.shadow): the
+                               # guard steers what routing spends, not what grading it costs
+                               attempts.c.shadow.is_(False))
         with self.engine.connect() as conn:
             usd, tokens = conn.execute(query).one()
         with self._lock:

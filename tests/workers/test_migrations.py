@@ -39,6 +39,9 @@ ADDS: dict[str, set[tuple[str, str]]] = {
              ("add_index", "ix_requests_unfinished"), ("add_table", "pending_attempts")},
     "0010": {("add_table", "api_keys")},
     "0011": {("add_index", "ix_attempts_started_at"), ("add_table", "bundles")},
+    "0012": {("add_column", "attempts.shadow"), ("add_column", "charges.shadow"),
+             ("add_table", "shadow_outcomes"), ("add_index", "ix_shadow_outcomes_request_id"),
+             ("add_index", "ix_shadow_outcomes_day")},
 }
 
 

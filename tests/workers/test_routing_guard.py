@@ -30,7 +30,8 @@ def _guarded_runtime(tmp_path: Path, url: str) -> Runtime:
     return runtime(tmp_path, url, data)
 
 
-def _spent(rt: Runtime, usd: float, tokens: int, started_at: float) -> None:
+def _spent(rt: Runtime, usd: float, tokens: int, started_at: float, shadow: bool = False
+           ) -> None:
     client = Client(rt)
     client._enqueue = lambda valid, new: True  # type: ignore[method-assign]
     [rid] = client.submit_many(["paid earlier"], lane="batch").request_ids
@@ -38,7 +39,7 @@ def _spent(rt: Runtime, usd: float, tokens: int, started_at: float) -> None:
         conn.execute(insert(attempts).values(
             id=f"{rid}/0", request_id=rid, seq=0, model="sim-frontier", tier="t2", ok=True,
             tokens_in=tokens // 2, tokens_out=tokens - tokens // 2, usage_estimated=False,
-            latency_s=1.0, usd=usd, started_at=started_at))
+            latency_s=1.0, usd=usd, started_at=started_at, shadow=shadow))
 
 
 def _route_one(rt: Runtime) -> dict[str, object]:
@@ -63,5 +64,12 @@ def test_spend_above_the_ceiling_moves_new_work_one_tier_cheaper(
 def test_spend_outside_the_window_leaves_routing_alone(tmp_path: Path, models_url: str) -> None:
     rt = _guarded_runtime(tmp_path, models_url)
     _spent(rt, usd=1.0, tokens=10_000, started_at=time.time() - 120)
+    decided = _route_one(rt)
+    assert decided["tier"] == "t2" and "guard" not in decided["reasons"]  # type: ignore[operator]
+
+
+def test_shadow_calls_spend_does_not_move_routing(tmp_path: Path, models_url: str) -> None:
+    rt = _guarded_runtime(tmp_path, models_url)
+    _spent(rt, usd=1.0, tokens=10_000, started_at=time.time() - 5, shadow=True)
     decided = _route_one(rt)
     assert decided["tier"] == "t2" and "guard" not in decided["reasons"]  # type: ignore[operator]

@@ -1,0 +1,85 @@
+"""Live shadow evaluation, the pure part: which requests are shadowed, to which models, and
+how a shadow answer is graded.
+
+A request is sampled by its id alone (a hash, not a random draw), so a redelivered bundle
+makes the same choice. Its answer is graded against the top tier's with what production can
+see: the extracted answer (a choice letter, a number) or else the normalised text, as the
+``agreement`` strategy compares them (router.agreement); with a gold label (a
+classification job's), each answer is also graded against it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from router.agreement import normalised
+from router.answers import extract_auto
+from router.policy import LearningSpec, Policy
+
+_SCALE = float(2**64)
+
+
+def sample_point(request_id: str) -> float:
+    """Where a request falls in [0, 1): the same for the same id, in any process."""
+    digest = hashlib.sha256(f"shadow:{request_id}".encode()).digest()
+    return int.from_bytes(digest[:8], "big") / _SCALE
+
+
+def sampled(request_id: str, lane: str, spec: LearningSpec) -> bool:
+    """Whether this request is shadowed: its lane is named and it falls in the sample."""
+    return lane in spec.lanes and sample_point(request_id) < spec.shadow_rate
+
+
+def shadow_models(policy: Policy, answered_by: str, spec: LearningSpec) -> list[str]:
+    """The models a shadowed request is also sent to: the top tier's preferred model, or each
+    tier's (``tiers: all``), less the model that answered it."""
+    if spec.tiers == "all":
+        wanted = [models[0] for models in policy.tiers.values()]
+    else:
+        wanted = [policy.top_model()]
+    return [m for m in wanted if m != answered_by]
+
+
+def answer_of(text: str | None) -> str | None:
+    """What an answer is compared by: the extracted answer, else the normalised text; None
+    for an empty or missing answer, which agrees with nothing."""
+    if not text:
+        return None
+    return extract_auto(text) or normalised(text) or None
+
+
+def agrees(answer: str | None, reference: str | None) -> bool | None:
+    """Whether an answer is the reference answer; None when there is no reference."""
+    if reference is None:
+        return None
+    return answer is not None and answer == reference
+
+
+def gold_agrees(answer: str | None, gold: str | None) -> bool | None:
+    """Whether an answer is the gold label (case and edge punctuation ignored); None without
+    a gold label."""
+    if gold is None:
+        return None
+    return answer is not None and normalised(answer) == normalised(gold)
+
+
+@dataclass(frozen=True)
+class Graded:
+    """One model's answer to a shadowed request, graded."""
+
+    model: str
+    answer: str | None
+    agrees_with_top: bool | None
+    agrees_with_gold: bool | None
+
+
+def grade(answers: Sequence[tuple[str, str | None]], top: str, gold: str | None
+          ) -> list[Graded]:
+    """Grade each ``(model, response text)`` against the ``top`` model's answer (itself
+    included: it agrees when it answered) and the gold label."""
+    extracted = [(model, answer_of(text)) for model, text in answers]
+    reference = dict(extracted).get(top)
+    return [Graded(model, answer, agrees(answer, reference), gold_agrees(answer, gold))
+            for model, answer in extracted]

@@ -1,0 +1,152 @@
+"""Live shadow evaluation through a real tier worker process: a sampled request is also sent
+to the top tier after it is answered, the shadow call is charged apart, its graded outcome
+is recorded, the day's shadow budget stops further shadow calls, and a failing shadow call
+never touches the request's answer."""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis
+import yaml
+from sqlalchemy import func, select
+
+from router.policy import load_policy
+from tests.workers.scripted import completion, serve
+from tierline.children import spawn, stop
+from tierline.client import Client
+from workers.ledger import reconcile
+from workers.runtime import Runtime, install
+from workers.schema import attempts, charges, pending_attempts, results, shadow_outcomes
+from workers.settings import Settings
+
+ROOT = Path(__file__).resolve().parents[2]
+DEMO = ROOT / "policies" / "demo.yaml"
+PROMPTS = [f"what is 6 times {n}?" for n in range(5)]
+pytestmark = pytest.mark.integration
+
+
+def _policy(tmp_path: Path, learning: dict[str, Any]) -> Path:
+    data = yaml.safe_load(DEMO.read_text())
+    data["classifier"]["band_tiers"] = {"low": "t0", "mid": "t0", "high": "t0"}
+    data["learning"] = learning
+    path = tmp_path / "policy.yaml"
+    path.write_text(yaml.safe_dump(data))
+    return path
+
+
+@contextmanager
+def _worker(tmp_path: Path, redis_url: str, database_url: str, policy: Path,
+            reply: Callable[[str, str], tuple[Any, ...]], use_broker: Any) -> Iterator[Runtime]:
+    redis.Redis.from_url(redis_url).flushdb()
+    with serve(reply) as url:
+        env = {**os.environ, "TIERLINE_BROKER_URL": redis_url,
+               "TIERLINE_DATABASE_URL": database_url, "TIERLINE_POLICY": str(policy),
+               "TIERLINE_SIM_URL": url}
+        worker = spawn([sys.executable, "-m", "tierline", "worker", "--role", "all", "-c", "1",
+                        "--", "--without-mingle", "--without-gossip", "-n", "shadow@%h"],
+                       env, tmp_path / "worker.log", cwd=ROOT)
+        try:
+            rt = Runtime(Settings(redis_url, database_url, policy), load_policy(policy), env)
+            install(rt)
+            use_broker(redis_url)
+            yield rt
+        finally:
+            stop(worker)
+            redis.Redis.from_url(redis_url).flushdb()
+
+
+def _answered(rt: Runtime, prompts: list[str], tmp_path: Path, settle_s: float = 2.0
+              ) -> list[Any]:
+    """Submit, wait for every result, then give the shadow calls a moment."""
+    Client(rt).submit_many(prompts, lane="batch")
+    deadline = time.monotonic() + 40
+    done: list[Any] = []
+    while time.monotonic() < deadline and len(done) < len(prompts):
+        time.sleep(0.3)
+        with rt.engine.connect() as conn:
+            done = conn.execute(select(results.c.status, results.c.model,
+                                       results.c.content)).all()
+    assert len(done) == len(prompts), (tmp_path / "worker.log").read_text()[-3000:]
+    time.sleep(settle_s)
+    return done
+
+
+def test_a_sampled_request_is_shadowed_to_the_top_tier_and_charged_apart(
+        redis_url: str, own_postgres_url: str, tmp_path: Path, use_broker: Any) -> None:
+    policy = _policy(tmp_path, {"shadow_rate": 1.0, "lanes": ["batch"], "usd_per_day_max": 5})
+    with _worker(tmp_path, redis_url, own_postgres_url, policy,
+                 lambda _m, _a: (200, completion("The answer is 42.")), use_broker) as rt:
+        done = _answered(rt, PROMPTS[:1], tmp_path)
+        with rt.engine.connect() as conn:
+            shadow_calls = conn.execute(select(attempts.c.model, attempts.c.ok)
+                                        .where(attempts.c.shadow)).all()
+            shadow_charged = conn.execute(select(charges.c.model, charges.c.usd)
+                                          .where(charges.c.shadow)).all()
+            graded = conn.execute(select(shadow_outcomes.c.model, shadow_outcomes.c.shadow,
+                                         shadow_outcomes.c.answer,
+                                         shadow_outcomes.c.agrees_with_top)
+                                  .order_by(shadow_outcomes.c.shadow)).all()
+            balance = reconcile(conn)
+            written_ahead = conn.execute(select(func.count()).select_from(pending_attempts)
+                                         ).scalar_one()
+    assert [tuple(r) for r in done] == [("ok", "sim-nano", "The answer is 42.")]
+    assert written_ahead == 0  # the shadow call was on record before it was made, then settled
+    assert [tuple(r) for r in shadow_calls] == [("sim-frontier", True)]
+    assert [r.model for r in shadow_charged] == ["sim-frontier"] and shadow_charged[0].usd > 0
+    assert [tuple(r) for r in graded] == [("sim-nano", False, "42", True),
+                                          ("sim-frontier", True, "42", True)]
+    assert balance.balanced and balance.shadow_usd == shadow_charged[0].usd
+
+
+def test_the_daily_shadow_budget_stops_shadow_calls(
+        redis_url: str, own_postgres_url: str, tmp_path: Path, use_broker: Any) -> None:
+    # Each frontier answer costs 0.0102 USD (40 in, 500 out): a 0.025 budget takes two.
+    policy = _policy(tmp_path, {"shadow_rate": 1.0, "lanes": ["batch"],
+                                "usd_per_day_max": 0.025})
+
+    def reply(model: str, _asked: str) -> tuple[Any, ...]:
+        return 200, completion("The answer is 42.", 40, 500 if model == "sim-frontier" else 3)
+
+    with _worker(tmp_path, redis_url, own_postgres_url, policy, reply, use_broker) as rt:
+        done = _answered(rt, PROMPTS, tmp_path)
+        with rt.engine.connect() as conn:
+            shadow_usd = conn.execute(select(charges.c.usd).where(charges.c.shadow)
+                                      ).scalars().all()
+            assert reconcile(conn).balanced
+    assert [r.status for r in done] == ["ok"] * len(PROMPTS)
+    assert len(shadow_usd) == 2
+    assert sum(shadow_usd) <= 0.025
+
+
+def test_a_failing_shadow_call_leaves_the_answer_alone(
+        redis_url: str, own_postgres_url: str, tmp_path: Path, use_broker: Any) -> None:
+    policy = _policy(tmp_path, {"shadow_rate": 1.0, "lanes": ["batch"], "usd_per_day_max": 5,
+                                "tiers": "all"})
+
+    def reply(model: str, _asked: str) -> tuple[Any, ...]:
+        if model == "sim-frontier":
+            return 400, {"error": {"message": "shadow calls are refused here"}}
+        return 200, completion(f"{model} says 42")
+
+    with _worker(tmp_path, redis_url, own_postgres_url, policy, reply, use_broker) as rt:
+        done = _answered(rt, PROMPTS[:2], tmp_path)
+        with rt.engine.connect() as conn:
+            shadow_calls = conn.execute(select(attempts.c.model, attempts.c.ok)
+                                        .where(attempts.c.shadow)
+                                        .order_by(attempts.c.model)).all()
+            graded = conn.execute(select(shadow_outcomes.c.model,
+                                         shadow_outcomes.c.agrees_with_top)).all()
+            assert reconcile(conn).balanced
+    assert [tuple(r) for r in done] == [("ok", "sim-nano", "sim-nano says 42")] * 2
+    assert sorted(tuple(r) for r in shadow_calls) == [("sim-frontier", False)] * 2 + [
+        ("sim-mid", True)] * 2
+    # No top tier answer to grade by: recorded, ungraded.
+    assert {r.agrees_with_top for r in graded} == {None}

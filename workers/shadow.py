@@ -1,0 +1,169 @@
+"""Live shadow evaluation: a sample of answered requests also goes to the top tier (or to
+every tier), to grade the routing in force and to retrain it from.
+
+It runs once a bundle's results are committed (workers.execute calls :func:`after_bundle`),
+so it never delays or changes an answer. The sample is drawn by request id
+(router.shadowing), so a redelivered bundle shadows the same requests, and requests already
+shadowed are skipped. Shadow calls go through the same token budgets as production, but
+never wait for them: a call the absorber cannot take now is skipped. Their own daily budget
+(``learning.usd_per_day_max``) is checked against the day's shadow charges plus each call's
+reserved estimate; past it, no more shadow calls that UTC day. Their attempts and charges
+are marked ``shadow``; each shadowed request's answers (its own, and each shadow call's)
+are graded against the top tier's and recorded in ``shadow_outcomes``.
+
+Shadow calls are written ahead like every call (workers.ahead): one whose worker dies
+mid-call is folded into the ledger at its reserved estimate, as a call of unknown outcome.
+
+Nothing here may fail a request: any error is logged and the shadow calls of that bundle
+are given up.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import replace
+from decimal import Decimal
+from typing import Any
+
+from router.envelope import Request
+from router.policy import LearningSpec
+from router.shadowing import grade, sampled, shadow_models
+from workers import shadow_record
+from workers.calls import call_round, prices_of, reserve_round, settle_round
+from workers.providers.base import Completion
+from workers.records import ResultRow
+from workers.runtime import Runtime
+from workers.shadow_record import SHADOW_SEQ_FROM, ShadowCall
+
+log = logging.getLogger(__name__)
+
+
+def after_bundle(rt: Runtime, results: Sequence[ResultRow], context: Mapping[str, Request],
+                 jobs_by_request: Mapping[str, str | None]) -> int:
+    """Shadow the sampled requests of a recorded bundle; returns how many calls were made."""
+    spec = rt.policy.learning
+    if spec is None or spec.shadow_rate <= 0:
+        return 0
+    try:
+        return _shadow(rt, spec, results, context, jobs_by_request)
+    except Exception:  # noqa: BLE001 -- the answers are recorded; grading them is optional
+        log.warning("shadow calls of a bundle given up", exc_info=True)
+        return 0
+
+
+def _shadow(rt: Runtime, spec: LearningSpec, results: Sequence[ResultRow],
+            context: Mapping[str, Request], jobs_by_request: Mapping[str, str | None]) -> int:
+    chosen = [r for r in results if r.status == "ok" and r.model and r.content is not None
+              and r.request_id in context
+              and sampled(r.request_id, context[r.request_id].lane, spec)]
+    if not chosen:
+        return 0
+    started = time.time()
+    day = int(started // 86400)
+    with rt.engine.connect() as conn:
+        done = shadow_record.already_shadowed(conn, [r.request_id for r in chosen])
+        spent = shadow_record.spent_today_usd(conn, day)
+    chosen = [r for r in chosen if r.request_id not in done]
+    planned, over = _within_budget(rt, spec, chosen, context, spent, started)
+    if over:
+        log.info("shadow budget of %.4f USD for the day reached: %d shadow calls not made",
+                 spec.usd_per_day_max, over)
+    if not planned:
+        return 0
+    budget = reserve_round(rt, planned, started)
+    if budget.deferred or budget.refused:  # no waiting for a shadow call: it is skipped
+        log.info("%d shadow calls skipped: no room in their token budgets",
+                 len(budget.deferred) + len(budget.refused))
+    due = budget.due
+    # Written ahead like any call: a worker killed mid-call leaves it in the ledger
+    # (folded at its reserved estimate, workers.ahead), not out of it.
+    replies = call_round(rt, [planned[i] for i in due], started,
+                         [_seq(rt, planned[i][1]) for i in due])
+    held = {j: budget.granted[i] for j, i in enumerate(due) if i in budget.granted}
+    settle_round(rt, held, dict(enumerate(replies)))
+    calls: list[tuple[ShadowCall, Completion | None]] = []
+    for i, reply in zip(due, replies, strict=True):
+        request, model = planned[i]
+        seq = _seq(rt, model)
+        if isinstance(reply, Completion):
+            calls.append((ShadowCall(request.id, seq, model, rt.policy.tier_of(model), True,
+                                     None, reply.tokens_in, reply.tokens_out,
+                                     reply.usage_estimated, reply.latency_s, started), reply))
+        else:
+            calls.append((ShadowCall(request.id, seq, model, rt.policy.tier_of(model), False,
+                                     f"{type(reply).__name__}: {reply}", 0, 0, False, 0.0,
+                                     started), None))
+    _record(rt, chosen, calls, context, jobs_by_request)
+    return len(calls)
+
+
+def _seq(rt: Runtime, model: str) -> int:
+    """A shadow call's attempt number: apart from the request's own, one per tier."""
+    return SHADOW_SEQ_FROM + rt.policy.tier_names.index(rt.policy.tier_of(model))
+
+
+def _within_budget(rt: Runtime, spec: LearningSpec, chosen: Sequence[ResultRow],
+                   context: Mapping[str, Request], spent: Decimal, now_s: float
+                   ) -> tuple[list[tuple[Request, str]], int]:
+    """The shadow calls to make, each priced at its reserved estimate, while the day's
+    shadow spend stays within its budget; and how many were left out."""
+    left = float(spec.usd_per_day_max) - float(spent)
+    planned: list[tuple[Request, str]] = []
+    over = 0
+    for row in chosen:
+        assert row.model is not None
+        request = context[row.request_id]
+        # Its own deadline, and never streamed: the user's answer is already given.
+        lane_s = rt.policy.lanes[request.lane].latency_budget_s  # type: ignore[index]
+        shadow_request = replace(request, stream=False, deadline_at=now_s + lane_s)
+        for model in shadow_models(rt.policy, row.model, spec):
+            estimate = rt.policy.usd(model, len(request.prompt_text) // 4 + 1,
+                                     request.max_output_tokens)
+            if estimate > left:
+                over += 1
+                continue
+            left -= estimate
+            planned.append((shadow_request, model))
+    return planned, over
+
+
+def _record(rt: Runtime, chosen: Sequence[ResultRow],
+            calls: Sequence[tuple[ShadowCall, Completion | None]],
+            context: Mapping[str, Request], jobs_by_request: Mapping[str, str | None]) -> None:
+    """The shadow attempts, their charges and the graded outcomes: one transaction."""
+    now_s = time.time()
+    top = rt.policy.top_model()
+    prices = prices_of(rt)
+    answered = {r.request_id: str(r.model) for r in chosen}
+    by_request: dict[str, list[tuple[ShadowCall, Completion | None]]] = {}
+    for call, reply in calls:
+        by_request.setdefault(call.request_id, []).append((call, reply))
+    with rt.engine.begin() as conn:
+        shadow_record.record_calls(conn, [c for c, _ in calls], prices, {
+            rid: (context[rid].tenant, context[rid].lane, jobs_by_request.get(rid))
+            for rid in by_request})
+        own = shadow_record.answering_attempts(conn, answered)
+        rows: list[dict[str, Any]] = []
+        for row in chosen:
+            rid, model = row.request_id, answered[row.request_id]
+            if rid not in by_request:
+                continue  # every shadow call of it was skipped: nothing to compare
+            tokens_in, tokens_out, usd = own.get(rid, (0, 0, Decimal(0)))
+            texts = [(model, str(row.content), tokens_in, tokens_out, usd, False)]
+            texts += [(c.model, reply.text, c.tokens_in, c.tokens_out,
+                       prices[c.model].usd(c.tokens_in, c.tokens_out), True)
+                      for c, reply in by_request[rid] if reply is not None]
+            gold = context[rid].metadata.get("gold_label")
+            gold = gold if isinstance(gold, str) else None
+            graded = grade([(t[0], t[1]) for t in texts], top, gold)
+            rows.extend({
+                "id": f"{rid}/{m}", "request_id": rid, "model": m,
+                "tier": rt.policy.tier_of(m), "shadow": shadow, "response": text,
+                "answer": g.answer, "tokens_in": t_in, "tokens_out": t_out, "usd": usd_,
+                "top_model": top, "agrees_with_top": g.agrees_with_top, "gold_label": gold,
+                "agrees_with_gold": g.agrees_with_gold, "recorded_at": now_s,
+                "day": int(now_s // 86400)}
+                for (m, text, t_in, t_out, usd_, shadow), g in zip(texts, graded, strict=True))
+        shadow_record.record_outcomes(conn, rows)

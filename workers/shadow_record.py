@@ -4,7 +4,6 @@ day's shadow spend, and the outcomes read back as traffic records for retraining
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
@@ -15,31 +14,14 @@ from router.dataset import Outcome
 from router.traffic import traffic_record
 from workers import ahead
 from workers.db import among, insert_ignore
-from workers.records import Price
+from workers.records import AttemptRow, Price
 from workers.schema import attempts, charges, requests, shadow_outcomes
 
 SHADOW_SEQ_FROM = 1000  # shadow attempts are numbered apart from the request's own calls
 
 
-@dataclass(frozen=True)
-class ShadowCall:
-    """A paid (or failed) shadow call, as recorded."""
-
-    request_id: str
-    seq: int
-    model: str
-    tier: str
-    ok: bool
-    error: str | None
-    tokens_in: int
-    tokens_out: int
-    usage_estimated: bool
-    latency_s: float
-    started_at: float
-
-    @property
-    def id(self) -> str:
-        return f"{self.request_id}/{self.seq}"
+# A shadow call is recorded as an attempt row is (its seq from SHADOW_SEQ_FROM on).
+ShadowCall = AttemptRow
 
 
 def spent_today_usd(conn: Connection, day: int) -> Decimal:

@@ -260,6 +260,27 @@ class AttemptRow:
         return f"{self.request_id}/{self.seq}"
 
 
+def attempt_row(a: AttemptRow, price: Price, **extra: Any) -> dict[str, Any]:
+    """The ``attempts`` row of one call, priced at ``price``."""
+    return {"id": a.id, "request_id": a.request_id, "seq": a.seq, "model": a.model,
+            "tier": a.tier, "ok": a.ok, "error": a.error, "tokens_in": a.tokens_in,
+            "tokens_out": a.tokens_out, "usage_estimated": a.usage_estimated,
+            "latency_s": a.latency_s, "usd": price.usd(a.tokens_in, a.tokens_out),
+            "started_at": a.started_at, **extra}
+
+
+def charge_row(a: AttemptRow, price: Price, tenant: str, lane: str, job_id: str | None,
+               **extra: Any) -> dict[str, Any]:
+    """The ``charges`` row of one call that used tokens: its tokens at its model's prices."""
+    charged_at = a.started_at + a.latency_s
+    return {"attempt_id": a.id, "request_id": a.request_id, "job_id": job_id,
+            "tenant": tenant, "lane": lane, "model": a.model, "tokens_in": a.tokens_in,
+            "tokens_out": a.tokens_out, "usd_per_1m_input": price.usd_per_1m_input,
+            "usd_per_1m_output": price.usd_per_1m_output,
+            "usd": price.usd(a.tokens_in, a.tokens_out), "usage_estimated": a.usage_estimated,
+            "charged_at": charged_at, "day": int(charged_at // 86400), **extra}
+
+
 @dataclass(frozen=True)
 class ResultRow:
     """The final answer (or failure) of one request."""
@@ -301,24 +322,13 @@ def record_outcomes(conn: Connection, made: Sequence[AttemptRow], done: Sequence
     charge_rows: list[dict[str, Any]] = []
     for a in made:
         price = prices[a.model]
-        usd = price.usd(a.tokens_in, a.tokens_out)
-        attempt_rows.append({
-            "id": a.id, "request_id": a.request_id, "seq": a.seq, "model": a.model,
-            "tier": a.tier, "ok": a.ok, "error": a.error, "tokens_in": a.tokens_in,
-            "tokens_out": a.tokens_out, "usage_estimated": a.usage_estimated,
-            "latency_s": a.latency_s, "usd": usd, "started_at": a.started_at})
+        attempt_rows.append(attempt_row(a, price))
         if keeps:
             attempt_rows[-1].update(content=a.content, finish_reason=a.finish_reason)
         if a.tokens_in or a.tokens_out:
             request = context[a.request_id]
-            charge_rows.append({
-                "attempt_id": a.id, "request_id": a.request_id,
-                "job_id": jobs_by_request.get(a.request_id), "tenant": request.tenant,
-                "lane": request.lane, "model": a.model, "tokens_in": a.tokens_in,
-                "tokens_out": a.tokens_out, "usd_per_1m_input": price.usd_per_1m_input,
-                "usd_per_1m_output": price.usd_per_1m_output, "usd": usd,
-                "usage_estimated": a.usage_estimated, "charged_at": a.started_at + a.latency_s,
-                "day": int((a.started_at + a.latency_s) // 86400)})
+            charge_rows.append(charge_row(a, price, request.tenant, request.lane,
+                                          jobs_by_request.get(a.request_id)))
     if insert_ignore(conn, attempts, attempt_rows) < len(attempt_rows):
         # Some were on record already: a redelivery's repeat (nothing to do), or calls folded
         # as of unknown outcome while this task still ran, which their real usage replaces.

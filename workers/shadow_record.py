@@ -14,7 +14,7 @@ from router.dataset import Outcome
 from router.traffic import traffic_record
 from workers import ahead
 from workers.db import among, insert_ignore
-from workers.records import AttemptRow, Price
+from workers.records import AttemptRow, Price, attempt_row, charge_row
 from workers.schema import attempts, charges, requests, shadow_outcomes
 
 SHADOW_SEQ_FROM = 1000  # shadow attempts are numbered apart from the request's own calls
@@ -66,22 +66,10 @@ def record_calls(conn: Connection, calls: Sequence[ShadowCall], prices: dict[str
     charge_rows: list[dict[str, Any]] = []
     for c in calls:
         price = prices[c.model]
-        usd = price.usd(c.tokens_in, c.tokens_out)
-        attempt_rows.append({
-            "id": c.id, "request_id": c.request_id, "seq": c.seq, "model": c.model,
-            "tier": c.tier, "ok": c.ok, "error": c.error, "tokens_in": c.tokens_in,
-            "tokens_out": c.tokens_out, "usage_estimated": c.usage_estimated,
-            "latency_s": c.latency_s, "usd": usd, "started_at": c.started_at, "shadow": True})
+        attempt_rows.append(attempt_row(c, price, shadow=True))
         if c.tokens_in or c.tokens_out:
             tenant, lane, job_id = who[c.request_id]
-            charged_at = c.started_at + c.latency_s
-            charge_rows.append({
-                "attempt_id": c.id, "request_id": c.request_id, "job_id": job_id,
-                "tenant": tenant, "lane": lane, "model": c.model, "tokens_in": c.tokens_in,
-                "tokens_out": c.tokens_out, "usd_per_1m_input": price.usd_per_1m_input,
-                "usd_per_1m_output": price.usd_per_1m_output, "usd": usd,
-                "usage_estimated": c.usage_estimated, "charged_at": charged_at,
-                "day": int(charged_at // 86400), "shadow": True})
+            charge_rows.append(charge_row(c, price, tenant, lane, job_id, shadow=True))
     insert_ignore(conn, attempts, attempt_rows)
     insert_ignore(conn, charges, charge_rows)
     ahead.settle(conn, [c.id for c in calls])  # their write-ahead rows are done with

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import redis
 
-from tests.conftest import data_dir
+from tests.conftest import data_dir, require_service
 
 ROOT = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.integration
@@ -28,8 +28,7 @@ def test_a_live_point_matches_its_offline_replay(redis_url: str, postgres_url: s
                                                  tmp_path: Path, dataset: str, rows: int | None,
                                                  point: str) -> None:
     source = data_dir() / "routing" / dataset
-    if not source.exists():
-        pytest.skip(f"no data at {source}")
+    require_service("the shared data", source.exists(), f"no data at {source}")
     train = source
     if rows is not None:  # a slice keeps training to seconds
         train = tmp_path / "train.jsonl"

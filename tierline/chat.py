@@ -16,7 +16,7 @@ import logging
 import queue
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from typing import Any, cast
@@ -36,6 +36,7 @@ from tierline.streams import AnswerReplaced, follow, rest_of
 from workers import realtime, routing
 from workers.app import ingress_queue, tier_queue
 from workers.calls import relays
+from workers.inline import InlineTier
 
 WAIT_MARGIN_S = 2.0
 MAX_WAIT_S = 120.0  # an HTTP call should not hang for a batch lane's day-long budget
@@ -72,7 +73,16 @@ class Chat:
         self.max_wait_s = max_wait_s
         self.engine = engine or client.rt.engine  # the gateway gives one with a bigger pool
         self._lock = threading.Lock()
-        self.ingress = Ingress(self.engine, client.rt.policy.bundling)
+        inline = None
+        if client.rt.settings.gateway_calls == "inline":
+            inline = InlineTier(client.rt, self._answered)
+        self.ingress = Ingress(self.engine, client.rt.policy.bundling, inline)
+
+    def _answered(self, request_ids: Sequence[str]) -> None:
+        """Wake the callers of requests this process answered itself (``inline``)."""
+        listener = listener_for(self.engine)  # None on SQLite: waiters poll
+        for request_id in request_ids if listener is not None else ():
+            listener.ring(request_id)  # a gateway's request is its own job: one id names both
 
     def complete(self, body: Any, lane: str | None, key: str | None,
                  tenant: str | None = None) -> dict[str, Any]:
@@ -261,9 +271,11 @@ class Ingress:
     broker is down they stay un-noted, and the sweeper sends them later (the watchdog, for
     those already routed: it re-sends requests in flight that stopped moving)."""
 
-    def __init__(self, engine: Engine, bundling: BundlingSpec) -> None:
+    def __init__(self, engine: Engine, bundling: BundlingSpec,
+                 inline: InlineTier | None = None) -> None:
         self.engine = engine
         self.bundling = bundling
+        self.inline = inline  # answers the routed bundles in this process, if given
         self._accepted: queue.SimpleQueue[tuple[str, str, Item | None]] = queue.SimpleQueue()
         self._lock = threading.Lock()
         self._thread: threading.Thread | None = None
@@ -293,12 +305,17 @@ class Ingress:
                 routed.append(item)
         messages: list[tuple[Any, list[Any], dict[str, Any], str]] = [
             (route_requests, [ids], {}, ingress_queue(lane)) for lane, ids in by_lane.items()]
+        sent: list[str] = []
         for group in bundle(routed, max_count=self.bundling.max_count,
                             max_tokens=self.bundling.max_tokens):
             tier, _model, lane = cast(tuple[str, str, str], group[0].key)
+            if self.inline is not None:
+                ids = [it.request_id for it in group]
+                self.inline.send(ids, tier_queue(tier, lane))
+                sent.extend(ids)
+                continue
             messages.append((call_models, [[it.request_id for it in group]],
                              {"resumed": False}, tier_queue(tier, lane)))
-        sent: list[str] = []
         for task, args, kwargs, queue_name in messages:
             try:
                 task.apply_async(args=args, kwargs=kwargs, queue=queue_name, retry=False)

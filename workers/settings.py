@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 EMBEDDED_BROKER = "memory://"
+GATEWAY_CALLS = ("queue", "inline")  # TIERLINE_GATEWAY_CALLS: see Settings.gateway_calls
 POLICY_DIR = Path(__file__).resolve().parent.parent / "policies"
 
 
@@ -19,6 +20,9 @@ class Settings:
     database_url: str
     policy_path: Path
     redis_url: str | None = None  # the absorber's counters; None: in-memory (embedded)
+    # How a gateway sends the realtime bundles it routed: to the tier's queue, or answered in
+    # its own process (workers.inline; docs/gateway.md weighs the two).
+    gateway_calls: str = "queue"
 
     @property
     def embedded(self) -> bool:
@@ -52,17 +56,23 @@ def default_policy_path(env: Mapping[str, str]) -> Path:
 
 def load_settings(env: Mapping[str, str] | None = None) -> Settings:
     """Settings from ``TIERLINE_BROKER_URL``, ``TIERLINE_DATABASE_URL``, ``TIERLINE_REDIS_URL``
-    (absorber counters; defaults to a Redis broker's URL) and the policy variables.
+    (absorber counters; defaults to a Redis broker's URL), ``TIERLINE_GATEWAY_CALLS``
+    (``queue``, the default, or ``inline``) and the policy variables.
 
     With no URL set, the embedded default: in-memory broker and absorber, and the SQLite
     file ``tierline.sqlite`` in the data directory (see :func:`data_dir`).
     """
     env = os.environ if env is None else env
     broker = env.get("TIERLINE_BROKER_URL") or EMBEDDED_BROKER
+    gateway_calls = env.get("TIERLINE_GATEWAY_CALLS") or "queue"
+    if gateway_calls not in GATEWAY_CALLS:
+        raise ValueError(f"TIERLINE_GATEWAY_CALLS={gateway_calls!r}: use one of "
+                         f"{', '.join(GATEWAY_CALLS)}")
     return Settings(
         broker_url=broker,
         database_url=(env.get("TIERLINE_DATABASE_URL")
                       or f"sqlite:///{data_dir(env) / 'tierline.sqlite'}"),
         policy_path=default_policy_path(env),
         redis_url=env.get("TIERLINE_REDIS_URL") or (broker if broker.startswith("redis") else None),
+        gateway_calls=gateway_calls,
     )

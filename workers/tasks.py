@@ -21,7 +21,7 @@ from celery.exceptions import Reject, Retry
 from workers import execute, records, routing
 from workers.app import app, tier_queue
 from workers.lease import lease_of
-from workers.runtime import runtime
+from workers.runtime import Runtime, runtime
 from workers.transient import TRANSIENT_ERRORS, transient
 
 log = logging.getLogger(__name__)
@@ -80,12 +80,14 @@ def call_models(self: Task, request_ids: list[str], resumed: bool = False) -> in
     # Redelivered (its worker died before the ack) or retried after a fault: it may have
     # committed paid calls already.
     resumed = resumed or bool(delivery.get("redelivered")) or self.request.retries > 0
-    return _through_faults(self, lambda: _call_models(request_ids, resumed,
-                                                      delivery.get("routing_key")))
+    return _through_faults(self, lambda: answer_bundle(runtime(), request_ids, resumed=resumed,
+                                                       queue=delivery.get("routing_key")))
 
 
-def _call_models(request_ids: list[str], resumed: bool, queue: Any) -> int:
-    rt = runtime()
+def answer_bundle(rt: Runtime, request_ids: list[str], *, resumed: bool, queue: Any) -> int:
+    """The tier worker's work on one bundle (also run in a gateway's process, see
+    workers.inline): answer it, and send what must wait back to ``queue`` after a countdown,
+    or leave it to the watchdog when the wait is longer than a countdown may take."""
     outcome = execute.execute(rt, request_ids, resumed=resumed)
     if outcome.deferred:
         wait_s = min(outcome.retry_after_s, rt.policy.failure.max_defer_s)

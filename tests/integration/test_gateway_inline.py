@@ -1,0 +1,107 @@
+"""The gateway answering realtime calls in its own process (``gateway_calls: inline``), on the
+distributed stack: the tier worker's code, ledger and hand-over, with no broker hop."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from sqlalchemy import func, select
+
+from router.policy import load_policy
+from tests.conftest import serve_gateway
+from tierline.client import Client
+from workers.lease import VISIBILITY_ENV
+from workers.runtime import Runtime, install
+from workers.schema import attempts, charges, pending_attempts, requests, results
+from workers.settings import Settings, load_settings
+
+ROOT = Path(__file__).resolve().parents[2]
+POLICY = ROOT / "policies" / "demo.yaml"
+NOWHERE = "redis://127.0.0.1:1/0"  # nothing listens on port 1
+pytestmark = pytest.mark.integration
+
+
+@contextmanager
+def gateway(stack: dict[str, str], use_broker: Any, *, broker: str,
+            env: dict[str, str] | None = None) -> Iterator[tuple[str, Client]]:
+    from workers.app import app
+
+    settings = Settings(broker, stack["TIERLINE_DATABASE_URL"], POLICY,
+                        redis_url=stack["TIERLINE_BROKER_URL"], gateway_calls="inline")
+    rt = Runtime(settings, load_policy(POLICY), {**stack, **(env or {})})
+    saved_rt, saved_broker = install(rt), str(app.conf.broker_url)
+    use_broker(broker)
+    try:
+        client = Client(rt)
+        with serve_gateway(client) as url:
+            yield url, client
+    finally:
+        use_broker(saved_broker)
+        install(saved_rt)
+
+
+def ask(url: str, number: int) -> httpx.Response:
+    body = {"model": "auto", "messages": [{"role": "user", "content": f"What is {number} + 5?"}]}
+    return httpx.post(f"{url}/chat/completions", json=body, timeout=60)
+
+
+def ledger(client: Client, ids: list[str]) -> tuple[Any, ...]:
+    with client.rt.engine.connect() as conn:
+        statuses = set(conn.execute(select(requests.c.status)
+                                    .where(requests.c.id.in_(ids))).scalars())
+        calls = conn.execute(select(func.count(), func.sum(attempts.c.usd)).where(
+            attempts.c.request_id.in_(ids))).one()
+        charged = conn.execute(select(func.count(), func.sum(charges.c.usd)).where(
+            charges.c.request_id.in_(ids))).one()
+        billed = conn.execute(select(func.sum(results.c.usd))
+                              .where(results.c.request_id.in_(ids))).scalar()
+        # calls written ahead whose attempt never made the record
+        ahead = conn.execute(select(func.count()).select_from(pending_attempts).where(
+            pending_attempts.c.request_id.in_(ids),
+            pending_attempts.c.id.not_in(select(attempts.c.id)))).scalar()
+    return statuses, tuple(calls), tuple(charged), billed, ahead
+
+
+def test_realtime_calls_are_answered_in_the_gateway_with_no_broker_at_all(
+        stack: dict[str, str], use_broker: Any) -> None:
+    # The broker is unreachable: only the gateway's own process can have answered.
+    with gateway(stack, use_broker, broker=NOWHERE) as (url, client):
+        with ThreadPoolExecutor(12) as pool:  # enough waiting calls to gather bundles
+            answers = list(pool.map(lambda n: ask(url, n), range(24)))
+    assert [a.status_code for a in answers] == [200] * 24, answers[0].text
+    ids = [a.json()["tierline"]["request_id"] for a in answers]
+    statuses, calls, charged, billed, ahead = ledger(client, ids)
+    assert statuses == {"done"}
+    assert calls[0] == charged[0] >= 24 and calls[1] == charged[1] == billed > 0
+    assert ahead == 0  # every call written ahead is on record
+
+
+def test_a_bundle_the_gateway_cannot_answer_is_handed_to_the_tier_worker(
+        stack: dict[str, str], use_broker: Any) -> None:
+    # The gateway's engine fails on every bundle (its lease setting is unreadable, in the
+    # gateway's environment only): each goes to the tier's queue, resumed, and the stack's
+    # tier worker answers it.
+    with gateway(stack, use_broker, broker=stack["TIERLINE_BROKER_URL"],
+                 env={VISIBILITY_ENV: "not-a-number"}) as (url, client):
+        answers = [ask(url, n) for n in range(3)]
+    assert [a.status_code for a in answers] == [200] * 3, answers[0].text
+    ids = [a.json()["tierline"]["request_id"] for a in answers]
+    statuses, calls, charged, billed, ahead = ledger(client, ids)
+    assert statuses == {"done"}
+    assert calls[0] == charged[0] == 3 and calls[1] == charged[1] == billed > 0
+    assert ahead == 0
+
+
+def test_gateway_calls_come_from_the_environment_and_a_bad_value_is_named() -> None:
+    assert load_settings({}).gateway_calls == "queue"
+    assert load_settings({"TIERLINE_GATEWAY_CALLS": "inline"}).gateway_calls == "inline"
+    with pytest.raises(ValueError, match="TIERLINE_GATEWAY_CALLS='celery'"):
+        load_settings({"TIERLINE_GATEWAY_CALLS": "celery"})
+    assert replace(load_settings({}), gateway_calls="inline").gateway_calls == "inline"

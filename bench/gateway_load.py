@@ -5,8 +5,10 @@ simulator called directly in the same run.
 
 One fresh Postgres database, Redis database 12 (flushed), the simulator (policies/demo.yaml,
 every model answering in about ``--model-ms``), separate worker processes (the realtime
-router, the realtime tier, and one worker for the standard and batch lanes) and one gateway,
-all started here. For each number of concurrent clients (each one keep-alive connection,
+router, the realtime tier, and one worker for the standard and batch lanes) and two
+gateways, all started here: one sends its realtime bundles to the tier's queue, the other
+answers them in its own process (``TIERLINE_GATEWAY_CALLS=inline``). For each number of
+concurrent clients (each one keep-alive connection,
 asking one question after another for ``--seconds``): latency percentiles, requests/s and
 errors, first straight to the simulator (the reference: what the model costs), then through
 the gateway, with the CPU seconds each process spent per request (from /proc, children
@@ -166,10 +168,13 @@ def main() -> None:
                     [*nice, sys.executable, "-m", "tierline", "worker", *argv, "--",
                      "--without-mingle", "--without-gossip", "-n", f"{name}-load@%h"],
                     env, logs / f"{name}.log", cwd=ROOT)
-            children["gateway"] = spawn([sys.executable, "-m", "tierline", "gateway",
-                                         "--port", "0"], env, logs / "gateway.log", cwd=ROOT)
-            gateway = gateway_url(logs / "gateway.log", children["gateway"])
-            gateways = {"gateway": ("gateway", gateway)}
+            gateways: dict[str, tuple[str, str]] = {}
+            for name, calls in (("gateway", "queue"), ("inline", "inline")):
+                children[name] = spawn([sys.executable, "-m", "tierline", "gateway",
+                                        "--port", "0"], {**env, "TIERLINE_GATEWAY_CALLS": calls},
+                                       logs / f"{name}.log", cwd=ROOT)
+                label = "gateway" if calls == "queue" else "gateway, inline calls"
+                gateways[label] = (name, gateway_url(logs / f"{name}.log", children[name]))
             if args.before:
                 tree = args.before.resolve()
                 children["before"] = spawn(
@@ -195,19 +200,24 @@ def main() -> None:
                     result = run(f"{url}/v1/chat/completions", routed, clients, args.seconds)
                     cpu = {n: cpu_s(children[n].pid) - before[n] for n in watched}
                     print(row(name, clients, *result, cpu), flush=True)
-            print("\n| one call at a time, where the time goes | median ms |\n|---|---|")
-            for stage, ms in timeline(f"{gateway}/v1/chat/completions", database_url, 40):
-                print(f"| {stage} | {ms:.1f} |", flush=True)
+            ours = {label: where for label, where in gateways.items() if where[0] != "before"}
+            for label, (_process, url) in ours.items():
+                print(f"\n| {label}: one call at a time, where the time goes | median ms |"
+                      "\n|---|---|")
+                for stage, ms in timeline(f"{url}/v1/chat/completions", database_url, 40):
+                    print(f"| {stage} | {ms:.1f} |", flush=True)
             if args.batch:
                 print()
                 submit_batch(env, args.batch, logs)
                 for clients in [int(c) for c in args.batch_clients.split(",")]:
-                    before = {n: cpu_s(children[n].pid) for n in measured}
-                    result = run(f"{gateway}/v1/chat/completions", routed, clients,
-                                 args.seconds)
-                    cpu = {n: cpu_s(children[n].pid) - before[n] for n in measured}
-                    print(row(f"gateway, {args.batch} batch requests queued", clients,
-                              *result, cpu), flush=True)
+                    for label, (process, url) in ours.items():
+                        watched = [n for n in measured if n != "gateway"] + [process]
+                        before = {n: cpu_s(children[n].pid) for n in watched}
+                        result = run(f"{url}/v1/chat/completions", routed, clients,
+                                     args.seconds)
+                        cpu = {n: cpu_s(children[n].pid) - before[n] for n in watched}
+                        print(row(f"{label}, {args.batch} batch requests queued", clients,
+                                  *result, cpu), flush=True)
                 print(f"batch backlog left: {backlog(database_url)} requests not answered",
                       flush=True)
             print(f"logs: {logs}", file=sys.stderr)

@@ -73,16 +73,18 @@ class Chat:
         self.max_wait_s = max_wait_s
         self.engine = engine or client.rt.engine  # the gateway gives one with a bigger pool
         self._lock = threading.Lock()
-        inline = None
+        self.inline: InlineTier | None = None  # answers realtime bundles in this process
         if client.rt.settings.gateway_calls == "inline":
-            inline = InlineTier(client.rt, self._answered)
-        self.ingress = Ingress(self.engine, client.rt.policy.bundling, inline)
+            self.inline = InlineTier(client.rt, self._answered)
+        self.ingress = Ingress(self.engine, client.rt.policy.bundling, self.inline)
 
     def _answered(self, request_ids: Sequence[str]) -> None:
         """Wake the callers of requests this process answered itself (``inline``)."""
-        listener = listener_for(self.engine)  # None on SQLite: waiters poll
-        for request_id in request_ids if listener is not None else ():
-            listener.ring(request_id)  # a gateway's request is its own job: one id names both
+        listener = listener_for(self.engine)
+        if listener is None:  # SQLite: the waiters poll
+            return
+        for request_id in request_ids:  # a gateway's request is its own job: one id names both
+            listener.ring(request_id)
 
     def complete(self, body: Any, lane: str | None, key: str | None,
                  tenant: str | None = None) -> dict[str, Any]:
@@ -130,9 +132,16 @@ class Chat:
             message = str(exc).replace("max_output_tokens:", "max_tokens:", 1)
             raise bad(message, "invalid_request") from exc
         decision = self._decided(request, now) if lane in DIRECT_LANES else None
+        inline = self.inline if decision is not None else None
         accepted = realtime.once_more(lambda: realtime.accept_one(
-            self.engine, request, job_name=JOB_NAME, now_s=now, decision=decision))
-        if accepted.new:
+            self.engine, request, job_name=JOB_NAME, now_s=now, decision=decision,
+            handed_on=inline is not None))
+        if accepted.new and inline is not None and decision is not None and not stream \
+                and self.ingress.waiting < BUSY_WAITING:
+            # Too few calls at once to gather a bundle: answered here, in the caller's
+            # thread, with no hand-off to another thread and no wake-up back.
+            inline.answer([accepted.request_id], tier_queue(decision.tier, request.lane))
+        elif accepted.new:
             self.ingress.send(accepted.request_id, request.lane, None if decision is None else
                               Item(key=(decision.tier, decision.model, request.lane),
                                    request_id=request.id,
@@ -309,10 +318,8 @@ class Ingress:
         for group in bundle(routed, max_count=self.bundling.max_count,
                             max_tokens=self.bundling.max_tokens):
             tier, _model, lane = cast(tuple[str, str, str], group[0].key)
-            if self.inline is not None:
-                ids = [it.request_id for it in group]
-                self.inline.send(ids, tier_queue(tier, lane))
-                sent.extend(ids)
+            if self.inline is not None:  # noted as sent when accepted (handed_on)
+                self.inline.send([it.request_id for it in group], tier_queue(tier, lane))
                 continue
             messages.append((call_models, [[it.request_id for it in group]],
                              {"resumed": False}, tier_queue(tier, lane)))
@@ -345,6 +352,8 @@ class Ingress:
                 except queue.Empty:
                     break
             sent = self._publish(gathered)
+            if not sent:  # answered here (inline): noted as sent when accepted
+                continue
             try:
                 realtime.mark_enqueued(self.engine, sent, time.time())
             except Exception:  # the sweeper sends them again: harmless, as tasks run twice

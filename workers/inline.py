@@ -39,12 +39,22 @@ class InlineTier:
         self.busy = 0  # bundles taken and not yet finished
 
     def send(self, request_ids: list[str], queue: str) -> None:
-        """Answer the bundle ``request_ids`` (routed to ``queue``) on the pool."""
+        """Answer the bundle ``request_ids`` (routed to ``queue``) on the pool, then call
+        ``done``."""
         with self._lock:
             self.busy += 1
-        self._pool.submit(self._answer, request_ids, queue)
+        self._pool.submit(self._answer_then_done, request_ids, queue)
 
-    def _answer(self, request_ids: list[str], queue: str) -> None:
+    def _answer_then_done(self, request_ids: list[str], queue: str) -> None:
+        try:
+            self.answer(request_ids, queue)
+        finally:
+            with self._lock:
+                self.busy -= 1
+            self.done(request_ids)
+
+    def answer(self, request_ids: list[str], queue: str) -> None:
+        """Answer the bundle in this thread; on any error, hand it to ``queue``'s tier worker."""
         from workers.tasks import answer_bundle, call_models
 
         try:
@@ -58,10 +68,6 @@ class InlineTier:
             except Exception:  # noqa: BLE001 - the watchdog re-sends routed requests that stall
                 log.warning("%d requests: the broker is unreachable too; the watchdog will "
                             "send them", len(request_ids), exc_info=True)
-        finally:
-            with self._lock:
-                self.busy -= 1
-            self.done(request_ids)
 
     def close(self) -> None:
         self._pool.shutdown(wait=True)

@@ -59,9 +59,10 @@ class Accepted:
 
 
 def accept_one(engine: Engine, request: Request, *, job_name: str, now_s: float,
-               decision: Decision | None = None) -> Accepted:
+               decision: Decision | None = None, handed_on: bool = False) -> Accepted:
     """Write one request and its job, and its routing ``decision`` if it was decided already
-    (the request is then ``routed``, as the router worker would leave it); a repeated
+    (the request is then ``routed``, as the router worker would leave it, and with
+    ``handed_on`` noted as sent: the caller answers it itself, workers.inline); a repeated
     idempotency key writes no request and no decision, and the job (completed at once,
     counting one duplicate) points to nothing new."""
     job_id = request.id  # one request, one job: the same id names both
@@ -71,7 +72,8 @@ def accept_one(engine: Engine, request: Request, *, job_name: str, now_s: float,
             status="in_progress", created_at=now_s, expires_at=None, accepted=1,
             duplicates=0, rejected=0))
         if records.accept_requests(conn, job_id, [(0, request)],
-                                   routed_at=None if decision is None else now_s):
+                                   routed_at=None if decision is None else now_s,
+                                   handed_on=handed_on):
             if decision is not None:
                 records.record_new_decisions(conn, [decision], now_s)
             return Accepted(request.id, job_id, True)

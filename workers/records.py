@@ -53,10 +53,12 @@ def count_requests(conn: Connection, job_id: str) -> int:
 
 
 def accept_requests(conn: Connection, job_id: str | None, batch: Sequence[tuple[int, Request]],
-                    *, routed_at: float | None = None) -> list[str]:
+                    *, routed_at: float | None = None, handed_on: bool = False) -> list[str]:
     """Write validated requests; returns the ids that are new (not a repeated idempotency key).
     With ``routed_at``, they are written ``routed``: their decisions follow in the same
-    transaction (:func:`record_new_decisions`)."""
+    transaction (:func:`record_new_decisions`). ``handed_on``: they are noted as sent
+    (``enqueued_at``) at once, since the writer answers them itself (workers.inline), so the
+    watchdog sends them again should it die before they end."""
     if not batch:
         return []
     rows = [{
@@ -67,6 +69,7 @@ def accept_requests(conn: Connection, job_id: str | None, batch: Sequence[tuple[
         "max_output_tokens": r.max_output_tokens, "latency_budget_s": r.latency_budget_s,
         "submitted_at": r.submitted_at, "deadline_at": r.deadline_at, "status": "accepted",
     } | ({} if routed_at is None else {"status": "routed", "touched_at": routed_at})
+      | ({"enqueued_at": routed_at} if handed_on and routed_at is not None else {})
         for seq, r in batch]
     new = insert_new(conn, requests, rows, "id")
     from workers import metrics  # imported on first use: prometheus_client is not free

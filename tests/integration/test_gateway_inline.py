@@ -81,6 +81,10 @@ def test_realtime_calls_are_answered_in_the_gateway_with_no_broker_at_all(
     assert statuses == {"done"}
     assert calls[0] == charged[0] >= 24 and calls[1] == charged[1] == billed > 0
     assert ahead == 0  # every call written ahead is on record
+    with client.rt.engine.connect() as conn:  # noted as sent when accepted: were the gateway
+        unsent = conn.execute(select(func.count()).where(  # to die, the watchdog sends them
+            requests.c.id.in_(ids), requests.c.enqueued_at.is_(None))).scalar()
+    assert unsent == 0
 
 
 def test_a_bundle_the_gateway_cannot_answer_is_handed_to_the_tier_worker(

@@ -29,7 +29,8 @@ async def chunks(request: Request, limit: int,
     stream = request.stream().__aiter__()
     while True:
         try:
-            piece = await asyncio.wait_for(stream.__anext__(), read_timeout_s)
+            async with asyncio.timeout(read_timeout_s):  # no task per piece, as wait_for makes
+                piece = await stream.__anext__()
         except StopAsyncIteration:
             break
         except TimeoutError:

@@ -16,7 +16,7 @@ import logging
 import queue
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from typing import Any, cast
@@ -33,10 +33,9 @@ from tierline.client import Client, time_ordered_id
 from tierline.listener import listener_for
 from tierline.openai_shapes import HttpError, bad, completion, request_fields
 from tierline.streams import AnswerReplaced, follow, rest_of
-from workers import realtime, routing
+from workers import inline, realtime, routing
 from workers.app import ingress_queue, tier_queue
 from workers.calls import relays
-from workers.inline import InlineTier
 
 WAIT_MARGIN_S = 2.0
 MAX_WAIT_S = 120.0  # an HTTP call should not hang for a batch lane's day-long budget
@@ -73,18 +72,8 @@ class Chat:
         self.max_wait_s = max_wait_s
         self.engine = engine or client.rt.engine  # the gateway gives one with a bigger pool
         self._lock = threading.Lock()
-        self.inline: InlineTier | None = None  # answers realtime bundles in this process
-        if client.rt.settings.gateway_calls == "inline":
-            self.inline = InlineTier(client.rt, self._answered)
-        self.ingress = Ingress(self.engine, client.rt.policy.bundling, self.inline)
-
-    def _answered(self, request_ids: Sequence[str]) -> None:
-        """Wake the callers of requests this process answered itself (``inline``)."""
-        listener = listener_for(self.engine)
-        if listener is None:  # SQLite: the waiters poll
-            return
-        for request_id in request_ids:  # a gateway's request is its own job: one id names both
-            listener.ring(request_id)
+        self.ingress = Ingress(self.engine, client.rt.policy.bundling)
+        self.inline = client.rt.settings.gateway_calls == "inline"  # see workers.inline
 
     def complete(self, body: Any, lane: str | None, key: str | None,
                  tenant: str | None = None) -> dict[str, Any]:
@@ -132,15 +121,17 @@ class Chat:
             message = str(exc).replace("max_output_tokens:", "max_tokens:", 1)
             raise bad(message, "invalid_request") from exc
         decision = self._decided(request, now) if lane in DIRECT_LANES else None
-        inline = self.inline if decision is not None else None
+        # Answered here, in the caller's thread (no broker hop, no wake-up back), while too
+        # few calls wait to gather a bundle; busier, bundles go to the tier workers, which
+        # spread them over their processes (one process's GIL would cap the rate).
+        here = (decision is not None and not stream and self.inline
+                and self.ingress.waiting < BUSY_WAITING)
         accepted = realtime.once_more(lambda: realtime.accept_one(
             self.engine, request, job_name=JOB_NAME, now_s=now, decision=decision,
-            handed_on=inline is not None))
-        if accepted.new and inline is not None and decision is not None and not stream \
-                and self.ingress.waiting < BUSY_WAITING:
-            # Too few calls at once to gather a bundle: answered here, in the caller's
-            # thread, with no hand-off to another thread and no wake-up back.
-            inline.answer([accepted.request_id], tier_queue(decision.tier, request.lane))
+            handed_on=here))
+        if accepted.new and here and decision is not None:
+            inline.answer_here(self.client.rt, [accepted.request_id],
+                               tier_queue(decision.tier, request.lane))
         elif accepted.new:
             self.ingress.send(accepted.request_id, request.lane, None if decision is None else
                               Item(key=(decision.tier, decision.model, request.lane),
@@ -150,7 +141,8 @@ class Chat:
                                    deadline_at=request.deadline_at))
         budget_s = self.client.rt.policy.lanes[lane].latency_budget_s  # type: ignore[index]
         return _Submitted(accepted.request_id, accepted.job_id, bool(key),
-                          min(budget_s + WAIT_MARGIN_S, self.max_wait_s), time.monotonic())
+                          min(budget_s + WAIT_MARGIN_S, self.max_wait_s), time.monotonic(),
+                          answered_here=here)
 
     def _decided(self, request: Request, now_s: float) -> Decision | None:
         """The decision the router worker would make (the same code, the same reasons), or
@@ -183,6 +175,10 @@ class Chat:
         the commit of its result wakes the wait (``workers.db.notify_jobs``); a poll, backing
         off, covers a missed notification, and is all there is on SQLite."""
         engine = self.engine
+        if submitted.answered_here:  # ended already, unless it was handed to a tier worker
+            row = realtime.once_more(lambda: realtime.answer_of(engine, submitted.request_id))
+            if row["status"] in realtime.ENDED:
+                return row
         listener = listener_for(engine)
         poll_s, max_poll_s = (POLL_S, MAX_POLL_S) if listener is None else LISTENING_POLL_S
         with listener.bell(submitted.job_id) if listener else nullcontext(
@@ -239,6 +235,7 @@ class _Submitted:
     keyed: bool  # it has an Idempotency-Key, so a repeat fetches the answer
     waited_s: float
     at: float  # time.monotonic() when submitted
+    answered_here: bool = False  # by this process (workers.inline), before the wait
 
     def left_s(self) -> float:
         return self.waited_s - (time.monotonic() - self.at)
@@ -280,11 +277,9 @@ class Ingress:
     broker is down they stay un-noted, and the sweeper sends them later (the watchdog, for
     those already routed: it re-sends requests in flight that stopped moving)."""
 
-    def __init__(self, engine: Engine, bundling: BundlingSpec,
-                 inline: InlineTier | None = None) -> None:
+    def __init__(self, engine: Engine, bundling: BundlingSpec) -> None:
         self.engine = engine
         self.bundling = bundling
-        self.inline = inline  # answers the routed bundles in this process, if given
         self._accepted: queue.SimpleQueue[tuple[str, str, Item | None]] = queue.SimpleQueue()
         self._lock = threading.Lock()
         self._thread: threading.Thread | None = None
@@ -314,15 +309,12 @@ class Ingress:
                 routed.append(item)
         messages: list[tuple[Any, list[Any], dict[str, Any], str]] = [
             (route_requests, [ids], {}, ingress_queue(lane)) for lane, ids in by_lane.items()]
-        sent: list[str] = []
         for group in bundle(routed, max_count=self.bundling.max_count,
                             max_tokens=self.bundling.max_tokens):
             tier, _model, lane = cast(tuple[str, str, str], group[0].key)
-            if self.inline is not None:  # noted as sent when accepted (handed_on)
-                self.inline.send([it.request_id for it in group], tier_queue(tier, lane))
-                continue
             messages.append((call_models, [[it.request_id for it in group]],
                              {"resumed": False}, tier_queue(tier, lane)))
+        sent: list[str] = []
         for task, args, kwargs, queue_name in messages:
             try:
                 task.apply_async(args=args, kwargs=kwargs, queue=queue_name, retry=False)
@@ -352,8 +344,6 @@ class Ingress:
                 except queue.Empty:
                     break
             sent = self._publish(gathered)
-            if not sent:  # answered here (inline): noted as sent when accepted
-                continue
             try:
                 realtime.mark_enqueued(self.engine, sent, time.time())
             except Exception:  # the sweeper sends them again: harmless, as tasks run twice

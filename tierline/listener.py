@@ -91,11 +91,6 @@ class Listener:
                 return False
             return True
 
-    def ring(self, job_id: str) -> None:
-        """Wake the waiters of ``job_id`` as its notification would (a gateway that answered
-        the job itself need not wait for Postgres to say so)."""
-        self._ring(job_id)
-
     def _ring(self, job_id: str) -> None:
         with self._lock:
             for event in self._waiters.get(job_id, ()):

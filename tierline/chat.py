@@ -55,6 +55,12 @@ MAX_PER_MESSAGE = 64  # requests per ingress message at most (the router's chunk
 # sent straight to its tier (DIRECT_LANES), 20 ms beat 50 ms (8 clients 1.4x the requests/s,
 # 32 clients 1.25x, p99 0.83x) and 5 ms (32 clients 0.7x of 20 ms), side by side.
 BUSY_WAITING, GATHER_S = 8, 0.02
+# With TIERLINE_GATEWAY_CALLS=inline, a realtime call is answered in the gateway's process
+# while at most this many calls wait (itself included). Measured side by side at 8 clients, a
+# call answered alone cost 23.7 ms of CPU (gateway and tier worker) against 16.5 ms sent in
+# the tier workers' bundles, and one process's GIL capped the rate at 32 clients; at 1 client
+# answering here cost 21.4 ms against 32.8 (bench/RESULTS.md).
+INLINE_MAX_WAITING = 2
 # Lanes whose calls the gateway routes itself and sends straight to their tier's queue: the
 # router worker's hop (a broker round trip, a load and a transaction) is a third of a
 # realtime call's time. The other lanes go through the router worker, which bundles many.
@@ -121,11 +127,10 @@ class Chat:
             message = str(exc).replace("max_output_tokens:", "max_tokens:", 1)
             raise bad(message, "invalid_request") from exc
         decision = self._decided(request, now) if lane in DIRECT_LANES else None
-        # Answered here, in the caller's thread (no broker hop, no wake-up back), while too
-        # few calls wait to gather a bundle; busier, bundles go to the tier workers, which
-        # spread them over their processes (one process's GIL would cap the rate).
+        # Answered here, in the caller's thread (no broker hop, no wake-up back), while it is
+        # about alone; busier, calls go to the tier workers in bundles (INLINE_MAX_WAITING).
         here = (decision is not None and not stream and self.inline
-                and self.ingress.waiting < BUSY_WAITING)
+                and self.ingress.waiting <= INLINE_MAX_WAITING)
         accepted = realtime.once_more(lambda: realtime.accept_one(
             self.engine, request, job_name=JOB_NAME, now_s=now, decision=decision,
             handed_on=here))

@@ -17,6 +17,7 @@ from sqlalchemy import func, select
 
 from router.policy import load_policy
 from tests.conftest import serve_gateway
+from tierline.chat import INLINE_MAX_WAITING
 from tierline.client import Client
 from workers.lease import VISIBILITY_ENV
 from workers.runtime import Runtime, install
@@ -72,16 +73,16 @@ def ledger(client: Client, ids: list[str]) -> tuple[Any, ...]:
 
 def test_realtime_calls_are_answered_in_the_gateway_with_no_broker_at_all(
         stack: dict[str, str], use_broker: Any) -> None:
-    # The broker is unreachable: only the gateway's own process can have answered. Four
-    # calls at a time are fewer than it takes to gather a bundle (chat.BUSY_WAITING).
+    # The broker is unreachable: only the gateway's own process can have answered. Two
+    # calls at a time are few enough to be answered there (chat.INLINE_MAX_WAITING).
     with gateway(stack, use_broker, broker=NOWHERE) as (url, client):
-        with ThreadPoolExecutor(4) as pool:
-            answers = list(pool.map(lambda n: ask(url, n), range(24)))
-    assert [a.status_code for a in answers] == [200] * 24, answers[0].text
+        with ThreadPoolExecutor(INLINE_MAX_WAITING) as pool:
+            answers = list(pool.map(lambda n: ask(url, n), range(12)))
+    assert [a.status_code for a in answers] == [200] * 12, answers[0].text
     ids = [a.json()["tierline"]["request_id"] for a in answers]
     statuses, calls, charged, billed, ahead = ledger(client, ids)
     assert statuses == {"done"}
-    assert calls[0] == charged[0] >= 24 and calls[1] == charged[1] == billed > 0
+    assert calls[0] == charged[0] >= 12 and calls[1] == charged[1] == billed > 0
     assert ahead == 0  # every call written ahead is on record
     with client.rt.engine.connect() as conn:  # noted as sent when accepted: were the gateway
         unsent = conn.execute(select(func.count()).where(  # to die, the watchdog sends them

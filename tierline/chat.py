@@ -57,7 +57,7 @@ MAX_PER_MESSAGE = 64  # requests per ingress message at most (the router's chunk
 BUSY_WAITING, GATHER_S = 8, 0.02
 # With TIERLINE_GATEWAY_CALLS=inline, a realtime call is answered in the gateway's process
 # while at most this many calls wait (itself included). Measured side by side at 8 clients, a
-# call answered alone cost 23.7 ms of CPU (gateway and tier worker) against 16.5 ms sent in
+# call answered alone cost 23.8 ms of CPU (gateway and tier worker) against 16.5 ms sent in
 # the tier workers' bundles, and one process's GIL capped the rate at 32 clients; at 1 client
 # answering here cost 21.4 ms against 32.8 (bench/RESULTS.md).
 INLINE_MAX_WAITING = 2

@@ -16,12 +16,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import select
-
 from schedules.sweeper import enqueue_stranded
+from workers import jobs as jobs_
 from workers.app import app
 from workers.runtime import runtime
-from workers.schema import jobs
 
 log = logging.getLogger(__name__)
 
@@ -44,10 +42,10 @@ def start_job(client: Any, job_file: Path, now_s: float) -> dict[str, Any]:
     name = run_name(spec.name, now_s)
     out = spec.out_path(now_s)
     with client.rt.engine.connect() as conn:
-        found = conn.execute(select(jobs.c.id).where(jobs.c.name == name)).first()
+        found = jobs_.named(conn, name)
     if found is not None:
-        log.info("%s: already submitted as job %s", name, found.id)
-        return {"job_file": str(job_file), "job_id": found.id, "run": "", "rows": 0,
+        log.info("%s: already submitted as job %s", name, found)
+        return {"job_file": str(job_file), "job_id": found, "run": "", "rows": 0,
                 "accepted": 0, "rejected": 0, "not_enqueued": 0, "out": str(out),
                 "errors": str(spec.errors_path(out))}
     job = submit(client, spec, now_s=now_s, name=name)

@@ -21,15 +21,15 @@ from collections.abc import Iterable, Iterator
 from typing import Any
 
 from kombu.exceptions import OperationalError
-from sqlalchemy import Connection, Engine, select, update
+from sqlalchemy import Connection, Engine
 
 from tierline.client import Client
 from tierline.files import Files, lines
 from tierline.intake import Line
 from tierline.openai_shapes import HttpError, request_fields
+from workers import batch_record
 from workers import jobs as jobs_
 from workers.app import ingress_queue
-from workers.schema import batches, jobs
 
 log = logging.getLogger(__name__)
 
@@ -50,8 +50,7 @@ def publish(engine: Engine, job_id: str) -> bool:
                     job_id)
         return False
     with engine.begin() as conn:
-        conn.execute(update(batches).where(batches.c.job_id == job_id)
-                     .values(enqueued_at=time.time()))
+        batch_record.mark_enqueued(conn, job_id, time.time())
     return True
 
 
@@ -60,10 +59,7 @@ def ingest(client: Client, job_id: str) -> int:
     wrote (0 when the batch was read already or has ended)."""
     engine = client.rt.engine
     with engine.connect() as conn:
-        row = conn.execute(select(batches.c.tenant, batches.c.input_file_id, jobs.c.status,
-                                  jobs.c.expires_at)
-                           .join(jobs, jobs.c.id == batches.c.job_id)
-                           .where(batches.c.job_id == job_id)).first()
+        row = batch_record.to_read(conn, job_id)
     if row is None:
         log.warning("batch %s: no such batch; nothing to read", job_id)
         return 0
@@ -87,8 +83,7 @@ def ingest(client: Client, job_id: str) -> int:
         rejected.append((number, custom_ids.get(number), reason))
 
     def finish(conn: Connection) -> None:
-        conn.execute(update(batches).where(batches.c.job_id == job_id)
-                     .values(rejected=rejected, in_progress_at=time.time()))
+        batch_record.mark_read(conn, job_id, rejected, time.time())
         _end_leftovers(conn, job_id, time.time())
 
     requests = _requests(lines(stored["content"]), token_of(job_id), custom_ids)
@@ -111,7 +106,7 @@ def _while_validating(engine: Engine, job_id: str, items: Iterable[Line], every:
     for index, item in enumerate(items):
         if index and index % every == 0:
             with engine.connect() as conn:
-                state = conn.execute(select(jobs.c.status).where(jobs.c.id == job_id)).scalar()
+                state = batch_record.job_status(conn, job_id)
             if state != "validating":
                 log.info("batch %s: %s while it was read; reading stops", job_id, state)
                 return
@@ -120,7 +115,7 @@ def _while_validating(engine: Engine, job_id: str, items: Iterable[Line], every:
 
 def _end_leftovers(conn: Connection, job_id: str, now_s: float) -> None:
     """Requests written into a job after it was cancelled, expired or failed end as it did."""
-    state = conn.execute(select(jobs.c.status).where(jobs.c.id == job_id)).scalar()
+    state = batch_record.job_status(conn, job_id)
     if state in ("cancelled", "expired", "failed"):
         jobs_.halt(conn, job_id, state, now_s)
     elif state == "validating":  # read too late: its window closed first

@@ -12,11 +12,9 @@ from collections.abc import Iterator
 from itertools import islice
 from typing import Any
 
-from sqlalchemy import Connection, func, select
-
 from tierline.client import Client
 from tierline.openai_shapes import completion
-from workers.schema import attempts, requests
+from workers import batch_record
 
 ANSWERED, ERRED = ("done",), ("failed", "expired", "cancelled")
 CHUNK = 500
@@ -28,7 +26,7 @@ def output_lines(client: Client, job_id: str) -> Iterator[dict[str, Any]]:
     while chunk := list(islice(rows, CHUNK)):
         answered = [row for row in chunk if row["status"] in ANSWERED]
         with client.rt.engine.connect() as conn:
-            billed = _billed(conn, [row["id"] for row in answered])
+            billed = batch_record.billed(conn, [row["id"] for row in answered])
         for row in answered:
             created_at, tokens_in, tokens_out = billed[row["id"]]
             body = completion(row, job_id, created_at=created_at, tokens_in=tokens_in,
@@ -66,15 +64,3 @@ def _error_line(row: dict[str, Any]) -> dict[str, Any]:
     return {"id": f"batch_req_{row['id']}", "custom_id": _custom_id(row), "response": None,
             "error": {"code": f"batch_{row['status']}",
                       "message": f"request {row['id']} {row['status']}: {row['error']}"}}
-
-
-def _billed(conn: Connection, ids: list[str]) -> dict[str, tuple[float, int | None, int | None]]:
-    """When each request was submitted and the tokens of all its attempts."""
-    if not ids:
-        return {}
-    stmt = (select(requests.c.id, requests.c.submitted_at, func.sum(attempts.c.tokens_in),
-                   func.sum(attempts.c.tokens_out))
-            .select_from(requests.outerjoin(attempts, attempts.c.request_id == requests.c.id))
-            .where(requests.c.id.in_(ids)).group_by(requests.c.id, requests.c.submitted_at))
-    return {rid: (at, tin, tout) for rid, at, tin, tout in conn.execute(stmt)}
-

@@ -20,8 +20,6 @@ import time
 import uuid
 from typing import Any
 
-from sqlalchemy import and_, insert, or_, select
-
 from tierline.batch_intake import ENDPOINT, LANE, publish
 from tierline.batch_output import ANSWERED, ERRED, error_lines, output_lines
 from tierline.client import Client, JobStatus
@@ -35,9 +33,8 @@ from tierline.files import (
     jsonl,
 )
 from tierline.openai_shapes import HttpError, bad, not_found
-from workers import records
+from workers import batch_record, records
 from workers.jobs import TERMINAL
-from workers.schema import batches, jobs
 
 COMPLETION_WINDOW = "24h"
 COMPLETION_WINDOW_S = 24 * 3600.0
@@ -65,9 +62,8 @@ class Batches:
             self.files.hold(conn, tenant, file_id)
             records.create_job(conn, job_id, name=JOB_NAME, tenant=tenant, lane=LANE,
                                now_s=now, expires_at=now + COMPLETION_WINDOW_S)
-            conn.execute(insert(batches).values(
-                job_id=job_id, tenant=tenant, input_file_id=file_id, metadata=metadata,
-                rejected=[], created_at=now))
+            batch_record.add(conn, job_id, tenant=tenant, input_file_id=file_id,
+                             metadata=metadata, now_s=now)
         created = self.retrieve(tenant, PREFIX + job_id)  # before a worker can move it on
         self._publish(job_id)
         return created
@@ -86,15 +82,10 @@ class Batches:
 
     def list(self, tenant: str, limit: int, after: str | None) -> dict[str, Any]:
         """The tenant's batches, most recent first; ``after`` is the last id of a page."""
-        when, ident = batches.c.created_at, batches.c.job_id
-        stmt = (select(ident).where(batches.c.tenant == tenant)
-                .order_by(when.desc(), ident.desc()).limit(limit + 1))
-        if after:
-            _, since = self._record(tenant, after)
-            last = after.removeprefix(PREFIX)  # one created in the same instant is not skipped
-            stmt = stmt.where(or_(when < since, and_(when == since, ident < last)))
+        since = (after.removeprefix(PREFIX), self._record(tenant, after)[1]) if after else None
         with self.client.rt.engine.connect() as conn:
-            ids = [PREFIX + job_id for job_id in conn.execute(stmt).scalars()]
+            ids = [PREFIX + job_id
+                   for job_id in batch_record.page(conn, tenant, limit=limit + 1, after=since)]
         data = [self.retrieve(tenant, batch_id) for batch_id in ids[:limit]]
         return {"object": "list", "data": data, "first_id": data[0]["id"] if data else None,
                 "last_id": data[-1]["id"] if data else None, "has_more": len(ids) > limit}
@@ -149,21 +140,19 @@ class Batches:
     def _record(self, tenant: str, batch_id: str) -> tuple[dict[str, Any], float]:
         """What the batch adds to its job, and when it was created; 404 if not the tenant's."""
         with self.client.rt.engine.connect() as conn:
-            row = conn.execute(select(batches).where(
-                batches.c.job_id == batch_id.removeprefix(PREFIX),
-                batches.c.tenant == tenant)).first()
+            row = batch_record.find(conn, tenant, batch_id.removeprefix(PREFIX))
         if row is None or not batch_id.startswith(PREFIX):
             raise not_found(f"no batch {batch_id!r}")
-        return {"input_file_id": row.input_file_id, "metadata": row.metadata,
-                "rejected": row.rejected, "in_progress_at": row.in_progress_at}, row.created_at
+        return {"input_file_id": row["input_file_id"], "metadata": row["metadata"],
+                "rejected": row["rejected"], "in_progress_at": row["in_progress_at"]
+                }, row["created_at"]
 
     def _object(self, batch_id: str, record: dict[str, Any], status: JobStatus
                 ) -> dict[str, Any]:
         """OpenAI's batch object for the job, from its record and its status."""
         job_id = batch_id.removeprefix(PREFIX)
         with self.client.rt.engine.connect() as conn:
-            job = conn.execute(select(jobs.c.created_at, jobs.c.finished_at, jobs.c.expires_at)
-                               .where(jobs.c.id == job_id)).one()
+            job = batch_record.job_times(conn, job_id)
         rejected = record["rejected"]
         done, erred = _count(status, ANSWERED), _count(status, ERRED) + len(rejected)
         ended = status.state in TERMINAL

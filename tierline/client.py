@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from kombu.exceptions import OperationalError
-from sqlalchemy import Connection, select
+from sqlalchemy import Connection
 
 from router.envelope import build_request
 from router.errors import InvalidInput
@@ -22,7 +22,6 @@ from workers import jobs as jobs_
 from workers import records
 from workers.app import ingress_queue
 from workers.runtime import Runtime, runtime
-from workers.schema import jobs, requests
 
 OnReject = Callable[[int, str], None]
 OnRejectInput = Callable[[int, str, Any], None]  # (line, reason, the line's bytes or the item)
@@ -147,7 +146,7 @@ class Client:
         with self.rt.engine.begin() as conn:
             if (into is None and report.accepted == 0 and report.duplicates
                     and len(report.earlier_jobs) == 1):  # a resubmission: the earlier job
-                conn.execute(jobs.delete().where(jobs.c.id == report.job_id))
+                jobs_.drop(conn, report.job_id)
                 report.job_id = report.earlier_jobs[0]
                 jobs_.settle(conn, [report.job_id], time.time())
                 if finish:
@@ -212,8 +211,7 @@ class Client:
         """The job's row after settling it: completed when nothing is left, expired when its
         window has closed."""
         jobs_.settle(conn, [job_id], time.time())
-        row = conn.execute(select(jobs.c.name, jobs.c.status, jobs.c.error)
-                           .where(jobs.c.id == job_id)).first()
+        row = jobs_.header(conn, job_id)
         if row is None:
             raise InvalidInput(f"no job {job_id!r}")
         return row
@@ -236,8 +234,7 @@ class Client:
 
         self.status(job_id)
         with self.rt.engine.connect() as conn:
-            todo = conn.execute(select(requests.c.id, requests.c.lane).where(
-                requests.c.job_id == job_id, requests.c.status.in_(jobs_.UNFINISHED))).all()
+            todo = jobs_.unfinished(conn, job_id)
         by_lane: dict[str, list[str]] = {}
         for rid, lane in todo:
             by_lane.setdefault(lane, []).append(rid)

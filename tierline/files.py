@@ -17,11 +17,11 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Connection, Engine, and_, delete, insert, or_, select
+from sqlalchemy import Connection, Engine
 
 from tierline.intake import Line, parse_jsonl
 from tierline.openai_shapes import HttpError, bad, not_found
-from workers.schema import batches, files, jobs
+from workers import uploads
 
 MAX_FILE_BYTES = 100 << 20  # the whole upload body, separate from the chat body's limit
 UPLOAD_PURPOSE = "batch"
@@ -104,56 +104,34 @@ class Files:
                "filename": (form.filename or "upload.jsonl")[:512],
                "bytes": len(form.content), "created_at": time.time(), "content": form.content}
         with self.engine.begin() as conn:
-            conn.execute(insert(files).values(**row))
+            uploads.add(conn, row)
         return file_object(row)
 
     def get(self, tenant: str, file_id: str, *, purpose: str = UPLOAD_PURPOSE,
             with_content: bool = False) -> dict[str, Any]:
         """A stored file of ``tenant``; 404 when there is none (or it is another tenant's)."""
-        columns = [files.c.id, files.c.tenant, files.c.purpose, files.c.filename,
-                   files.c.bytes, files.c.created_at]
-        if with_content:
-            columns.append(files.c.content)
         with self.engine.connect() as conn:
-            row = conn.execute(select(*columns).where(
-                files.c.id == file_id, files.c.tenant == tenant,
-                files.c.purpose == purpose)).first()
+            row = uploads.find(conn, tenant, file_id, purpose, with_content=with_content)
         if row is None:
             raise not_found(f"no file {file_id!r}")
-        return dict(row._mapping)
+        return row
 
     def hold(self, conn: Connection, tenant: str, file_id: str) -> None:
         """Check in ``conn``'s transaction that ``tenant`` has the upload, and keep it from
         being deleted (:meth:`delete`) until that transaction ends; 404 when there is none."""
-        found = conn.execute(select(files.c.id).where(
-            files.c.id == file_id, files.c.tenant == tenant, files.c.purpose == UPLOAD_PURPOSE)
-            .with_for_update(read=True)).first()
-        if found is None:
+        if not uploads.hold(conn, tenant, file_id, UPLOAD_PURPOSE):
             raise not_found(f"no file {file_id!r}")
 
     def list(self, tenant: str, *, purpose: str | None, limit: int, after: str | None,
              order: str) -> dict[str, Any]:
         """The tenant's uploads by creation time (``order`` asc or desc), ``limit`` of them
         after the file ``after``; 400 for a cursor that names none of them."""
-        newest_first = order == "desc"
-        when, ident = files.c.created_at, files.c.id
-        stmt = (select(files.c.id, files.c.purpose, files.c.filename, files.c.bytes,
-                       files.c.created_at).where(files.c.tenant == tenant)
-                .order_by(*((when.desc(), ident.desc()) if newest_first else (when, ident)))
-                .limit(limit + 1))
-        if purpose is not None:
-            stmt = stmt.where(files.c.purpose == purpose)
         with self.engine.connect() as conn:
-            if after is not None:
-                since = conn.execute(select(files.c.created_at).where(
-                    files.c.id == after, files.c.tenant == tenant)).scalar()
-                if since is None:
-                    raise bad(f"after: no file {after!r} among yours; give the id of the last "
-                              "file of the page before", "invalid_after")
-                beyond = ((when < since, and_(when == since, ident < after)) if newest_first
-                          else (when > since, and_(when == since, ident > after)))
-                stmt = stmt.where(or_(*beyond))
-            rows = [dict(row._mapping) for row in conn.execute(stmt)]
+            rows = uploads.page(conn, tenant, purpose=purpose, limit=limit + 1, after=after,
+                                newest_first=order == "desc")
+        if rows is None:
+            raise bad(f"after: no file {after!r} among yours; give the id of the last "
+                      "file of the page before", "invalid_after")
         data = [file_object(row) for row in rows[:limit]]
         return {"object": "list", "data": data, "first_id": data[0]["id"] if data else None,
                 "last_id": data[-1]["id"] if data else None, "has_more": len(rows) > limit}
@@ -164,20 +142,15 @@ class Files:
         with self.engine.begin() as conn:
             # Locked first, so a batch being created from it is either seen here or, once
             # this commits, finds the file gone.
-            found = conn.execute(select(files.c.id).where(
-                files.c.id == file_id, files.c.tenant == tenant).with_for_update()).first()
-            if found is None:
+            if not uploads.lock(conn, tenant, file_id):
                 raise not_found(f"no file {file_id!r}")
-            reader = conn.execute(
-                select(batches.c.job_id).join(jobs, jobs.c.id == batches.c.job_id)
-                .where(batches.c.input_file_id == file_id, jobs.c.status == "validating")
-                .limit(1)).scalar()
+            reader = uploads.reading_batch(conn, file_id)
             if reader is not None:
                 raise HttpError(409, f"file {file_id!r} is the input of batch "
                                 f"'batch_{reader}', which is still reading it (validating); "
                                 "delete it once the batch is in_progress, or cancel the batch",
                                 "invalid_request_error", "file_in_use")
-            conn.execute(delete(files).where(files.c.id == file_id))
+            uploads.remove(conn, file_id)
         return {"id": file_id, "object": "file", "deleted": True}
 
 

@@ -15,6 +15,7 @@ in one transaction, so a reader never observes them.)
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
+from typing import Any
 
 from sqlalchemy import and_, exists, func, select, update
 from sqlalchemy.engine import Connection
@@ -187,3 +188,27 @@ def fail_intake(conn: Connection, job_id: str, now_s: float, error: str) -> bool
     _end_requests(conn, ids, "failed", now_s)
     notify_jobs(conn, [job_id])
     return True
+
+
+def header(conn: Connection, job_id: str) -> Any | None:
+    """A job's ``name``, ``status`` and ``error`` (a row), or None when there is none."""
+    return conn.execute(select(jobs.c.name, jobs.c.status, jobs.c.error)
+                        .where(jobs.c.id == job_id)).first()
+
+
+def named(conn: Connection, name: str) -> str | None:
+    """The id of the job called ``name``, if there is one."""
+    found = conn.execute(select(jobs.c.id).where(jobs.c.name == name)).first()
+    return None if found is None else str(found.id)
+
+
+def drop(conn: Connection, job_id: str) -> None:
+    """Delete a job that holds no requests (a resubmission's empty job)."""
+    conn.execute(jobs.delete().where(jobs.c.id == job_id))
+
+
+def unfinished(conn: Connection, job_id: str) -> list[tuple[str, str]]:
+    """The (id, lane) of each of a job's requests that has not ended."""
+    return [(str(rid), str(lane)) for rid, lane in conn.execute(
+        select(requests.c.id, requests.c.lane).where(
+            requests.c.job_id == job_id, requests.c.status.in_(UNFINISHED)))]

@@ -10,12 +10,12 @@ only the transports differ. As in production, the realtime lane has a worker of 
 from __future__ import annotations
 
 import atexit
-import os
 import socket
 import tempfile
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +25,7 @@ from workers.app import app, queues_for
 from workers.db import upgrade
 from workers.dedicated import DedicatedWorker
 from workers.runtime import Runtime, install
-from workers.settings import EMBEDDED_BROKER, Settings
+from workers.settings import EMBEDDED_BROKER, Settings, settings_in_force
 
 SIM_URL_ENV = "TIERLINE_SIM_URL"
 REALTIME = ("realtime",)
@@ -35,11 +35,14 @@ OTHER_LANES = tuple(lane for lane in LANES if lane not in REALTIME)
 @contextmanager
 def embedded(policy_path: Path, *, database: Path | None = None, concurrency: int = 8,
              sim_seed: int = 0, sim_config: Path | None = None,
-             gold: dict[str, str] | None = None) -> Iterator[Runtime]:
+             gold: dict[str, str] | None = None, settings: Settings | None = None
+             ) -> Iterator[Runtime]:
     """Run tierline in this process until the block ends; yields the installed runtime.
     ``concurrency`` threads in all: a quarter (at least 2) for the realtime lane, the rest
     for the other lanes; ``sim_config`` overrides the simulated models' profiles.
-    The process-wide state it sets (broker URL and settings, runtime) is put back after."""
+    ``settings`` (default: the process's) give the rest: the lease, the environment the
+    policy's variables are read from. The process-wide state it sets (the app's broker and
+    the runtime) is put back after."""
     from sim.fleet import fleet_from_policy
     from sim.server import start
 
@@ -47,19 +50,19 @@ def embedded(policy_path: Path, *, database: Path | None = None, concurrency: in
     with tempfile.TemporaryDirectory(prefix="tierline-") as tmp:
         db_path = database or Path(tmp) / "tierline.sqlite"
         db_path.parent.mkdir(parents=True, exist_ok=True)
-        settings = Settings(EMBEDDED_BROKER, f"sqlite:///{db_path}", policy_path)
-        saved_env = os.environ.get("TIERLINE_BROKER_URL")
+        given = settings or settings_in_force()
+        here = replace(given, broker_url=EMBEDDED_BROKER, database_url=f"sqlite:///{db_path}",
+                       policy_path=policy_path, redis_url=None)
         saved_conf = (app.conf.broker_url, app.conf.broker_transport_options)
-        os.environ.setdefault("TIERLINE_BROKER_URL", EMBEDDED_BROKER)
-        upgrade(settings.database_url)
+        upgrade(here.database_url)
         with start(fleet_from_policy(policy_path, sim_config, seed=sim_seed), gold=gold) as sim:
             # Embedded means simulated: every model's endpoint is the in-process simulator.
-            env = dict(os.environ)
+            env = dict(given.env)
             for spec in policy.models.values():
                 if spec.base_url_env:
                     env[spec.base_url_env] = sim.url
             env[SIM_URL_ENV] = sim.url
-            rt = Runtime(settings, policy, env)
+            rt = Runtime(here, policy, env)
             saved_rt = install(rt)
             app.conf.broker_url = EMBEDDED_BROKER
             app.conf.broker_transport_options = {"polling_interval": 0.01}
@@ -79,10 +82,6 @@ def embedded(policy_path: Path, *, database: Path | None = None, concurrency: in
                 install(saved_rt)
                 app.conf.broker_url, app.conf.broker_transport_options = saved_conf
                 _drop_broker_pools()
-                if saved_env is None:
-                    os.environ.pop("TIERLINE_BROKER_URL", None)
-                else:
-                    os.environ["TIERLINE_BROKER_URL"] = saved_env
 
 
 _process_stack: list[Runtime] = []
@@ -92,7 +91,7 @@ def process_stack(settings: Settings) -> Runtime:
     """The embedded stack for the rest of this process (the Python API's default when no
     broker is set): started on first use on the record ``settings`` name, stopped at exit."""
     if not _process_stack:
-        stack = embedded(settings.policy_path, database=record_path(settings))
+        stack = embedded(settings.policy_path, database=record_path(settings), settings=settings)
         _process_stack.append(stack.__enter__())
         atexit.register(stack.__exit__, None, None, None)
     return _process_stack[0]

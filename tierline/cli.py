@@ -19,6 +19,7 @@ from router.errors import TierlineError
 from router.lanes import LANES
 from tierline.console import err, out
 from tierline.console import progress as _progress
+from tierline.keys_cli import keys as keys_group
 
 if TYPE_CHECKING:
     from contextlib import AbstractContextManager
@@ -340,57 +341,6 @@ def sweep(intake_timeout: float | None) -> None:
               "deadline", highlight=False)
 
 
-@main.group()
-def keys() -> None:
-    """The gateway's API keys: each speaks for a tenant, with optional limits."""
-
-
-@keys.command("create")
-@click.option("--tenant", required=True, help="The tenant the key's requests are made for.")
-@click.option("--name", default=None, help="A name to recognise the key by.")
-@click.option("--expires", default=None, help="Days (30d) or a UTC date or time (ISO 8601).")
-@click.option("--rpm", "requests_per_minute", type=click.IntRange(min=1), default=None,
-              help="Requests per minute (429 with Retry-After past it).")
-@click.option("--usd-per-day", type=click.FloatRange(min=0), default=None,
-              help="USD the tenant may spend per UTC day (429 once spent).")
-@click.option("--usd-per-month", type=click.FloatRange(min=0), default=None,
-              help="USD the tenant may spend per 30 days (429 once spent).")
-def keys_create(tenant: str, name: str | None, expires: str | None,
-                requests_per_minute: int | None, usd_per_day: float | None,
-                usd_per_month: float | None) -> None:
-    """Make a key and print it once; only its SHA-256 is kept."""
-    from decimal import Decimal
-
-    from tierline import keys_admin
-
-    with _session() as rt:
-        keys_admin.create(_client(rt).rt, out, tenant=tenant, name=name, expires=expires,
-                          requests_per_minute=requests_per_minute,
-                          usd_per_day=None if usd_per_day is None else Decimal(str(usd_per_day)),
-                          usd_per_month=(None if usd_per_month is None
-                                         else Decimal(str(usd_per_month))))
-
-
-@keys.command("list")
-@click.option("--tenant", default=None, help="Only this tenant's keys.")
-def keys_list(tenant: str | None) -> None:
-    """Every key (never the key itself): tenant, state, limits, what its tenant spent."""
-    from tierline import keys_admin
-
-    with _session() as rt:
-        keys_admin.show(_client(rt).rt, out, tenant)
-
-
-@keys.command("revoke")
-@click.argument("key_id")
-def keys_revoke(key_id: str) -> None:
-    """Revoke a key by its id (as `tierline keys list` shows it)."""
-    from tierline import keys_admin
-
-    with _session() as rt:
-        keys_admin.revoke(_client(rt).rt, out, key_id)
-
-
 @main.command()
 @click.option("--since", default=None, help="From this UTC date or time (ISO 8601), inclusive.")
 @click.option("--until", default=None, help="Up to this UTC date or time, exclusive.")
@@ -566,6 +516,9 @@ def policy_check(file: Path) -> None:
     p = load_policy(file)
     tiers = "; ".join(f"{t}: {', '.join(m)}" for t, m in p.tiers.items())
     out.print(f"{file}: ok: {len(p.models)} models, tiers {tiers}", highlight=False)
+
+
+main.add_command(keys_group, "keys")
 
 
 def _register_optional() -> None:

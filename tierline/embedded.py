@@ -21,7 +21,7 @@ from typing import Any
 
 from router.errors import InvalidInput
 from router.policy import LANES, load_policy
-from workers.app import app, queues_for
+from workers.app import app, queues_for, use_broker
 from workers.db import upgrade
 from workers.dedicated import DedicatedWorker
 from workers.runtime import Runtime, install
@@ -53,7 +53,6 @@ def embedded(policy_path: Path, *, database: Path | None = None, concurrency: in
         given = settings or settings_in_force()
         here = replace(given, broker_url=EMBEDDED_BROKER, database_url=f"sqlite:///{db_path}",
                        policy_path=policy_path, redis_url=None)
-        saved_conf = (app.conf.broker_url, app.conf.broker_transport_options)
         upgrade(here.database_url)
         with start(fleet_from_policy(policy_path, sim_config, seed=sim_seed), gold=gold) as sim:
             # Embedded means simulated: every model's endpoint is the in-process simulator.
@@ -64,9 +63,7 @@ def embedded(policy_path: Path, *, database: Path | None = None, concurrency: in
             env[SIM_URL_ENV] = sim.url
             rt = Runtime(here, policy, env)
             saved_rt = install(rt)
-            app.conf.broker_url = EMBEDDED_BROKER
-            app.conf.broker_transport_options = {"polling_interval": 0.01}
-            _drop_broker_pools()
+            saved_broker = use_broker(EMBEDDED_BROKER, {"polling_interval": 0.01})
             realtime_threads = max(2, concurrency // 4)
             workers = [
                 _start_worker(queues_for(policy, "all", REALTIME), realtime_threads,
@@ -80,8 +77,7 @@ def embedded(policy_path: Path, *, database: Path | None = None, concurrency: in
                 for worker in workers:
                     worker.stop(in_sighandler=False)
                 install(saved_rt)
-                app.conf.broker_url, app.conf.broker_transport_options = saved_conf
-                _drop_broker_pools()
+                use_broker(*saved_broker)
 
 
 _process_stack: list[Runtime] = []
@@ -112,13 +108,6 @@ def record_path(settings: Settings) -> Path:
         raise InvalidInput(f"the embedded stack keeps its record in SQLite, not "
                          f"{settings.database_url.split('@')[-1]}; set TIERLINE_BROKER_URL too")
     return path
-
-
-def _drop_broker_pools() -> None:
-    """Forget the app's cached broker connections and producers: they were made for the
-    broker URL in force before, and would go on publishing there."""
-    app._pool = None
-    app.amqp._producer_pool = None
 
 
 def _start_worker(queues: list[str], concurrency: int, name: str) -> DedicatedWorker:

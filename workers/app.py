@@ -57,6 +57,22 @@ def _config() -> dict[str, Any]:
 app.add_defaults(_config)
 
 
+def use_broker(broker_url: str, transport_options: dict[str, Any] | None = None
+               ) -> tuple[str, dict[str, Any]]:
+    """Point this process's app at ``broker_url`` (and its transport options, if given);
+    returns the broker and options it had, to put back. Celery keeps a connection pool and a
+    producer pool per app, made for the broker before, that would go on publishing there:
+    both are dropped (Celery offers no public call for it; this is the one place that
+    touches them)."""
+    before = (app.conf.broker_url, app.conf.broker_transport_options)
+    app.conf.broker_url = broker_url
+    if transport_options is not None:
+        app.conf.broker_transport_options = transport_options
+    app._pool = None
+    app.amqp._producer_pool = None
+    return before
+
+
 def ingress_queue(lane: str) -> str:
     """Where accepted requests of a lane wait for the router."""
     return f"ingress.{lane}"

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import os
-
 from alembic import context
 
 from workers.db import engine_for
 from workers.schema import metadata
+from workers.settings import settings_in_force
 
 config = context.config
 target_metadata = metadata
@@ -16,8 +15,7 @@ target_metadata = metadata
 def _url() -> str:
     return (
         config.get_main_option("sqlalchemy.url")
-        or os.environ.get("TIERLINE_DATABASE_URL")
-        or "sqlite:///tierline.sqlite"
+        or settings_in_force().database_url  # $TIERLINE_DATABASE_URL, else the data directory's
     )
 
 

@@ -24,7 +24,6 @@ from __future__ import annotations
 import logging
 import os
 import uuid
-from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -36,15 +35,13 @@ from schedules.reports import REPORT_TASK
 from schedules.retrain import RETRAIN_TASK, retrain_schedule_of
 from schedules.watchdog import WATCH_EVERY_S
 from workers.app import app
-from workers.settings import load_settings
+from workers.settings import Settings, settings_in_force
 
 log = logging.getLogger(__name__)
 
 SWEEP_EVERY_S = 30.0
 LOCK_KEY = "tierline:beat:lock"
 LOCK_TTL_S = 30.0
-JOBS_DIR_ENV = "TIERLINE_JOBS_DIR"
-REPORT_SCHEDULE_ENV = "TIERLINE_REPORT_SCHEDULE"
 REPORT_SCHEDULE = "15 0 * * *"  # the day before is over; its late results have settled
 
 # Compare-and-set scripts: only the holder's token may renew or release the lock.
@@ -64,11 +61,12 @@ def crontab_of(expr: str) -> crontab:
 
 
 def build_schedule(jobs_dir: Path | None, *, sweep_every_s: float = SWEEP_EVERY_S,
-                   report_schedule: str = REPORT_SCHEDULE, retrain_schedule: str = "off"
-                   ) -> dict[str, dict[str, Any]]:
+                   report_schedule: str = REPORT_SCHEDULE, retrain_schedule: str = "off",
+                   settings: Settings | None = None) -> dict[str, dict[str, Any]]:
     """Beat entries: the sweeper, the daily report (unless ``report_schedule`` is ``off``),
     the router's retraining (unless ``retrain_schedule`` is ``off``), and one per scheduled
-    job file in ``jobs_dir``."""
+    job file in ``jobs_dir`` (whose ``${VAR}`` expand from ``settings``, default: the
+    process's)."""
     # Beat is a producer (DESIGN's flow): job files are the front door's format.
     from tierline.jobspec import load_job
 
@@ -85,8 +83,8 @@ def build_schedule(jobs_dir: Path | None, *, sweep_every_s: float = SWEEP_EVERY_
                                         "schedule": crontab_of(report_schedule),
                                         "options": {"queue": SCHEDULES_QUEUE}}
         except ValueError as exc:
-            log.error("%s: %s: no daily report scheduled (give a cron, UTC, e.g. %r, or off)",
-                      REPORT_SCHEDULE_ENV, exc, REPORT_SCHEDULE)
+            log.error("TIERLINE_REPORT_SCHEDULE: %s: no daily report scheduled (give a cron, "
+                      "UTC, e.g. %r, or off)", exc, REPORT_SCHEDULE)
     if retrain_schedule.strip().lower() != "off":
         try:
             schedule["retrain-router"] = {"task": RETRAIN_TASK,
@@ -98,12 +96,12 @@ def build_schedule(jobs_dir: Path | None, *, sweep_every_s: float = SWEEP_EVERY_
     if jobs_dir is None:
         return schedule
     if not jobs_dir.is_dir():
-        log.error("%s=%s is not a folder: no classification jobs scheduled", JOBS_DIR_ENV,
+        log.error("TIERLINE_JOBS_DIR=%s is not a folder: no classification jobs scheduled",
                   jobs_dir)
         return schedule
     for path in sorted([*jobs_dir.glob("*.yaml"), *jobs_dir.glob("*.yml")]):
         try:
-            spec = load_job(path)
+            spec = load_job(path, settings=settings)
         except Exception as exc:  # noqa: BLE001 - logged with the file; the rest still runs
             log.error("job file skipped: %s", exc)
             continue
@@ -115,15 +113,9 @@ def build_schedule(jobs_dir: Path | None, *, sweep_every_s: float = SWEEP_EVERY_
     return schedule
 
 
-def report_schedule_of(env: Mapping[str, str]) -> str:
+def report_schedule_of(settings: Settings) -> str:
     """When the daily report runs: ``$TIERLINE_REPORT_SCHEDULE``, or ``REPORT_SCHEDULE``."""
-    return env.get(REPORT_SCHEDULE_ENV) or REPORT_SCHEDULE
-
-
-def jobs_dir_of(env: Mapping[str, str]) -> Path | None:
-    """The folder of job files: ``$TIERLINE_JOBS_DIR``, or none."""
-    value = env.get(JOBS_DIR_ENV)
-    return Path(value) if value else None
+    return settings.report_schedule or REPORT_SCHEDULE
 
 
 class BeatLock:
@@ -195,20 +187,20 @@ class LockedScheduler(LockedTick, PersistentScheduler):
     def setup_schedule(self) -> None:
         import redis
 
-        settings = load_settings()
+        settings = settings_in_force()
         if not settings.broker_url.startswith(("redis://", "rediss://")):
             raise RuntimeError(f"beat needs Redis for its lock; TIERLINE_BROKER_URL is "
                                f"{settings.broker_url!r}")
         from router.policy import load_policy
 
         try:
-            retrain = retrain_schedule_of(load_policy(settings.policy_path), os.environ)
+            retrain = retrain_schedule_of(load_policy(settings.policy_path), settings)
         except Exception as exc:  # noqa: BLE001 - logged; the sweeper and the rest still run
             log.error("no retraining scheduled: %s", exc)
             retrain = "off"
         self.app.conf.beat_schedule = build_schedule(
-            jobs_dir_of(os.environ), report_schedule=report_schedule_of(os.environ),
-            retrain_schedule=retrain)
+            settings.jobs_dir, report_schedule=report_schedule_of(settings),
+            retrain_schedule=retrain, settings=settings)
         super().setup_schedule()
         self.setup_lock(BeatLock(redis.Redis.from_url(settings.broker_url)))
         log.info("beat schedule: %s", ", ".join(sorted(self.app.conf.beat_schedule)))

@@ -38,7 +38,7 @@ def start_job(client: Any, job_file: Path, now_s: float) -> dict[str, Any]:
     from tierline.classify_job import submit
     from tierline.jobspec import load_job
 
-    spec = load_job(job_file)
+    spec = load_job(job_file, settings=client.rt.settings)
     name = run_name(spec.name, now_s)
     out = spec.out_path(now_s)
     with client.rt.engine.connect() as conn:
@@ -64,7 +64,8 @@ def finish_job(client: Any, submitted: dict[str, Any]) -> dict[str, Any] | None:
 
     if not client.status(submitted["job_id"]).complete:
         return None
-    spec = load_job(Path(submitted["job_file"]))  # the same file: the rows are read again
+    # the same file: the rows are read again
+    spec = load_job(Path(submitted["job_file"]), settings=client.rt.settings)
     job = Submitted(submitted["job_id"], submitted["run"], submitted["rows"],
                     submitted["accepted"], submitted["rejected"], submitted["not_enqueued"],
                     Path(submitted["out"]), Path(submitted["errors"]))

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
-import os
 import time
 from pathlib import Path
 
@@ -29,7 +28,6 @@ log = logging.getLogger(__name__)
 
 REPORT_TASK = "tierline.daily_report"
 CATCH_UP_DAYS = 7
-REPORT_DIR_ENV = "TIERLINE_REPORT_DIR"
 
 
 def days_to_record(latest: dt.date | None, now_s: float, *,
@@ -59,10 +57,10 @@ def record_finished_days(now_s: float) -> list[str]:
                  "recorded" if new else "already recorded", body["requests"]["ended"],
                  spend["ledger_usd"], "balanced" if spend["balanced"] else "NOT balanced")
         recorded.append(day.isoformat())
-    folder = os.environ.get(REPORT_DIR_ENV)
-    if folder:
+    folder = rt.settings.report_dir
+    if folder is not None:
         for day_text in recorded:
-            write_pages(Path(folder), dt.date.fromisoformat(day_text), now_s)
+            write_pages(folder, dt.date.fromisoformat(day_text), now_s)
     return recorded
 
 

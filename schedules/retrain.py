@@ -18,7 +18,6 @@ rollback. Safe to run twice: a second run trains again and promotes only if it i
 from __future__ import annotations
 
 import logging
-import os
 import time
 from collections import Counter
 from collections.abc import Mapping
@@ -29,23 +28,22 @@ from router.policy import Policy
 from workers import bundles
 from workers.app import app
 from workers.runtime import Runtime, runtime
+from workers.settings import Settings
 from workers.shadow_record import traffic_records
 
 log = logging.getLogger(__name__)
 
 RETRAIN_TASK = "tierline.retrain_router"
-RETRAIN_SCHEDULE_ENV = "TIERLINE_RETRAIN_SCHEDULE"
-BUNDLE_DIR_ENV = "TIERLINE_BUNDLE_DIR"
 GRADER = "recorded"  # answers read as a choice letter, else a number, else the text
 TARGET = 0.9  # the share of the top tier's answers a promoted point must keep
 FOLDS = 5
 
 
-def retrain_schedule_of(policy: Policy, env: Mapping[str, str]) -> str:
-    """When beat retrains: the environment's cron, else the policy's; ``off`` when neither
-    asks for it."""
-    if env.get(RETRAIN_SCHEDULE_ENV):
-        return env[RETRAIN_SCHEDULE_ENV]
+def retrain_schedule_of(policy: Policy, settings: Settings) -> str:
+    """When beat retrains: the settings' cron (``$TIERLINE_RETRAIN_SCHEDULE``), else the
+    policy's; ``off`` when neither asks for it."""
+    if settings.retrain_schedule:
+        return settings.retrain_schedule
     return "off" if policy.learning is None else policy.learning.retrain_schedule
 
 
@@ -112,14 +110,13 @@ def retrain(rt: Runtime, now_s: float, bundle_dir: Path, *, seed: int = 0,
     return outcome
 
 
-def bundle_dir_of(rt: Runtime, env: Mapping[str, str]) -> Path:
-    """Where retrained bundles are written."""
-    value = env.get(BUNDLE_DIR_ENV)
-    return Path(value) if value else rt.settings.policy_path.parent / "bundles"
+def bundle_dir_of(rt: Runtime) -> Path:
+    """Where retrained bundles are written: ``$TIERLINE_BUNDLE_DIR``, else beside the policy."""
+    return rt.settings.bundle_dir or rt.settings.policy_path.parent / "bundles"
 
 
 @app.task(name=RETRAIN_TASK)
 def retrain_router() -> dict[str, Any]:
     """Retrain the router from the recorded shadow outcomes; promote when cheaper."""
     rt = runtime()
-    return retrain(rt, time.time(), bundle_dir_of(rt, os.environ))
+    return retrain(rt, time.time(), bundle_dir_of(rt))

@@ -35,7 +35,6 @@ from dataclasses import dataclass
 from router.policy import Policy
 from workers import ahead, jobs, stalls
 from workers.app import ingress_queue
-from workers.lease import lease_of
 from workers.runtime import Runtime
 
 log = logging.getLogger(__name__)
@@ -67,7 +66,7 @@ def watch(rt: Runtime, *, now_s: float | None = None, limit: int = MAX_PER_PASS)
     from workers.tasks import route_requests
 
     now_s = time.time() if now_s is None else now_s
-    visibility_s = lease_of(rt.env).visibility_s
+    visibility_s = rt.settings.visibility_s
     with rt.engine.begin() as conn:
         # Calls whose task is gone (older than a lease) and never recorded: unknown outcome,
         # charged at their reserved estimate. First, so that the expired count them.

@@ -31,6 +31,19 @@ def _record_in_tmp_path(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None
     monkeypatch.setenv("TIERLINE_HOME", str(tmp_path))
 
 
+def publish_nowhere(lane: str, request_ids: list[str], *, retry: bool) -> None:
+    """A producer's publisher with no worker behind it: the requests count as enqueued, and
+    the test routes and answers them in its own thread."""
+
+
+def broker_down(lane: str, request_ids: list[str], *, retry: bool) -> None:
+    """A producer's publisher whose broker is unreachable: the requests stay accepted and
+    never enqueued (the sweeper's to find)."""
+    from kombu.exceptions import OperationalError
+
+    raise OperationalError("no broker here")
+
+
 def require_service(name: str, ok: bool, why: str) -> None:
     """Skip a test whose service is absent, unless under CI, where that is a failure."""
     if ok:

@@ -7,7 +7,6 @@ from __future__ import annotations
 import json
 import time
 from pathlib import Path
-from typing import Any
 
 import pytest
 from sqlalchemy import select
@@ -31,17 +30,18 @@ class Crash(Exception):
     """The intake's worker dies in the middle of the file."""
 
 
-class _NoWorker(Client):
-    """No broker or worker here: requests are written and left for them."""
+class _NoWorker:
+    """No broker or worker here: requests are written and left for them; the intake dies
+    when it publishes chunk ``crash_at_chunk``."""
 
-    crash_at_chunk: int | None = None
-    chunks = 0
+    def __init__(self) -> None:
+        self.crash_at_chunk: int | None = None
+        self.chunks = 0
 
-    def _enqueue(self, valid: list[Any], new: set[str]) -> bool:
+    def __call__(self, lane: str, request_ids: list[str], *, retry: bool) -> None:
         self.chunks += 1
         if self.chunks == self.crash_at_chunk:
             raise Crash
-        return True
 
 
 class _Unpublished(Batches):
@@ -52,9 +52,14 @@ class _Unpublished(Batches):
 
 
 @pytest.fixture()
-def client(own_postgres_url: str) -> _NoWorker:
-    return _NoWorker(Runtime(Settings("memory://", own_postgres_url, POLICY),
-                             load_policy(POLICY)))
+def no_worker() -> _NoWorker:
+    return _NoWorker()
+
+
+@pytest.fixture()
+def client(own_postgres_url: str, no_worker: _NoWorker) -> Client:
+    return Client(Runtime(Settings("memory://", own_postgres_url, POLICY), load_policy(POLICY)),
+                  publish=no_worker)
 
 
 def _line(custom_id: str) -> bytes:
@@ -72,7 +77,7 @@ def _create(client: Client, content: bytes) -> tuple[str, str]:
 
 
 def test_a_second_read_after_a_crash_writes_each_line_once_and_counts_the_job_whole(
-        client: _NoWorker) -> None:
+        client: Client, no_worker: _NoWorker) -> None:
     content = b"\n".join([_line(f"r{n}") for n in range(150)] + [b"{bad", b"[]"]) + b"\n"
     job, _ = _create(client, content)
     with client.rt.engine.connect() as conn:
@@ -80,7 +85,7 @@ def test_a_second_read_after_a_crash_writes_each_line_once_and_counts_the_job_wh
     assert (job_row.status, job_row.lane, job_row.tenant) == ("validating", "batch", "acme")
     assert job_row.expires_at == pytest.approx(job_row.created_at + 24 * 3600)
 
-    client.crash_at_chunk = 2
+    no_worker.crash_at_chunk = 2
     with pytest.raises(Crash):
         ingest(client, job)
     now = time.time()
@@ -93,7 +98,7 @@ def test_a_second_read_after_a_crash_writes_each_line_once_and_counts_the_job_wh
         # ...but not while its last request is younger than the stall timeout
         assert jobs.unread_batches(conn, created_before=now + 1, quiet_since=now - 900) == []
 
-    client.crash_at_chunk = None
+    no_worker.crash_at_chunk = None
     assert ingest(client, job) == 22  # only what the first read did not write
     assert ingest(client, job) == 0  # read already
     status = client.status(job)
@@ -112,7 +117,7 @@ def test_a_second_read_after_a_crash_writes_each_line_once_and_counts_the_job_wh
     assert sorted(key.partition(":")[2] for key in keys) == sorted(f"r{n}" for n in range(150))
 
 
-def test_a_file_is_not_deleted_while_a_batch_reads_it(client: _NoWorker) -> None:
+def test_a_file_is_not_deleted_while_a_batch_reads_it(client: Client) -> None:
     job, file_id = _create(client, _line("only") + b"\n")
     files = Batches(client).files
     with pytest.raises(HttpError, match="still reading it") as refused:

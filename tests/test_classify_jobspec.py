@@ -10,6 +10,7 @@ import pytest
 from router.errors import InvalidInput
 from tierline.classify import job_of
 from tierline.jobspec import load_job
+from workers.settings import load_settings
 
 
 @pytest.fixture()
@@ -37,12 +38,11 @@ def test_a_job_file_resolves_paths_beside_itself_and_fills_defaults(folder: Path
     assert spec.errors_path(spec.out_path(0)) == folder / "out.jsonl.errors.jsonl"
 
 
-def test_environment_variables_and_the_date_expand(folder: Path,
-                                                   monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("TIERLINE_DATA", str(folder))
-    monkeypatch.delenv("OUT_DIR", raising=False)
+def test_environment_variables_and_the_date_expand(folder: Path) -> None:
+    environment = {"TIERLINE_DATA": str(folder)}  # and no OUT_DIR
     spec = load_job(_job(folder, "input: ${TIERLINE_DATA}/in.csv\nlabels: x, y\n"
-                                 "out: ${OUT_DIR:-/tmp/t}/{job}-{date}.csv\nname: nightly\n"))
+                                 "out: ${OUT_DIR:-/tmp/t}/{job}-{date}.csv\nname: nightly\n"),
+                    settings=load_settings(environment))
     assert spec.input == folder / "in.csv"
     assert spec.labels.labels == ("x", "y")
     assert spec.out_path(86400 * 365) == Path("/tmp/t/nightly-1971-01-01.csv")
@@ -96,11 +96,11 @@ def test_labels_come_from_a_json_list_or_the_keys_of_a_json_object(folder: Path)
 def test_flags_override_the_job_file(folder: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(folder)
     flags = {"labels": "p, q", "out": "elsewhere.csv", "limit": 5, "lane": "standard"}
-    spec = job_of(None, _job(folder, GOOD), flags)
+    spec = job_of(None, _job(folder, GOOD), flags, load_settings({}))
     assert spec.labels.labels == ("p", "q")
     assert (spec.out, spec.limit, spec.lane) == (folder / "elsewhere.csv", 5, "standard")
 
 
 def test_without_a_job_file_the_input_labels_and_output_are_required(folder: Path) -> None:
     with pytest.raises(InvalidInput, match="give --labels, --out"):
-        job_of(str(folder / "in.csv"), None, {})
+        job_of(str(folder / "in.csv"), None, {}, load_settings({}))

@@ -17,10 +17,10 @@ import pytest
 from sqlalchemy import delete, select
 
 from schedules.sweeper import enqueue_stranded, fail_stalled_intakes, restart_batch_intakes
-from tests.conftest import serve_gateway
+from tests.conftest import broker_down, serve_gateway
 from tierline.batch_intake import ingest
 from tierline.batches import Batches
-from tierline.client import Client
+from tierline.client import Client, Publish, publish_to_router
 from tierline.embedded import embedded
 from tierline.files import Upload
 from tierline.gateway import DEFAULT_LIMITS
@@ -119,13 +119,6 @@ def test_a_batch_runs_end_to_end_and_every_custom_id_is_answered_once(url: str) 
     assert sdk.files.retrieve(done.output_file_id).purpose == "batch_output"
 
 
-class _BrokerDown(Client):
-    """The broker is unreachable: requests are accepted and wait (for the sweeper)."""
-
-    def _enqueue(self, valid: list[Any], new: set[str]) -> bool:
-        return False
-
-
 class _IntakeNotPublished(Batches):
     """The broker is unreachable when the batch is created: it waits, ``validating``."""
 
@@ -137,16 +130,17 @@ class Crash(Exception):
     """The intake's worker dies in the middle of the file."""
 
 
-class _CrashingAtSecondChunk(Client):
+def _crashing_at_second_chunk() -> Publish:
     """Dies after writing its second chunk of requests, before handing it to the broker."""
+    chunks: list[list[str]] = []
 
-    chunks = 0
-
-    def _enqueue(self, valid: list[Any], new: set[str]) -> bool:
-        self.chunks += 1
-        if self.chunks == 2:
+    def publish(lane: str, request_ids: list[str], *, retry: bool) -> None:
+        chunks.append(request_ids)
+        if len(chunks) == 2:
             raise Crash
-        return super()._enqueue(valid, new)
+        publish_to_router(lane, request_ids, retry=retry)
+
+    return publish
 
 
 def _unread(client: Client, lines: list[Any], tenant: str = "default") -> str:
@@ -176,7 +170,8 @@ def test_a_cancelled_batch_keeps_its_answers_and_reports_the_rest(stack: Client)
         assert sdk.batches.cancel(early.id).status == "completed"  # nothing left to cancel
 
         job = _unread(stack, [_line(f"c-{n}", f"Name a colour, {n}.") for n in range(5)])
-        assert ingest(_BrokerDown(stack.rt), job) == 5  # read, but none reached a worker
+        # the broker is unreachable: read, but none reached a worker (they wait for the sweeper)
+        assert ingest(Client(stack.rt, publish=broker_down), job) == 5
         batch = sdk.batches.retrieve(f"batch_{job}")
         assert batch.status == "in_progress" and batch.output_file_id is None
         cancelled = sdk.batches.cancel(batch.id)
@@ -193,7 +188,7 @@ def test_an_intake_that_crashed_is_run_again_by_the_sweeper_and_writes_each_line
     lines = [_line(f"k-{n}", f"What is {n} times 2?") for n in range(150)] + [b"{bad"]
     job = _unread(stack, lines)
     with pytest.raises(Crash):
-        ingest(_CrashingAtSecondChunk(stack.rt), job)
+        ingest(Client(stack.rt, publish=_crashing_at_second_chunk()), job)
     # two chunks of 64 written (the second never handed to a worker), the rest unread
     assert len(_requests_of(stack, job)) == 128 and stack.status(job).state == "validating"
     # a batch's intake is restarted, never failed as a lost producer's stream would be
@@ -219,22 +214,22 @@ def test_an_intake_that_crashed_is_run_again_by_the_sweeper_and_writes_each_line
     assert len(_requests_of(stack, job)) == 150
 
 
-class _CancelledWhileRead(Client):
-    """The batch is cancelled once the intake's first chunk has been written."""
+def _cancelling(stack: Client, job_id: str) -> Publish:
+    """Cancels the batch once the intake's first chunk has been written."""
+    cancelled: list[bool] = []
 
-    job_id = ""
+    def publish(lane: str, request_ids: list[str], *, retry: bool) -> None:
+        if not cancelled:
+            stack.cancel(job_id)
+            cancelled.append(True)
+        publish_to_router(lane, request_ids, retry=retry)
 
-    def _enqueue(self, valid: list[Any], new: set[str]) -> bool:
-        if self.job_id:
-            self.cancel(self.job_id)
-            self.job_id = ""
-        return super()._enqueue(valid, new)
+    return publish
 
 
 def test_a_batch_cancelled_while_it_is_read_stops_being_read(url: str, stack: Client) -> None:
     job = _unread(stack, [_line(f"m-{n}", f"Say {n}.") for n in range(150)])
-    reader = _CancelledWhileRead(stack.rt)
-    reader.job_id = job
+    reader = Client(stack.rt, publish=_cancelling(stack, job))
     assert ingest(reader, job) == 64  # the chunk written when the cancel came; no more
     cancelled = _sdk(url).batches.retrieve(f"batch_{job}")
     assert cancelled.status == "cancelled" and cancelled.request_counts.total == 64

@@ -92,21 +92,19 @@ def test_a_bad_period_is_one_line_and_writes_nothing(tmp_path: Path, args: list[
     assert not (tmp_path / "out.html").exists()
 
 
-def test_beat_writes_the_days_page_and_on_sunday_the_weeks(tmp_path: Path,
-                                                            monkeypatch: pytest.MonkeyPatch
-                                                            ) -> None:
+def test_beat_writes_the_days_page_and_on_sunday_the_weeks(tmp_path: Path) -> None:
     from router.policy import load_policy
     from schedules.reports import record_finished_days
     from workers.db import upgrade
     from workers.period_report import day_start_s
     from workers.runtime import Runtime, install
-    from workers.settings import Settings, default_policy_path
+    from workers.settings import load_settings
 
     db = f"sqlite:///{tmp_path / 'r.sqlite'}"
     upgrade(db)
-    policy_path = default_policy_path({"TIERLINE_ENV": "demo"})
-    previous = install(Runtime(Settings("memory://", db, policy_path), load_policy(policy_path)))
-    monkeypatch.setenv("TIERLINE_REPORT_DIR", str(tmp_path / "reports"))
+    settings = load_settings({"TIERLINE_DATABASE_URL": db, "TIERLINE_ENV": "demo",
+                              "TIERLINE_REPORT_DIR": str(tmp_path / "reports")})
+    previous = install(Runtime(settings, load_policy(settings.policy_path)))
     try:
         saturday = day_start_s(dt.date(2026, 3, 7)) + 15 * 60
         assert record_finished_days(saturday) == ["2026-03-06"]
@@ -124,22 +122,20 @@ def test_beat_writes_the_days_page_and_on_sunday_the_weeks(tmp_path: Path,
     assert weekly.count("data:image/png;base64,") == len(CHARTS)
 
 
-def test_an_unwritable_report_folder_keeps_the_day_recorded(tmp_path: Path,
-                                                            monkeypatch: pytest.MonkeyPatch
-                                                            ) -> None:
+def test_an_unwritable_report_folder_keeps_the_day_recorded(tmp_path: Path) -> None:
     from router.policy import load_policy
     from schedules.reports import record_finished_days
     from workers.db import upgrade
     from workers.period_report import day_start_s
     from workers.runtime import Runtime, install
-    from workers.settings import Settings, default_policy_path
+    from workers.settings import load_settings
 
     db = f"sqlite:///{tmp_path / 'r.sqlite'}"
     upgrade(db)
-    policy_path = default_policy_path({"TIERLINE_ENV": "demo"})
     (tmp_path / "a-file").write_text("not a folder")
-    previous = install(Runtime(Settings("memory://", db, policy_path), load_policy(policy_path)))
-    monkeypatch.setenv("TIERLINE_REPORT_DIR", str(tmp_path / "a-file"))
+    settings = load_settings({"TIERLINE_DATABASE_URL": db, "TIERLINE_ENV": "demo",
+                              "TIERLINE_REPORT_DIR": str(tmp_path / "a-file")})
+    previous = install(Runtime(settings, load_policy(settings.policy_path)))
     try:
         assert record_finished_days(day_start_s(dt.date(2026, 3, 7)) + 900) == ["2026-03-06"]
     finally:

@@ -45,9 +45,9 @@ def default_client() -> Client:
     if _default is None:
         from tierline.client import Client
         from tierline.embedded import process_stack
-        from workers.settings import load_settings
+        from workers.settings import settings_in_force
 
-        settings = load_settings()
+        settings = settings_in_force()
         if settings.embedded:
             _embedded.append(True)
         _default = Client(process_stack(settings) if settings.embedded else None)

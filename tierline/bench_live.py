@@ -9,7 +9,6 @@ stored. Accuracy and USD must agree with the offline replay within rounding.
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 import tempfile
@@ -18,7 +17,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
 from rich.console import Console
@@ -33,6 +32,9 @@ from router.replay import grade, prepare_replay, run_strategy
 from router.steps import Accept
 from router.training import TrainedRouting, scores_of
 from tierline.children import sim_url, spawn, stop
+
+if TYPE_CHECKING:
+    from workers.settings import Settings
 
 BUDGET_S = 86_400.0
 MAX_OUTPUT_TOKENS = 8_192
@@ -89,8 +91,9 @@ def _tiers(strategy: Any) -> dict[str, list[str]]:
 
 
 def run_live(trained: TrainedRouting, test: Sequence[Item], prices: Prices, label: str,
-             replay_file: Path, console: Console) -> LiveResult:
-    """Run ``label``'s strategy offline and live on ``test``; both per-request figures."""
+             replay_file: Path, console: Console, settings: Settings) -> LiveResult:
+    """Run ``label``'s strategy offline and live on ``test``, on the servers ``settings``
+    name; both per-request figures."""
     points = {p.label: p for p in plan(trained)}
     if label not in points:
         live = [p for p in points if policy_strategy(points[p].strategy) is not None]
@@ -98,10 +101,11 @@ def run_live(trained: TrainedRouting, test: Sequence[Item], prices: Prices, labe
     strategy = points[label].strategy
     bands = ["mid"] * len(test)
     offline = run_strategy(strategy, prepare_replay(trained, test, prices, bands))
-    env = dict(os.environ)
-    for name in ("TIERLINE_BROKER_URL", "TIERLINE_DATABASE_URL"):
-        if not env.get(name):
+    for name, missing in (("TIERLINE_BROKER_URL", settings.embedded),
+                          ("TIERLINE_DATABASE_URL", settings.sqlite_path is not None)):
+        if missing:
             raise InvalidInput(f"--live needs {name} (Redis and Postgres: the real pipeline)")
+    env = settings.child_env()
     with tempfile.TemporaryDirectory(prefix="tierline-live-") as tmp:
         bundle = save_bundle(bundle_of(trained), Path(tmp) / "bundle")[0].with_suffix("")
         policy_path = Path(tmp) / "policy.yaml"
@@ -136,7 +140,7 @@ def _submit_and_grade(trained: TrainedRouting, test: Sequence[Item], policy_path
     from workers.runtime import Runtime, install
     from workers.settings import load_settings
 
-    rt = Runtime(load_settings(env), load_policy(policy_path), env)
+    rt = Runtime(load_settings(env), load_policy(policy_path))  # the workers' settings
     install(rt)
     app.conf.broker_url = rt.settings.broker_url
     client = Client(rt)

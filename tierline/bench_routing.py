@@ -315,9 +315,10 @@ def _live(train: Sequence[Item], test: Sequence[Item], prices: Prices, seed: int
           replay_file: Path) -> None:
     """Train, then run one point offline and live; exit 1 when the two disagree."""
     from tierline.bench_live import run_live
+    from workers.settings import settings_in_force
 
     trained = train_routing(train, prices, seed)
-    result = run_live(trained, test, prices, label, replay_file, out)
+    result = run_live(trained, test, prices, label, replay_file, out, settings_in_force())
     table = Table(title=f"{label}: offline replay vs the live pipeline ({result.n} requests)")
     for name in ("run", "accuracy", "USD per request"):
         table.add_column(name, justify="left" if name == "run" else "right")

@@ -20,9 +20,9 @@ err = Console(stderr=True, soft_wrap=True)
 
 def _engine() -> Any:
     from workers.db import engine_for, upgrade
-    from workers.settings import load_settings
+    from workers.settings import settings_in_force
 
-    url = load_settings().database_url
+    url = settings_in_force().database_url
     upgrade(url)
     return engine_for(url)
 

@@ -25,7 +25,7 @@ from tierline.classify_job import finish, submit, summary_lines
 from tierline.client import Client
 from tierline.jobspec import JobSpec, job_from_dict, load_job
 from tierline.rows import check_readable, read_errors, read_rows
-from workers.settings import load_settings
+from workers.settings import Settings, settings_in_force
 
 
 def _absolute(value: str | None) -> str | None:
@@ -39,20 +39,22 @@ def _labels_flag(value: str | None) -> Any:
     return _absolute(value) if Path(value).expanduser().is_file() else value
 
 
-def job_of(input_path: str | None, job_file: Path | None, flags: dict[str, Any]) -> JobSpec:
-    """The job from a job file and/or flags; flags win over the file's keys."""
+def job_of(input_path: str | None, job_file: Path | None, flags: dict[str, Any],
+           settings: Settings) -> JobSpec:
+    """The job from a job file and/or flags; flags win over the file's keys; ``${VAR}``
+    expands from ``settings``."""
     overrides = {**flags, "input": _absolute(input_path), "out": _absolute(flags.get("out")),
                  "errors": _absolute(flags.get("errors")), "labels": _labels_flag(flags.get(
                      "labels"))}
     if job_file is not None:
-        return load_job(job_file, overrides)
+        return load_job(job_file, overrides, settings=settings)
     given = {k: v for k, v in overrides.items() if v is not None}
     missing = [k for k in ("input", "labels", "out") if k not in given]
     if missing:
         flag = {"input": "INPUT", "labels": "--labels", "out": "--out"}
         raise InvalidInput(f"classify: give {', '.join(flag[k] for k in missing)} "
                            "(or --job-file)")
-    return job_from_dict(given, "command line", Path.cwd())
+    return job_from_dict(given, "command line", Path.cwd(), settings)
 
 
 def _gold_map(spec: JobSpec) -> dict[str, str] | None:
@@ -64,11 +66,10 @@ def _gold_map(spec: JobSpec) -> dict[str, str] | None:
     return {normalise(r.text): r.gold for r in read_rows(spec) if r.text and r.gold}
 
 
-def _session(spec: JobSpec) -> AbstractContextManager[Any]:
+def _session(spec: JobSpec, settings: Settings) -> AbstractContextManager[Any]:
     """Distributed workers when a broker is configured; else the embedded stack."""
     from tierline.console import err
 
-    settings = load_settings()
     if not settings.embedded:
         return nullcontext(None)
     from tierline.embedded import embedded
@@ -79,7 +80,7 @@ def _session(spec: JobSpec) -> AbstractContextManager[Any]:
     err.print(f"[dim]no TIERLINE_BROKER_URL set: running embedded in this process "
               f"(database {settings.database_url}){note}[/dim]")
     db = Path(settings.database_url.removeprefix("sqlite:///"))
-    return embedded(settings.policy_path, database=db, gold=gold)
+    return embedded(settings.policy_path, database=db, gold=gold, settings=settings)
 
 
 @click.command()
@@ -106,10 +107,11 @@ def command(input_path: str | None, job_file: Path | None, **flags: Any) -> None
     from tierline.console import err, out
     from tierline.console import progress as _progress
 
-    spec = job_of(input_path, job_file, flags)
+    settings = settings_in_force()  # the command line's (its --policy)
+    spec = job_of(input_path, job_file, flags, settings)
     check_readable(spec)  # a missing column is one error before anything starts
     started = time.monotonic()
-    with _session(spec) as rt:
+    with _session(spec, settings) as rt:
         client = Client(rt) if rt else Client()
         with _progress() as progress:
             task = progress.add_task("submitting", total=spec.input.stat().st_size)

@@ -10,19 +10,22 @@ from __future__ import annotations
 import json
 import os
 import sys
-from contextlib import AbstractContextManager, nullcontext
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import click
 
-from router.errors import InvalidInput, TierlineError
+from router.errors import TierlineError
 from router.lanes import LANES
 from tierline.console import err, out
 from tierline.console import progress as _progress
+from tierline.keys_cli import keys as keys_group
 
 if TYPE_CHECKING:
+    from contextlib import AbstractContextManager
+
     from tierline.client import Client
+    from workers.settings import Settings
 
 MAX_SHOWN_REJECTS = 20
 
@@ -52,11 +55,11 @@ class _Group(click.Group):
         except Exception as exc:
             from sqlalchemy.exc import SQLAlchemyError
 
-            from workers.settings import load_settings
+            from workers.settings import settings_in_force
 
             if isinstance(exc, SQLAlchemyError):
                 reason = str(getattr(exc, "orig", None) or exc).splitlines()[0]
-                where = load_settings().database_url.split("@")[-1]
+                where = settings_in_force().database_url.split("@")[-1]
                 err.print(f"[red]error:[/red] database {where}: {reason} (is it migrated? "
                           "`tierline db upgrade`)", highlight=False)
                 sys.exit(2)
@@ -98,39 +101,34 @@ _registered: list[bool] = []
               help="Policy file (default: $TIERLINE_POLICY or policies/$TIERLINE_ENV.yaml).")
 def main(policy: Path | None) -> None:
     """tierline: route LLM work to the cheapest model tier that does it well."""
-    if policy is not None:
-        os.environ["TIERLINE_POLICY"] = str(policy)
+    from dataclasses import replace
+
+    from workers.settings import load_settings, use_settings
+
+    settings = load_settings()  # the one read of the environment
+    use_settings(settings if policy is None else replace(settings, policy_path=policy))
 
 
-def _session(policy_path: Path | None = None) -> AbstractContextManager[Any]:
+def _settings() -> Settings:
+    """The settings ``main`` built."""
+    from workers.settings import settings_in_force
+
+    return settings_in_force()
+
+
+def _session() -> AbstractContextManager[Any]:
     """In production, nothing to start; with no servers configured, the embedded stack."""
-    from workers.settings import load_settings
+    from tierline.session import session
 
-    settings = load_settings()
-    if not settings.embedded:
-        return nullcontext(None)
-    from tierline.embedded import embedded, record_path
-
-    err.print("[dim]no TIERLINE_BROKER_URL set: running embedded in this process "
-              f"(record {settings.database_url})[/dim]")
-    return embedded(policy_path or settings.policy_path, database=record_path(settings))
+    return session(_settings())
 
 
 def _client(rt: Any = None) -> Client:
-    """A client on the runtime ``rt`` (the embedded stack's), else on the environment's,
-    after checking that an embedded record exists: asking never leaves an empty one."""
-    from tierline.client import Client
-    from workers.settings import load_settings
+    """A client on the runtime ``rt`` (the embedded stack's), else on the process's, after
+    checking that an embedded record exists: asking never leaves an empty one."""
+    from tierline.session import client_for
 
-    if rt is None:
-        settings = load_settings()
-        path = settings.sqlite_path
-        if path is not None and not path.exists():
-            makers = ("`tierline submit FILE` or `tierline demo`" if settings.embedded
-                      else "`tierline db upgrade`")
-            raise InvalidInput(f"no tierline record at {path} yet: {makers} makes it "
-                               "(TIERLINE_HOME or TIERLINE_DATABASE_URL choose another)")
-    return Client(rt)
+    return client_for(_settings(), rt)
 
 
 @main.command()
@@ -211,11 +209,9 @@ def _status_line(status: Any) -> str:
 @click.argument("job")
 def status(job: str) -> None:
     """Counts of a job's requests by state."""
-    from workers.settings import load_settings
-
     status = _client().status(job)
     out.print(_status_line(status), highlight=False)
-    if not status.complete and load_settings().embedded:
+    if not status.complete and _settings().embedded:
         err.print(f"with no broker set, only a running tierline process answers it: "
                   f"`tierline resume {job}` answers the rest here", highlight=False)
 
@@ -275,9 +271,9 @@ def worker(role: str, lanes: tuple[str, ...], concurrency: int | None, pool: str
     """Start a Celery worker on the queues of a role, from the policy's tiers."""
     from router.policy import load_policy
     from workers.app import queues_for
-    from workers.settings import load_settings
 
-    policy = load_policy(load_settings().policy_path)
+    settings = _settings()
+    policy = load_policy(settings.policy_path)
     queues = queues_for(policy, role, lanes or LANES)
     argv = [sys.executable, "-m", "celery", "-A", "workers.app", "worker", "-Q", ",".join(queues),
             "-l", "INFO"]
@@ -287,7 +283,7 @@ def worker(role: str, lanes: tuple[str, ...], concurrency: int | None, pool: str
         argv += ["-P", pool]
     argv += list(celery_args)
     err.print(" ".join(argv), highlight=False)
-    os.execv(sys.executable, argv)
+    os.execve(sys.executable, argv, settings.child_env())  # the worker reads these settings
 
 
 @main.group()
@@ -299,9 +295,8 @@ def db() -> None:
 def db_upgrade() -> None:
     """Apply the migrations to $TIERLINE_DATABASE_URL (Alembic upgrade head)."""
     from workers.db import upgrade
-    from workers.settings import load_settings
 
-    settings = load_settings()
+    settings = _settings()
     if settings.sqlite_path is not None:
         settings.sqlite_path.parent.mkdir(parents=True, exist_ok=True)
     url = settings.database_url
@@ -344,57 +339,6 @@ def sweep(intake_timeout: float | None) -> None:
     done = watch(rt)  # what the watchdog on beat does every 15 s
     out.print(f"{done.resent} stalled requests re-enqueued, {done.expired} expired at their "
               "deadline", highlight=False)
-
-
-@main.group()
-def keys() -> None:
-    """The gateway's API keys: each speaks for a tenant, with optional limits."""
-
-
-@keys.command("create")
-@click.option("--tenant", required=True, help="The tenant the key's requests are made for.")
-@click.option("--name", default=None, help="A name to recognise the key by.")
-@click.option("--expires", default=None, help="Days (30d) or a UTC date or time (ISO 8601).")
-@click.option("--rpm", "requests_per_minute", type=click.IntRange(min=1), default=None,
-              help="Requests per minute (429 with Retry-After past it).")
-@click.option("--usd-per-day", type=click.FloatRange(min=0), default=None,
-              help="USD the tenant may spend per UTC day (429 once spent).")
-@click.option("--usd-per-month", type=click.FloatRange(min=0), default=None,
-              help="USD the tenant may spend per 30 days (429 once spent).")
-def keys_create(tenant: str, name: str | None, expires: str | None,
-                requests_per_minute: int | None, usd_per_day: float | None,
-                usd_per_month: float | None) -> None:
-    """Make a key and print it once; only its SHA-256 is kept."""
-    from decimal import Decimal
-
-    from tierline import keys_admin
-
-    with _session() as rt:
-        keys_admin.create(_client(rt).rt, out, tenant=tenant, name=name, expires=expires,
-                          requests_per_minute=requests_per_minute,
-                          usd_per_day=None if usd_per_day is None else Decimal(str(usd_per_day)),
-                          usd_per_month=(None if usd_per_month is None
-                                         else Decimal(str(usd_per_month))))
-
-
-@keys.command("list")
-@click.option("--tenant", default=None, help="Only this tenant's keys.")
-def keys_list(tenant: str | None) -> None:
-    """Every key (never the key itself): tenant, state, limits, what its tenant spent."""
-    from tierline import keys_admin
-
-    with _session() as rt:
-        keys_admin.show(_client(rt).rt, out, tenant)
-
-
-@keys.command("revoke")
-@click.argument("key_id")
-def keys_revoke(key_id: str) -> None:
-    """Revoke a key by its id (as `tierline keys list` shows it)."""
-    from tierline import keys_admin
-
-    with _session() as rt:
-        keys_admin.revoke(_client(rt).rt, out, key_id)
 
 
 @main.command()
@@ -460,7 +404,7 @@ def demo(n_requests: int, database: Path | None) -> None:
     """Run a sample workload through the whole pipeline in this process, no servers needed."""
     from tierline.demo import run_demo
 
-    run_demo(n_requests=n_requests, database=database, console=out)
+    run_demo(n_requests=n_requests, database=database, console=out, settings=_settings())
 
 
 @main.command()
@@ -468,9 +412,9 @@ def demo(n_requests: int, database: Path | None) -> None:
 @click.option("--port", type=click.IntRange(0, 65535), default=8080, show_default=True,
               help="0 picks a free port.")
 @click.option("--keys", type=click.Path(dir_okay=False, path_type=Path), default=None,
-              envvar="TIERLINE_GATEWAY_KEYS", show_envvar=True,
               help="YAML file mapping each tenant to its API keys (keys made with `tierline "
-                   "keys create` are taken too); with neither, no key is asked for.")
+                   "keys create` are taken too); with neither, no key is asked for. "
+                   "[env var: TIERLINE_GATEWAY_KEYS]")
 @click.option("--access-log/--no-access-log", default=True, show_default=True,
               help="One line per request on stderr: method, path, status, ms, request id, "
                    "tenant (never the prompt).")
@@ -489,6 +433,7 @@ def gateway(host: str, port: int, keys: Path | None, access_log: bool) -> None:
 
     signal.signal(signal.SIGTERM, stop)
 
+    keys = keys or _settings().gateway_keys
     accepted = load_keys(keys) if keys else None
     limits = DEFAULT_LIMITS
     handler = logging.StreamHandler()
@@ -571,6 +516,9 @@ def policy_check(file: Path) -> None:
     p = load_policy(file)
     tiers = "; ".join(f"{t}: {', '.join(m)}" for t, m in p.tiers.items())
     out.print(f"{file}: ok: {len(p.models)} models, tiers {tiers}", highlight=False)
+
+
+main.add_command(keys_group, "keys")
 
 
 def _register_optional() -> None:

@@ -9,7 +9,7 @@ import uuid
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import nullcontext
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 from kombu.exceptions import OperationalError
 from sqlalchemy import Connection
@@ -27,6 +27,20 @@ OnReject = Callable[[int, str], None]
 OnRejectInput = Callable[[int, str, Any], None]  # (line, reason, the line's bytes or the item)
 OnProgress = Callable[[int, int], None]  # (items, bytes) just processed
 FINAL = ("done", "failed", "cancelled", "expired")
+
+
+class Publish(Protocol):
+    """Hands request ids of one lane to the router's ingress queue; raises kombu's
+    ``OperationalError`` when the broker is unreachable (``retry``: kombu's retries first)."""
+
+    def __call__(self, lane: str, request_ids: list[str], *, retry: bool) -> None: ...
+
+
+def publish_to_router(lane: str, request_ids: list[str], *, retry: bool) -> None:
+    """The broker's ingress queue of ``lane``, as a Celery message for the router task."""
+    from workers.tasks import route_requests
+
+    route_requests.apply_async(args=[request_ids], queue=ingress_queue(lane), retry=retry)
 
 
 @dataclass
@@ -67,10 +81,14 @@ class JobStatus:
 
 
 class Client:
-    """A producer's handle on tierline; holds the process's runtime (policy, database)."""
+    """A producer's handle on tierline; holds the process's runtime (policy, database), what
+    hands requests to the router (``publish``: the broker by default) and the clock."""
 
-    def __init__(self, rt: Runtime | None = None) -> None:
+    def __init__(self, rt: Runtime | None = None, *, publish: Publish = publish_to_router,
+                 clock: Callable[[], float] = time.time) -> None:
         self.rt = rt or runtime()
+        self.publish = publish
+        self.clock = clock
 
     def submit(self, prompt: str | None = None, *, messages: list[dict[str, str]] | None = None,
                lane: str = "standard", **fields: Any) -> str:
@@ -103,7 +121,7 @@ class Client:
         writes only what is missing, and its counts are the job's, not this run's.
         ``finish(conn)`` runs in the transaction that ends the intake.
         """
-        now = time.time()
+        now = self.clock()
         report = SubmitReport(job_id=into or str(uuid.uuid4()))
         if into is None:
             with self.rt.engine.begin() as conn:
@@ -119,7 +137,7 @@ class Client:
                 if error is None:
                     try:
                         valid.append((number, build_request(
-                            raw, self.rt.policy, now_s=time.time(), new_id=time_ordered_id(),
+                            raw, self.rt.policy, now_s=self.clock(), new_id=time_ordered_id(),
                             lane=lane, tenant=tenant)))
                         continue
                     except InvalidInput as exc:
@@ -148,7 +166,7 @@ class Client:
                     and len(report.earlier_jobs) == 1):  # a resubmission: the earlier job
                 jobs_.drop(conn, report.job_id)
                 report.job_id = report.earlier_jobs[0]
-                jobs_.settle(conn, [report.job_id], time.time())
+                jobs_.settle(conn, [report.job_id], self.clock())
                 if finish:
                     finish(conn)
                 return report
@@ -160,7 +178,7 @@ class Client:
                 records.set_job_counts(conn, into, accepted=written, rejected=report.rejected,
                                        duplicates=max(report.accepted + report.duplicates
                                                       - written, 0))
-            done = time.time()
+            done = self.clock()
             if report.accepted == 0 and report.duplicates == 0 and report.rejected:
                 jobs_.set_state(conn, report.job_id, "failed", now_s=done,
                                 error=f"no valid request: all {report.rejected} were rejected")
@@ -184,18 +202,15 @@ class Client:
 
     def _enqueue(self, valid: list[Any], new: set[str]) -> bool:
         """Hand new requests to the ingress queues; False when the broker is unreachable."""
-        from workers.tasks import route_requests
-
         by_lane: dict[str, list[str]] = {}
         for _, r in valid:
             if r.id in new:
                 by_lane.setdefault(r.lane, []).append(r.id)
         try:
             for lane_name, ids in by_lane.items():
-                route_requests.apply_async(args=[ids], queue=ingress_queue(lane_name),
-                                           retry=False)
+                self.publish(lane_name, ids, retry=False)
                 with self.rt.engine.begin() as conn:
-                    records.mark_enqueued(conn, ids, time.time())
+                    records.mark_enqueued(conn, ids, self.clock())
         except OperationalError:
             return False
         return True
@@ -210,7 +225,7 @@ class Client:
     def _settled(self, conn: Connection, job_id: str) -> Any:
         """The job's row after settling it: completed when nothing is left, expired when its
         window has closed."""
-        jobs_.settle(conn, [job_id], time.time())
+        jobs_.settle(conn, [job_id], self.clock())
         row = jobs_.header(conn, job_id)
         if row is None:
             raise InvalidInput(f"no job {job_id!r}")
@@ -221,7 +236,7 @@ class Client:
         status = self.status(job_id)
         if status.state in jobs_.ACTIVE:
             with self.rt.engine.begin() as conn:
-                jobs_.halt(conn, job_id, "cancelled", time.time())
+                jobs_.halt(conn, job_id, "cancelled", self.clock())
         return self.status(job_id)
 
     def resume(self, job_id: str) -> int:
@@ -230,8 +245,6 @@ class Client:
         Routing and answering are idempotent: finished requests are skipped and nothing
         is charged twice. Returns how many requests were enqueued.
         """
-        from workers.tasks import route_requests
-
         self.status(job_id)
         with self.rt.engine.connect() as conn:
             todo = jobs_.unfinished(conn, job_id)
@@ -241,8 +254,7 @@ class Client:
         size = self.rt.policy.bundling.ingress_chunk
         for lane, ids in by_lane.items():
             for start in range(0, len(ids), size):
-                route_requests.apply_async(args=[ids[start:start + size]],
-                                           queue=ingress_queue(lane))
+                self.publish(lane, ids[start:start + size], retry=True)
         return len(todo)
 
     def wait(self, job_id: str, *, timeout_s: float = 600.0, poll_s: float = 0.1,

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import time
 from decimal import Decimal
 from itertools import islice
@@ -16,20 +15,21 @@ from tierline.client import Client
 from tierline.embedded import embedded
 from workers.records import Price
 from workers.reports import job_summary
-from workers.settings import POLICY_DIR, data_dir, load_settings
+from workers.settings import POLICY_DIR, Settings, data_dir
 
 SAMPLE = Path(__file__).resolve().parent / "samples" / "demo.jsonl"
 
 
-def run_demo(*, n_requests: int, database: Path | None, console: Console) -> None:
+def run_demo(*, n_requests: int, database: Path | None, console: Console,
+             settings: Settings) -> None:
     """Submit the sample workload, wait for it, and print what it did and cost."""
     policy_path = POLICY_DIR / "demo.yaml"
     lines = [json.loads(line) for line in islice(SAMPLE.open(encoding="utf-8"), n_requests)]
     started = time.monotonic()
     with console.status("starting the embedded stack: SQLite, in-memory broker, "
                         "workers, simulator"):
-        record = _record(database)
-        stack = embedded(policy_path, database=record)
+        record = _record(database, settings)
+        stack = embedded(policy_path, database=record, settings=settings)
         rt = stack.__enter__()
     try:
         client = Client(rt)
@@ -54,20 +54,19 @@ def run_demo(*, n_requests: int, database: Path | None, console: Console) -> Non
         f"${summary.usd_attempts:.6f}.")
     console.print(f"{status.finished}/{status.total} requests answered "
                   f"({summary.failed} failed) in {elapsed:.1f} s; job {report.job_id}")
-    console.print(_inspect_hint(record, report.job_id), highlight=False)
+    console.print(_inspect_hint(record, report.job_id, settings), highlight=False)
 
 
-def _record(database: Path | None) -> Path:
+def _record(database: Path | None, settings: Settings) -> Path:
     """Where the demo keeps its record: ``database``, else the data directory's record
     (whatever ``TIERLINE_DATABASE_URL`` says: the demo is always embedded)."""
     if database is not None:
         return database.resolve()
-    return data_dir(os.environ) / "tierline.sqlite"
+    return (settings.home or data_dir(settings.env)) / "tierline.sqlite"
 
 
-def _inspect_hint(record: Path, job_id: str) -> str:
+def _inspect_hint(record: Path, job_id: str, settings: Settings) -> str:
     """How to look at the demo's job afterwards, from any folder."""
-    settings = load_settings()
     prefix = ""
     if settings.database_url != f"sqlite:///{record}" or not settings.embedded:
         prefix = f"TIERLINE_DATABASE_URL=sqlite:///{record} "

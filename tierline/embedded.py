@@ -10,22 +10,22 @@ only the transports differ. As in production, the realtime lane has a worker of 
 from __future__ import annotations
 
 import atexit
-import os
 import socket
 import tempfile
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 from router.errors import InvalidInput
 from router.policy import LANES, load_policy
-from workers.app import app, queues_for
+from workers.app import app, queues_for, use_broker
 from workers.db import upgrade
 from workers.dedicated import DedicatedWorker
 from workers.runtime import Runtime, install
-from workers.settings import EMBEDDED_BROKER, Settings
+from workers.settings import EMBEDDED_BROKER, Settings, settings_in_force
 
 SIM_URL_ENV = "TIERLINE_SIM_URL"
 REALTIME = ("realtime",)
@@ -35,11 +35,14 @@ OTHER_LANES = tuple(lane for lane in LANES if lane not in REALTIME)
 @contextmanager
 def embedded(policy_path: Path, *, database: Path | None = None, concurrency: int = 8,
              sim_seed: int = 0, sim_config: Path | None = None,
-             gold: dict[str, str] | None = None) -> Iterator[Runtime]:
+             gold: dict[str, str] | None = None, settings: Settings | None = None
+             ) -> Iterator[Runtime]:
     """Run tierline in this process until the block ends; yields the installed runtime.
     ``concurrency`` threads in all: a quarter (at least 2) for the realtime lane, the rest
     for the other lanes; ``sim_config`` overrides the simulated models' profiles.
-    The process-wide state it sets (broker URL and settings, runtime) is put back after."""
+    ``settings`` (default: the process's) give the rest: the lease, the environment the
+    policy's variables are read from. The process-wide state it sets (the app's broker and
+    the runtime) is put back after."""
     from sim.fleet import fleet_from_policy
     from sim.server import start
 
@@ -47,23 +50,20 @@ def embedded(policy_path: Path, *, database: Path | None = None, concurrency: in
     with tempfile.TemporaryDirectory(prefix="tierline-") as tmp:
         db_path = database or Path(tmp) / "tierline.sqlite"
         db_path.parent.mkdir(parents=True, exist_ok=True)
-        settings = Settings(EMBEDDED_BROKER, f"sqlite:///{db_path}", policy_path)
-        saved_env = os.environ.get("TIERLINE_BROKER_URL")
-        saved_conf = (app.conf.broker_url, app.conf.broker_transport_options)
-        os.environ.setdefault("TIERLINE_BROKER_URL", EMBEDDED_BROKER)
-        upgrade(settings.database_url)
+        given = settings or settings_in_force()
+        here = replace(given, broker_url=EMBEDDED_BROKER, database_url=f"sqlite:///{db_path}",
+                       policy_path=policy_path, redis_url=None)
+        upgrade(here.database_url)
         with start(fleet_from_policy(policy_path, sim_config, seed=sim_seed), gold=gold) as sim:
             # Embedded means simulated: every model's endpoint is the in-process simulator.
-            env = dict(os.environ)
+            env = dict(given.env)
             for spec in policy.models.values():
                 if spec.base_url_env:
                     env[spec.base_url_env] = sim.url
             env[SIM_URL_ENV] = sim.url
-            rt = Runtime(settings, policy, env)
+            rt = Runtime(here, policy, env)
             saved_rt = install(rt)
-            app.conf.broker_url = EMBEDDED_BROKER
-            app.conf.broker_transport_options = {"polling_interval": 0.01}
-            _drop_broker_pools()
+            saved_broker = use_broker(EMBEDDED_BROKER, {"polling_interval": 0.01})
             realtime_threads = max(2, concurrency // 4)
             workers = [
                 _start_worker(queues_for(policy, "all", REALTIME), realtime_threads,
@@ -77,12 +77,7 @@ def embedded(policy_path: Path, *, database: Path | None = None, concurrency: in
                 for worker in workers:
                     worker.stop(in_sighandler=False)
                 install(saved_rt)
-                app.conf.broker_url, app.conf.broker_transport_options = saved_conf
-                _drop_broker_pools()
-                if saved_env is None:
-                    os.environ.pop("TIERLINE_BROKER_URL", None)
-                else:
-                    os.environ["TIERLINE_BROKER_URL"] = saved_env
+                use_broker(*saved_broker)
 
 
 _process_stack: list[Runtime] = []
@@ -92,7 +87,7 @@ def process_stack(settings: Settings) -> Runtime:
     """The embedded stack for the rest of this process (the Python API's default when no
     broker is set): started on first use on the record ``settings`` name, stopped at exit."""
     if not _process_stack:
-        stack = embedded(settings.policy_path, database=record_path(settings))
+        stack = embedded(settings.policy_path, database=record_path(settings), settings=settings)
         _process_stack.append(stack.__enter__())
         atexit.register(stack.__exit__, None, None, None)
     return _process_stack[0]
@@ -113,13 +108,6 @@ def record_path(settings: Settings) -> Path:
         raise InvalidInput(f"the embedded stack keeps its record in SQLite, not "
                          f"{settings.database_url.split('@')[-1]}; set TIERLINE_BROKER_URL too")
     return path
-
-
-def _drop_broker_pools() -> None:
-    """Forget the app's cached broker connections and producers: they were made for the
-    broker URL in force before, and would go on publishing there."""
-    app._pool = None
-    app.amqp._producer_pool = None
 
 
 def _start_worker(queues: list[str], concurrency: int, name: str) -> DedicatedWorker:

@@ -14,20 +14,20 @@ A job file (``tierline classify --job-file JOB.yaml``)::
 
 ``labels`` is a list, a comma-separated string, or a file: a JSON list, a JSON object
 (its keys), or one label per line. ``${VAR}`` and ``${VAR:-default}`` expand from the
-environment (``TIERLINE_DATA`` defaults to ``../shared/data`` beside the project); relative
+environment the settings were read from (``TIERLINE_DATA`` defaults to ``../shared/data``
+beside the project, see ``workers.settings``); relative
 paths are relative to the job file; ``{date}`` and ``{job}`` in ``out`` are filled in when
 the job runs. Every error names the file and the key.
 """
 
 from __future__ import annotations
 
-import os
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
 
@@ -36,19 +36,14 @@ from router.labels import LabelSet, check_instructions
 from router.policy import LANES
 from router.untrusted import check, loads
 
-PROJECT_ROOT = Path(__file__).resolve().parent.parent
+if TYPE_CHECKING:
+    from workers.settings import Settings
 KEYS = ("name", "input", "format", "text_column", "id_column", "gold_column", "labels",
         "instructions", "lane", "tenant", "out", "errors", "limit", "schedule",
         "max_output_tokens", "timeout_s")
 FORMATS = ("csv", "jsonl")
 MAX_NUMBER = 1e12  # rows, tokens or seconds: anything larger is a typo
 _VAR = re.compile(r"\$\{(?P<name>[A-Za-z_][A-Za-z0-9_]*)(?::-(?P<default>[^}]*))?\}")
-
-
-def data_dir(env: Mapping[str, str] | None = None) -> Path:
-    """The shared data folder: ``$TIERLINE_DATA`` or ``../shared/data`` beside the project."""
-    env = os.environ if env is None else env
-    return Path(env.get("TIERLINE_DATA") or PROJECT_ROOT.parent / "shared" / "data")
 
 
 @dataclass(frozen=True)
@@ -93,31 +88,32 @@ def _fail(source: str, key: str, reason: str) -> InvalidInput:
     return InvalidInput(f"{source}: {key}: {reason}")
 
 
-def expand(value: str, source: str, key: str, env: Mapping[str, str] | None = None) -> str:
-    """``${VAR}`` and ``${VAR:-default}`` from the environment; TIERLINE_DATA has a default."""
-    env = os.environ if env is None else env
+def expand(value: str, source: str, key: str, settings: Settings) -> str:
+    """``${VAR}`` and ``${VAR:-default}`` from the environment the settings were read from;
+    ``${TIERLINE_DATA}`` defaults to the settings' shared data folder."""
 
     def one(found: re.Match[str]) -> str:
         name, default = found["name"], found["default"]
-        if env.get(name):
-            return env[name]
+        if settings.env.get(name):
+            return settings.env[name]
         if default is not None:
             return default
         if name == "TIERLINE_DATA":
-            return str(data_dir(env))
+            return str(settings.data_path)
         raise _fail(source, key, f"${{{name}}} is not set (give ${{{name}:-default}})")
 
     return _VAR.sub(one, value)
 
 
-def _path(raw: Any, source: str, key: str, base: Path) -> Path:
+def _path(raw: Any, source: str, key: str, base: Path, settings: Settings) -> Path:
     if not isinstance(raw, str | Path) or not str(raw).strip():
         raise _fail(source, key, "must be a path")
-    path = Path(expand(str(raw), source, key)).expanduser()
+    path = Path(expand(str(raw), source, key, settings)).expanduser()
     return path if path.is_absolute() else (base / path)
 
 
-def read_labels(raw: Any, source: str, key: str, base: Path) -> LabelSet:
+def read_labels(raw: Any, source: str, key: str, base: Path, settings: Settings
+                ) -> LabelSet:
     """Labels from a list, a comma-separated string, or a file (JSON list/object, lines)."""
     if isinstance(raw, list | tuple):
         if not all(isinstance(x, str) for x in raw):
@@ -125,7 +121,7 @@ def read_labels(raw: Any, source: str, key: str, base: Path) -> LabelSet:
         return LabelSet(raw, f"{source}: {key}")
     if not isinstance(raw, str) or not raw.strip():
         raise _fail(source, key, "give a list, a comma-separated string or a file")
-    path = _path(raw, source, key, base)
+    path = _path(raw, source, key, base, settings)
     if not path.is_file():
         if "," in raw:
             return LabelSet([x.strip() for x in raw.split(",")], f"{source}: {key}")
@@ -165,8 +161,10 @@ def cron_fields(expr: str) -> tuple[str, str, str, str, str]:
     return minute, hour, day, month, weekday
 
 
-def job_from_dict(data: Mapping[str, Any], source: str, base: Path) -> JobSpec:
-    """Validate a job from parsed YAML or flags; relative paths are relative to ``base``."""
+def job_from_dict(data: Mapping[str, Any], source: str, base: Path, settings: Settings
+                  ) -> JobSpec:
+    """Validate a job from parsed YAML or flags; relative paths are relative to ``base``,
+    ``${VAR}`` expands as :func:`expand` says."""
     unknown = sorted((k for k in data if k not in KEYS), key=str)  # YAML keys may be any type
     if unknown:
         raise _fail(source, str(unknown[0])[:60], f"unknown key (known: {', '.join(KEYS)})")
@@ -179,7 +177,7 @@ def job_from_dict(data: Mapping[str, Any], source: str, base: Path) -> JobSpec:
     for key in ("input", "labels", "out"):
         if data.get(key) in (None, ""):
             raise _fail(source, key, "missing")
-    input_path = _path(data["input"], source, "input", base)
+    input_path = _path(data["input"], source, "input", base, settings)
     if not input_path.is_file():
         raise _fail(source, "input", f"no such file {input_path}")
     fmt = data.get("format") or input_path.suffix.lstrip(".").lower()
@@ -188,7 +186,7 @@ def job_from_dict(data: Mapping[str, Any], source: str, base: Path) -> JobSpec:
     if fmt not in FORMATS:
         raise _fail(source, "format", f"cannot tell CSV from JSONL by {input_path.name!r}; "
                                       f"set format to one of {', '.join(FORMATS)}")
-    out = _path(data["out"], source, "out", base)
+    out = _path(data["out"], source, "out", base, settings)
     if out.suffix.lower() not in (".csv", ".jsonl", ".json"):
         raise _fail(source, "out", f"{out.name!r}: the extension picks the format: .jsonl or .csv")
     strings = {}
@@ -226,16 +224,19 @@ def job_from_dict(data: Mapping[str, Any], source: str, base: Path) -> JobSpec:
     return JobSpec(
         name=strings["name"] or input_path.stem,
         input=input_path, format=fmt, out=out,
-        labels=read_labels(data["labels"], source, "labels", base),
+        labels=read_labels(data["labels"], source, "labels", base, settings),
         text_column=str(strings["text_column"]), id_column=strings["id_column"],
         gold_column=strings["gold_column"], instructions=strings["instructions"],
         lane=lane, tenant=strings["tenant"] or "default",
-        errors=_path(data["errors"], source, "errors", base) if data.get("errors") else None,
+        errors=(_path(data["errors"], source, "errors", base, settings) if data.get("errors")
+                else None),
         schedule=strings["schedule"], source=source, **numbers)
 
 
-def load_job(path: Path, overrides: Mapping[str, Any] | None = None) -> JobSpec:
-    """Read a job file; ``overrides`` (flags, paths already absolute) win over its keys."""
+def load_job(path: Path, overrides: Mapping[str, Any] | None = None, *,
+             settings: Settings | None = None) -> JobSpec:
+    """Read a job file; ``overrides`` (flags, paths already absolute) win over its keys;
+    ``${VAR}`` expands from ``settings`` (default: the process's)."""
     try:
         data = yaml.safe_load(path.read_text(encoding="utf-8"))
     except OSError as exc:
@@ -251,7 +252,11 @@ def load_job(path: Path, overrides: Mapping[str, Any] | None = None) -> JobSpec:
     if not isinstance(data, dict):
         raise InvalidInput(f"{path}: <root>: a job file is a mapping of keys to values")
     data = {**data, **{k: v for k, v in (overrides or {}).items() if v is not None}}
-    return job_from_dict(data, str(path), path.resolve().parent)
+    if settings is None:
+        from workers.settings import settings_in_force
+
+        settings = settings_in_force()
+    return job_from_dict(data, str(path), path.resolve().parent, settings)
 
 
 def with_limit(spec: JobSpec, limit: int | None) -> JobSpec:

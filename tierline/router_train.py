@@ -88,9 +88,9 @@ def _record(path: Path, policy: dict[str, Any], label: str, metrics: dict[str, A
 
     from workers.bundles import register
     from workers.db import engine_for, upgrade
-    from workers.settings import load_settings
+    from workers.settings import settings_in_force
 
-    url = load_settings().database_url
+    url = settings_in_force().database_url
     upgrade(url)
     with engine_for(url).begin() as conn:
         return register(conn, str(path.resolve()), policy, label, metrics, time.time(),

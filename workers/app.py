@@ -10,25 +10,23 @@ give the realtime queues their own worker so a batch flood never delays them.
 
 from __future__ import annotations
 
-import os
 from typing import Any
 
 from celery import Celery
 from celery.signals import worker_init
 
 from router.policy import LANES, Policy
-from workers.lease import lease_of
-from workers.settings import load_settings
+from workers.settings import settings_in_force
 
 app = Celery("tierline", include=["workers.tasks"])
 
 
 def _config() -> dict[str, Any]:
-    settings = load_settings()
+    settings = settings_in_force()
     # Redis redelivers an unacknowledged message (its worker died) after this long: a killed
     # worker's bundle comes back within about a minute. Every call, round, write and
     # countdown of a task is sized to fit inside it (workers.lease).
-    visibility_s = lease_of(os.environ).visibility_s
+    visibility_s = settings.visibility_s
     config: dict[str, Any] = {
         "broker_url": settings.broker_url,
         "task_serializer": "json",
@@ -49,15 +47,30 @@ def _config() -> dict[str, Any]:
             "unacked_restore_throttle": 1,
         },
     }
-    prefix = os.environ.get("TIERLINE_BROKER_KEYPREFIX")
-    if prefix:  # several deployments (or test runs) share one Redis database
-        config["broker_transport_options"]["global_keyprefix"] = prefix
+    if settings.broker_keyprefix:  # several deployments (or test runs) share one Redis database
+        config["broker_transport_options"]["global_keyprefix"] = settings.broker_keyprefix
     if settings.embedded:
         config["broker_transport_options"] = {"polling_interval": 0.01}
     return config
 
 
 app.add_defaults(_config)
+
+
+def use_broker(broker_url: str, transport_options: dict[str, Any] | None = None
+               ) -> tuple[str, dict[str, Any]]:
+    """Point this process's app at ``broker_url`` (and its transport options, if given);
+    returns the broker and options it had, to put back. Celery keeps a connection pool and a
+    producer pool per app, made for the broker before, that would go on publishing there:
+    both are dropped (Celery offers no public call for it; this is the one place that
+    touches them)."""
+    before = (app.conf.broker_url, app.conf.broker_transport_options)
+    app.conf.broker_url = broker_url
+    if transport_options is not None:
+        app.conf.broker_transport_options = transport_options
+    app._pool = None
+    app.amqp._producer_pool = None
+    return before
 
 
 def ingress_queue(lane: str) -> str:
@@ -93,4 +106,4 @@ def _serve_metrics(**_: Any) -> None:
     """A worker with ``$TIERLINE_METRICS_PORT`` serves its processes' metrics there."""
     from workers.metrics import serve_from_worker
 
-    serve_from_worker()
+    serve_from_worker(settings_in_force())

@@ -25,7 +25,6 @@ from router.policy import ModelLimits, StrategySpec
 from workers import ahead
 from workers.ahead import Ahead
 from workers.health import ANSWERED, CUT_OFF, FAILED, Seen
-from workers.lease import lease_of
 from workers.providers.base import Call, Completion
 from workers.providers.fanout import Outcome, run_calls
 from workers.records import AttemptRow, Price
@@ -62,7 +61,7 @@ def call_round(rt: Runtime, due: Sequence[tuple[Request, str]], started: float,
     early_stop = rt.policy.strategy.early_stop
     rule = early_stop.rule() if early_stop is not None else None
     # Cut off inside the task's lease, or its message would be delivered twice (workers.lease).
-    cap_s = min(MAX_CALL_TIMEOUT_S, lease_of(rt.env).call_s)
+    cap_s = min(MAX_CALL_TIMEOUT_S, rt.settings.lease.call_s)
     deadlines = [min(request.deadline_at, started + cap_s) for request, _ in due]
     skipped = _advised_against(rt, due, deadlines, started)
     asked = [i for i in range(len(due)) if i not in skipped]

@@ -57,7 +57,7 @@ from workers.calls import (
     reserve_round,
     settle_round,
 )
-from workers.lease import Lease, lease_of
+from workers.lease import Lease
 from workers.panel import Asked, PanelPlan
 from workers.providers.base import Completion
 from workers.providers.fanout import Outcome as CallOutcome
@@ -118,7 +118,7 @@ def execute(rt: Runtime, request_ids: Sequence[str], now: Callable[[], float] = 
     the ones already recorded and reuses the answers kept for it; only then is the lookup
     worth its query.
     """
-    lease = lease_of(rt.env)
+    lease = rt.settings.lease
     began = now()
     if resumed:  # calls its earlier run made and never recorded: unknown outcome, on record
         with rt.engine.begin() as conn:

@@ -17,14 +17,14 @@ from typing import Any
 
 from router.policy import load_policy
 from workers.app import all_queues, app
-from workers.settings import load_settings
+from workers.settings import settings_in_force
 
 __all__ = ["app", "policy_queue_names", "show_every_queue"]
 
 
 def policy_queue_names() -> list[str]:
     """Every ingress and tier queue of the configured policy."""
-    return all_queues(load_policy(load_settings().policy_path))
+    return all_queues(load_policy(settings_in_force().policy_path))
 
 
 def show_every_queue(handler_class: Any, names: Callable[[], list[str]] = policy_queue_names

@@ -1,5 +1,6 @@
 """How long a task may hold its message: the broker's visibility timeout, and the shares of
-it that calls, rounds, writes and countdowns may take.
+it that calls, rounds, writes and countdowns may take (``Settings.lease``; the timeout is
+``TIERLINE_VISIBILITY_TIMEOUT_S``, 60 s unless set).
 
 On Redis, a message a worker took and has not acknowledged is handed to another worker
 once the visibility timeout has passed, whether its worker died or is merely slow. So
@@ -18,10 +19,8 @@ run without being delivered twice. Every part of a task is sized to fit inside i
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from dataclasses import dataclass
 
-VISIBILITY_ENV = "TIERLINE_VISIBILITY_TIMEOUT_S"
 DEFAULT_VISIBILITY_S = 60.0
 
 
@@ -47,8 +46,3 @@ class Lease:
     def max_countdown_s(self) -> float:
         return 0.5 * self.visibility_s
 
-
-def lease_of(env: Mapping[str, str]) -> Lease:
-    """The lease ``TIERLINE_VISIBILITY_TIMEOUT_S`` gives (60 s unless set)."""
-    raw = env.get(VISIBILITY_ENV)
-    return Lease(float(raw)) if raw else Lease()

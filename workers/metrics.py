@@ -27,7 +27,7 @@ import re
 from collections import defaultdict
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
@@ -39,6 +39,9 @@ from prometheus_client import (
     multiprocess,
     start_http_server,
 )
+
+if TYPE_CHECKING:
+    from workers.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -191,16 +194,16 @@ def clear_multiprocess_dir() -> None:
             stale.unlink(missing_ok=True)
 
 
-def serve_from_worker() -> None:
+def serve_from_worker(settings: Settings) -> None:
     """A worker with ``$TIERLINE_METRICS_PORT`` serves its processes' metrics there."""
-    port = os.environ.get("TIERLINE_METRICS_PORT")
+    port = settings.metrics_port
     if not port:
         return
     if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         log.warning("TIERLINE_METRICS_PORT without PROMETHEUS_MULTIPROC_DIR: prefork child "
                     "processes' metrics are not served")
     clear_multiprocess_dir()
-    host = os.environ.get("TIERLINE_METRICS_HOST", "0.0.0.0")
+    host = settings.metrics_host
     try:
         start_http_server(int(port), addr=host, registry=registry(cluster=False))
     except (ValueError, OSError) as exc:  # metrics only advise: the worker works without

@@ -1,11 +1,16 @@
 """What a worker process holds: settings, the frozen policy, the database engine, the
-estimator and the providers — built once per process, on first use."""
+estimator, the stores and the providers — built once per process, on first use.
+
+The stores (absorber, relay, health) and the clock are constructor arguments: each is built
+from the settings on first use unless one is given (tests give in-memory stores, or share
+one registry between two runtimes)."""
 
 from __future__ import annotations
 
 import os
 import threading
-from dataclasses import dataclass, field
+import time
+from collections.abc import Callable, Mapping
 from functools import cached_property
 from pathlib import Path
 from typing import Any
@@ -20,16 +25,28 @@ from workers.absorber_store import AbsorberStore
 from workers.db import engine_for
 from workers.health import HealthStore, MemoryHealthStore, RedisHealthStore
 from workers.relay import MemoryRelay, RedisRelay, Relay
-from workers.settings import Settings, load_settings
+from workers.settings import Settings, settings_in_force
+
+Clock = Callable[[], float]  # seconds since the epoch
 
 
-@dataclass
 class Runtime:
-    """Per-process state of a tierline worker or producer."""
+    """Per-process state of a tierline worker or producer.
 
-    settings: Settings
-    policy: Policy
-    env: dict[str, str] = field(default_factory=lambda: dict(os.environ))
+    ``env`` is where the variables the policy names (API keys, endpoints) are looked up:
+    by default the environment the settings were read from.
+    """
+
+    def __init__(self, settings: Settings, policy: Policy, env: Mapping[str, str] | None = None,
+                 *, absorber: AbsorberStore | None = None, relay: Relay | None = None,
+                 health: HealthStore | None = None, clock: Clock = time.time) -> None:
+        self.settings = settings
+        self.policy = policy
+        self.env: Mapping[str, str] = settings.env if env is None else env
+        self.clock = clock
+        self._absorber = absorber
+        self._relay = relay
+        self._health = health
 
     @cached_property
     def engine(self) -> Engine:
@@ -39,38 +56,41 @@ class Runtime:
     def estimator(self) -> Estimator:
         return make_estimator(self.policy)
 
-    @cached_property
+    @property
     def absorber(self) -> AbsorberStore:
         """The token-budget store shared by every worker: Redis, or memory when embedded."""
-        if self.settings.redis_url is None:
-            return MemoryAbsorberStore()
-        import redis
+        if self._absorber is None:
+            redis = self._redis()
+            self._absorber = MemoryAbsorberStore() if redis is None else RedisAbsorberStore(redis)
+        return self._absorber
 
-        client = redis.Redis.from_url(self.settings.redis_url, socket_timeout=5,
-                                      socket_connect_timeout=2)
-        return RedisAbsorberStore(client)
-
-    @cached_property
+    @property
     def relay(self) -> Relay:
         """Where streamed answers' pieces go: Redis beside the absorber, or memory when
         embedded."""
-        if self.settings.redis_url is None:
-            return MemoryRelay()
-        import redis
+        if self._relay is None:
+            redis = self._redis()
+            self._relay = MemoryRelay() if redis is None else RedisRelay(redis)
+        return self._relay
 
-        return RedisRelay(redis.Redis.from_url(self.settings.redis_url, socket_timeout=5,
-                                               socket_connect_timeout=2))
-
-    @cached_property
+    @property
     def health(self) -> HealthStore:
         """Models' latency and failures, learned from every worker's calls: Redis beside the
         absorber, or memory when embedded."""
+        if self._health is None:
+            redis = self._redis()
+            self._health = MemoryHealthStore() if redis is None else RedisHealthStore(redis)
+        return self._health
+
+    def _redis(self) -> Any:
+        """A new client on the settings' Redis (one per store, as before), or None when
+        embedded."""
         if self.settings.redis_url is None:
-            return MemoryHealthStore()
+            return None
         import redis
 
-        return RedisHealthStore(redis.Redis.from_url(self.settings.redis_url, socket_timeout=5,
-                                                     socket_connect_timeout=2))
+        return redis.Redis.from_url(self.settings.redis_url, socket_timeout=5,
+                                    socket_connect_timeout=2)
 
     @cached_property
     def spend(self) -> Any:
@@ -86,9 +106,7 @@ class Runtime:
         learning = self.policy.learning
         if learning is None or learning.route_with != "promoted":
             return self.policy_learned
-        import time
-
-        return self.promoted.current(self.engine, self.policy, time.time())
+        return self.promoted.current(self.engine, self.policy, self.clock())
 
     @cached_property
     def promoted(self) -> Any:
@@ -127,11 +145,12 @@ _lock = threading.Lock()
 
 
 def runtime() -> Runtime:
-    """This process's runtime, built from the environment on first use."""
+    """This process's runtime, built on first use from the process's settings (the command
+    line's, else the environment's: ``workers.settings.settings_in_force``)."""
     with _lock:
         pid = os.getpid()
         if pid not in _current:
-            settings = load_settings()
+            settings = settings_in_force()
             _current[pid] = Runtime(settings, load_policy(settings.policy_path))
         return _current[pid]
 

@@ -20,7 +20,6 @@ from celery.exceptions import Reject, Retry
 
 from workers import execute, records, routing
 from workers.app import app, tier_queue
-from workers.lease import lease_of
 from workers.runtime import Runtime, runtime
 from workers.transient import TRANSIENT_ERRORS, transient
 
@@ -48,7 +47,7 @@ def _through_faults(task: Task, work: Callable[[], T]) -> T:
         if not transient(error):
             raise
         countdown = retry_countdown_s(task.request.retries,
-                                      lease_of(runtime().env).max_countdown_s)
+                                      runtime().settings.lease.max_countdown_s)
         log.warning("%s met %s: %s; retried in %.1f s", task.name, type(error).__name__,
                     error, countdown)
         try:
@@ -91,7 +90,7 @@ def answer_bundle(rt: Runtime, request_ids: list[str], *, resumed: bool, queue: 
     outcome = execute.execute(rt, request_ids, resumed=resumed)
     if outcome.deferred:
         wait_s = min(outcome.retry_after_s, rt.policy.failure.max_defer_s)
-        lease = lease_of(rt.env)
+        lease = rt.settings.lease
         now_s = time.time()
         # The embedded in-memory broker has no visibility timeout (and no beat to run the
         # watchdog): there a countdown may be as long as it likes.

@@ -47,13 +47,10 @@ def stack(redis_url: str, postgres_url: str, tmp_path_factory: pytest.TempPathFa
 
 
 def _use_broker(url: str) -> None:
-    """Point this process's producer at ``url``: Celery keeps a connection pool and a producer
-    pool per app, so changing the setting alone would keep publishing to the old broker."""
-    from workers.app import app
+    """Point this process's producer at ``url`` (and its connection pools: workers.app)."""
+    from workers.app import use_broker
 
-    app.conf.broker_url = url
-    app._pool = None
-    app.amqp._producer_pool = None
+    use_broker(url)
 
 
 @pytest.fixture(scope="session")

@@ -48,7 +48,8 @@ def test_a_bundle_whose_worker_is_killed_mid_call_is_redelivered_and_its_calls_a
                   "--without-mingle", "--without-gossip"]
         workers.append(spawn([*worker, "-n", "doomed@%h"], env, tmp_path / "doomed.log", cwd=ROOT))
 
-        rt = Runtime(Settings(broker, postgres_url, POLICY), load_policy(POLICY), env)
+        rt = Runtime(Settings(broker, postgres_url, POLICY, visibility_s=8.0), load_policy(POLICY),
+                     env)
         install(rt)
         use_broker(broker)
         report = Client(rt).submit_many([f"crash test {i}" for i in range(6)], lane="batch")

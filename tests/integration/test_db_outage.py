@@ -59,7 +59,8 @@ def test_a_database_outage_mid_bundle_loses_nothing_and_charges_once(
         worker = spawn([sys.executable, "-m", "tierline", "worker", "--role", "all", "-c", "2",
                         "--", "--without-mingle", "--without-gossip", "-n", "outage@%h"],
                        env, tmp_path / "worker.log", cwd=ROOT)
-        rt = Runtime(Settings(own_broker, own_postgres_url, POLICY), load_policy(POLICY), env)
+        rt = Runtime(Settings(own_broker, own_postgres_url, POLICY, visibility_s=20.0),
+                     load_policy(POLICY), env)
         install(rt)
         use_broker(own_broker)
         report = Client(rt).submit_many([f"outage test {i}" for i in range(6)], lane="batch")

@@ -15,6 +15,7 @@ import httpx
 import pytest
 from sqlalchemy import func, select
 
+from router.errors import InvalidInput
 from router.policy import load_policy
 from tests.conftest import serve_gateway
 from tierline.chat import INLINE_MAX_WAITING
@@ -109,6 +110,6 @@ def test_a_bundle_the_gateway_cannot_answer_is_handed_to_the_tier_worker(
 def test_gateway_calls_come_from_the_environment_and_a_bad_value_is_named() -> None:
     assert load_settings({}).gateway_calls == "queue"
     assert load_settings({"TIERLINE_GATEWAY_CALLS": "inline"}).gateway_calls == "inline"
-    with pytest.raises(ValueError, match="TIERLINE_GATEWAY_CALLS='celery'"):
+    with pytest.raises(InvalidInput, match="TIERLINE_GATEWAY_CALLS=.celery."):
         load_settings({"TIERLINE_GATEWAY_CALLS": "celery"})
     assert replace(load_settings({}), gateway_calls="inline").gateway_calls == "inline"

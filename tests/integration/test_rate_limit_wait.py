@@ -50,7 +50,8 @@ def test_a_429_with_a_long_retry_after_waits_on_the_record_and_the_watchdog_send
                         "--", "--without-mingle", "--without-gossip", "-n", "limited@%h"],
                        env, tmp_path / "worker.log", cwd=ROOT)
         try:
-            rt = Runtime(Settings(own_broker, own_postgres_url, POLICY), load_policy(POLICY), env)
+            rt = Runtime(Settings(own_broker, own_postgres_url, POLICY, visibility_s=10.0),
+                         load_policy(POLICY), env)
             install(rt)
             use_broker(own_broker)
             report = Client(rt).submit_many(["what is the capital of Spain?"], lane="batch")

@@ -9,10 +9,12 @@ import pytest
 from celery.schedules import crontab
 
 from schedules.beat import build_schedule, report_schedule_of
+from workers.settings import load_settings
 
 
 def test_the_daily_report_runs_at_a_quarter_past_midnight_on_the_schedules_queue() -> None:
-    entry = build_schedule(None, report_schedule=report_schedule_of({}))["daily-report"]
+    default = report_schedule_of(load_settings({}))
+    entry = build_schedule(None, report_schedule=default)["daily-report"]
     assert entry["task"] == "tierline.daily_report"
     assert entry["schedule"] == crontab(minute="15", hour="0")
     assert entry["options"] == {"queue": "schedules"}
@@ -20,14 +22,14 @@ def test_the_daily_report_runs_at_a_quarter_past_midnight_on_the_schedules_queue
 
 
 def test_the_environment_moves_the_report_or_turns_it_off() -> None:
-    moved = report_schedule_of({"TIERLINE_REPORT_SCHEDULE": "30 6 * * 1"})
+    moved = report_schedule_of(load_settings({"TIERLINE_REPORT_SCHEDULE": "30 6 * * 1"}))
     assert build_schedule(None, report_schedule=moved)["daily-report"]["schedule"] == \
         crontab(minute="30", hour="6", day_of_week="1")
     for off in ("off", "OFF", " off "):
-        schedule = build_schedule(None, report_schedule=report_schedule_of(
-            {"TIERLINE_REPORT_SCHEDULE": off}))
+        schedule = build_schedule(None, report_schedule=report_schedule_of(load_settings(
+            {"TIERLINE_REPORT_SCHEDULE": off})))
         assert set(schedule) == {"sweep-stranded", "watchdog"}
-    assert report_schedule_of({"TIERLINE_REPORT_SCHEDULE": ""}) == "15 0 * * *"
+    assert report_schedule_of(load_settings({"TIERLINE_REPORT_SCHEDULE": ""})) == "15 0 * * *"
 
 
 @pytest.mark.parametrize(("value", "reason"), [

@@ -16,12 +16,14 @@ from router.agreement import Agreement
 from router.policy import policy_from_dict
 from schedules.beat import build_schedule
 from schedules.retrain import in_force_label, retrain, retrain_schedule_of
+from tests.conftest import publish_nowhere
 from tests.workers.scripted import DEMO, completion, route_here, runtime, serve
 from tierline.client import Client
 from workers import bundles
 from workers.runtime import Runtime
 from workers.schema import bundles as bundles_table
 from workers.schema import results, shadow_outcomes
+from workers.settings import load_settings
 from workers.shadow_record import traffic_records
 
 LEARNING = {"shadow_rate": 0.1, "lanes": ["batch"], "usd_per_day_max": 1.0, "tiers": "all"}
@@ -37,14 +39,14 @@ def _policy(learning: dict[str, Any] | None = LEARNING) -> dict[str, Any]:
 
 def test_beat_retrains_on_the_policys_schedule_unless_the_environment_says_otherwise() -> None:
     policy = policy_from_dict(_policy({**LEARNING, "retrain_schedule": "0 4 * * *"}))
-    entry = build_schedule(None, retrain_schedule=retrain_schedule_of(policy, {}))[
-        "retrain-router"]
+    default = retrain_schedule_of(policy, load_settings({}))
+    entry = build_schedule(None, retrain_schedule=default)["retrain-router"]
     assert entry["task"] == "tierline.retrain_router"
     assert entry["schedule"] == crontab(minute="0", hour="4")
     assert entry["options"] == {"queue": "schedules"}
-    off = retrain_schedule_of(policy, {"TIERLINE_RETRAIN_SCHEDULE": "off"})
+    off = retrain_schedule_of(policy, load_settings({"TIERLINE_RETRAIN_SCHEDULE": "off"}))
     assert "retrain-router" not in build_schedule(None, retrain_schedule=off)
-    assert retrain_schedule_of(policy_from_dict(_policy(None)), {}) == "off"
+    assert retrain_schedule_of(policy_from_dict(_policy(None)), load_settings({})) == "off"
 
 
 def test_the_policy_in_force_is_the_promoted_bundle_else_the_zero_training_default() -> None:
@@ -56,8 +58,7 @@ def test_the_policy_in_force_is_the_promoted_bundle_else_the_zero_training_defau
 def _traffic(rt: Runtime, n: int) -> None:
     """``n`` shadowed requests: the cheapest model agrees with the top on short questions,
     the middle one on most; every tier's answer recorded, as ``tiers: all`` does."""
-    client = Client(rt)
-    client._enqueue = lambda valid, new: True  # type: ignore[method-assign]
+    client = Client(rt, publish=publish_nowhere)
     prompts = [f"what is {k} plus {k}?" if k % 3 else
                f"prove a property of the sequence starting {k} {k + 1} {k + 3} in detail"
                for k in range(n)]

@@ -15,6 +15,7 @@ from sqlalchemy import select
 
 from router.policy import load_policy
 from schedules.sweeper import INTAKE_STALLED_AFTER_S, enqueue_stranded, fail_stalled_intakes
+from tests.conftest import broker_down
 from tierline.client import Client
 from workers import jobs
 from workers.runtime import Runtime
@@ -32,9 +33,7 @@ class Crash(Exception):
 @pytest.fixture()
 def client(own_postgres_url: str) -> Client:
     rt = Runtime(Settings("memory://", own_postgres_url, POLICY), load_policy(POLICY))
-    client = Client(rt)
-    client._enqueue = lambda valid, new: True  # type: ignore[method-assign]  # no worker here
-    return client
+    return Client(rt, publish=broker_down)  # requests stay accepted, never enqueued
 
 
 def _crashing(rows: int) -> Iterator[str]:

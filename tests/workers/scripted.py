@@ -15,10 +15,12 @@ from typing import Any
 import yaml
 
 from router.policy import policy_from_dict
+from tests.conftest import publish_nowhere
 from tierline.client import Client
 from workers import execute, routing
 from workers.absorber_memory import MemoryAbsorberStore
 from workers.db import upgrade
+from workers.health import HealthStore
 from workers.runtime import Runtime
 from workers.settings import Settings
 
@@ -72,22 +74,26 @@ def demo_policy(strategy: dict[str, Any]) -> dict[str, Any]:
     return data
 
 
-def runtime(tmp_path: Path, url: str, policy: dict[str, Any], database_url: str | None = None
-            ) -> Runtime:
+def runtime(tmp_path: Path, url: str, policy: dict[str, Any], database_url: str | None = None,
+            *, health: HealthStore | None = None) -> Runtime:
     """A runtime whose models are reached at ``url``, on ``database_url`` (migrated here) or
-    else a fresh SQLite file."""
+    else a fresh SQLite file; ``health``: a registry shared with another runtime."""
     db = database_url or f"sqlite:///{tmp_path / 'worker.sqlite'}"
     upgrade(db)
-    rt = Runtime(Settings("memory://", db, DEMO), policy_from_dict(policy),
-                 {"TIERLINE_SIM_URL": url})
-    rt.__dict__["absorber"] = MemoryAbsorberStore()
-    return rt
+    return Runtime(Settings("memory://", db, DEMO), policy_from_dict(policy),
+                   {"TIERLINE_SIM_URL": url}, absorber=MemoryAbsorberStore(), health=health)
+
+
+def a_minute_later(rt: Runtime) -> Runtime:
+    """``rt`` with every per-minute budget free again, as a minute later: a fresh absorber
+    store; the record, the health registry and the relay are the same."""
+    return Runtime(rt.settings, rt.policy, rt.env, absorber=MemoryAbsorberStore(),
+                   health=rt.health, relay=rt.relay)
 
 
 def route_here(rt: Runtime, prompts: list[Any]) -> list[execute.Outcome]:
     """Accept the requests, route them and answer each bundle in this thread."""
-    client = Client(rt)
-    client._enqueue = lambda valid, new: True  # type: ignore[method-assign]
+    client = Client(rt, publish=publish_nowhere)  # routed and answered here, below
     ids = client.submit_many(prompts, lane="batch").request_ids
     outcomes: list[execute.Outcome] = []
     routing.route(rt, ids, lambda bundle, _t, _l, resumed: outcomes.append(

@@ -17,6 +17,7 @@ from sqlalchemy import func, select
 
 from router.absorber import Limits, scope_key
 from router.policy import policy_from_dict
+from tests.conftest import publish_nowhere
 from tierline.client import Client
 from workers import execute, routing
 from workers.absorber_memory import MemoryAbsorberStore
@@ -38,10 +39,8 @@ def _runtime(tmp_path: Path, sim_url: str, **changes: Any) -> Runtime:
     policy = policy_from_dict(data)
     url = f"sqlite:///{tmp_path / 'budget.sqlite'}"
     upgrade(url)
-    rt = Runtime(Settings("memory://", url, ROOT / "policies" / "demo.yaml"), policy,
-                 {"TIERLINE_SIM_URL": sim_url})
-    rt.__dict__["absorber"] = MemoryAbsorberStore()
-    return rt
+    return Runtime(Settings("memory://", url, ROOT / "policies" / "demo.yaml"), policy,
+                   {"TIERLINE_SIM_URL": sim_url}, absorber=MemoryAbsorberStore())
 
 
 @pytest.fixture(scope="module")
@@ -54,9 +53,8 @@ def sim_url() -> Iterator[str]:
 
 
 def _accept(rt: Runtime, prompts: list[str]) -> list[str]:
-    """Write requests through the producer code path without publishing them."""
-    client = Client(rt)
-    client._enqueue = lambda valid, new: True  # type: ignore[method-assign]
+    """Write requests through the producer code path, with no worker behind the broker."""
+    client = Client(rt, publish=publish_nowhere)
     return client.submit_many(prompts, lane="batch").request_ids
 
 
@@ -131,10 +129,8 @@ def test_a_tenants_own_share_limits_that_tenant_only(tmp_path: Path, sim_url: st
     rt = _runtime(tmp_path, sim_url)
     data = rt.policy.model_dump()
     data["models"]["sim-nano"]["tenant_limits"] = {"acme": {"tokens_per_day": 1000}}
-    rt = Runtime(rt.settings, policy_from_dict(data), rt.env)
-    rt.__dict__["absorber"] = MemoryAbsorberStore()
-    client = Client(rt)
-    client._enqueue = lambda valid, new: True  # type: ignore[method-assign]
+    rt = Runtime(rt.settings, policy_from_dict(data), rt.env, absorber=MemoryAbsorberStore())
+    client = Client(rt, publish=publish_nowhere)
     prompt = "please answer briefly " * 9
     acme = client.submit_many([prompt] * 30, lane="batch", tenant="acme").request_ids
     other = client.submit_many([prompt] * 30, lane="batch", tenant="other").request_ids

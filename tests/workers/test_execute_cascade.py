@@ -12,9 +12,15 @@ from sqlalchemy import select
 
 from router.absorber import Limits, scope_key
 from router.labels import build_prompt
-from tests.workers.scripted import completion, demo_policy, route_here, runtime, serve
+from tests.workers.scripted import (
+    a_minute_later,
+    completion,
+    demo_policy,
+    route_here,
+    runtime,
+    serve,
+)
 from workers import execute, jobs, routing
-from workers.absorber_memory import MemoryAbsorberStore
 from workers.ledger import reconcile
 from workers.runtime import Runtime, install
 from workers.schema import attempts, charges, requests, results
@@ -113,7 +119,7 @@ def test_a_climb_deferred_for_budget_goes_on_from_the_answer_it_paid_for(
         rt.policy.models["sim-mid"].limits), [1])  # this minute's one call is taken
     [outcome] = route_here(rt, [build_prompt("where is my money", LABELS)])
     assert outcome.finished == 0 and len(outcome.deferred) == 1  # nano paid, the climb waits
-    rt.__dict__["absorber"] = MemoryAbsorberStore()  # a minute later
+    rt = a_minute_later(rt)
     if back_by == "countdown":  # the tier worker's own re-queue marks the bundle resumed
         again = [execute.execute(rt, outcome.deferred, resumed=True)]
     else:  # `tierline resume` routes it again: the router sees its stored decision
@@ -159,7 +165,7 @@ def test_only_a_climb_deferred_after_paid_calls_keeps_their_answers(
     assert sorted(first.values()) == [
         [("sim-nano", None, None)], [("sim-nano", None, None), ("sim-mid", None, None)]]
 
-    rt.__dict__["absorber"] = MemoryAbsorberStore()  # a minute later
+    rt = a_minute_later(rt)
     assert execute.execute(rt, [waiting], resumed=True).finished == 1
     # once the request has its result, the kept answer is cleared
     assert kept()[waiting] == [("sim-nano", None, None), ("sim-mid", None, None)]
@@ -208,7 +214,7 @@ def test_a_redelivered_bundle_goes_on_from_what_its_dead_worker_committed(
         rt.policy.models["sim-mid"].limits), [1])
     [outcome] = route_here(rt, [build_prompt("where is my money", LABELS)])
     assert outcome.deferred
-    rt.__dict__["absorber"] = MemoryAbsorberStore()
+    rt = a_minute_later(rt)
     CALLS.clear()
     install(rt)
     call_models.push_request(delivery_info={"redelivered": True, "routing_key": "tier.t0"})

@@ -15,9 +15,8 @@ from router.absorber import Limits, scope_key
 from router.early_stop import EARLY_STOP
 from sim.fleet import Fleet, ModelProfile
 from sim.server import start
-from tests.workers.scripted import demo_policy, route_here, runtime
+from tests.workers.scripted import a_minute_later, demo_policy, route_here, runtime
 from workers import execute
-from workers.absorber_memory import MemoryAbsorberStore
 from workers.runtime import Runtime
 from workers.schema import attempts, charges, results
 
@@ -92,7 +91,7 @@ def test_a_cut_answer_kept_at_a_deferral_still_climbs_when_it_comes_back(
         rt.policy.models["sim-mid"].limits), [1])  # this minute's one call is taken
     [outcome] = route_here(rt, [PROMPT])
     assert len(outcome.deferred) == 1
-    rt.__dict__["absorber"] = MemoryAbsorberStore()  # a minute later
+    rt = a_minute_later(rt)
     execute.execute(rt, outcome.deferred, resumed=True)
     ended, tried, _ = _rows(rt)
     # Kept with its finish reason, the cut answer counts as weak again (free text the

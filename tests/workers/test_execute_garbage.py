@@ -12,6 +12,7 @@ import yaml
 from sqlalchemy import select
 
 from router.policy import policy_from_dict
+from tests.conftest import publish_nowhere
 from tierline.client import Client
 from workers import execute, routing
 from workers.absorber_memory import MemoryAbsorberStore
@@ -62,10 +63,8 @@ def test_garbage_answers_end_as_failed_attempts_with_the_reason(
     url = f"sqlite:///{tmp_path / 'g.sqlite'}"
     upgrade(url)
     rt = Runtime(Settings("memory://", url, ROOT / "policies/demo.yaml"), policy_from_dict(data),
-                 {})
-    rt.__dict__["absorber"] = MemoryAbsorberStore()
-    client = Client(rt)
-    client._enqueue = lambda valid, new: True  # type: ignore[method-assign]
+                 {}, absorber=MemoryAbsorberStore())
+    client = Client(rt, publish=publish_nowhere)  # routed and answered here, below
     # realtime: no time to wait out what could be an outage (router.breaker.retry_later_s)
     ids = client.submit_many(["hello", "world"], lane="realtime").request_ids
     routing.route(rt, ids, lambda bundle, _t, _l, _r: execute.execute(rt, bundle))

@@ -21,6 +21,7 @@ from router.training import train_routing
 from tests import recorded
 from tests.workers.scripted import completion, demo_policy, route_here, runtime, serve
 from workers import execute
+from workers.health import HealthStore
 from workers.runtime import Runtime
 from workers.schema import attempts, charges, results
 
@@ -47,11 +48,11 @@ def models_url() -> Iterator[str]:
 
 
 def _runtime(tmp_path: Path, url: str, strategy: dict[str, Any], *, first_tier: str = "t0",
-             fail_fast: bool = True) -> Runtime:
+             fail_fast: bool = True, health: HealthStore | None = None) -> Runtime:
     data = demo_policy(strategy)
     data["classifier"]["band_tiers"] = dict.fromkeys(("low", "mid", "high"), first_tier)
     data["failure"] = {"fail_fast": fail_fast}
-    return runtime(tmp_path, url, data)
+    return runtime(tmp_path, url, data, health=health)
 
 
 def _learn_that_sim_mid_is_slow(rt: Runtime) -> None:
@@ -97,8 +98,8 @@ def test_a_request_falls_back_to_a_faster_model_of_its_chain(tmp_path: Path, mod
                                                               ) -> None:
     rt = _runtime(tmp_path, models_url, {"kind": "cascade", "confidence_bar": 0.7})
     _learn_that_sim_mid_is_slow(rt)
-    single = _runtime(tmp_path, models_url, {"kind": "single"}, first_tier="t1")
-    single.__dict__["health"] = rt.health  # the same registry, as on Redis
+    single = _runtime(tmp_path, models_url, {"kind": "single"}, first_tier="t1",
+                      health=rt.health)  # the same registry, as on Redis
     before = CALLS.get("sim-mid", 0)
     route_here(single, [_urgent("write me a haiku about autumn")])
     result, tried, _ = _last(single)
@@ -113,8 +114,8 @@ def test_with_no_faster_model_the_request_fails_at_once_saying_why(
     _learn_that_sim_mid_is_slow(rt)
     data = demo_policy({"kind": "single"})
     data["tiers"] = {"t0": ["sim-mid"], "t1": ["sim-frontier"]}  # nothing below sim-mid
-    alone = runtime(tmp_path, models_url, data, f"sqlite:///{tmp_path / 'alone.sqlite'}")
-    alone.__dict__["health"] = rt.health
+    alone = runtime(tmp_path, models_url, data, f"sqlite:///{tmp_path / 'alone.sqlite'}",
+                    health=rt.health)
     before = CALLS.get("sim-mid", 0)
     route_here(alone, [_urgent("write me a haiku about autumn", budget_s=5.0),
                        _urgent("write me a haiku about winter", budget_s=0.3)])

@@ -16,9 +16,15 @@ from router.aggregation import EVALUATOR_INSTRUCTION
 from router.labels import build_prompt
 from sim.fleet import Fleet, ModelProfile
 from sim.server import start
-from tests.workers.scripted import completion, demo_policy, route_here, runtime, serve
+from tests.workers.scripted import (
+    a_minute_later,
+    completion,
+    demo_policy,
+    route_here,
+    runtime,
+    serve,
+)
 from workers import execute
-from workers.absorber_memory import MemoryAbsorberStore
 from workers.runtime import Runtime
 from workers.schema import attempts, charges, results
 
@@ -298,7 +304,7 @@ def test_a_hybrid_deferred_above_its_panel_reuses_every_answer_it_paid_for(
                 .where(attempts.c.request_id == waiting).order_by(attempts.c.seq))]
 
     assert tried() == [("sim-nano", True), ("sim-mid", True), ("sim-nano", True)]
-    rt.__dict__["absorber"] = MemoryAbsorberStore()  # a minute later
+    rt = a_minute_later(rt)
     assert execute.execute(rt, deferred, resumed=True).finished == 1
     with rt.engine.connect() as conn:
         ended = conn.execute(select(results.c.model, results.c.content)

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from workers.app import _config
-from workers.lease import DEFAULT_VISIBILITY_S, Lease, lease_of
+from workers.lease import DEFAULT_VISIBILITY_S, Lease
 from workers.tasks import RETRY_MAX_S, retry_countdown_s
 
 
@@ -31,6 +31,6 @@ def test_a_tasks_rounds_calls_and_writes_end_before_its_message_is_handed_out_ag
 
 
 def test_retries_after_a_fault_back_off_but_stay_inside_the_lease() -> None:
-    waits = [retry_countdown_s(n, lease_of({}).max_countdown_s) for n in range(12)]
-    assert waits[0] <= 1.0 and max(waits) <= RETRY_MAX_S < lease_of({}).max_countdown_s
+    waits = [retry_countdown_s(n, Lease().max_countdown_s) for n in range(12)]
+    assert waits[0] <= 1.0 and max(waits) <= RETRY_MAX_S < Lease().max_countdown_s
     assert retry_countdown_s(30, 5.0) <= 5.0

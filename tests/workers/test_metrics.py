@@ -19,7 +19,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from router.absorber import Limits
 from router.breaker import FAILS_TO_OPEN
 from router.policy import load_policy
-from tests.conftest import REDIS_URL, redis_or_skip
+from tests.conftest import REDIS_URL, publish_nowhere, redis_or_skip
 from tests.workers.scripted import completion, demo_policy, route_here, runtime, serve
 from workers.absorber_redis import RedisAbsorberStore
 from workers.app import all_queues
@@ -155,8 +155,7 @@ def test_requests_a_cancelled_job_ends_are_counted_as_finished(tmp_path: Path,
     from workers.jobs import halt
 
     rt = runtime(tmp_path, models_url, demo_policy({"kind": "cascade", "confidence_bar": 0.0}))
-    client = Client(rt)
-    client._enqueue = lambda valid, new: True  # type: ignore[method-assign]
+    client = Client(rt, publish=publish_nowhere)
     before = _value("tierline_requests_finished_total", lane="standard", tier="none",
                     status="cancelled")
     job = client.submit_many([{"prompt": f"later {n}"} for n in range(5)], lane="standard")

@@ -16,6 +16,7 @@ from sqlalchemy import func, select
 
 from router.labels import build_prompt
 from schedules.reports import days_to_record, record_finished_days
+from tests.conftest import publish_nowhere
 from tests.workers.scripted import completion, demo_policy, route_here, runtime, serve
 from tierline.client import Client
 from workers.ledger import reconcile
@@ -68,8 +69,7 @@ def _traffic(rt: Runtime) -> None:
                     *(_line(f"a hard one {n}", "batch") for n in range(2)),
                     *(_line(f"broken {n}", "batch") for n in range(2)),
                     _line("far too long an answer", "standard", max_output_tokens=3000)])
-    client = Client(rt)
-    client._enqueue = lambda valid, new: True  # type: ignore[method-assign]
+    client = Client(rt, publish=publish_nowhere)
     job = client.submit_many([_line(f"never asked {n}", "batch") for n in range(2)]).job_id
     client.cancel(job)
 

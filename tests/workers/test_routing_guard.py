@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import insert, select
 
+from tests.conftest import publish_nowhere
 from tests.workers.scripted import completion, demo_policy, runtime, serve
 from tierline.client import Client
 from workers import routing
@@ -32,8 +33,7 @@ def _guarded_runtime(tmp_path: Path, url: str) -> Runtime:
 
 def _spent(rt: Runtime, usd: float, tokens: int, started_at: float, shadow: bool = False
            ) -> None:
-    client = Client(rt)
-    client._enqueue = lambda valid, new: True  # type: ignore[method-assign]
+    client = Client(rt, publish=publish_nowhere)
     [rid] = client.submit_many(["paid earlier"], lane="batch").request_ids
     with rt.engine.begin() as conn:
         conn.execute(insert(attempts).values(
@@ -43,8 +43,7 @@ def _spent(rt: Runtime, usd: float, tokens: int, started_at: float, shadow: bool
 
 
 def _route_one(rt: Runtime) -> dict[str, object]:
-    client = Client(rt)
-    client._enqueue = lambda valid, new: True  # type: ignore[method-assign]
+    client = Client(rt, publish=publish_nowhere)
     [rid] = client.submit_many(["a new request"], lane="batch").request_ids
     routing.route(rt, [rid], lambda *_: None)
     with rt.engine.connect() as conn:

@@ -20,7 +20,6 @@ from router.policy import load_policy
 from tests.conftest import serve_gateway
 from tierline.chat import INLINE_MAX_WAITING
 from tierline.client import Client
-from workers.lease import VISIBILITY_ENV
 from workers.runtime import Runtime, install
 from workers.schema import attempts, charges, pending_attempts, requests, results
 from workers.settings import Settings, load_settings
@@ -33,12 +32,13 @@ pytestmark = pytest.mark.integration
 
 @contextmanager
 def gateway(stack: dict[str, str], use_broker: Any, *, broker: str,
-            env: dict[str, str] | None = None) -> Iterator[tuple[str, Client]]:
+            absorber: Any = None) -> Iterator[tuple[str, Client]]:
     from workers.app import app
 
     settings = Settings(broker, stack["TIERLINE_DATABASE_URL"], POLICY,
                         redis_url=stack["TIERLINE_BROKER_URL"], gateway_calls="inline")
-    rt = Runtime(settings, load_policy(POLICY), {**stack, **(env or {})})
+    seams = {} if absorber is None else {"absorber": absorber}
+    rt = Runtime(settings, load_policy(POLICY), dict(stack), **seams)
     saved_rt, saved_broker = install(rt), str(app.conf.broker_url)
     use_broker(broker)
     try:
@@ -48,6 +48,13 @@ def gateway(stack: dict[str, str], use_broker: Any, *, broker: str,
     finally:
         use_broker(saved_broker)
         install(saved_rt)
+
+
+class AwayStore:
+    """An absorber store that cannot be reached: every call fails."""
+
+    def __getattr__(self, name: str) -> Any:
+        raise ConnectionError(f"absorber store away ({name})")
 
 
 def ask(url: str, number: int) -> httpx.Response:
@@ -93,11 +100,11 @@ def test_realtime_calls_are_answered_in_the_gateway_with_no_broker_at_all(
 
 def test_a_bundle_the_gateway_cannot_answer_is_handed_to_the_tier_worker(
         stack: dict[str, str], use_broker: Any) -> None:
-    # The gateway's engine fails on every bundle (its lease setting is unreadable, in the
-    # gateway's environment only): each goes to the tier's queue, resumed, and the stack's
-    # tier worker answers it.
+    # The gateway's token budgets are away (its absorber store fails on every call, in the
+    # gateway's process only): each bundle goes to the tier's queue, resumed, and the
+    # stack's tier worker answers it.
     with gateway(stack, use_broker, broker=stack["TIERLINE_BROKER_URL"],
-                 env={VISIBILITY_ENV: "not-a-number"}) as (url, client):
+                 absorber=AwayStore()) as (url, client):
         answers = [ask(url, n) for n in range(3)]
     assert [a.status_code for a in answers] == [200] * 3, answers[0].text
     ids = [a.json()["tierline"]["request_id"] for a in answers]

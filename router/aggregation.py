@@ -3,9 +3,13 @@ extracted from their responses, or an evaluator model's pick among numbered cand
 
 Pure: the tier worker calls the models (workers/panel.py) and hands the texts here.
 
-- :func:`vote`: the answer most responses give wins; a tie goes to the answer the most
-  capable (priciest) supporter gives; the response returned is that supporter's own. With
-  no answer to read anywhere (free text), the most capable model's response stands.
+- :func:`majority`: the one vote rule, live and offline (router.strategies.vote, the
+  trained parallel strategy, uses it too). The answer most responses give wins; a tie goes
+  to the answer whose strongest supporter is the strongest; the response returned is that
+  supporter's own. Strength is the learned P(correct) where a trained router gives one,
+  then the price (pricier = abler); equal strengths go to the one listed first. With no
+  answer to read anywhere (free text), the strongest model's response stands.
+- :func:`vote`: that rule over a panel's texts, reading each answer from its response.
 - :func:`evaluator_prompt` / :func:`read_pick`: the prompt that asks an evaluator model for
   the number of the best candidate, and the reading of its reply (None when it names no
   single candidate, so the caller falls back to the vote).
@@ -44,6 +48,37 @@ class Candidate:
 
 
 @dataclass(frozen=True)
+class Majority:
+    """What :func:`majority` found: the chosen index, its answer, how, and the groups."""
+
+    chosen: int
+    answer: str | None
+    decided_by: str  # MAJORITY | TIE | NO_ANSWER
+    groups: dict[str, list[int]]  # answer -> indices giving it, strongest first
+
+
+def majority(answers: Sequence[str | None], strength: Sequence[tuple[float, ...]]) -> Majority:
+    """The one vote rule (see the module doc) over extracted ``answers`` (None: no vote),
+    each response's ``strength`` compared as a tuple, strongest first."""
+    if not answers or len(answers) != len(strength):
+        raise ValueError("majority needs one strength per answer, and at least one answer")
+    # Strongest first; sorted() is stable, so equal strengths keep their listed order.
+    order = sorted(range(len(answers)), key=lambda i: tuple(-x for x in strength[i]))
+    groups: dict[str, list[int]] = {}
+    for i in order:
+        answer = answers[i]
+        if answer is not None:
+            groups.setdefault(answer, []).append(i)
+    if not groups:
+        return Majority(order[0], None, NO_ANSWER, groups)
+    most = max(len(group) for group in groups.values())
+    leaders = [a for a, group in groups.items() if len(group) == most]
+    # A group's first index is its strongest supporter: the leader whose comes first wins.
+    answer = min(leaders, key=lambda a: order.index(groups[a][0]))
+    return Majority(groups[answer][0], answer, MAJORITY if len(leaders) == 1 else TIE, groups)
+
+
+@dataclass(frozen=True)
 class Verdict:
     """Which candidate was chosen (an index), the answer it gives, and how."""
 
@@ -68,23 +103,13 @@ def answer_of(prompt: str, response: str) -> str | None:
 
 
 def vote(prompt: str, candidates: Sequence[Candidate]) -> Verdict:
-    """Majority over the extracted answers; ties to the pricier supporter (see module doc)."""
+    """:func:`majority` over the answers read from the candidates' texts, ranked by price."""
     if not candidates:
         raise ValueError("vote needs at least one candidate")
-    order = sorted(range(len(candidates)), key=lambda i: -candidates[i].capability)  # stable
-    groups: dict[str, list[int]] = {}
-    for i in order:
-        answer = answer_of(prompt, candidates[i].text)
-        if answer is not None:
-            groups.setdefault(answer, []).append(i)
-    votes = {a: [candidates[i].model for i in group] for a, group in groups.items()}
-    if not groups:
-        return Verdict(order[0], None, NO_ANSWER, votes)
-    most = max(len(group) for group in groups.values())
-    leaders = [a for a, group in groups.items() if len(group) == most]
-    # Supporters are listed most capable first, so a group's first index is its strongest.
-    answer = min(leaders, key=lambda a: order.index(groups[a][0]))
-    return Verdict(groups[answer][0], answer, MAJORITY if len(leaders) == 1 else TIE, votes)
+    found = majority([answer_of(prompt, c.text) for c in candidates],
+                     [(c.capability,) for c in candidates])
+    votes = {a: [candidates[i].model for i in group] for a, group in found.groups.items()}
+    return Verdict(found.chosen, found.answer, found.decided_by, votes)
 
 
 def _quoted(text: str) -> str:

@@ -9,7 +9,8 @@
     │   ├── Unavailable         5xx, timeout, connection error: retry with backoff and jitter
     │   │   ├── MalformedResponse   non-JSON, wrong schema, a stream cut short
     │   │   └── CircuitOpen     not called: the model failed too often of late (router.breaker)
-    │   └── Rejected            other 4xx: the request itself is wrong (never retried)
+    │   ├── Rejected            other 4xx: the request itself is wrong (never retried)
+    │   └── Taken               not called: another delivery of the request holds that attempt
     ├── BudgetExceeded          a token budget cannot take the call now (``retry_after_s``) or ever
     └── DeadlineExceeded        the latency budget cannot be met any more (fail fast)
         ├── TooSlow             a model's expected latency exceeds what is left (not called)
@@ -88,6 +89,12 @@ class CircuitOpen(Unavailable):
 
 class Rejected(ProviderError):
     """The provider refused the request itself (4xx other than 429); retrying cannot help."""
+
+
+class Taken(ProviderError):
+    """A call not made: its attempt was already written ahead by another delivery of the same
+    request (a bundle sent twice, both running). That delivery pays for it and answers the
+    request; this one records nothing for the call and leaves the request to it."""
 
 
 class BudgetExceeded(TierlineError):

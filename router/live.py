@@ -7,7 +7,8 @@ models are the cascade's tiers, cheapest first. Options by ``strategy.kind``:
     cascade, hybrid   confidence_bar; options start_bar, skip_bar, verify_with (hybrid)
     value             options min_gain_per_cost, max_calls
     learned           confidence_bar (the cheapest model whose P(correct) clears it)
-    parallel          options models (default: every tier's model)
+    parallel          options models (default: every tier's model), aggregate (vote;
+                      default: the trained judge)
 
 The strategies name the tiers' models. For a request's first call, a tier model with a
 4-bit variant is served by that variant when :func:`first_call` says so; the strategy still
@@ -56,7 +57,8 @@ def _learned(policy: Policy, b: RoutingBundle, tiers: tuple[str, ...],
 
 def _parallel(policy: Policy, b: RoutingBundle, tiers: tuple[str, ...],
               o: Mapping[str, Any]) -> Strategy:
-    return Parallel(tuple(o.get("models", tiers)), b.usd_per_call, b.judge)
+    judge = None if o.get("aggregate") == "vote" else b.judge
+    return Parallel(tuple(o.get("models", tiers)), b.usd_per_call, judge)
 
 
 BUILDERS: dict[str, Builder] = {"cascade": _cascade, "hybrid": _cascade, "value": _value,
@@ -103,10 +105,9 @@ def policy_strategy(strategy: Strategy) -> dict[str, Any] | None:
     if isinstance(strategy, SingleModel):
         return {"kind": "single", "confidence_bar": 0.5, "options": {}}
     if isinstance(strategy, Parallel):
-        if strategy.judge is None:  # the live panel's vote breaks ties by its own rule
-            return None
+        vote = {"aggregate": "vote"} if strategy.judge is None else {}
         return {"kind": "parallel", "confidence_bar": 0.5,
-                "options": {"models": list(strategy.models)}}
+                "options": {"models": list(strategy.models), **vote}}
     if isinstance(strategy, Cascade):
         options: dict[str, Any] = {"skip_bar": strategy.skip_bar, "start_bar": strategy.start_bar,
                                    "verify_with": list(strategy.verify_with)}

@@ -160,6 +160,8 @@ class StrategySpec(_Frozen):
 
     With ``options.bundle`` (a file from ``tierline router train``): the trained step machine
     of router.live, for every kind but ``single``; ``value`` and ``learned`` exist only there.
+    A bundled ``parallel`` takes the trained judge's pick, or with ``options.aggregate:
+    vote`` the vote (router.aggregation.majority, the same rule offline).
 
     ``agreement`` needs no bundle (router.agreement, the zero-training default): the
     ``options.panel`` (default 2) cheapest tiers are asked at once and their answer is
@@ -246,11 +248,14 @@ def _check_panel_options(kind: str, o: dict[str, Any], bundled: bool) -> None:
         raise ValueError(f"options.critical_tier: only kind 'hybrid' reads it, not {kind!r}")
     if "verify_with" in o and not (kind == "hybrid" or (kind == "cascade" and bundled)):
         raise ValueError(f"options.verify_with: only kind 'hybrid' reads it, not {kind!r}")
-    if bundled:  # the trained judge aggregates and the last tier is the critical step
-        for key in ("aggregate", "evaluator", "critical_tier"):
+    if bundled:  # the trained judge aggregates (or the vote) and the last tier is critical
+        for key in ("evaluator", "critical_tier"):
             if key in o:
                 raise ValueError(f"options.{key}: not read with options.bundle (the trained "
                                  "judge aggregates)")
+        if o.get("aggregate", "vote") != "vote":
+            raise ValueError("options.aggregate: with options.bundle only 'vote' (else the "
+                             "trained judge aggregates)")
     if "models" in o:
         _model_list(o, "models", 2)
     if kind == "hybrid":

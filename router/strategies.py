@@ -12,6 +12,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
+from router.aggregation import majority
 from router.judge import Candidate, router_logit_map
 from router.steps import Accept, Action, Attempt, Call, RequestView
 
@@ -35,26 +36,20 @@ def _accept(c: Candidate) -> Accept:
 
 def vote(attempts: Sequence[Attempt], p_correct: Mapping[str, float],
          usd_per_call: Mapping[str, float]) -> Accept:
-    """Majority over extracted answers; ties go to the likelier, then the pricier, supporter.
+    """Majority over extracted answers by the one vote rule (:func:`router.aggregation.
+    majority`): ties go to the likelier, then the pricier, supporter.
 
-    The returned response is one supporter's own (the likeliest), so a recorded-score grader
-    can grade it. With no extractable answer at all, the likeliest model's response is used.
+    The returned response is one supporter's own (the strongest), so a recorded-score grader
+    can grade it. With no extractable answer at all, the strongest model's response is used.
     """
-    def strength(a: Attempt) -> tuple[float, float]:
-        return (p_correct.get(a.model, 0.0), usd_per_call.get(a.model, 0.0))
-
-    counts: dict[str, list[Attempt]] = {}
-    for a in attempts:
-        if a.answer is not None:
-            counts.setdefault(a.answer, []).append(a)
-    if not counts:
-        best = max(attempts, key=strength)
-        return Accept(best.model, None, 0.0, False)
-    answer, group = max(
-        counts.items(), key=lambda kv: (len(kv[1]), max(strength(a) for a in kv[1]))
-    )
-    best = max(group, key=strength)
-    return Accept(best.model, answer, len(group) / len(attempts), len(attempts) > 1)
+    found = majority([a.answer for a in attempts],
+                     [(p_correct.get(a.model, 0.0), usd_per_call.get(a.model, 0.0))
+                      for a in attempts])
+    chosen = attempts[found.chosen]
+    if found.answer is None:
+        return Accept(chosen.model, None, 0.0, False)
+    return Accept(chosen.model, found.answer, len(found.groups[found.answer]) / len(attempts),
+                  len(attempts) > 1)
 
 
 @dataclass(frozen=True)

@@ -64,7 +64,7 @@ def policy_for(trained: TrainedRouting, prices: Prices, strategy: Any, bundle_pa
     spec = policy_strategy(strategy)
     if spec is None:
         raise InvalidInput("--live-point: only single, cascade, hybrid, value and parallel "
-                           "judge points run live")
+                           "points run live")
     if spec["kind"] != "single":  # the learned kinds step the trained bundle
         spec = {**spec, "options": {**spec["options"], "bundle": str(bundle_path)}}
     return {

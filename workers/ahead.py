@@ -10,6 +10,11 @@ it comes back).
 Deleting them in the hot transaction cost one more statement per round (measured in
 bench/RESULTS.md).
 
+Two deliveries of one bundle running at once (one sent again by the watchdog while the
+first was still queued or working) could number a call alike: the second to write it ahead
+finds the id taken and does not call (:class:`router.errors.Taken`, workers.calls), so every
+call made has a pending row of its own.
+
 A pending row that outlives its task is a call of *unknown outcome*: the worker was killed
 after calling, or the write after the call failed for good. :func:`fold` turns it into an
 attempt (``ok`` false, its error starting ``Unknown:``) and a charge at the reserved
@@ -64,13 +69,16 @@ def unknown_reason(started_at: float) -> str:
             "stopped, or could not write); charged at its reserved estimate")
 
 
-def write(conn: Connection, calls: Sequence[Ahead]) -> None:
-    """Put a round's calls on record before they are made: one statement."""
-    insert_ignore(conn, pending_attempts, [{
+def write(conn: Connection, calls: Sequence[Ahead]) -> set[str]:
+    """Put a round's calls on record before they are made, in one statement; returns the ids
+    written. A call whose id is on record already belongs to another delivery of the same
+    request, calling now or gone: making it too would be a paid call under an id whose
+    attempt only one of them can record."""
+    return set(insert_new(conn, pending_attempts, [{
         "id": c.id, "request_id": c.request_id, "seq": c.seq, "model": c.model, "tier": c.tier,
         "tokens_in": c.tokens_in, "tokens_out": c.tokens_out,
         "usd_per_1m_input": c.usd_per_1m_input, "usd_per_1m_output": c.usd_per_1m_output,
-        "started_at": c.started_at} for c in calls])
+        "started_at": c.started_at} for c in calls], "id"))
 
 
 def settle(conn: Connection, attempt_ids: Sequence[str]) -> None:

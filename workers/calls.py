@@ -16,6 +16,7 @@ from router.errors import (
     CircuitOpen,
     CutOff,
     DeadlineExceeded,
+    Taken,
     TierlineError,
     TooSlow,
     Unavailable,
@@ -70,7 +71,13 @@ def call_round(rt: Runtime, due: Sequence[tuple[Request, str]], started: float,
                   sink=Sink(rt.relay, request.id, model) if relayed(rt, request) else None)
              for i, (request, model) in ((i, due[i]) for i in asked)]
     if seqs is not None and asked:
-        _write_ahead(rt, [(due[i][0], due[i][1], seqs[i]) for i in asked], started)
+        taken = _write_ahead(rt, [(due[i][0], due[i][1], seqs[i]) for i in asked], started)
+        if taken:  # another delivery of these requests holds these attempts: not called
+            skipped.update({asked[j]: Taken(f"{due[asked[j]][0].id}/{seqs[asked[j]]}: "
+                                            "written ahead by another delivery")
+                            for j in taken})
+            calls = [c for j, c in enumerate(calls) if j not in taken]
+            asked = [i for j, i in enumerate(asked) if j not in taken]
     models = {model for _, model in due}
     replies = run_calls(
         calls, {api_name(rt, m): rt.providers[m] for m in models},
@@ -91,15 +98,18 @@ def call_round(rt: Runtime, due: Sequence[tuple[Request, str]], started: float,
 
 
 def _write_ahead(rt: Runtime, calls: Sequence[tuple[Request, str, int]], started: float
-                 ) -> None:
-    """Each call on record before it is made, with the tokens reserved for it."""
+                 ) -> set[int]:
+    """Each call on record before it is made, with the tokens reserved for it; returns the
+    positions whose attempt id another delivery holds already (not to be called)."""
     prices = prices_of(rt)
+    ahead_calls = [Ahead(
+        request.id, seq, model, rt.policy.tier_of(model), len(request.prompt_text) // 4 + 1,
+        request.max_output_tokens, prices[model].usd_per_1m_input,
+        prices[model].usd_per_1m_output, started) for request, model, seq in calls]
     # One statement, committed on its own (autocommit): no BEGIN and COMMIT round trips.
     with rt.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
-        ahead.write(conn, [Ahead(
-            request.id, seq, model, rt.policy.tier_of(model), len(request.prompt_text) // 4 + 1,
-            request.max_output_tokens, prices[model].usd_per_1m_input,
-            prices[model].usd_per_1m_output, started) for request, model, seq in calls])
+        written = ahead.write(conn, ahead_calls)
+    return {j for j, c in enumerate(ahead_calls) if c.id not in written}
 
 
 def _seen(call: tuple[Request, str], reply: Outcome, allowed_s: float) -> Seen | None:

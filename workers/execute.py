@@ -41,7 +41,7 @@ from router.decide import Decision, fallback_chain
 from router.deferral import defer_s, expired, expired_reason, waits_at_once
 from router.early_stop import EARLY_STOP
 from router.envelope import Request
-from router.errors import BudgetExceeded, DeadlineExceeded, TooSlow
+from router.errors import BudgetExceeded, DeadlineExceeded, Taken, TooSlow
 from router.escalation import Judge, escalation_path, judge_for
 from router.live import steps_live
 from router.output_budget import output_cap_for_band
@@ -234,11 +234,16 @@ def _run_chains(rt: Runtime, work: Sequence[tuple[Request, Decision]],
                 if model in p.kept:  # paid before its deferral: already recorded
                     asked.append(_reuse(p, model))
                     continue
+                if isinstance(answer, Taken):  # not called: another delivery's attempt
+                    p.seq += 1
+                    continue
                 attempts.append(attempt_row(rt, p.request, p.seq, model, answer, started))
                 asked.append(Asked(model, p.seq, answer))
                 if isinstance(answer, Completion):
                     p.paid[p.seq] = answer
                 p.seq += 1
+            if any(isinstance(answer, Taken) for _, answer in calls):
+                continue  # another delivery is answering it: this one leaves it be
             lead = asked[0]
             if p.verify:  # a panel: its vote stands in for the lead's answer
                 p.verify = []

@@ -23,6 +23,7 @@ from typing import Any
 from router.aggregation import Candidate, answer_of, evaluator_prompt, read_pick, vote
 from router.early_stop import EARLY_STOP
 from router.envelope import Request
+from router.errors import Taken
 from router.policy import Policy
 from workers.calls import attempt_row, call_round, prices_of, reserve_round, settle_round
 from workers.providers.base import Completion
@@ -150,6 +151,8 @@ def evaluate(rt: Runtime, waiting: Sequence[Awaiting], evaluator: str,
         record: dict[str, Any] = {"model": evaluator}
         pick = None
         reply = replies.get(i)
+        if isinstance(reply, Taken):  # another delivery's evaluator call: not ours to record
+            reply = None
         if reply is None:
             record["fallback"] = "no budget for the evaluator now: the vote stands"
         else:

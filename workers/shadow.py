@@ -28,6 +28,7 @@ from decimal import Decimal
 from typing import Any
 
 from router.envelope import Request
+from router.errors import Taken
 from router.policy import LearningSpec
 from router.shadowing import grade, sampled, shadow_models
 from workers import shadow_record
@@ -85,6 +86,8 @@ def _shadow(rt: Runtime, spec: LearningSpec, results: Sequence[ResultRow],
     settle_round(rt, held, dict(enumerate(replies)))
     calls: list[tuple[ShadowCall, Completion | None]] = []
     for i, reply in zip(due, replies, strict=True):
+        if isinstance(reply, Taken):  # an earlier delivery's shadow call: its row, not ours
+            continue
         request, model = planned[i]
         seq = _seq(rt, model)
         if isinstance(reply, Completion):

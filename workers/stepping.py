@@ -32,7 +32,7 @@ from router.answers import EXTRACTORS
 from router.decide import Decision, fallback_chain
 from router.deferral import REALTIME, defer_s, expired, expired_reason, rate_limit_wait_s
 from router.envelope import Request
-from router.errors import BudgetExceeded, DeadlineExceeded
+from router.errors import BudgetExceeded, DeadlineExceeded, Taken
 from router.judge import router_logit_map
 from router.live import first_call, views
 from router.steps import Accept, Attempt, Call, RequestView
@@ -146,6 +146,9 @@ def run(rt: Runtime, work: Sequence[tuple[Request, Decision]], earlier: Mapping[
             i, model = planned[k]
             st = states[i]
             served = st.called(model)
+            if isinstance(answer, Taken):  # not called: another delivery's attempt
+                st.seq += 1
+                continue
             attempts.append(attempt_row(rt, st.request, st.seq, served, answer, started))
             if isinstance(answer, Completion):
                 st.answers[st.seq] = answer
@@ -164,6 +167,9 @@ def run(rt: Runtime, work: Sequence[tuple[Request, Decision]], earlier: Mapping[
                 continue
             st = states[i]
             failure = answers.get(k)
+            if isinstance(failure, Taken):  # another delivery is answering it: left to it
+                ended.add(i)
+                continue
             limited = rate_limit_wait_s(failure) is not None
             # A rate limit waits for its window (paid or not); an outage only before any pay.
             wait_s = defer_s(failure, lane=st.request.lane, tries=st.seq,

@@ -1,5 +1,6 @@
 """`tierline bench routing --live`: the pipeline reproduces the offline replay exactly, for
-every strategy kind that runs live (single, cascade, value, parallel, hybrid)."""
+every strategy kind that runs live (single, cascade, value, parallel by judge and by vote,
+hybrid)."""
 
 from __future__ import annotations
 
@@ -22,6 +23,7 @@ pytestmark = pytest.mark.integration
     ("gsm8k-2tier/all.jsonl", None, "cascade-2 bar=0.804"),
     ("gsm8k-2tier/all.jsonl", None, "value-2 δ=0.0534"),
     ("gsm8k-2tier/all.jsonl", None, "parallel top-2 judge"),
+    ("gsm8k-2tier/all.jsonl", None, "parallel top-2 vote"),  # the one vote rule, both runs
     ("mmlu-pro/train.jsonl", 1500, "hybrid bar=0.501"),  # a verifier needs a third model
 ])
 def test_a_live_point_matches_its_offline_replay(redis_url: str, postgres_url: str,

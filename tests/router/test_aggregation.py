@@ -12,10 +12,13 @@ from router.aggregation import (
     Candidate,
     answer_of,
     evaluator_prompt,
+    majority,
     read_pick,
     vote,
 )
 from router.labels import build_prompt, labels_of_prompt
+from router.steps import Attempt
+from router.strategies import vote as strategies_vote
 
 LABELLED = build_prompt("where is my money", ["refund", "card_lost", "transfer"])
 CHOICE = "Which is prime? (A) 4 (B) 6 (C) 7 (D) 9. Give the answer."
@@ -102,3 +105,34 @@ def test_an_evaluator_needs_a_choice() -> None:
         evaluator_prompt(FREE, ["only one"])
     with pytest.raises(ValueError):
         vote(FREE, [])
+
+
+@pytest.mark.parametrize(("answers", "strength", "chosen", "decided_by"), [
+    (["A", "A", "B"], [(0.0, 1), (0.0, 2), (0.0, 9)], 1, MAJORITY),  # most supporters
+    (["A", "B"], [(0.9, 1), (0.4, 9)], 0, TIE),  # a tie: the likelier supporter first
+    (["A", "B"], [(0.5, 1), (0.5, 9)], 1, TIE),  # equally likely: the pricier
+    (["A", "B"], [(0.5, 3), (0.5, 3)], 0, TIE),  # equal strength: the one listed first
+    (["B", "A", "A", "B"], [(0, 2), (0, 1), (0, 2), (0, 1)], 0, TIE),  # B's strongest is first
+    ([None, None], [(0.2, 1), (0.6, 1)], 1, NO_ANSWER),  # nothing to count: the strongest
+    ([None, None, "C"], [(0.9, 9), (0.9, 9), (0.1, 1)], 2, MAJORITY),  # None does not vote
+])
+def test_one_vote_rule_majority_then_the_strongest_supporter(
+        answers: list[str | None], strength: list[tuple[float, float]], chosen: int,
+        decided_by: str) -> None:
+    found = majority(answers, strength)
+    assert (found.chosen, found.decided_by) == (chosen, decided_by)
+
+
+@pytest.mark.parametrize("texts", [
+    ["refund", "transfer"], ["transfer", "refund"], ["refund", "refund", "transfer"],
+    ["hmm", "card lost", "transfer"], ["hmm", "no idea"], ["transfer", "refund", "card lost"],
+])
+def test_the_panel_vote_and_the_trained_parallel_vote_pick_the_same_response(
+        texts: list[str]) -> None:
+    models = [f"m{i}" for i in range(len(texts))]
+    price = {m: float(1 + 3 * i) for i, m in enumerate(models)}
+    panel = vote(LABELLED, [_c(m, t, price[m]) for m, t in zip(models, texts, strict=True)])
+    trained = strategies_vote([Attempt(m, t, answer_of(LABELLED, t))
+                               for m, t in zip(models, texts, strict=True)],
+                              {m: 0.5 for m in models}, price)
+    assert (models[panel.chosen], panel.answer) == (trained.answer_from, trained.answer)

@@ -32,6 +32,7 @@ def _with(strategy: dict[str, Any]) -> dict[str, Any]:
     {"kind": "hybrid", "options": {"verify_with": ["sim-nano", "sim-mid"], "critical_tier": "t1"}},
     {"kind": "value", "options": {"bundle": "b.joblib", "max_calls": 2}},
     {"kind": "learned", "options": {"bundle": "b.joblib"}},
+    {"kind": "parallel", "options": {"bundle": "b.joblib", "aggregate": "vote"}},
     {"kind": "cascade", "options": {"bundle": "b.joblib", "verify_with": ["sim-mid"]}},
 ])
 def test_valid_strategies_load(strategy: dict[str, Any]) -> None:
@@ -73,8 +74,9 @@ def test_valid_strategies_load(strategy: dict[str, Any]) -> None:
      "strategy.options.critical_tier", "unknown tier 't7' (tiers: t0, t1, t2)"),
     ({"kind": "single", "options": {"critical_tier": "t1"}}, "strategy.options.critical_tier",
      "only kind 'hybrid' reads it"),
-    ({"kind": "parallel", "options": {"bundle": "b.joblib", "aggregate": "vote"}},
-     "strategy.options.aggregate", "not read with options.bundle"),
+    ({"kind": "parallel", "options": {"bundle": "b.joblib", "aggregate": "evaluator",
+                                      "evaluator": "sim-mid"}},
+     "strategy.options.evaluator", "not read with options.bundle"),
 ])
 def test_a_broken_strategy_names_the_key_and_reason(strategy: dict[str, Any], key: str,
                                                     reason: str) -> None:

@@ -17,7 +17,9 @@ from sqlalchemy import func, select, text
 from schedules.report_html import gather, page
 from schedules.watchdog import watch
 from tests.workers.scripted import completion, demo_policy, route_here, runtime, serve
-from workers import execute, jobs
+from tierline.client import Client
+from workers import ahead, execute, jobs, routing
+from workers.ahead import Ahead
 from workers.ledger import reconcile, unknowns
 from workers.period_report import compute, day_start_s, top_price
 from workers.runtime import Runtime
@@ -133,3 +135,37 @@ def test_the_daily_report_counts_calls_of_unknown_outcome_beside_the_spend(
     html = page(gather(rt.engine, rt.policy, [today], now_s + 1, "today"))
     assert f"1 calls of unknown outcome (made, their answer never recorded), charged at " \
            f"their reserved estimate: ${spend['unknown_outcome_usd']}" in html
+
+
+def _routed_not_called(rt: Runtime, prompt: str) -> str:
+    """One request routed, its bundle published but not yet run."""
+    client = Client(rt)
+    client._enqueue = lambda valid, new: True  # type: ignore[method-assign]
+    [rid] = client.submit_many([prompt], lane="batch").request_ids
+    routing.route(rt, [rid], lambda *_: None)
+    return rid
+
+
+@pytest.mark.parametrize("kind", ["single", "agreement"])  # the chains, and a step machine
+def test_a_bundle_delivered_twice_at_once_never_calls_under_the_others_attempt_id(
+        tmp_path: Path, models_url: str, database_url: str, kind: str) -> None:
+    rt = runtime(tmp_path, models_url, demo_policy({"kind": kind}), database_url)
+    rid = _routed_not_called(rt, "what is the capital of Spain?")
+    first = rt.policy.tiers[rt.policy.tier_names[0]][0]
+    with rt.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+        # The other delivery (sent again by the watchdog) is calling attempt 0 right now.
+        ahead.write(conn, [Ahead(rid, 0, first, rt.policy.tier_names[0], 10, 512,
+                                 Decimal(1), Decimal(1), time.time())])
+    before = len(CALLS)
+    assert execute.execute(rt, [rid]).finished == 0  # left to the delivery calling it
+    made = len(CALLS) - before
+    with rt.engine.connect() as conn:
+        recorded = conn.execute(select(attempts.c.seq)).scalars().all()
+        assert conn.execute(select(func.count()).select_from(results)).scalar_one() == 0
+    assert 0 not in recorded and len(recorded) == made  # each call made has its own row
+    assert watch(rt, now_s=time.time() + 61).unknown == 1  # the other's call, once it is gone
+    assert execute.execute(rt, [rid], resumed=True).finished == 1  # and the request goes on
+    with rt.engine.connect() as conn:
+        seqs = conn.execute(select(attempts.c.seq)).scalars().all()
+        assert reconcile(conn).balanced
+    assert sorted(seqs) == list(range(len(seqs)))  # one row per call, none shared

@@ -16,6 +16,7 @@ from sqlalchemy import func, select, text
 
 from schedules.report_html import gather, page
 from schedules.watchdog import watch
+from tests.conftest import publish_nowhere
 from tests.workers.scripted import completion, demo_policy, route_here, runtime, serve
 from tierline.client import Client
 from workers import ahead, execute, jobs, routing
@@ -139,8 +140,7 @@ def test_the_daily_report_counts_calls_of_unknown_outcome_beside_the_spend(
 
 def _routed_not_called(rt: Runtime, prompt: str) -> str:
     """One request routed, its bundle published but not yet run."""
-    client = Client(rt)
-    client._enqueue = lambda valid, new: True  # type: ignore[method-assign]
+    client = Client(rt, publish=publish_nowhere)
     [rid] = client.submit_many([prompt], lane="batch").request_ids
     routing.route(rt, [rid], lambda *_: None)
     return rid

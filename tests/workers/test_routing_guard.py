@@ -73,3 +73,18 @@ def test_shadow_calls_spend_does_not_move_routing(tmp_path: Path, models_url: st
     _spent(rt, usd=1.0, tokens=10_000, started_at=time.time() - 5, shadow=True)
     decided = _route_one(rt)
     assert decided["tier"] == "t2" and "guard" not in decided["reasons"]  # type: ignore[operator]
+
+
+def test_a_step_machine_is_capped_and_counted_while_the_guard_is_on(
+        tmp_path: Path, models_url: str) -> None:
+    from workers import metrics
+
+    data = demo_policy({"kind": "agreement"})
+    data["guard"] = {"usd_per_1k_tokens_max": 0.01, "window_s": 30}
+    rt = runtime(tmp_path, models_url, data)
+    before = metrics.GUARD.labels("cap")._value.get()
+    _spent(rt, usd=1.0, tokens=10_000, started_at=time.time() - 5)
+    decided = _route_one(rt)
+    guard = decided["reasons"]["guard"]  # type: ignore[index]
+    assert guard["cap"] == "t1" and guard["shift"].startswith("cap t2 → t1")
+    assert metrics.GUARD.labels("cap")._value.get() == before + 1

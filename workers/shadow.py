@@ -9,7 +9,11 @@ never wait for them: a call the absorber cannot take now is skipped. Their own d
 (``learning.usd_per_day_max``) is checked against the day's shadow charges plus each call's
 reserved estimate; past it, no more shadow calls that UTC day. Their attempts and charges
 are marked ``shadow``; each shadowed request's answers (its own, and each shadow call's)
-are graded against the top tier's and recorded in ``shadow_outcomes``.
+are graded against the top tier's and recorded in ``shadow_outcomes``. With
+``learning.grader: judge``, a second round asks ``learning.judge_model`` whether each given
+answer is the top tier's (router.shadowing.judge_prompt): one more shadow call per shadowed
+request not answered by the top tier, priced into the same daily budget, numbered after the
+tiers' shadow calls; its verdict replaces the extracted answers' comparison.
 
 Shadow calls are written ahead like every call (workers.ahead): one whose worker dies
 mid-call is folded into the ledger at its reserved estimate, as a call of unknown outcome.
@@ -29,7 +33,15 @@ from typing import Any
 
 from router.envelope import Request
 from router.policy import LearningSpec
-from router.shadowing import grade, sampled, shadow_models
+from router.shadowing import (
+    JUDGE_MAX_OUTPUT_TOKENS,
+    grade,
+    judge_prompt,
+    judged,
+    sampled,
+    shadow_models,
+    verdict,
+)
 from workers import shadow_record
 from workers.calls import call_round, prices_of, reserve_round, settle_round
 from workers.providers.base import Completion
@@ -66,7 +78,7 @@ def _shadow(rt: Runtime, spec: LearningSpec, results: Sequence[ResultRow],
         done = shadow_record.already_shadowed(conn, [r.request_id for r in chosen])
         spent = shadow_record.spent_today_usd(conn, day)
     chosen = [r for r in chosen if r.request_id not in done]
-    planned, over = _within_budget(rt, spec, chosen, context, spent, started)
+    planned, over, left = _within_budget(rt, spec, chosen, context, spent, started)
     if over:
         log.info("shadow budget of %.4f USD for the day reached: %d shadow calls not made",
                  spec.usd_per_day_max, over)
@@ -83,20 +95,63 @@ def _shadow(rt: Runtime, spec: LearningSpec, results: Sequence[ResultRow],
                          [_seq(rt, planned[i][1]) for i in due])
     held = {j: budget.granted[i] for j, i in enumerate(due) if i in budget.granted}
     settle_round(rt, held, dict(enumerate(replies)))
-    calls: list[tuple[ShadowCall, Completion | None]] = []
-    for i, reply in zip(due, replies, strict=True):
-        request, model = planned[i]
-        seq = _seq(rt, model)
-        if isinstance(reply, Completion):
-            calls.append((ShadowCall(request.id, seq, model, rt.policy.tier_of(model), True,
-                                     None, reply.tokens_in, reply.tokens_out,
-                                     reply.usage_estimated, reply.latency_s, started), reply))
-        else:
-            calls.append((ShadowCall(request.id, seq, model, rt.policy.tier_of(model), False,
-                                     f"{type(reply).__name__}: {reply}", 0, 0, False, 0.0,
-                                     started), None))
-    _record(rt, chosen, calls, context, jobs_by_request)
-    return len(calls)
+    calls = [_call(rt, planned[i], _seq(rt, planned[i][1]), reply, started)
+             for i, reply in zip(due, replies, strict=True)]
+    judges: list[tuple[ShadowCall, Completion | None]] = []
+    if spec.judge_model is not None:
+        judges = _judge(rt, spec.judge_model, chosen, calls, context, left)
+    _record(rt, chosen, calls, context, jobs_by_request, judges)
+    return len(calls) + len(judges)
+
+
+def _call(rt: Runtime, planned: tuple[Request, str], seq: int, reply: object, started: float
+          ) -> tuple[ShadowCall, Completion | None]:
+    """A shadow call's attempt row, and its answer when it gave one."""
+    request, model = planned
+    tier = rt.policy.tier_of(model)
+    if isinstance(reply, Completion):
+        return ShadowCall(request.id, seq, model, tier, True, None, reply.tokens_in,
+                          reply.tokens_out, reply.usage_estimated, reply.latency_s,
+                          started), reply
+    return ShadowCall(request.id, seq, model, tier, False, f"{type(reply).__name__}: {reply}",
+                      0, 0, False, 0.0, started), None
+
+
+def _judge(rt: Runtime, judge: str, chosen: Sequence[ResultRow],
+           calls: Sequence[tuple[ShadowCall, Completion | None]],
+           context: Mapping[str, Request], left: float
+           ) -> list[tuple[ShadowCall, Completion | None]]:
+    """The judge's round: for each shadowed request whose answer is not the top tier's and
+    whose top tier answered, ask ``judge`` whether they agree, while the budget lasts."""
+    top = rt.policy.top_model()
+    references = {c.request_id: reply.text for c, reply in calls
+                  if c.model == top and reply is not None}
+    planned: list[tuple[Request, str]] = []
+    for row in chosen:
+        reference = references.get(row.request_id)
+        if reference is None or row.model == top:
+            continue
+        request = context[row.request_id]
+        prompt = judge_prompt(request.prompt_text, str(row.content), reference)
+        estimate = rt.policy.usd(judge, len(prompt) // 4 + 1, JUDGE_MAX_OUTPUT_TOKENS)
+        if estimate > left:
+            continue
+        left -= estimate
+        lane_s = rt.policy.lanes[request.lane].latency_budget_s  # type: ignore[index]
+        planned.append((replace(request, messages=({"role": "user", "content": prompt},),
+                                max_output_tokens=JUDGE_MAX_OUTPUT_TOKENS, stream=False,
+                                deadline_at=time.time() + lane_s), judge))
+    if not planned:
+        return []
+    started = time.time()
+    budget = reserve_round(rt, planned, started)
+    due = budget.due
+    seq = SHADOW_SEQ_FROM + len(rt.policy.tier_names)  # after every tier's shadow call
+    replies = call_round(rt, [planned[i] for i in due], started, [seq] * len(due))
+    held = {j: budget.granted[i] for j, i in enumerate(due) if i in budget.granted}
+    settle_round(rt, held, dict(enumerate(replies)))
+    return [_call(rt, planned[i], seq, reply, started)
+            for i, reply in zip(due, replies, strict=True)]
 
 
 def _seq(rt: Runtime, model: str) -> int:
@@ -106,9 +161,9 @@ def _seq(rt: Runtime, model: str) -> int:
 
 def _within_budget(rt: Runtime, spec: LearningSpec, chosen: Sequence[ResultRow],
                    context: Mapping[str, Request], spent: Decimal, now_s: float
-                   ) -> tuple[list[tuple[Request, str]], int]:
+                   ) -> tuple[list[tuple[Request, str]], int, float]:
     """The shadow calls to make, each priced at its reserved estimate, while the day's
-    shadow spend stays within its budget; and how many were left out."""
+    shadow spend stays within its budget; how many were left out; and what is left."""
     left = float(spec.usd_per_day_max) - float(spent)
     planned: list[tuple[Request, str]] = []
     over = 0
@@ -126,13 +181,15 @@ def _within_budget(rt: Runtime, spec: LearningSpec, chosen: Sequence[ResultRow],
                 continue
             left -= estimate
             planned.append((shadow_request, model))
-    return planned, over
+    return planned, over, left
 
 
 def _record(rt: Runtime, chosen: Sequence[ResultRow],
             calls: Sequence[tuple[ShadowCall, Completion | None]],
-            context: Mapping[str, Request], jobs_by_request: Mapping[str, str | None]) -> None:
-    """The shadow attempts, their charges and the graded outcomes: one transaction."""
+            context: Mapping[str, Request], jobs_by_request: Mapping[str, str | None],
+            judges: Sequence[tuple[ShadowCall, Completion | None]] = ()) -> None:
+    """The shadow attempts (the judge's too), their charges and the graded outcomes: one
+    transaction."""
     now_s = time.time()
     top = rt.policy.top_model()
     prices = prices_of(rt)
@@ -141,7 +198,9 @@ def _record(rt: Runtime, chosen: Sequence[ResultRow],
     for call, reply in calls:
         by_request.setdefault(call.request_id, []).append((call, reply))
     with rt.engine.begin() as conn:
-        shadow_record.record_calls(conn, [c for c, _ in calls], prices, {
+        verdicts = {c.request_id: verdict(reply.text if reply is not None else None)
+                     for c, reply in judges}
+        shadow_record.record_calls(conn, [c for c, _ in [*calls, *judges]], prices, {
             rid: (context[rid].tenant, context[rid].lane, jobs_by_request.get(rid))
             for rid in by_request})
         own = shadow_record.answering_attempts(conn, answered)
@@ -157,7 +216,8 @@ def _record(rt: Runtime, chosen: Sequence[ResultRow],
                       for c, reply in by_request[rid] if reply is not None]
             gold = context[rid].metadata.get("gold_label")
             gold = gold if isinstance(gold, str) else None
-            graded = grade([(t[0], t[1]) for t in texts], top, gold)
+            graded = judged(grade([(t[0], t[1]) for t in texts], top, gold), model,
+                            verdicts.get(rid))
             rows.extend({
                 "id": f"{rid}/{m}", "request_id": rid, "model": m,
                 "tier": rt.policy.tier_of(m), "shadow": shadow, "response": text,

@@ -92,7 +92,7 @@ def _shadow(rt: Runtime, spec: LearningSpec, results: Sequence[ResultRow],
     # Written ahead like any call: a worker killed mid-call leaves it in the ledger
     # (folded at its reserved estimate, workers.ahead), not out of it.
     replies = call_round(rt, [planned[i] for i in due], started,
-                         [_seq(rt, planned[i][1]) for i in due])
+                         [_seq(rt, planned[i][1]) for i in due], shadow=True)
     held = {j: budget.granted[i] for j, i in enumerate(due) if i in budget.granted}
     settle_round(rt, held, dict(enumerate(replies)))
     calls = [_call(rt, planned[i], _seq(rt, planned[i][1]), reply, started)
@@ -147,7 +147,7 @@ def _judge(rt: Runtime, judge: str, chosen: Sequence[ResultRow],
     budget = reserve_round(rt, planned, started)
     due = budget.due
     seq = SHADOW_SEQ_FROM + len(rt.policy.tier_names)  # after every tier's shadow call
-    replies = call_round(rt, [planned[i] for i in due], started, [seq] * len(due))
+    replies = call_round(rt, [planned[i] for i in due], started, [seq] * len(due), shadow=True)
     held = {j: budget.granted[i] for j, i in enumerate(due) if i in budget.granted}
     settle_round(rt, held, dict(enumerate(replies)))
     return [_call(rt, planned[i], seq, reply, started)

@@ -324,7 +324,8 @@ class LearningSpec(_Frozen):
     the record (re-read at most once a minute) instead of the policy's own strategy.
     ``grader: judge``: ``judge_model`` grades the given answer against the top tier's (one
     more shadow call per shadowed request, on the shadow budget) instead of comparing the
-    extracted answers."""
+    extracted answers. ``warm_shadow_rate``: the rate while fewer than ``warm_records``
+    requests have been shadowed (a new deployment's learner has no records yet)."""
 
     shadow_rate: float = Field(ge=0, le=1, allow_inf_nan=False)
     lanes: tuple[Lane, ...] = Field(min_length=1)
@@ -332,6 +333,8 @@ class LearningSpec(_Frozen):
     tiers: Literal["top", "all"] = "top"
     retrain_schedule: str = "30 3 * * *"
     route_with: Literal["policy", "promoted"] = "policy"
+    warm_shadow_rate: float | None = Field(default=None, ge=0, le=1, allow_inf_nan=False)
+    warm_records: int = Field(default=200, ge=0)
     grader: Literal["agreement", "judge"] = "agreement"
     judge_model: str | None = None
 

@@ -33,9 +33,23 @@ def sample_point(request_id: str) -> float:
     return int.from_bytes(digest[:8], "big") / _SCALE
 
 
-def sampled(request_id: str, lane: str, spec: LearningSpec) -> bool:
-    """Whether this request is shadowed: its lane is named and it falls in the sample."""
-    return lane in spec.lanes and sample_point(request_id) < spec.shadow_rate
+def rate_now(shadow_rate: float, warm_rate: float | None, warm_records: int, records: int
+             ) -> float:
+    """The shadow rate in force: ``warm_rate`` (when higher) while fewer than
+    ``warm_records`` requests have been shadowed, then ``shadow_rate``."""
+    if warm_rate is None or records >= warm_records:
+        return shadow_rate
+    return max(shadow_rate, warm_rate)
+
+
+def sampled(request_id: str, lane: str, spec: LearningSpec, records: int | None = None
+            ) -> bool:
+    """Whether this request is shadowed: its lane is named and it falls in the sample
+    (the warm-up rate while fewer than ``spec.warm_records`` requests, ``records``, are
+    shadowed)."""
+    rate = spec.shadow_rate if records is None else rate_now(
+        spec.shadow_rate, spec.warm_shadow_rate, spec.warm_records, records)
+    return lane in spec.lanes and sample_point(request_id) < rate
 
 
 def shadow_models(policy: Policy, answered_by: str, spec: LearningSpec) -> list[str]:

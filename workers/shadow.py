@@ -10,6 +10,8 @@ never wait for them: a call the absorber cannot take now is skipped. Their own d
 reserved estimate; past it, no more shadow calls that UTC day. Their attempts and charges
 are marked ``shadow``; each shadowed request's answers (its own, and each shadow call's)
 are graded against the top tier's and recorded in ``shadow_outcomes``. With
+``learning.warm_shadow_rate``, that rate samples until ``warm_records`` requests are
+shadowed (counted in the record, up to that number, once per bundle). With
 ``learning.grader: judge``, a second round asks ``learning.judge_model`` whether each given
 answer is the top tier's (router.shadowing.judge_prompt): one more shadow call per shadowed
 request not answered by the top tier, priced into the same daily budget, numbered after the
@@ -56,7 +58,7 @@ def after_bundle(rt: Runtime, results: Sequence[ResultRow], context: Mapping[str
                  jobs_by_request: Mapping[str, str | None]) -> int:
     """Shadow the sampled requests of a recorded bundle; returns how many calls were made."""
     spec = rt.policy.learning
-    if spec is None or spec.shadow_rate <= 0:
+    if spec is None or max(spec.shadow_rate, spec.warm_shadow_rate or 0.0) <= 0:
         return 0
     try:
         return _shadow(rt, spec, results, context, jobs_by_request)
@@ -67,9 +69,13 @@ def after_bundle(rt: Runtime, results: Sequence[ResultRow], context: Mapping[str
 
 def _shadow(rt: Runtime, spec: LearningSpec, results: Sequence[ResultRow],
             context: Mapping[str, Request], jobs_by_request: Mapping[str, str | None]) -> int:
+    records = None
+    if spec.warm_shadow_rate is not None:  # the warm-up rate holds until enough are shadowed
+        with rt.engine.connect() as conn:
+            records = shadow_record.shadowed_count(conn, spec.warm_records)
     chosen = [r for r in results if r.status == "ok" and r.model and r.content is not None
               and r.request_id in context
-              and sampled(r.request_id, context[r.request_id].lane, spec)]
+              and sampled(r.request_id, context[r.request_id].lane, spec, records)]
     if not chosen:
         return 0
     started = time.time()

@@ -168,3 +168,13 @@ def test_a_judges_verdict_replaces_the_extracted_comparison_of_its_answer() -> N
     graded = grade([("cheap", "41"), ("top", "42")], "top", None)
     assert [g.agrees_with_top for g in judged(graded, "cheap", True)] == [True, True]
     assert judged(graded, "cheap", None) == graded
+
+
+def test_a_warm_up_rate_samples_more_until_enough_requests_are_shadowed() -> None:
+    spec = policy_from_dict(_with({**GOOD, "shadow_rate": 0.0, "warm_shadow_rate": 1.0,
+                                   "warm_records": 10})).learning
+    assert spec is not None
+    assert sampled("r1", "batch", spec, records=9) and not sampled("r1", "batch", spec, 10)
+    assert not sampled("r1", "batch", spec)  # no count given: the plain rate
+    with pytest.raises(PolicyError, match="learning.warm_shadow_rate"):
+        policy_from_dict(_with({**GOOD, "warm_shadow_rate": 2}))

@@ -82,6 +82,16 @@ def _graded(item: Item, accept: Accept) -> float:
     return grade(item, np.array([item.outcomes[m].score for m in models]), models, accept)
 
 
+def retrains_at(k: int, every: int, first: int) -> bool:
+    """Whether the stream retrains before its request ``k``: after ``first`` requests,
+    then at each doubling while below ``every``, then every ``every`` requests."""
+    if k <= 0:
+        return False
+    if k < every:
+        return k >= first and k % first == 0 and (k // first) & (k // first - 1) == 0
+    return k % every == 0
+
+
 def shadow_models(learned: Sequence[str], called: Sequence[str]) -> list[str]:
     """The extra calls of a shadowed request: every model the learner trains on (the top
     tier among them) that the routing did not call already."""

@@ -326,7 +326,11 @@ class LearningSpec(_Frozen):
     the top tier (or to every tier), under its own daily budget; and when beat retrains the
     router from what the shadow calls recorded (``retrain_schedule``: a crontab line in UTC,
     or ``off``). ``route_with: promoted``: the tier workers step with the bundle promoted in
-    the record (re-read at most once a minute) instead of the policy's own strategy."""
+    the record (re-read at most once a minute) instead of the policy's own strategy.
+    ``grader: judge``: ``judge_model`` grades the given answer against the top tier's (one
+    more shadow call per shadowed request, on the shadow budget) instead of comparing the
+    extracted answers. ``warm_shadow_rate``: the rate while fewer than ``warm_records``
+    requests have been shadowed (a new deployment's learner has no records yet)."""
 
     shadow_rate: float = Field(ge=0, le=1, allow_inf_nan=False)
     lanes: tuple[Lane, ...] = Field(min_length=1)
@@ -334,11 +338,20 @@ class LearningSpec(_Frozen):
     tiers: Literal["top", "all"] = "top"
     retrain_schedule: str = "30 3 * * *"
     route_with: Literal["policy", "promoted"] = "policy"
+    warm_shadow_rate: float | None = Field(default=None, ge=0, le=1, allow_inf_nan=False)
+    warm_records: int = Field(default=200, ge=0)
+    grader: Literal["agreement", "judge"] = "agreement"
+    judge_model: str | None = None
 
     @model_validator(mode="after")
     def _check(self) -> LearningSpec:
         if len(set(self.lanes)) != len(self.lanes):
             raise ValueError(f"lanes: named twice in {list(self.lanes)}")
+        if self.grader == "judge" and not self.judge_model:
+            raise ValueError("judge_model: grader 'judge' needs the model that judges")
+        if self.grader != "judge" and self.judge_model is not None:
+            raise ValueError(f"judge_model: {self.judge_model!r} judges nothing unless "
+                             f"grader is 'judge' (it is {self.grader!r})")
         fields = self.retrain_schedule.split()
         if self.retrain_schedule != "off" and len(fields) != 5:
             raise ValueError(f"retrain_schedule: a crontab line of 5 fields (minute hour day "
@@ -397,6 +410,10 @@ class Policy(_Frozen):
             raise ValueError("learning.route_with: 'promoted' steps with a trained bundle: the "
                              "strategy must be one that steps too (kind 'agreement', or one "
                              f"with options.bundle), not {self.strategy.kind!r}")
+        judge = self.learning.judge_model if self.learning is not None else None
+        if judge is not None and not any(judge in models for models in self.tiers.values()):
+            raise ValueError(f"learning.judge_model: model {judge!r} is in no tier "
+                             f"(models: {', '.join(self.models)})")
         for band, tier in self.classifier.band_tiers.items():
             if tier not in self.tiers:
                 raise ValueError(f"classifier.band_tiers.{band}: unknown tier {tier!r}")

@@ -5,7 +5,10 @@ A request is sampled by its id alone (a hash, not a random draw), so a redeliver
 makes the same choice. Its answer is graded against the top tier's with what production can
 see: the extracted answer (a choice letter, a number) or else the normalised text, as the
 ``agreement`` strategy compares them (router.agreement); with a gold label (a
-classification job's), each answer is also graded against it.
+classification job's), each answer is also graded against it. With ``grader: judge`` the
+given answer is graded by a judge model instead: :func:`judge_prompt` asks it, as a
+two-label classification, whether the answer gives the top tier's final answer, and
+:func:`verdict` reads its reply (None when unreadable: the extracted answers decide).
 """
 
 from __future__ import annotations
@@ -19,6 +22,9 @@ from router.answers import extract_auto
 from router.policy import LearningSpec, Policy
 
 _SCALE = float(2**64)
+JUDGE_LABELS = ("same", "different")
+JUDGE_MAX_OUTPUT_TOKENS = 8  # the reply is one label
+JUDGE_SHOWN_CHARS = 6000  # of the question and of each answer: a judge call stays small
 
 
 def sample_point(request_id: str) -> float:
@@ -27,9 +33,23 @@ def sample_point(request_id: str) -> float:
     return int.from_bytes(digest[:8], "big") / _SCALE
 
 
-def sampled(request_id: str, lane: str, spec: LearningSpec) -> bool:
-    """Whether this request is shadowed: its lane is named and it falls in the sample."""
-    return lane in spec.lanes and sample_point(request_id) < spec.shadow_rate
+def rate_now(shadow_rate: float, warm_rate: float | None, warm_records: int, records: int
+             ) -> float:
+    """The shadow rate in force: ``warm_rate`` (when higher) while fewer than
+    ``warm_records`` requests have been shadowed, then ``shadow_rate``."""
+    if warm_rate is None or records >= warm_records:
+        return shadow_rate
+    return max(shadow_rate, warm_rate)
+
+
+def sampled(request_id: str, lane: str, spec: LearningSpec, records: int | None = None
+            ) -> bool:
+    """Whether this request is shadowed: its lane is named and it falls in the sample
+    (the warm-up rate while fewer than ``spec.warm_records`` requests, ``records``, are
+    shadowed)."""
+    rate = spec.shadow_rate if records is None else rate_now(
+        spec.shadow_rate, spec.warm_shadow_rate, spec.warm_records, records)
+    return lane in spec.lanes and sample_point(request_id) < rate
 
 
 def shadow_models(policy: Policy, answered_by: str, spec: LearningSpec) -> list[str]:
@@ -83,3 +103,34 @@ def grade(answers: Sequence[tuple[str, str | None]], top: str, gold: str | None
     reference = dict(extracted).get(top)
     return [Graded(model, answer, agrees(answer, reference), gold_agrees(answer, gold))
             for model, answer in extracted]
+
+
+def judge_prompt(question: str, answer: str, reference: str) -> str:
+    """What the judge model is asked: do the two answers give the same final answer?
+    Shaped as a classification (a ``Labels:`` line, then ``Text:``), which the simulator and
+    any instruction-following model answer with one label."""
+    cut = JUDGE_SHOWN_CHARS
+    return (f"Labels: {', '.join(JUDGE_LABELS)}\n"
+            "Do answer A and answer B give the same final answer to the question? "
+            "Reply with one label only.\n"
+            f"Text: Question: {question[:cut]}\n\nAnswer A: {answer[:cut]}\n\n"
+            f"Answer B: {reference[:cut]}\nLabel:")
+
+
+def verdict(reply: str | None) -> bool | None:
+    """The judge's reply read: True for ``same``, False for ``different``, None otherwise."""
+    said = normalised(reply or "")
+    if said == JUDGE_LABELS[0]:
+        return True
+    if said == JUDGE_LABELS[1]:
+        return False
+    return None
+
+
+def judged(graded: Sequence[Graded], model: str, agrees_with_top: bool | None
+           ) -> list[Graded]:
+    """``graded`` with ``model``'s agreement set by the judge (unchanged when it gave none)."""
+    if agrees_with_top is None:
+        return list(graded)
+    return [Graded(g.model, g.answer, agrees_with_top, g.agrees_with_gold) if g.model == model
+            else g for g in graded]

@@ -67,3 +67,25 @@ def test_a_broken_traffic_line_names_its_line(tmp_path: Path) -> None:
     run = _run("router", "train", "--from-traffic", str(traffic), "--prices", str(prices),
                "--out", str(tmp_path / "bundle"))
     assert run.returncode == 2 and "line 1" in run.stderr and "Traceback" not in run.stderr
+
+
+def test_a_young_stream_retrains_early_and_shadows_more_until_it_has_records(
+        tmp_path: Path) -> None:
+    data, prices = tmp_path / "traffic.jsonl", tmp_path / "prices.yaml"
+    data.write_text("".join(json.dumps(raw) + "\n"
+                            for _, raw in recorded.lines(240, recorded.easy_or_hard(
+                                "cheap", {"mid": 0.75, "top": 0.9}),
+                                prompt=recorded.easy_hard_prompt)))
+    prices.write_text(PRICES)
+    run = _run("bench", "learning", "--traffic", str(data), "--prices", str(prices),
+               "--retrain-every", "100", "--first-retrain", "25", "--shadow-rate", "0.05",
+               "--warm-shadow-rate", "1", "--warm-records", "60", "--folds", "2",
+               "--jobs", "1", "--json", str(tmp_path / "out.json"))
+    assert run.returncode == 0, run.stderr
+    # retrained after 25, 50 and 100 requests, then every 100; every request shadowed
+    # until 60 were
+    assert [line.split(":")[0] for line in run.stderr.splitlines()
+            if line.startswith("request ")] == ["request 25", "request 50", "request 100",
+                                                 "request 200"]
+    assert "request 25: 25 shadowed records: kept" in run.stderr  # fewer than 40 train nothing
+    assert "request 50: 50 shadowed records: promoted" in run.stderr

@@ -6,7 +6,11 @@ The stream starts on the zero-training default (router.agreement). A sample of r
 on; those calls are paid for and counted. Every ``--retrain-every`` requests, the shadowed
 records go through the code ``tierline router train --from-traffic`` runs
 (tierline/traffic_train.py), graded only by agreement with the top tier's answer; a new
-bundle is promoted when it is cheaper there than the policy in force. The dataset's
+bundle is promoted when it is cheaper there than the policy in force. With
+``--first-retrain N0`` the first retrainings come earlier, after N0, 2 N0, 4 N0 ...
+requests up to ``--retrain-every`` (the nightly job also runs on whatever traffic a young
+deployment has); ``--warm-shadow-rate`` shadows more until ``--warm-records`` requests are
+shadowed, as the policy's ``learning.warm_shadow_rate`` does live. The dataset's
 scores measure each window against the best single model; the learner never reads them.
 The reference is a bundle trained offline on the recorded scores of every request before
 the last window: its cost on the last window at the accuracy the stream reached there.
@@ -32,8 +36,9 @@ from router.dataset import Item, Prices, call_usd, models_of
 from router.errors import InvalidInput
 from router.evaluation import evaluate
 from router.frontier import cost_to_reach
-from router.learning import Parts, WindowRow, serve, shadow_models, window_row
+from router.learning import Parts, WindowRow, retrains_at, serve, shadow_models, window_row
 from router.live import policy_strategy
+from router.shadowing import rate_now
 from router.strategies import Strategy
 from router.traffic import items_from_traffic, traffic_record
 from router.training import train_routing
@@ -66,7 +71,9 @@ def _live_labels(trained: Any) -> list[tuple[str, Strategy]]:
 
 
 def replay_stream(items: Sequence[Item], prices: Prices, shadow_rate: float,
-                  retrain_every: int, seed: int, target: float, folds: int, jobs: int
+                  retrain_every: int, seed: int, target: float, folds: int, jobs: int,
+                  first_retrain: int | None = None, warm_rate: float | None = None,
+                  warm_records: int = 200
                   ) -> tuple[list[WindowRow], WindowRow, list[str]]:
     """Serve the stream; return the per-window rows, the whole stream's, and the log."""
     models = models_of(items, prices)
@@ -83,7 +90,7 @@ def replay_stream(items: Sequence[Item], prices: Prices, shadow_rate: float,
     correct, usd, shadow, routed_by = [], [], [], []
     log = []
     for k, item in enumerate(items):
-        if k and k % retrain_every == 0:
+        if retrains_at(k, retrain_every, first_retrain or retrain_every):
             started = time.perf_counter()
             result = retrain_from_traffic(items_from_traffic(records, kind), learner_prices,
                                           seed, target, folds, jobs, in_force)
@@ -96,7 +103,7 @@ def replay_stream(items: Sequence[Item], prices: Prices, shadow_rate: float,
             err.print(line, highlight=False, markup=False)
         served = serve(strategy, parts, item, prices)
         spent = 0.0
-        if rng.random() < shadow_rate:
+        if rng.random() < rate_now(shadow_rate, warm_rate, warm_records, len(records)):
             spent = sum(call_usd(item.outcomes[m], prices[m])
                         for m in shadow_models(learned, served.called))
             records.append(traffic_record(item.id, item.prompt, top,
@@ -138,6 +145,14 @@ def _table(rows: Sequence[WindowRow], whole: WindowRow, offline: float | None) -
               help="share of requests also sent to the top tier (and the learner's tiers)")
 @click.option("--retrain-every", type=click.IntRange(min=10), default=1000, show_default=True,
               help="requests between retrainings (also the window of the report)")
+@click.option("--first-retrain", type=click.IntRange(min=10), default=None,
+              help="requests before the first retraining, doubling up to --retrain-every "
+                   "[default: --retrain-every]")
+@click.option("--warm-shadow-rate", "warm_rate", type=click.FloatRange(0, 1), default=None,
+              help="shadow rate while fewer than --warm-records requests are shadowed "
+                   "(the policy's learning.warm_shadow_rate)")
+@click.option("--warm-records", type=click.IntRange(min=0), default=200, show_default=True,
+              help="shadowed requests after which --shadow-rate holds")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--target", type=click.FloatRange(0, 1, min_open=True), default=0.9,
               show_default=True,
@@ -148,7 +163,8 @@ def _table(rows: Sequence[WindowRow], whole: WindowRow, offline: float | None) -
               help="validation folds run at once  [default: one per core]")
 @click.option("--json", "json_path", type=click.Path(path_type=Path), default=None)
 def command(traffic_path: Path, prices_path: Path, shadow_rate: float, retrain_every: int,
-            seed: int, target: float, folds: int, jobs: int | None,
+            first_retrain: int | None, warm_rate: float | None, warm_records: int, seed: int,
+            target: float, folds: int, jobs: int | None,
             json_path: Path | None) -> None:
     """Replay a dataset as traffic that starts with no bundle and learns from shadowing."""
     try:
@@ -162,7 +178,8 @@ def command(traffic_path: Path, prices_path: Path, shadow_rate: float, retrain_e
         stream = [items[i] for i in order]
         started = time.perf_counter()
         rows, whole, _ = replay_stream(stream, prices, shadow_rate, retrain_every, seed,
-                                       target, folds, jobs or default_jobs(folds))
+                                       target, folds, jobs or default_jobs(folds),
+                                       first_retrain, warm_rate, warm_records)
         last_start = (len(stream) - 1) // retrain_every * retrain_every
         with err.status("training the offline reference"):
             offline = offline_cost(stream[:last_start], stream[last_start:], prices, seed,

@@ -22,7 +22,9 @@ estimate (``usage_estimated``), so the ledger has every call that may have been 
 and counts it into its request's result if that has been written meanwhile. It runs when a
 bundle comes back (before it numbers its new calls) and on every watchdog pass for rows
 older than one visibility timeout (their task is gone). A real answer recorded later for
-the same attempt replaces the estimate (:func:`settle_unknown`).
+the same attempt replaces the estimate (:func:`settle_unknown`). A shadow call's row is
+marked ``shadow`` (migration 0015), and so are the attempt and charge it is folded into:
+it stays a shadow call in the ledger and is never counted into its request's result.
 """
 
 from __future__ import annotations
@@ -56,6 +58,7 @@ class Ahead:
     usd_per_1m_input: Decimal
     usd_per_1m_output: Decimal
     started_at: float
+    shadow: bool = False  # a shadow call (workers.shadow), not one of the request's own
 
     @property
     def id(self) -> str:
@@ -78,7 +81,7 @@ def write(conn: Connection, calls: Sequence[Ahead]) -> set[str]:
         "id": c.id, "request_id": c.request_id, "seq": c.seq, "model": c.model, "tier": c.tier,
         "tokens_in": c.tokens_in, "tokens_out": c.tokens_out,
         "usd_per_1m_input": c.usd_per_1m_input, "usd_per_1m_output": c.usd_per_1m_output,
-        "started_at": c.started_at} for c in calls], "id"))
+        "started_at": c.started_at, "shadow": c.shadow} for c in calls], "id"))
 
 
 def settle(conn: Connection, attempt_ids: Sequence[str]) -> None:
@@ -120,18 +123,20 @@ def fold(conn: Connection, *, request_ids: Sequence[str] | None = None,
         "id": p.id, "request_id": p.request_id, "seq": p.seq, "model": p.model, "tier": p.tier,
         "ok": False, "error": unknown_reason(p.started_at), "tokens_in": p.tokens_in,
         "tokens_out": p.tokens_out, "usage_estimated": True, "latency_s": 0.0,
-        "usd": usd[p.id], "started_at": p.started_at} for p in pending], "id"))
+        "usd": usd[p.id], "started_at": p.started_at, "shadow": p.shadow} for p in pending],
+        "id"))
     insert_ignore(conn, charges, [{
         "attempt_id": p.id, "request_id": p.request_id, "job_id": owner.job_id,
         "tenant": owner.tenant, "lane": owner.lane, "model": p.model, "tokens_in": p.tokens_in,
         "tokens_out": p.tokens_out, "usd_per_1m_input": p.usd_per_1m_input,
         "usd_per_1m_output": p.usd_per_1m_output, "usd": usd[p.id], "usage_estimated": True,
-        "charged_at": p.started_at, "day": int(p.started_at // 86400)}
+        "charged_at": p.started_at, "day": int(p.started_at // 86400), "shadow": p.shadow}
         for p in pending if p.id in new and (owner := owners.get(p.request_id)) is not None])
-    # A request that ended meanwhile (its job cancelled, its deadline passed) counts them.
+    # A request that ended meanwhile (its job cancelled, its deadline passed) counts them;
+    # shadow calls are never part of a result.
     added: dict[str, tuple[int, Decimal]] = {}
     for p in pending:
-        if p.id in new:
+        if p.id in new and not p.shadow:
             n, spent = added.get(p.request_id, (0, Decimal(0)))
             added[p.request_id] = (n + 1, spent + usd[p.id])
     ended = set(conn.execute(select(results.c.request_id).where(

@@ -49,14 +49,15 @@ def prices_of(rt: Runtime) -> dict[str, Price]:
 
 
 def call_round(rt: Runtime, due: Sequence[tuple[Request, str]], started: float,
-               seqs: Sequence[int] | None = None) -> list[Outcome]:
+               seqs: Sequence[int] | None = None, shadow: bool = False) -> list[Outcome]:
     """Call ``model`` for each ``(request, model)`` at once; outcomes in the same order.
 
     Calls the model health registry advises against are not made: a model whose breaker is
     open (:class:`CircuitOpen`), or one that cannot be expected to finish before the
     request's deadline (:class:`TooSlow`). How each call ended goes to the registry.
     ``seqs``: each call's attempt number; with them, the calls to be made are put on record
-    first, in one statement (write-ahead attempts, workers.ahead)."""
+    first, in one statement (write-ahead attempts, workers.ahead), marked ``shadow`` for
+    shadow calls (workers.shadow)."""
     if not due:
         return []
     early_stop = rt.policy.strategy.early_stop
@@ -71,7 +72,8 @@ def call_round(rt: Runtime, due: Sequence[tuple[Request, str]], started: float,
                   sink=Sink(rt.relay, request.id, model) if relayed(rt, request) else None)
              for i, (request, model) in ((i, due[i]) for i in asked)]
     if seqs is not None and asked:
-        taken = _write_ahead(rt, [(due[i][0], due[i][1], seqs[i]) for i in asked], started)
+        taken = _write_ahead(rt, [(due[i][0], due[i][1], seqs[i]) for i in asked], started,
+                             shadow)
         if taken:  # another delivery of these requests holds these attempts: not called
             skipped.update({asked[j]: Taken(f"{due[asked[j]][0].id}/{seqs[asked[j]]}: "
                                             "written ahead by another delivery")
@@ -97,15 +99,15 @@ def call_round(rt: Runtime, due: Sequence[tuple[Request, str]], started: float,
     return [outcomes[i] for i in range(len(due))]
 
 
-def _write_ahead(rt: Runtime, calls: Sequence[tuple[Request, str, int]], started: float
-                 ) -> set[int]:
+def _write_ahead(rt: Runtime, calls: Sequence[tuple[Request, str, int]], started: float,
+                 shadow: bool = False) -> set[int]:
     """Each call on record before it is made, with the tokens reserved for it; returns the
     positions whose attempt id another delivery holds already (not to be called)."""
     prices = prices_of(rt)
     ahead_calls = [Ahead(
         request.id, seq, model, rt.policy.tier_of(model), len(request.prompt_text) // 4 + 1,
         request.max_output_tokens, prices[model].usd_per_1m_input,
-        prices[model].usd_per_1m_output, started) for request, model, seq in calls]
+        prices[model].usd_per_1m_output, started, shadow) for request, model, seq in calls]
     # One statement, committed on its own (autocommit): no BEGIN and COMMIT round trips.
     with rt.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
         written = ahead.write(conn, ahead_calls)

@@ -62,6 +62,10 @@ USD = Counter("tierline_usd", "US dollars charged", ["model", "tenant"])
 ABSORBER = Counter("tierline_absorber_reservations",
                    "Token-budget reservations by decision (granted, deferred, refused)",
                    ["model", "decision"])
+GUARD = Counter("tierline_guard_decisions",
+                "Decisions made while the cost guard was on, by what it did (shift: one tier "
+                "cheaper; cap: a step machine capped one tier below the top; none)",
+                ["action"])
 CALL_LATENCY = Histogram("tierline_call_latency_seconds", "One model call, start to end",
                          ["lane"], buckets=LATENCY_BUCKETS_S)
 REQUEST_LATENCY = Histogram("tierline_request_latency_seconds",
@@ -143,6 +147,15 @@ def absorber_decision(scope: str, granted: int, deferred: int, refused: int) -> 
     for decision, n in (("granted", granted), ("deferred", deferred), ("refused", refused)):
         if n:
             ABSORBER.labels(model, decision).inc(n)
+
+
+def guard_decisions(actions: Sequence[str]) -> None:
+    """Count decisions made while the cost guard was on, by ``shift``, ``cap`` or ``none``."""
+    counts: dict[str, int] = defaultdict(int)
+    for action in actions:
+        counts[action] += 1
+    for action, n in counts.items():
+        GUARD.labels(action).inc(n)
 
 
 def process_registry() -> Any:

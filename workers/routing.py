@@ -19,8 +19,9 @@ from collections.abc import Callable, Sequence
 from router.bundling import Item, bundle
 from router.decide import Decision, decide
 from router.envelope import Request
-from router.guard import guard_state, guarded
-from workers import records
+from router.guard import cap_of, guard_state, guarded
+from router.live import steps_live
+from workers import metrics, records
 from workers.runtime import Runtime
 
 log = logging.getLogger(__name__)
@@ -35,18 +36,32 @@ def estimate_tokens(prompt_chars: int, max_output_tokens: int) -> int:
 
 
 def decide_now(rt: Runtime, requests: Sequence[Request], now_s: float) -> list[Decision]:
-    """The policy's decisions, one tier cheaper while the cost guard is on: what the router
-    worker decides, and what the gateway decides itself for a realtime call (tierline.chat)."""
+    """The policy's decisions, one tier cheaper while the cost guard is on (for a step
+    machine: capped one tier below the top, router.guard): what the router worker decides,
+    and what the gateway decides itself for a realtime call (tierline.chat)."""
     decisions = decide(rt.policy, rt.estimator, requests)
     spec = rt.policy.guard
     if spec is None or not decisions:
         return decisions
     state = guard_state(spec, *rt.spend.totals(now_s, spec.window_s))
-    if state.on:
-        log.warning("cost guard on: %.6f USD per 1k tokens over the last %g s (max %g); "
-                    "%d new requests start one tier cheaper", state.usd_per_1k_tokens,
-                    spec.window_s, spec.usd_per_1k_tokens_max, len(decisions))
-    return guarded(rt.policy, decisions, state)
+    if not state.on:
+        return decisions
+    steps = steps_live(rt.policy)
+    log.warning("cost guard on: %.6f USD per 1k tokens over the last %g s (max %g); "
+                "%d new requests %s", state.usd_per_1k_tokens, spec.window_s,
+                spec.usd_per_1k_tokens_max, len(decisions),
+                "step one tier below the top" if steps else "start one tier cheaper")
+    out = guarded(rt.policy, decisions, state, steps)
+    metrics.guard_decisions([_action(before, after) for before, after in zip(decisions, out,
+                                                                             strict=True)])
+    return out
+
+
+def _action(before: Decision, after: Decision) -> str:
+    """What the guard did to one decision: ``shift``, ``cap`` or ``none``."""
+    if cap_of(after) is not None:
+        return "cap"
+    return "shift" if after.tier != before.tier else "none"
 
 
 def route(rt: Runtime, request_ids: Sequence[str], publish: Publish) -> int:

@@ -135,6 +135,7 @@ pending_attempts = Table(
     Column("usd_per_1m_input", USD, nullable=False),
     Column("usd_per_1m_output", USD, nullable=False),
     Column("started_at", Float, nullable=False),
+    Column("shadow", Boolean, nullable=False, default=False, server_default=false()),
 )
 
 results = Table(

@@ -9,7 +9,13 @@ never wait for them: a call the absorber cannot take now is skipped. Their own d
 (``learning.usd_per_day_max``) is checked against the day's shadow charges plus each call's
 reserved estimate; past it, no more shadow calls that UTC day. Their attempts and charges
 are marked ``shadow``; each shadowed request's answers (its own, and each shadow call's)
-are graded against the top tier's and recorded in ``shadow_outcomes``.
+are graded against the top tier's and recorded in ``shadow_outcomes``. With
+``learning.warm_shadow_rate``, that rate samples until ``warm_records`` requests are
+shadowed (counted in the record, up to that number, once per bundle). With
+``learning.grader: judge``, a second round asks ``learning.judge_model`` whether each given
+answer is the top tier's (router.shadowing.judge_prompt): one more shadow call per shadowed
+request not answered by the top tier, priced into the same daily budget, numbered after the
+tiers' shadow calls; its verdict replaces the extracted answers' comparison.
 
 Shadow calls are written ahead like every call (workers.ahead): one whose worker dies
 mid-call is folded into the ledger at its reserved estimate, as a call of unknown outcome.
@@ -30,7 +36,15 @@ from typing import Any
 from router.envelope import Request
 from router.errors import Taken
 from router.policy import LearningSpec
-from router.shadowing import grade, sampled, shadow_models
+from router.shadowing import (
+    JUDGE_MAX_OUTPUT_TOKENS,
+    grade,
+    judge_prompt,
+    judged,
+    sampled,
+    shadow_models,
+    verdict,
+)
 from workers import shadow_record
 from workers.calls import call_round, prices_of, reserve_round, settle_round
 from workers.providers.base import Completion
@@ -45,7 +59,7 @@ def after_bundle(rt: Runtime, results: Sequence[ResultRow], context: Mapping[str
                  jobs_by_request: Mapping[str, str | None]) -> int:
     """Shadow the sampled requests of a recorded bundle; returns how many calls were made."""
     spec = rt.policy.learning
-    if spec is None or spec.shadow_rate <= 0:
+    if spec is None or max(spec.shadow_rate, spec.warm_shadow_rate or 0.0) <= 0:
         return 0
     try:
         return _shadow(rt, spec, results, context, jobs_by_request)
@@ -56,9 +70,13 @@ def after_bundle(rt: Runtime, results: Sequence[ResultRow], context: Mapping[str
 
 def _shadow(rt: Runtime, spec: LearningSpec, results: Sequence[ResultRow],
             context: Mapping[str, Request], jobs_by_request: Mapping[str, str | None]) -> int:
+    records = None
+    if spec.warm_shadow_rate is not None:  # the warm-up rate holds until enough are shadowed
+        with rt.engine.connect() as conn:
+            records = shadow_record.shadowed_count(conn, spec.warm_records)
     chosen = [r for r in results if r.status == "ok" and r.model and r.content is not None
               and r.request_id in context
-              and sampled(r.request_id, context[r.request_id].lane, spec)]
+              and sampled(r.request_id, context[r.request_id].lane, spec, records)]
     if not chosen:
         return 0
     started = time.time()
@@ -67,7 +85,7 @@ def _shadow(rt: Runtime, spec: LearningSpec, results: Sequence[ResultRow],
         done = shadow_record.already_shadowed(conn, [r.request_id for r in chosen])
         spent = shadow_record.spent_today_usd(conn, day)
     chosen = [r for r in chosen if r.request_id not in done]
-    planned, over = _within_budget(rt, spec, chosen, context, spent, started)
+    planned, over, left = _within_budget(rt, spec, chosen, context, spent, started)
     if over:
         log.info("shadow budget of %.4f USD for the day reached: %d shadow calls not made",
                  spec.usd_per_day_max, over)
@@ -81,25 +99,67 @@ def _shadow(rt: Runtime, spec: LearningSpec, results: Sequence[ResultRow],
     # Written ahead like any call: a worker killed mid-call leaves it in the ledger
     # (folded at its reserved estimate, workers.ahead), not out of it.
     replies = call_round(rt, [planned[i] for i in due], started,
-                         [_seq(rt, planned[i][1]) for i in due])
+                         [_seq(rt, planned[i][1]) for i in due], shadow=True)
     held = {j: budget.granted[i] for j, i in enumerate(due) if i in budget.granted}
     settle_round(rt, held, dict(enumerate(replies)))
-    calls: list[tuple[ShadowCall, Completion | None]] = []
-    for i, reply in zip(due, replies, strict=True):
-        if isinstance(reply, Taken):  # an earlier delivery's shadow call: its row, not ours
+    # A Taken reply is an earlier delivery's shadow call: its row, not ours.
+    calls = [_call(rt, planned[i], _seq(rt, planned[i][1]), reply, started)
+             for i, reply in zip(due, replies, strict=True) if not isinstance(reply, Taken)]
+    judges: list[tuple[ShadowCall, Completion | None]] = []
+    if spec.judge_model is not None:
+        judges = _judge(rt, spec.judge_model, chosen, calls, context, left)
+    _record(rt, chosen, calls, context, jobs_by_request, judges)
+    return len(calls) + len(judges)
+
+
+def _call(rt: Runtime, planned: tuple[Request, str], seq: int, reply: object, started: float
+          ) -> tuple[ShadowCall, Completion | None]:
+    """A shadow call's attempt row, and its answer when it gave one."""
+    request, model = planned
+    tier = rt.policy.tier_of(model)
+    if isinstance(reply, Completion):
+        return ShadowCall(request.id, seq, model, tier, True, None, reply.tokens_in,
+                          reply.tokens_out, reply.usage_estimated, reply.latency_s,
+                          started), reply
+    return ShadowCall(request.id, seq, model, tier, False, f"{type(reply).__name__}: {reply}",
+                      0, 0, False, 0.0, started), None
+
+
+def _judge(rt: Runtime, judge: str, chosen: Sequence[ResultRow],
+           calls: Sequence[tuple[ShadowCall, Completion | None]],
+           context: Mapping[str, Request], left: float
+           ) -> list[tuple[ShadowCall, Completion | None]]:
+    """The judge's round: for each shadowed request whose answer is not the top tier's and
+    whose top tier answered, ask ``judge`` whether they agree, while the budget lasts."""
+    top = rt.policy.top_model()
+    references = {c.request_id: reply.text for c, reply in calls
+                  if c.model == top and reply is not None}
+    planned: list[tuple[Request, str]] = []
+    for row in chosen:
+        reference = references.get(row.request_id)
+        if reference is None or row.model == top:
             continue
-        request, model = planned[i]
-        seq = _seq(rt, model)
-        if isinstance(reply, Completion):
-            calls.append((ShadowCall(request.id, seq, model, rt.policy.tier_of(model), True,
-                                     None, reply.tokens_in, reply.tokens_out,
-                                     reply.usage_estimated, reply.latency_s, started), reply))
-        else:
-            calls.append((ShadowCall(request.id, seq, model, rt.policy.tier_of(model), False,
-                                     f"{type(reply).__name__}: {reply}", 0, 0, False, 0.0,
-                                     started), None))
-    _record(rt, chosen, calls, context, jobs_by_request)
-    return len(calls)
+        request = context[row.request_id]
+        prompt = judge_prompt(request.prompt_text, str(row.content), reference)
+        estimate = rt.policy.usd(judge, len(prompt) // 4 + 1, JUDGE_MAX_OUTPUT_TOKENS)
+        if estimate > left:
+            continue
+        left -= estimate
+        lane_s = rt.policy.lanes[request.lane].latency_budget_s  # type: ignore[index]
+        planned.append((replace(request, messages=({"role": "user", "content": prompt},),
+                                max_output_tokens=JUDGE_MAX_OUTPUT_TOKENS, stream=False,
+                                deadline_at=time.time() + lane_s), judge))
+    if not planned:
+        return []
+    started = time.time()
+    budget = reserve_round(rt, planned, started)
+    due = budget.due
+    seq = SHADOW_SEQ_FROM + len(rt.policy.tier_names)  # after every tier's shadow call
+    replies = call_round(rt, [planned[i] for i in due], started, [seq] * len(due), shadow=True)
+    held = {j: budget.granted[i] for j, i in enumerate(due) if i in budget.granted}
+    settle_round(rt, held, dict(enumerate(replies)))
+    return [_call(rt, planned[i], seq, reply, started)
+            for i, reply in zip(due, replies, strict=True) if not isinstance(reply, Taken)]
 
 
 def _seq(rt: Runtime, model: str) -> int:
@@ -109,9 +169,9 @@ def _seq(rt: Runtime, model: str) -> int:
 
 def _within_budget(rt: Runtime, spec: LearningSpec, chosen: Sequence[ResultRow],
                    context: Mapping[str, Request], spent: Decimal, now_s: float
-                   ) -> tuple[list[tuple[Request, str]], int]:
+                   ) -> tuple[list[tuple[Request, str]], int, float]:
     """The shadow calls to make, each priced at its reserved estimate, while the day's
-    shadow spend stays within its budget; and how many were left out."""
+    shadow spend stays within its budget; how many were left out; and what is left."""
     left = float(spec.usd_per_day_max) - float(spent)
     planned: list[tuple[Request, str]] = []
     over = 0
@@ -129,13 +189,15 @@ def _within_budget(rt: Runtime, spec: LearningSpec, chosen: Sequence[ResultRow],
                 continue
             left -= estimate
             planned.append((shadow_request, model))
-    return planned, over
+    return planned, over, left
 
 
 def _record(rt: Runtime, chosen: Sequence[ResultRow],
             calls: Sequence[tuple[ShadowCall, Completion | None]],
-            context: Mapping[str, Request], jobs_by_request: Mapping[str, str | None]) -> None:
-    """The shadow attempts, their charges and the graded outcomes: one transaction."""
+            context: Mapping[str, Request], jobs_by_request: Mapping[str, str | None],
+            judges: Sequence[tuple[ShadowCall, Completion | None]] = ()) -> None:
+    """The shadow attempts (the judge's too), their charges and the graded outcomes: one
+    transaction."""
     now_s = time.time()
     top = rt.policy.top_model()
     prices = prices_of(rt)
@@ -144,7 +206,9 @@ def _record(rt: Runtime, chosen: Sequence[ResultRow],
     for call, reply in calls:
         by_request.setdefault(call.request_id, []).append((call, reply))
     with rt.engine.begin() as conn:
-        shadow_record.record_calls(conn, [c for c, _ in calls], prices, {
+        verdicts = {c.request_id: verdict(reply.text if reply is not None else None)
+                     for c, reply in judges}
+        shadow_record.record_calls(conn, [c for c, _ in [*calls, *judges]], prices, {
             rid: (context[rid].tenant, context[rid].lane, jobs_by_request.get(rid))
             for rid in by_request})
         own = shadow_record.answering_attempts(conn, answered)
@@ -160,7 +224,8 @@ def _record(rt: Runtime, chosen: Sequence[ResultRow],
                       for c, reply in by_request[rid] if reply is not None]
             gold = context[rid].metadata.get("gold_label")
             gold = gold if isinstance(gold, str) else None
-            graded = grade([(t[0], t[1]) for t in texts], top, gold)
+            graded = judged(grade([(t[0], t[1]) for t in texts], top, gold), model,
+                            verdicts.get(rid))
             rows.extend({
                 "id": f"{rid}/{m}", "request_id": rid, "model": m,
                 "tier": rt.policy.tier_of(m), "shadow": shadow, "response": text,

@@ -31,6 +31,12 @@ def spent_today_usd(conn: Connection, day: int) -> Decimal:
     return Decimal(conn.execute(query).scalar_one())
 
 
+def shadowed_count(conn: Connection, up_to: int) -> int:
+    """How many requests have shadow outcomes on record, counted up to ``up_to``."""
+    shadowed = select(shadow_outcomes.c.request_id).distinct().limit(up_to).subquery()
+    return int(conn.execute(select(func.count()).select_from(shadowed)).scalar_one())
+
+
 def already_shadowed(conn: Connection, request_ids: Sequence[str]) -> set[str]:
     """The requests whose shadow outcomes are on record (a redelivered bundle's)."""
     if not request_ids:

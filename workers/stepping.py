@@ -33,6 +33,7 @@ from router.decide import Decision, fallback_chain
 from router.deferral import REALTIME, defer_s, expired, expired_reason, rate_limit_wait_s
 from router.envelope import Request
 from router.errors import BudgetExceeded, DeadlineExceeded, Taken
+from router.guard import machine_for
 from router.judge import router_logit_map
 from router.live import first_call, views
 from router.steps import Accept, Attempt, Call, RequestView
@@ -103,7 +104,7 @@ def run(rt: Runtime, work: Sequence[tuple[Request, Decision]], earlier: Mapping[
             break
         planned: list[tuple[int, str]] = []
         for i in active:
-            action = strategy.step(seen[i], states[i].paid)
+            action = machine_for(rt.policy, strategy, work[i][1]).step(seen[i], states[i].paid)
             called = {a.model for a in states[i].paid}
             fresh = [m for m in action.models if m not in called] if isinstance(action, Call) \
                 else []

@@ -62,10 +62,11 @@ def use_broker() -> object:
 def own_broker(redis_url: str) -> Iterator[str]:
     """A Redis database of the test's own (6), so the session's ``stack`` workers, which
     consume every queue of ``redis_url``, never take its messages; emptied before and after,
-    and this process's producer pointed back at ``redis_url`` afterwards."""
+    and this process's producer pointed back at ``redis_url`` afterwards.
+    ``TIERLINE_TEST_OWN_REDIS_DB`` names another database (when db 6 is someone else's)."""
     import redis
 
-    url = redis_url.rsplit("/", 1)[0] + "/6"
+    url = redis_url.rsplit("/", 1)[0] + "/" + os.environ.get("TIERLINE_TEST_OWN_REDIS_DB", "6")
     redis.Redis.from_url(url).flushdb()
     try:
         yield url

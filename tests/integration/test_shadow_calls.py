@@ -45,22 +45,29 @@ def _policy(tmp_path: Path, learning: dict[str, Any]) -> Path:
 @contextmanager
 def _worker(tmp_path: Path, redis_url: str, database_url: str, policy: Path,
             reply: Callable[[str, str], tuple[Any, ...]], use_broker: Any) -> Iterator[Runtime]:
+    with serve(reply) as url, _worker_at(tmp_path, redis_url, database_url, policy, url,
+                                         use_broker) as rt:
+        yield rt
+
+
+@contextmanager
+def _worker_at(tmp_path: Path, redis_url: str, database_url: str, policy: Path, url: str,
+               use_broker: Any) -> Iterator[Runtime]:
     redis.Redis.from_url(redis_url).flushdb()
-    with serve(reply) as url:
-        env = {**os.environ, "TIERLINE_BROKER_URL": redis_url,
-               "TIERLINE_DATABASE_URL": database_url, "TIERLINE_POLICY": str(policy),
-               "TIERLINE_SIM_URL": url}
-        worker = spawn([sys.executable, "-m", "tierline", "worker", "--role", "all", "-c", "1",
-                        "--", "--without-mingle", "--without-gossip", "-n", "shadow@%h"],
-                       env, tmp_path / "worker.log", cwd=ROOT)
-        try:
-            rt = Runtime(Settings(redis_url, database_url, policy), load_policy(policy), env)
-            install(rt)
-            use_broker(redis_url)
-            yield rt
-        finally:
-            stop(worker)
-            redis.Redis.from_url(redis_url).flushdb()
+    env = {**os.environ, "TIERLINE_BROKER_URL": redis_url,
+           "TIERLINE_DATABASE_URL": database_url, "TIERLINE_POLICY": str(policy),
+           "TIERLINE_SIM_URL": url}
+    worker = spawn([sys.executable, "-m", "tierline", "worker", "--role", "all", "-c", "1",
+                    "--", "--without-mingle", "--without-gossip", "-n", "shadow@%h"],
+                   env, tmp_path / "worker.log", cwd=ROOT)
+    try:
+        rt = Runtime(Settings(redis_url, database_url, policy), load_policy(policy), env)
+        install(rt)
+        use_broker(redis_url)
+        yield rt
+    finally:
+        stop(worker)
+        redis.Redis.from_url(redis_url).flushdb()
 
 
 def _answered(rt: Runtime, prompts: list[str], tmp_path: Path, settle_s: float = 2.0
@@ -149,3 +156,60 @@ def test_a_failing_shadow_call_leaves_the_answer_alone(
         ("sim-mid", True)] * 2
     # No top tier answer to grade by: recorded, ungraded.
     assert {r.agrees_with_top for r in graded} == {None}
+
+
+def _judged_policy(tmp_path: Path) -> Path:
+    return _policy(tmp_path, {"shadow_rate": 1.0, "lanes": ["batch"], "usd_per_day_max": 5,
+                              "grader": "judge", "judge_model": "sim-mid"})
+
+
+def _shadowed(rt: Runtime) -> tuple[list[Any], list[Any], list[Any], Any]:
+    with rt.engine.connect() as conn:
+        shadow_calls = conn.execute(select(attempts.c.model, attempts.c.seq, attempts.c.ok)
+                                    .where(attempts.c.shadow).order_by(attempts.c.seq)).all()
+        charged = conn.execute(select(charges.c.model).where(charges.c.shadow)
+                               .order_by(charges.c.model)).scalars().all()
+        graded = conn.execute(select(shadow_outcomes.c.model, shadow_outcomes.c.answer,
+                                     shadow_outcomes.c.agrees_with_top)
+                              .order_by(shadow_outcomes.c.shadow)).all()
+        return shadow_calls, charged, graded, reconcile(conn)
+
+
+def test_a_judge_model_grades_the_given_answer_as_a_shadow_call(
+        own_broker: str, own_postgres_url: str, tmp_path: Path, use_broker: Any) -> None:
+    asked_judge: list[str] = []
+
+    def reply(model: str, asked: str) -> tuple[Any, ...]:
+        if "Labels: same, different" in asked:
+            asked_judge.append(asked)
+            return 200, completion("same")
+        return 200, completion("The answer is 42." if model == "sim-frontier"
+                               else "It comes to forty-one, so 41.")
+
+    with _worker(tmp_path, own_broker, own_postgres_url, _judged_policy(tmp_path), reply,
+                 use_broker) as rt:
+        _answered(rt, PROMPTS[:1], tmp_path)
+        shadow_calls, charged, graded, balance = _shadowed(rt)
+    assert [tuple(r) for r in shadow_calls] == [("sim-frontier", 1002, True),
+                                                ("sim-mid", 1003, True)]
+    assert charged == ["sim-frontier", "sim-mid"] and balance.balanced
+    # The extracted answers differ (41, 42); the judge said they agree, and its word stands.
+    assert [tuple(r) for r in graded] == [("sim-nano", "41", True),
+                                          ("sim-frontier", "42", True)]
+    assert len(asked_judge) == 1 and "forty-one" in asked_judge[0] and "42" in asked_judge[0]
+
+
+def test_the_judge_grades_against_the_simulator(
+        own_broker: str, own_postgres_url: str, tmp_path: Path, use_broker: Any) -> None:
+    from sim.fleet import fleet_from_policy
+    from sim.server import start
+
+    with start(fleet_from_policy(DEMO, seed=3)) as server, _worker_at(
+            tmp_path, own_broker, own_postgres_url, _judged_policy(tmp_path), server.url,
+            use_broker) as rt:
+        _answered(rt, PROMPTS[:3], tmp_path)
+        shadow_calls, charged, graded, balance = _shadowed(rt)
+    assert sorted(r.model for r in shadow_calls) == ["sim-frontier"] * 3 + ["sim-mid"] * 3
+    assert len(charged) == 6 and balance.balanced
+    # The simulator's judge answers one of the two labels, so every given answer is judged.
+    assert {type(r.agrees_with_top) for r in graded if r.model == "sim-nano"} == {bool}

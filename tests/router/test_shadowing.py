@@ -11,7 +11,17 @@ import yaml
 
 from router.errors import PolicyError
 from router.policy import LearningSpec, policy_from_dict
-from router.shadowing import Graded, grade, sample_point, sampled, shadow_models
+from router.shadowing import (
+    JUDGE_LABELS,
+    Graded,
+    grade,
+    judge_prompt,
+    judged,
+    sample_point,
+    sampled,
+    shadow_models,
+    verdict,
+)
 
 DEMO = yaml.safe_load((Path(__file__).resolve().parents[2] / "policies" / "demo.yaml")
                       .read_text())
@@ -114,3 +124,57 @@ def test_a_gold_label_grades_every_answer_case_and_punctuation_ignored() -> None
     graded = grade([("cheap", "Billing."), ("top", "shipping")], "top", "billing")
     assert graded == [Graded("cheap", "billing", False, True),
                       Graded("top", "shipping", True, False)]
+
+
+@pytest.mark.parametrize(("learning", "message"), [
+    ({"grader": "judge"}, "learning.judge_model: grader 'judge' needs"),
+    ({"judge_model": "sim-mid"}, "judges nothing unless grader is 'judge'"),
+    ({"grader": "judge", "judge_model": "gpt-nowhere"}, "learning.judge_model: model "
+                                                        "'gpt-nowhere' is in no tier"),
+    ({"grader": "oracle"}, "learning.grader")])
+def test_a_broken_judge_grader_is_refused_naming_the_key(learning: dict[str, Any],
+                                                         message: str) -> None:
+    with pytest.raises(PolicyError, match=message):
+        policy_from_dict(_with({**GOOD, **learning}))
+
+
+def test_a_judge_grader_loads() -> None:
+    spec = policy_from_dict(_with({**GOOD, "grader": "judge", "judge_model": "sim-mid"})).learning
+    assert spec is not None and (spec.grader, spec.judge_model) == ("judge", "sim-mid")
+
+
+@pytest.mark.parametrize(("reply", "read"), [
+    ("same", True), ("Same.", True), (" DIFFERENT ", False), ("", None), (None, None),
+    ("they are the same", None), ("\x00" * 10, None), ("same" * 100_000, None)])
+def test_the_judges_reply_is_read_as_one_label_or_nothing(reply: str | None,
+                                                          read: bool | None) -> None:
+    assert verdict(reply) is read
+
+
+def test_the_simulator_answers_the_judge_prompt_with_one_of_its_labels() -> None:
+    from sim.fleet import ModelProfile
+    from sim.synthetic import classify, parse_classification
+
+    prompt = judge_prompt("What is 6 times 7?", "It is 41.", "The answer is 42.")
+    parsed = parse_classification(prompt)
+    assert parsed is not None and parsed[0] == list(JUDGE_LABELS)
+    assert "Answer A: It is 41." in parsed[1] and "Answer B: The answer is 42." in parsed[1]
+    said = {classify(parsed[0], parsed[1], f"m{seed}", ModelProfile(), seed, None)
+            for seed in range(20)}
+    assert {verdict(s) for s in said} <= {True, False}
+
+
+def test_a_judges_verdict_replaces_the_extracted_comparison_of_its_answer() -> None:
+    graded = grade([("cheap", "41"), ("top", "42")], "top", None)
+    assert [g.agrees_with_top for g in judged(graded, "cheap", True)] == [True, True]
+    assert judged(graded, "cheap", None) == graded
+
+
+def test_a_warm_up_rate_samples_more_until_enough_requests_are_shadowed() -> None:
+    spec = policy_from_dict(_with({**GOOD, "shadow_rate": 0.0, "warm_shadow_rate": 1.0,
+                                   "warm_records": 10})).learning
+    assert spec is not None
+    assert sampled("r1", "batch", spec, records=9) and not sampled("r1", "batch", spec, 10)
+    assert not sampled("r1", "batch", spec)  # no count given: the plain rate
+    with pytest.raises(PolicyError, match="learning.warm_shadow_rate"):
+        policy_from_dict(_with({**GOOD, "warm_shadow_rate": 2}))

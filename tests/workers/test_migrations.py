@@ -42,6 +42,7 @@ ADDS: dict[str, set[tuple[str, str]]] = {
     "0012": {("add_column", "attempts.shadow"), ("add_column", "charges.shadow"),
              ("add_table", "shadow_outcomes"), ("add_index", "ix_shadow_outcomes_request_id"),
              ("add_index", "ix_shadow_outcomes_day")},
+    "0015": {("add_column", "pending_attempts.shadow")},
 }
 
 

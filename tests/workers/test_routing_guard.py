@@ -11,11 +11,11 @@ import pytest
 from sqlalchemy import insert, select
 
 from tests.conftest import publish_nowhere
-from tests.workers.scripted import completion, demo_policy, runtime, serve
+from tests.workers.scripted import completion, demo_policy, route_here, runtime, serve
 from tierline.client import Client
 from workers import routing
 from workers.runtime import Runtime
-from workers.schema import attempts, decisions
+from workers.schema import attempts, decisions, results
 
 
 @pytest.fixture(scope="module")
@@ -72,3 +72,40 @@ def test_shadow_calls_spend_does_not_move_routing(tmp_path: Path, models_url: st
     _spent(rt, usd=1.0, tokens=10_000, started_at=time.time() - 5, shadow=True)
     decided = _route_one(rt)
     assert decided["tier"] == "t2" and "guard" not in decided["reasons"]  # type: ignore[operator]
+
+
+def test_a_step_machine_is_capped_and_counted_while_the_guard_is_on(
+        tmp_path: Path, models_url: str) -> None:
+    from workers import metrics
+
+    data = demo_policy({"kind": "agreement"})
+    data["guard"] = {"usd_per_1k_tokens_max": 0.01, "window_s": 30}
+    rt = runtime(tmp_path, models_url, data)
+    before = metrics.GUARD.labels("cap")._value.get()
+    _spent(rt, usd=1.0, tokens=10_000, started_at=time.time() - 5)
+    decided = _route_one(rt)
+    guard = decided["reasons"]["guard"]  # type: ignore[index]
+    assert guard["cap"] == "t1" and guard["shift"].startswith("cap t2 → t1")
+    assert metrics.GUARD.labels("cap")._value.get() == before + 1
+
+
+def test_a_capped_step_machine_never_calls_above_its_cap(tmp_path: Path) -> None:
+    # The cheap tiers disagree, so uncapped the agreement machine would ask the top tier;
+    # while the guard is on it may not, and the best answer paid for below the cap is taken.
+    def answer(model: str, _asked: str) -> tuple[int, dict[str, object]]:
+        letter = "A" if model == "sim-nano" else "B"
+        return 200, completion(f"Working... the answer is ({letter}).", 40, 10)
+
+    data = demo_policy({"kind": "agreement"})
+    data["guard"] = {"usd_per_1k_tokens_max": 0.01, "window_s": 30}
+    with serve(answer) as url:
+        rt = runtime(tmp_path, url, data)
+        _spent(rt, usd=1.0, tokens=10_000, started_at=time.time() - 5)
+        route_here(rt, ["a hard question: answer with a letter"])
+    top = rt.policy.top_model()
+    with rt.engine.connect() as conn:
+        asked = {m for m in conn.execute(select(attempts.c.model).where(  # not _spent's row
+            attempts.c.started_at > time.time() - 4)).scalars()}
+        answered = conn.execute(select(results.c.model)).scalars().all()
+    assert asked and top not in asked
+    assert answered and top not in answered

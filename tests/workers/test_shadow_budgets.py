@@ -30,3 +30,16 @@ def test_a_shadow_call_without_room_in_the_token_budget_is_skipped_not_waited_fo
     assert [tuple(r) for r in answered] == [("ok", "sim-nano")] * 3
     assert [r.model for r in shadow] == ["sim-frontier"]  # one fitted; two skipped
     assert took_s < 5  # nothing waited for the budget's next minute
+
+
+def test_a_warm_up_rate_shadows_until_enough_requests_are_shadowed(tmp_path: Path) -> None:
+    policy: dict[str, Any] = demo_policy({"kind": "single"})
+    policy["learning"] = {"shadow_rate": 0.0, "lanes": ["batch"], "usd_per_day_max": 5,
+                          "warm_shadow_rate": 1.0, "warm_records": 2}
+    with serve(lambda _m, _a: (200, completion("The answer is 42"))) as url:
+        rt = runtime(tmp_path, url, policy)
+        for n in range(4):  # one bundle each: the count is read once per bundle
+            route_here(rt, [f"what is {n} times 7?"])
+        with rt.engine.connect() as conn:
+            shadow = conn.execute(select(attempts.c.request_id).where(attempts.c.shadow)).all()
+    assert len(shadow) == 2  # the first two requests were shadowed, then the rate is 0

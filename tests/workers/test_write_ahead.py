@@ -40,20 +40,21 @@ def models_url() -> Iterator[str]:
         yield url
 
 
-def _break_result_writes(rt: Runtime, broken: bool) -> None:
-    """Make every insert into ``results`` fail (as a full disk would), or stop doing so."""
+def _break_result_writes(rt: Runtime, broken: bool, table: str = "results") -> None:
+    """Make every insert into ``table`` fail (as a full disk would), or stop doing so."""
     with rt.engine.begin() as conn:
         if conn.dialect.name == "sqlite":
-            conn.execute(text("CREATE TRIGGER full_disk BEFORE INSERT ON results BEGIN "
+            conn.execute(text(f"CREATE TRIGGER full_disk BEFORE INSERT ON {table} BEGIN "
                               "SELECT RAISE(ABORT, 'the disk is full'); END" if broken
                               else "DROP TRIGGER full_disk"))
         elif broken:
-            conn.execute(text("CREATE FUNCTION full_disk() RETURNS trigger AS $$ BEGIN "
-                              "RAISE EXCEPTION 'the disk is full'; END $$ LANGUAGE plpgsql"))
-            conn.execute(text("CREATE TRIGGER full_disk BEFORE INSERT ON results "
+            conn.execute(text("CREATE OR REPLACE FUNCTION full_disk() RETURNS trigger AS $$ "
+                              "BEGIN RAISE EXCEPTION 'the disk is full'; END $$ "
+                              "LANGUAGE plpgsql"))
+            conn.execute(text(f"CREATE TRIGGER full_disk BEFORE INSERT ON {table} "
                               "FOR EACH STATEMENT EXECUTE FUNCTION full_disk()"))
         else:
-            conn.execute(text("DROP TRIGGER full_disk ON results"))
+            conn.execute(text(f"DROP TRIGGER full_disk ON {table}"))
 
 
 def _called_but_never_recorded(rt: Runtime) -> str:
@@ -104,6 +105,33 @@ def test_the_watchdog_charges_a_gone_tasks_call_to_a_request_that_ended_meanwhil
                                              results.c.usd)).one()
         assert reconcile(conn).balanced
     assert (status, n) == ("cancelled", 1) and usd > 0
+
+
+def test_a_shadow_call_never_recorded_stays_a_shadow_call_in_the_ledger(
+        tmp_path: Path, models_url: str, database_url: str) -> None:
+    data = demo_policy({"kind": "single"})
+    data["learning"] = {"shadow_rate": 1.0, "lanes": ["batch"], "usd_per_day_max": 5}
+    rt = runtime(tmp_path, models_url, data, database_url)
+    _break_result_writes(rt, True, "shadow_outcomes")  # the shadow step's write fails
+    before = len(CALLS)
+    route_here(rt, ["what is the capital of Spain?"])  # answered; the shadow step gives up
+    _break_result_writes(rt, False, "shadow_outcomes")
+    assert len(CALLS) == before + 2  # the answer's call and the shadow call were both made
+    with rt.engine.connect() as conn:
+        unrecorded = select(pending_attempts.c.shadow).where(~ahead.recorded())
+        assert conn.execute(unrecorded).scalars().all() == [True]
+    assert watch(rt, now_s=time.time() + 61).unknown == 1
+    with rt.engine.connect() as conn:
+        folded = conn.execute(select(attempts.c.shadow, attempts.c.error)
+                              .where(attempts.c.usage_estimated)).one()
+        charged = conn.execute(select(charges.c.shadow, charges.c.usd)
+                               .where(charges.c.usage_estimated)).one()
+        n, usd = conn.execute(select(results.c.attempts, results.c.usd)).one()
+        balance = reconcile(conn)
+    assert folded.shadow and folded.error.startswith("Unknown:")
+    assert charged.shadow and charged.usd > 0
+    assert n == 1 and usd < charged.usd  # the result counts only the answer's own call
+    assert balance.balanced and balance.shadow_usd == charged.usd
 
 
 def test_recorded_calls_leave_no_pending_row_after_the_next_watchdog_pass(

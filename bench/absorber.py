@@ -28,9 +28,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import redis  # noqa: E402
 
-from router.absorber import Limits  # noqa: E402
-from workers.absorber_memory import MemoryAbsorberStore  # noqa: E402
-from workers.absorber_redis import RedisAbsorberStore  # noqa: E402
+from tierline.router.live.absorber import Limits  # noqa: E402
+from tierline.workers.stores.absorber_memory import MemoryAbsorberStore  # noqa: E402
+from tierline.workers.stores.absorber_redis import RedisAbsorberStore  # noqa: E402
 
 LIMITS = Limits(tokens_per_day=10**15, tokens_per_minute=10**15, requests_per_minute=10**12)
 ESTIMATE = 500

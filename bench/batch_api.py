@@ -18,10 +18,10 @@ from pathlib import Path
 
 import openai
 
-from tierline.client import Client
-from tierline.embedded import embedded
+from tierline.config.settings import POLICY_DIR
 from tierline.gateway import DEFAULT_LIMITS, make_app, serving
-from workers.settings import POLICY_DIR
+from tierline.producer.client import Client
+from tierline.producer.embedded import embedded
 
 ENDED = ("completed", "failed", "cancelled", "expired")
 

@@ -1,5 +1,6 @@
 """The ceiling of accepting the cheapest model's answer without training: what a perfect
-judge, blind acceptance and the free self-checks (router.agreement.passes_checks) reach
+judge, blind acceptance and the free self-checks
+(tierline.router.strategies.agreement.passes_checks) reach
 against the best model, and how precise a rule must be for 99% of its accuracy at a
 given cost.
 
@@ -19,11 +20,11 @@ from pathlib import Path
 
 import numpy as np
 
-from router.agreement import passes_checks
-from router.answers import EXTRACTOR_FOR_GRADER, EXTRACTORS
-from router.dataset import call_usd, models_of
-from router.steps import Attempt
-from tierline.bench_routing import read_items, read_prices
+from tierline.bench.routing import read_items, read_prices
+from tierline.router.evaluation.dataset import call_usd, models_of
+from tierline.router.learned.answers import EXTRACTOR_FOR_GRADER, EXTRACTORS
+from tierline.router.strategies.agreement import passes_checks
+from tierline.router.strategies.steps import Attempt
 
 
 def main() -> None:

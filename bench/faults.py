@@ -58,8 +58,8 @@ import yaml
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))  # this checkout's code, whichever one an installed tierline names
 
-from sim.engine import prompt_digest  # noqa: E402
-from tierline.children import sim_url, spawn, stop  # noqa: E402
+from tierline.bench.children import sim_url, spawn, stop  # noqa: E402
+from tierline.sim.engine import prompt_digest  # noqa: E402
 
 POLICY = ROOT / "policies" / "demo.yaml"
 ADMIN_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
@@ -348,7 +348,8 @@ def run(timeline: Timeline, *, keep: bool = False, seed: int = 7) -> dict[str, A
         redis = Service("redis", [redis_server, "--port", str(redis_port), "--bind", "127.0.0.1",
                                   "--save", "", "--appendonly", "yes", "--dir", str(redis_dir)],
                         dict(os.environ), logs / "redis.log")
-        sim = Service("sim", [sys.executable, "-m", "sim", "--policy", str(POLICY), "--config",
+        sim = Service("sim", [sys.executable, "-m", "tierline.sim", "--policy", str(POLICY),
+                              "--config",
                               str(sim_config), "--port", "0"], dict(os.environ), logs / "sim.log")
         redis.start()
         sim.start()
@@ -361,7 +362,7 @@ def run(timeline: Timeline, *, keep: bool = False, seed: int = 7) -> dict[str, A
             env["TIERLINE_VISIBILITY_TIMEOUT_S"] = f"{timeline.visibility_timeout_s:g}"
         worker = [sys.executable, "-m", "tierline", "worker"]
         quiet = ["--without-mingle", "--without-gossip"]
-        celery = [sys.executable, "-m", "celery", "-A", "schedules.beat"]
+        celery = [sys.executable, "-m", "celery", "-A", "tierline.schedules.beat"]
         services = [
             Service("router", [*worker, "--role", "router", "-c", "2", "--", *quiet,
                                "-n", "router@%h"], env, logs / "router.log"),

@@ -31,7 +31,7 @@ import httpx
 import psycopg
 import redis
 
-from tierline.children import sim_url, spawn, stop
+from tierline.bench.children import sim_url, spawn, stop
 
 ROOT = Path(__file__).resolve().parent.parent
 POLICY = ROOT / "policies" / "demo.yaml"
@@ -108,7 +108,8 @@ def main() -> None:
         subprocess.run([sys.executable, "-m", "tierline", "db", "upgrade"], check=True,
                        cwd=ROOT, env=env, capture_output=True)
         try:
-            sim = spawn([sys.executable, "-m", "sim", "--policy", str(POLICY), "--port", "0"],
+            sim = spawn([sys.executable, "-m", "tierline.sim", "--policy", str(POLICY), "--port",
+                         "0"],
                         env, logs / "sim.log", cwd=ROOT)
             children.append(sim)
             env["TIERLINE_SIM_URL"] = sim_url(logs / "sim.log", sim)

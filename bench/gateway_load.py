@@ -36,7 +36,7 @@ import httpx
 import redis
 from gateway_latency import fresh_database, gateway_url
 
-from tierline.children import sim_url, spawn, stop
+from tierline.bench.children import sim_url, spawn, stop
 
 ROOT = Path(__file__).resolve().parent.parent
 POLICY = ROOT / "policies" / "demo.yaml"
@@ -154,7 +154,7 @@ def main() -> None:
         subprocess.run([sys.executable, "-m", "tierline", "db", "upgrade"], check=True,
                        cwd=ROOT, env=env, capture_output=True)
         try:
-            children["sim"] = spawn([sys.executable, "-m", "sim", "--policy", str(POLICY),
+            children["sim"] = spawn([sys.executable, "-m", "tierline.sim", "--policy", str(POLICY),
                                      "--config", str(config), "--port", "0"],
                                     env, logs / "sim.log", cwd=ROOT)
             env["TIERLINE_SIM_URL"] = sim = sim_url(logs / "sim.log", children["sim"])

@@ -16,7 +16,8 @@ with a worker of this tree:
   the realtime requests are submitted; they are left out of the table, and so are their
   sim-mid calls.
 
-Each run has its own simulator (``python -m sim``, a bench policy written to a temp dir: the
+Each run has its own simulator (``python -m tierline.sim``, a bench policy written to a temp
+dir: the
 demo's models, ``kind: single``, every band routed to t1, so the fallback chain is
 sim-mid → sim-nano), Redis database 13 (flushed) and one ``tierline worker --role all``
 started with that tree as cwd and PYTHONPATH; one fresh Postgres database serves every run.
@@ -45,11 +46,11 @@ import redis
 import yaml
 from gateway_latency import fresh_database
 
-from router.policy import load_policy
 from tierline import Client
-from tierline.children import sim_url, spawn, stop
-from workers.runtime import Runtime
-from workers.settings import load_settings
+from tierline.bench.children import sim_url, spawn, stop
+from tierline.config.settings import load_settings
+from tierline.router.policy import load_policy
+from tierline.workers.runtime import Runtime
 
 ROOT = Path(__file__).resolve().parent.parent
 DEMO = ROOT / "policies" / "demo.yaml"
@@ -123,7 +124,7 @@ def run_once(scenario: str, tree_name: str, tree: Path, args: argparse.Namespace
     label = f"{scenario}-{tree_name}"
     children: list[subprocess.Popen[bytes]] = []
     try:
-        sim = spawn([sys.executable, "-m", "sim", "--policy", str(policy_path), "--config",
+        sim = spawn([sys.executable, "-m", "tierline.sim", "--policy", str(policy_path), "--config",
                      str(config), "--port", "0"], {**env, "PYTHONPATH": str(ROOT)},
                     logs / f"sim-{label}.log", cwd=ROOT)
         children.append(sim)

@@ -1,6 +1,7 @@
 """The ceiling of learning from shadowed traffic: every train-split request shadowed (no
 shortage of records), the learner graded only by the shadowed models' majority answer
-(router.traffic), every method replayed on the held-out slice with the recorded scores.
+(tierline.router.learned.traffic), every method replayed on the held-out slice with the recorded
+scores.
 
     python bench/learning_ceiling.py --data ../shared/data/routing/mmlu-pro/train.jsonl \
         --prices ../shared/data/routing/mmlu-pro/prices.yaml
@@ -16,12 +17,12 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from router.agreement import Agreement
-from router.dataset import Item, models_of, split_items
-from router.evaluation import evaluate
-from router.traffic import items_from_traffic, traffic_record
-from router.training import train_routing
-from tierline.bench_routing import read_items, read_prices
+from tierline.router.evaluation.dataset import Item, models_of, split_items
+from tierline.router.evaluation.methods import evaluate
+from tierline.router.learned.traffic import items_from_traffic, traffic_record
+from tierline.router.learned.training import train_routing
+from tierline.router.strategies.agreement import Agreement
+from tierline.training.inputs import read_items, read_prices
 
 
 def _only(items: list[Item], models: list[str]) -> list[Item]:

@@ -26,9 +26,9 @@ sys.path.insert(0, str(ROOT))
 
 def count_bundle(bundle: int, repeat: int) -> float:
     """Microseconds to count one bundle of ``bundle`` attempts and results."""
-    from router.envelope import Request
-    from workers import metrics
-    from workers.records import AttemptRow, ResultRow
+    from tierline import metrics
+    from tierline.record.records import AttemptRow, ResultRow
+    from tierline.router.envelope import Request
 
     now = time.time()
     context = {f"r{i}": Request(id=f"r{i}", tenant=f"tenant-{i % 3}", lane="batch",
@@ -55,14 +55,15 @@ def scrape(redis_url: str) -> float:
     """Milliseconds for one exporter scrape (depths, absorber, breakers) of the demo policy."""
     os.environ.update(TIERLINE_BROKER_URL=redis_url,
                       TIERLINE_POLICY=str(ROOT / "policies" / "demo.yaml"))
-    from workers import metrics
+    from tierline import metrics
+    from tierline.workers.metrics_cluster import cluster_collector
 
-    metrics.render(cluster=True)
+    metrics.render(cluster_collector())
     runs = []
     for _ in range(5):
         start = time.perf_counter()
         for _ in range(50):
-            metrics.render(cluster=True)
+            metrics.render(cluster_collector())
         runs.append((time.perf_counter() - start) / 50 * 1e3)
     return statistics.median(runs)
 
@@ -71,7 +72,7 @@ def html_page() -> float:
     """Seconds to draw a week's page (7 days of reports, 3 lanes, 3 tiers, 3 models)."""
     import datetime as dt
 
-    from schedules.report_html import Period, page
+    from tierline.schedules.report_html import Period, page
 
     body = {"requests": {"ended": 900, "more_than_one_attempt": 80,
                          "by_lane": {lane: {"ok": 290, "failed": 10}

@@ -27,10 +27,10 @@ sys.path.insert(0, str(ROOT))  # run as a script from anywhere
 
 import httpx  # noqa: E402
 
-from router.policy import load_policy  # noqa: E402
-from workers.providers import Call, Completion, provider_for, run_calls  # noqa: E402
-from workers.providers.client import new_client  # noqa: E402
-from workers.providers.instant import InstantProvider  # noqa: E402
+from tierline.router.policy import load_policy  # noqa: E402
+from tierline.workers.providers import Call, Completion, provider_for, run_calls  # noqa: E402
+from tierline.workers.providers.client import new_client  # noqa: E402
+from tierline.workers.providers.instant import InstantProvider  # noqa: E402
 
 # sim-nano answers at once (the server's own cost only); sim-frontier takes 200 ms.
 SIM_CONFIG = """\
@@ -51,7 +51,8 @@ def simulator() -> Iterator[str]:
     """The simulator as a separate process on a free port; yields its URL."""
     with tempfile.NamedTemporaryFile("w", suffix=".yaml", delete=False) as config:
         config.write(SIM_CONFIG)
-    command = [sys.executable, "-m", "sim", "--policy", "policies/demo.yaml", "--port", "0",
+    command = [sys.executable, "-m", "tierline.sim", "--policy", "policies/demo.yaml", "--port",
+               "0",
                "--config", config.name]  # fmt: skip
     process = subprocess.Popen(
         command, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True
@@ -169,7 +170,7 @@ def main() -> None:
     print(f"""## Providers
 
 `{command}` — {os.cpu_count()} cores, {platform.machine()}, Python {platform.python_version()},
-httpx {httpx.__version__}; simulator (`python -m sim`) on loopback in a separate process,
+httpx {httpx.__version__}; simulator (`python -m tierline.sim`) on loopback in a separate process,
 HTTP/1.1 keep-alive, one client with the worker's settings (`new_client()`).
 
 | measure | value |

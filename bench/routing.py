@@ -20,8 +20,8 @@ os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
 import numpy as np  # noqa: E402
 
-from router.features import HashingConfig, hash_texts  # noqa: E402
-from router.learned import train_learned_router  # noqa: E402
+from tierline.router.learned.features import HashingConfig, hash_texts  # noqa: E402
+from tierline.router.learned.router import train_learned_router  # noqa: E402
 
 
 def main() -> None:

@@ -27,12 +27,12 @@ sys.path[:0] = [str(ROOT), str(ROOT / "bench")]
 
 from throughput import SIM_POLICY, stack  # noqa: E402
 
-from router.policy import load_policy  # noqa: E402
-from tierline.client import Client  # noqa: E402
-from workers.ledger import reconcile  # noqa: E402
-from workers.runtime import Runtime, install  # noqa: E402
-from workers.schema import charges, results, shadow_outcomes  # noqa: E402
-from workers.settings import Settings  # noqa: E402
+from tierline.config.settings import Settings  # noqa: E402
+from tierline.producer.client import Client  # noqa: E402
+from tierline.record.ledger import reconcile  # noqa: E402
+from tierline.record.schema import charges, results, shadow_outcomes  # noqa: E402
+from tierline.router.policy import load_policy  # noqa: E402
+from tierline.workers.runtime import Runtime, install  # noqa: E402
 
 
 def policy_at(rate: float, into: Path) -> Path:
@@ -53,7 +53,7 @@ def run(rate: float, n: int, tmp: Path, args: argparse.Namespace) -> dict[str, A
         rt = Runtime(Settings(env["TIERLINE_BROKER_URL"], env["TIERLINE_DATABASE_URL"], policy),
                      load_policy(policy), env)
         install(rt)
-        from workers.app import app  # this process publishes to the stack's broker
+        from tierline.workers.app import app  # this process publishes to the stack's broker
 
         app.conf.broker_url = env["TIERLINE_BROKER_URL"]
         app._pool = None

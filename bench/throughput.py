@@ -10,7 +10,7 @@ and submits a generated JSONL file through ``Client.submit_many``. Cases:
 
 - ``bundled``: policies/bench-instant.yaml (instant provider, bundles of up to 256);
 - ``baseline``: the same with bundling.max_count 1 and ingress_chunk 1 (one message per request);
-- ``sim``: policies/demo.yaml's models over HTTP to ``python -m sim`` with zero latency,
+- ``sim``: policies/demo.yaml's models over HTTP to ``python -m tierline.sim`` with zero latency,
   the bench's bundling.
 """
 
@@ -35,7 +35,7 @@ import psycopg
 import redis
 import yaml
 
-from tierline.children import sim_url, spawn, stop
+from tierline.bench.children import sim_url, spawn, stop
 
 ROOT = Path(__file__).resolve().parent.parent
 BENCH_POLICY = ROOT / "policies" / "bench-instant.yaml"
@@ -63,8 +63,8 @@ def generate(path: Path, rows: int) -> None:
 
 def produce(rows_file: Path) -> None:
     """The producer process: submit the file lazily, print timings and peak RSS as JSON."""
-    from tierline.client import Client
-    from tierline.intake import read_jsonl
+    from tierline.producer.client import Client
+    from tierline.producer.intake import read_jsonl
 
     started = time.time()
     report = Client().submit_many(read_jsonl(rows_file), lane="batch", job="bench",
@@ -173,7 +173,7 @@ def stack(policy: Path, logs: Path, args: argparse.Namespace, sim: bool = False
 def _start_sim(env: dict[str, str], logs: Path) -> subprocess.Popen[bytes]:
     config = logs / "zero-latency.yaml"
     config.write_text("default: {ttft_s: 0, per_token_s: 0, jitter_s: 0, cold_start_s: 0}\n")
-    proc = spawn([sys.executable, "-m", "sim", "--policy", str(SIM_POLICY), "--config",
+    proc = spawn([sys.executable, "-m", "tierline.sim", "--policy", str(SIM_POLICY), "--config",
                   str(config), "--port", "0"], env, logs / "sim.log", cwd=ROOT)
     env["TIERLINE_SIM_URL"] = sim_url(logs / "sim.log", proc)
     return proc
@@ -274,8 +274,8 @@ def inserts(repeats: int = 8) -> None:
 
     from sqlalchemy.dialects import postgresql
 
-    from workers.db import engine_for, insert_ignore, insert_new, upgrade
-    from workers.schema import attempts, requests
+    from tierline.record.db import engine_for, insert_ignore, insert_new, upgrade
+    from tierline.record.schema import attempts, requests
 
     name = f"tierline_bench_{uuid.uuid4().hex[:8]}"
     with psycopg.connect(ADMIN_URL, autocommit=True) as admin:

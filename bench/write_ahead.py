@@ -7,7 +7,7 @@ Writing: a transaction per round (``engine.begin()``) against one autocommitted 
 Deleting: one ``DELETE ... = ANY(ids)`` per round, each in its own transaction (as the
 outcome transaction did) against one bulk pass (``ahead.fold``, as the watchdog does now).
 Prints wall seconds and the Postgres backends' CPU seconds (from /proc), medians of the
-repetitions. Uses the workers' engine settings (``workers.db``).
+repetitions. Uses the workers' engine settings (``tierline.record.db``).
 """
 
 from __future__ import annotations
@@ -29,9 +29,9 @@ from sqlalchemy import Engine
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from workers import ahead  # noqa: E402
-from workers.ahead import Ahead  # noqa: E402
-from workers.db import engine_for  # noqa: E402
+from tierline.record import ahead  # noqa: E402
+from tierline.record.ahead import Ahead  # noqa: E402
+from tierline.record.db import engine_for  # noqa: E402
 
 ADMIN_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
 # Settled rows: each pending row has its attempt (the foreign key to requests is skipped).

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from alembic import context
 
-from workers.db import engine_for
-from workers.schema import metadata
-from workers.settings import settings_in_force
+from tierline.config.settings import settings_in_force
+from tierline.record.db import engine_for
+from tierline.record.schema import metadata
 
 config = context.config
 target_metadata = metadata

@@ -9,7 +9,7 @@ from typing import Any
 
 import numpy as np
 
-from router.dataset import Item, parse_items
+from tierline.router.evaluation.dataset import Item, parse_items
 
 # model -> P(right), for every item or per item index
 Accuracy = Mapping[str, float] | Callable[[int], Mapping[str, float]]

@@ -11,17 +11,17 @@ from pathlib import Path
 import pytest
 from sqlalchemy import select
 
-from router.policy import load_policy
-from tierline.batch_intake import ingest
-from tierline.batches import Batches
-from tierline.client import Client
-from tierline.files import Upload
-from tierline.openai_shapes import HttpError
-from workers import jobs
-from workers.runtime import Runtime
-from workers.schema import batches, requests
-from workers.schema import jobs as jobs_table
-from workers.settings import Settings
+from tierline.config.settings import Settings
+from tierline.producer.batch_intake import ingest
+from tierline.producer.batches import Batches
+from tierline.producer.client import Client
+from tierline.producer.files import Upload
+from tierline.producer.openai_shapes import HttpError
+from tierline.record import jobs
+from tierline.record.schema import batches, requests
+from tierline.record.schema import jobs as jobs_table
+from tierline.router.policy import load_policy
+from tierline.workers.runtime import Runtime
 
 POLICY = Path(__file__).resolve().parents[1] / "policies" / "demo.yaml"  # chunks of 64
 

@@ -7,8 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-from router.traffic import traffic_record
 from tests import recorded
+from tierline.router.learned.traffic import traffic_record
 
 ROOT = Path(__file__).resolve().parents[1]
 ACCURACY = {"cheap": 0.7, "mid": 0.75, "top": 0.9}

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from tierline.bench_routing import command
+from tierline.bench.routing import command
 
 DATA = Path(os.environ.get("TIERLINE_DATA",
                            Path(__file__).resolve().parents[1] / ".." / "shared" / "data"))
@@ -201,8 +201,8 @@ def test_folds_side_by_side_choose_as_one_at_a_time(tmp_path: Path) -> None:
 
 
 def test_the_goal_table_says_by_how_much() -> None:
-    from router.goal import Verdict
-    from tierline.bench_routing import _margin
+    from tierline.bench.routing import _margin
+    from tierline.router.evaluation.goal import Verdict
 
     cheaper = Verdict("cost_to_95", "value-3$", 0.109, "frugalgpt", 0.163, True)
     dearer = Verdict("cost_to_99", "cascade-2", 0.340, "frugalgpt", 0.338, False)

@@ -14,7 +14,7 @@ import pytest
 PARENT = """
 import sys, time
 from pathlib import Path
-from tierline.children import spawn
+from tierline.bench.children import spawn
 child = spawn([sys.executable, "-c", "import time; time.sleep(60)"], {}, Path(sys.argv[1]))
 print(child.pid, flush=True)
 time.sleep(60)

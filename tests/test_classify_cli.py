@@ -137,7 +137,7 @@ def test_a_whole_file_error_is_one_line_and_exit_code_2(tmp_path: Path, files: d
 
 
 def test_the_example_job_file_validates() -> None:
-    from tierline.jobspec import load_job
+    from tierline.producer.jobspec import load_job
 
     if not (BANKING77 / "test.csv").exists():
         pytest.skip(f"no BANKING77 data under {BANKING77}")

@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from router.errors import InvalidInput
-from tierline.classify import job_of
-from tierline.jobspec import load_job
-from workers.settings import load_settings
+from tierline.cli.classify import job_of
+from tierline.config.settings import load_settings
+from tierline.producer.jobspec import load_job
+from tierline.router.errors import InvalidInput
 
 
 @pytest.fixture()

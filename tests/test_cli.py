@@ -89,7 +89,7 @@ def test_models_shows_prices_and_the_latency_learned_from_calls(tmp_path: Path, 
 
     import redis
 
-    from workers.health import ANSWERED, FAILED, RedisHealthStore, Seen
+    from tierline.workers.engine.health import ANSWERED, FAILED, RedisHealthStore, Seen
 
     fast, slow = (f"m-{uuid.uuid4().hex[:8]}" for _ in range(2))
     policy = tmp_path / "p.yaml"

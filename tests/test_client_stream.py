@@ -10,13 +10,13 @@ import pytest
 import yaml
 from sqlalchemy import select
 
-from router.errors import InvalidInput
-from tierline.client import Client
-from tierline.embedded import embedded
-from tierline.streams import AnswerReplaced, Piece, RequestFailed, follow
-from workers.relay import Event
-from workers.schema import jobs
-from workers.settings import POLICY_DIR
+from tierline.config.settings import POLICY_DIR
+from tierline.producer.client import Client
+from tierline.producer.embedded import embedded
+from tierline.producer.streams import AnswerReplaced, Piece, RequestFailed, follow
+from tierline.record.schema import jobs
+from tierline.router.errors import InvalidInput
+from tierline.workers.engine.relay import Event
 
 
 @pytest.fixture(scope="module")

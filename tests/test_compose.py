@@ -81,7 +81,7 @@ def test_only_the_gateway_and_flower_are_published_and_on_loopback_by_default() 
 def test_flower_needs_its_login_and_lists_every_queue() -> None:
     flower = _compose()["services"]["flower"]
     assert flower["environment"]["FLOWER_BASIC_AUTH"].startswith("${FLOWER_BASIC_AUTH:?")
-    assert flower["command"][:3] == ["celery", "-A", "workers.flower_queues"]
+    assert flower["command"][:3] == ["celery", "-A", "tierline.workers.flower_queues"]
     # every worker sends task events, so Flower's task list shows the named bundles
     for name, service in _compose()["services"].items():
         if "worker" in service.get("command", [])[:4]:
@@ -140,7 +140,7 @@ def test_prometheus_scrapes_every_worker_and_the_dashboard_uses_real_metrics() -
 
     from prometheus_client import REGISTRY
 
-    import workers.metrics  # noqa: F401  (registers the counters)
+    import tierline.metrics  # noqa: F401  (registers the counters)
 
     names = {family.name for family in REGISTRY.collect()}
     names |= {"tierline_queue_depth", "tierline_absorber_tokens_today",

@@ -9,12 +9,12 @@ from collections.abc import Iterator
 import pytest
 from sqlalchemy import select
 
-from router.policy import LANES
-from tierline.client import FINAL, Client
-from tierline.embedded import embedded
-from workers.app import app, queues_for
-from workers.schema import requests
-from workers.settings import POLICY_DIR
+from tierline.config.settings import POLICY_DIR
+from tierline.producer.client import FINAL, Client
+from tierline.producer.embedded import embedded
+from tierline.record.schema import requests
+from tierline.router.policy import LANES
+from tierline.workers.app import app, queues_for
 
 # Every simulated model answers at 20 ms a token: about 2 s for a long answer, a few
 # milliseconds for a two-token one. No time to first token, no jitter, no cold start.

@@ -19,13 +19,13 @@ import openai
 import pytest
 from sqlalchemy import func, select
 
-from router.errors import InvalidInput
 from tests.conftest import ROOT, serve_gateway
-from tierline.client import Client
-from tierline.embedded import embedded
-from tierline.gateway_keys import digest, load_keys
-from workers.schema import charges
-from workers.settings import POLICY_DIR
+from tierline.config.settings import POLICY_DIR
+from tierline.gateway.keys_file import digest, load_keys
+from tierline.producer.client import Client
+from tierline.producer.embedded import embedded
+from tierline.record.schema import charges
+from tierline.router.errors import InvalidInput
 
 HELLO = {"model": "auto", "messages": [{"role": "user", "content": "What is 2 + 2?"}]}
 
@@ -254,8 +254,8 @@ def test_the_gateway_command_serves_on_the_embedded_stack_until_stopped(tmp_path
 
 
 def test_the_embedded_stack_puts_back_the_process_state_it_set(tmp_path: Path) -> None:
-    from workers.app import app
-    from workers.runtime import install, runtime
+    from tierline.workers.app import app
+    from tierline.workers.runtime import install, runtime
 
     before = (os.environ.get("TIERLINE_BROKER_URL"), app.conf.broker_url)
     previous = install(None)

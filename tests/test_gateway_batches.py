@@ -16,17 +16,17 @@ import openai
 import pytest
 from sqlalchemy import delete, select
 
-from schedules.sweeper import enqueue_stranded, fail_stalled_intakes, restart_batch_intakes
 from tests.conftest import broker_down, serve_gateway
-from tierline.batch_intake import ingest
-from tierline.batches import Batches
-from tierline.client import Client, Publish, publish_to_router
-from tierline.embedded import embedded
-from tierline.files import Upload
+from tierline.config.settings import POLICY_DIR
 from tierline.gateway import DEFAULT_LIMITS
-from tierline.gateway_keys import load_keys
-from workers.schema import batches, files, requests
-from workers.settings import POLICY_DIR
+from tierline.gateway.keys_file import load_keys
+from tierline.producer.batch_intake import ingest
+from tierline.producer.batches import Batches
+from tierline.producer.client import Client, Publish, publish_to_router
+from tierline.producer.embedded import embedded
+from tierline.producer.files import Upload
+from tierline.record.schema import batches, files, requests
+from tierline.schedules.sweeper import enqueue_stranded, fail_stalled_intakes, restart_batch_intakes
 
 
 def _line(custom_id: str, question: str, **extra: Any) -> dict[str, Any]:

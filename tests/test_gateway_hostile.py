@@ -18,11 +18,11 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import serve_gateway
-from tierline.client import Client
-from tierline.embedded import embedded
+from tierline.config.settings import POLICY_DIR
 from tierline.gateway import DEFAULT_LIMITS
-from tierline.gateway_keys import load_keys
-from workers.settings import POLICY_DIR
+from tierline.gateway.keys_file import load_keys
+from tierline.producer.client import Client
+from tierline.producer.embedded import embedded
 
 KEY = "sk-hostile-0001"
 AUTH = f"Authorization: Bearer {KEY}\r\n"

@@ -16,17 +16,17 @@ import pytest
 from sqlalchemy import select
 
 from tests.conftest import ROOT, redis_or_skip, serve_gateway
-from tierline.client import Client
-from tierline.embedded import embedded
+from tierline.config.settings import POLICY_DIR
 from tierline.gateway import DEFAULT_LIMITS
 from tierline.gateway.auth import Identity
+from tierline.gateway.keys_file import load_keys
 from tierline.gateway.quota import Quota
-from tierline.gateway_keys import load_keys
-from workers import api_keys
-from workers.request_counter import RedisCounter
-from workers.schema import api_keys as api_keys_table
-from workers.schema import charges
-from workers.settings import POLICY_DIR
+from tierline.producer.client import Client
+from tierline.producer.embedded import embedded
+from tierline.record import api_keys
+from tierline.record.schema import api_keys as api_keys_table
+from tierline.record.schema import charges
+from tierline.workers.stores.request_counter import RedisCounter
 
 HELLO = {"model": "auto", "messages": [{"role": "user", "content": "What is 2 + 2?"}]}
 FRESH = dataclasses.replace(DEFAULT_LIMITS, key_cache_s=0.0, spent_cache_s=0.0)

@@ -14,14 +14,14 @@ from typing import Any
 import pytest
 from sqlalchemy import select
 
-from router.errors import InvalidInput
-from router.policy import load_policy
-from tierline.client import Client
-from tierline.intake import MAX_REJECT_TEXT_CHARS, RejectLog, excerpt, read_jsonl
-from tierline.jobspec import load_job
-from workers.runtime import Runtime
-from workers.schema import jobs, requests
-from workers.settings import Settings
+from tierline.config.settings import Settings
+from tierline.producer.client import Client
+from tierline.producer.intake import MAX_REJECT_TEXT_CHARS, RejectLog, excerpt, read_jsonl
+from tierline.producer.jobspec import load_job
+from tierline.record.schema import jobs, requests
+from tierline.router.errors import InvalidInput
+from tierline.router.policy import load_policy
+from tierline.workers.runtime import Runtime
 
 POLICY = Path(__file__).resolve().parents[1] / "policies" / "demo.yaml"  # chunks of 64
 
@@ -159,10 +159,10 @@ def test_tierline_submit_answers_the_valid_lines_of_a_hostile_file(tmp_path: Pat
 
 
 def test_a_batch_file_with_hostile_lines_keeps_its_valid_lines(client: Client) -> None:
-    from tierline.batch_intake import ingest
-    from tierline.batches import Batches
-    from tierline.files import Upload
-    from workers.schema import batches
+    from tierline.producer.batch_intake import ingest
+    from tierline.producer.batches import Batches
+    from tierline.producer.files import Upload
+    from tierline.record.schema import batches
 
     class Unpublished(Batches):  # no broker here: the intake is run below, by hand
         def _publish(self, job_id: str) -> bool:

@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from schedules.report_html import CHARTS
 from tests.chromium import distinct_colours, dump_dom, png_size, screenshot
+from tierline.schedules.report_html import CHARTS
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -93,12 +93,12 @@ def test_a_bad_period_is_one_line_and_writes_nothing(tmp_path: Path, args: list[
 
 
 def test_beat_writes_the_days_page_and_on_sunday_the_weeks(tmp_path: Path) -> None:
-    from router.policy import load_policy
-    from schedules.reports import record_finished_days
-    from workers.db import upgrade
-    from workers.period_report import day_start_s
-    from workers.runtime import Runtime, install
-    from workers.settings import load_settings
+    from tierline.config.settings import load_settings
+    from tierline.record.db import upgrade
+    from tierline.record.period_report import day_start_s
+    from tierline.router.policy import load_policy
+    from tierline.schedules.reports import record_finished_days
+    from tierline.workers.runtime import Runtime, install
 
     db = f"sqlite:///{tmp_path / 'r.sqlite'}"
     upgrade(db)
@@ -123,12 +123,12 @@ def test_beat_writes_the_days_page_and_on_sunday_the_weeks(tmp_path: Path) -> No
 
 
 def test_an_unwritable_report_folder_keeps_the_day_recorded(tmp_path: Path) -> None:
-    from router.policy import load_policy
-    from schedules.reports import record_finished_days
-    from workers.db import upgrade
-    from workers.period_report import day_start_s
-    from workers.runtime import Runtime, install
-    from workers.settings import load_settings
+    from tierline.config.settings import load_settings
+    from tierline.record.db import upgrade
+    from tierline.record.period_report import day_start_s
+    from tierline.router.policy import load_policy
+    from tierline.schedules.reports import record_finished_days
+    from tierline.workers.runtime import Runtime, install
 
     db = f"sqlite:///{tmp_path / 'r.sqlite'}"
     upgrade(db)

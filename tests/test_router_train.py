@@ -9,10 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from router.bundle import load_bundle
-from router.errors import PolicyError
 from tests import recorded
 from tests.conftest import data_dir
+from tierline.router.errors import PolicyError
+from tierline.router.learned.bundle import load_bundle
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -57,7 +57,7 @@ def test_bad_training_input_is_one_clear_line(tmp_path: Path) -> None:
 def test_an_unpriced_model_or_an_empty_file_names_the_file(tmp_path: Path) -> None:
     from click.testing import CliRunner
 
-    from tierline.router_train import command
+    from tierline.training.router_train import command
 
     prices = tmp_path / "prices.yaml"
     prices.write_text("models: {a: {usd_per_1m_input: 1, usd_per_1m_output: 2}}\n")
@@ -84,7 +84,7 @@ def test_a_target_prints_the_cheapest_live_strategy_that_reached_it(tmp_path: Pa
     import yaml
     from click.testing import CliRunner
 
-    from tierline.router_train import command
+    from tierline.training.router_train import command
 
     prices = tmp_path / "prices.yaml"
     prices.write_text("models: {small: {usd_per_1m_input: 0.1, usd_per_1m_output: 0.4},\n"

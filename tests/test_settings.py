@@ -10,13 +10,13 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from router.errors import InvalidInput
 from tests.conftest import ROOT
-from workers.settings import load_settings, settings_in_force, use_settings
+from tierline.config.settings import load_settings, settings_in_force, use_settings
+from tierline.router.errors import InvalidInput
 
 # The only readers of the process environment: load_settings, and prometheus_client's own
 # variable (read by that library at import: docs/metrics.md).
-READERS = {"workers/settings.py", "workers/metrics.py"}
+READERS = {"tierline/config/settings.py", "tierline/metrics.py"}
 
 
 def test_every_variable_is_read_into_one_object() -> None:
@@ -66,7 +66,7 @@ def test_a_child_process_environment_gives_back_the_same_settings(tmp_path: Path
 
 
 def test_the_policy_option_is_passed_in_the_settings_not_the_environment(tmp_path: Path) -> None:
-    from tierline.cli import main
+    from tierline.cli.main import main
 
     policy = ROOT / "policies" / "demo.yaml"
     before = dict(os.environ)

@@ -19,7 +19,7 @@ from collections.abc import Iterable, Iterator
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from tierline.client import Client, JobStatus, SubmitReport
+    from tierline.producer.client import Client, JobStatus, SubmitReport
 
 __all__ = ["Client", "JobStatus", "SubmitReport", "default_client", "submit", "submit_many",
            "wait", "results", "status", "stream"]
@@ -32,7 +32,7 @@ def __getattr__(name: str) -> Any:
     """``Client``, ``JobStatus`` and ``SubmitReport``, imported on first use, so the command
     line starts without loading the database and broker libraries."""
     if name in ("Client", "JobStatus", "SubmitReport"):
-        from tierline import client as client_module
+        from tierline.producer import client as client_module
 
         return getattr(client_module, name)
     raise AttributeError(f"module 'tierline' has no attribute {name!r}")
@@ -43,9 +43,9 @@ def default_client() -> Client:
     embedded stack (started once, stopped at exit) when it names no broker."""
     global _default
     if _default is None:
-        from tierline.client import Client
-        from tierline.embedded import process_stack
-        from workers.settings import settings_in_force
+        from tierline.config.settings import settings_in_force
+        from tierline.producer.client import Client
+        from tierline.producer.embedded import process_stack
 
         settings = settings_in_force()
         if settings.embedded:
@@ -63,7 +63,7 @@ def submit_many(items: Iterable[Any], **options: Any) -> SubmitReport:
     """Accept many requests, streamed; returns the job id and counts."""
     report = default_client().submit_many(items, **options)
     if _embedded:
-        from tierline.embedded import resume_unfinished
+        from tierline.producer.embedded import resume_unfinished
 
         resume_unfinished(default_client(), report.earlier_jobs)
     return report

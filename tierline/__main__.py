@@ -1,5 +1,5 @@
 """``python -m tierline`` is the ``tierline`` command."""
 
-from tierline.cli import main
+from tierline.cli.main import main
 
 main()

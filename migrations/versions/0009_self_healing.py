@@ -1,14 +1,14 @@
 """self-healing: deferrals kept on the request, progress marks, the watchdog's index
 
 ``requests.not_before``: a request deferred for longer than a countdown message may wait
-(see workers.lease) is not sent again before this time; the watchdog re-enqueues it then.
+(see tierline.config.lease) is not sent again before this time; the watchdog re-enqueues it then.
 ``requests.touched_at``: the last time its work moved (routed, deferred, re-enqueued); the
 watchdog re-enqueues a request that has not moved for longer than its lane allows.
 ``ix_requests_unfinished``: the watchdog's question (unfinished requests) on a partial index,
 so it reads only the requests still in flight.
 ``pending_attempts``: write-ahead attempts, one row per call written before the provider is
 called and deleted when the call's attempt is recorded; one left behind is a call of
-unknown outcome, folded into the ledger at its reserved estimate (workers.ahead).
+unknown outcome, folded into the ledger at its reserved estimate (tierline.record.ahead).
 
 Revision ID: 0009
 Revises: 0008

@@ -1,8 +1,9 @@
 """an index on attempts.started_at; versioned bundles
 
-The cost guard (router/guard.py, workers/spend.py) sums the calls started in the last
+The cost guard (tierline/router/live/guard.py, tierline/record/spend.py) sums the calls started
+in the last
 window_s; the index keeps that a range scan however long the ledger grows. The bundles
-table versions trained routing bundles (workers/bundles.py, tierline router bundles).
+table versions trained routing bundles (tierline/record/bundles.py, tierline router bundles).
 
 Revision ID: 0011
 Revises: 0010

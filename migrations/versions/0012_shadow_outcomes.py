@@ -1,6 +1,7 @@
 """shadow calls in the ledger; shadow outcomes
 
-Live shadow evaluation (workers/shadow.py) marks its attempts and charges ``shadow`` and
+Live shadow evaluation (tierline/workers/engine/shadow.py) marks its attempts and charges
+``shadow`` and
 records each shadowed request's graded answers in ``shadow_outcomes``, which the nightly
 retraining reads back.
 

@@ -1,6 +1,7 @@
 """write-ahead rows of shadow calls are marked shadow
 
-A shadow call (workers/shadow.py) whose worker dies mid-call is folded into the ledger as
+A shadow call (tierline/workers/engine/shadow.py) whose worker dies mid-call is folded into the
+ledger as
 a shadow attempt and charge of unknown outcome, never as one of its request's own calls.
 
 Revision ID: 0015

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from tierline.children import sim_url, spawn, stop
+from tierline.bench.children import sim_url, spawn, stop
 
 ROOT = Path(__file__).resolve().parents[2]
 POLICY = ROOT / "policies" / "demo.yaml"
@@ -20,7 +20,7 @@ def stack(redis_url: str, postgres_url: str, tmp_path_factory: pytest.TempPathFa
           ) -> Iterator[dict[str, str]]:
     """The simulator, one router worker and one tier worker, as separate processes."""
     logs = tmp_path_factory.mktemp("logs")
-    sim = spawn([sys.executable, "-m", "sim", "--policy", str(POLICY), "--port", "0"],
+    sim = spawn([sys.executable, "-m", "tierline.sim", "--policy", str(POLICY), "--port", "0"],
                 dict(os.environ), logs / "sim.log", cwd=ROOT)
     url = sim_url(logs / "sim.log", sim)
     env = {**os.environ, "TIERLINE_BROKER_URL": redis_url, "TIERLINE_DATABASE_URL": postgres_url,
@@ -47,8 +47,8 @@ def stack(redis_url: str, postgres_url: str, tmp_path_factory: pytest.TempPathFa
 
 
 def _use_broker(url: str) -> None:
-    """Point this process's producer at ``url`` (and its connection pools: workers.app)."""
-    from workers.app import use_broker
+    """Point this process's producer at ``url`` (and its connection pools: tierline.workers.app)."""
+    from tierline.workers.app import use_broker
 
     use_broker(url)
 

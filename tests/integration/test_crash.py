@@ -17,13 +17,13 @@ import pytest
 import redis
 from sqlalchemy import func, select
 
-from router.policy import load_policy
-from tierline.children import sim_url, spawn, stop
-from tierline.client import Client
-from workers.ledger import reconcile
-from workers.runtime import Runtime, install
-from workers.schema import attempts, charges, requests
-from workers.settings import Settings
+from tierline.bench.children import sim_url, spawn, stop
+from tierline.config.settings import Settings
+from tierline.producer.client import Client
+from tierline.record.ledger import reconcile
+from tierline.record.schema import attempts, charges, requests
+from tierline.router.policy import load_policy
+from tierline.workers.runtime import Runtime, install
 
 ROOT = Path(__file__).resolve().parents[2]
 POLICY = ROOT / "policies" / "demo.yaml"
@@ -36,7 +36,8 @@ def test_a_bundle_whose_worker_is_killed_mid_call_is_redelivered_and_its_calls_a
     redis.Redis.from_url(broker).flushdb()
     slow = tmp_path / "slow.yaml"
     slow.write_text("default: {ttft_s: 2.0, per_token_s: 0, jitter_s: 0, cold_start_s: 0}\n")
-    sim = spawn([sys.executable, "-m", "sim", "--policy", str(POLICY), "--config", str(slow),
+    sim = spawn([sys.executable, "-m", "tierline.sim", "--policy", str(POLICY), "--config",
+                 str(slow),
                  "--port", "0"], dict(os.environ), tmp_path / "sim.log", cwd=ROOT)
     workers: list[subprocess.Popen[bytes]] = []
     try:

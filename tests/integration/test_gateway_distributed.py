@@ -13,12 +13,12 @@ import openai
 import pytest
 from sqlalchemy import select
 
-from router.policy import load_policy
 from tests.conftest import serve_gateway
-from tierline.client import Client
-from workers.runtime import Runtime, install
-from workers.schema import jobs, requests
-from workers.settings import Settings
+from tierline.config.settings import Settings
+from tierline.producer.client import Client
+from tierline.record.schema import jobs, requests
+from tierline.router.policy import load_policy
+from tierline.workers.runtime import Runtime, install
 
 ROOT = Path(__file__).resolve().parents[2]
 POLICY = ROOT / "policies" / "demo.yaml"
@@ -28,7 +28,7 @@ HELLO = [{"role": "user", "content": "What is 2 + 2?"}]
 
 @pytest.fixture(scope="module")
 def base(stack: dict[str, str], use_broker: Any) -> Iterator[tuple[str, Client]]:
-    from workers.app import app
+    from tierline.workers.app import app
 
     broker = stack["TIERLINE_BROKER_URL"]
     settings = Settings(broker, stack["TIERLINE_DATABASE_URL"], POLICY, redis_url=broker)
@@ -112,8 +112,9 @@ def test_realtime_calls_are_routed_by_the_gateway_and_recorded_as_the_router_wou
         base: tuple[str, Client]) -> None:
     from sqlalchemy import func
 
-    from workers import records, routing
-    from workers.schema import attempts, charges, decisions, results
+    from tierline.record import records
+    from tierline.record.schema import attempts, charges, decisions, results
+    from tierline.workers import routing
 
     url, client = base
 

@@ -15,14 +15,14 @@ import httpx
 import pytest
 from sqlalchemy import func, select
 
-from router.errors import InvalidInput
-from router.policy import load_policy
 from tests.conftest import serve_gateway
-from tierline.chat import INLINE_MAX_WAITING
-from tierline.client import Client
-from workers.runtime import Runtime, install
-from workers.schema import attempts, charges, pending_attempts, requests, results
-from workers.settings import Settings, load_settings
+from tierline.config.settings import Settings, load_settings
+from tierline.gateway.chat import INLINE_MAX_WAITING
+from tierline.producer.client import Client
+from tierline.record.schema import attempts, charges, pending_attempts, requests, results
+from tierline.router.errors import InvalidInput
+from tierline.router.policy import load_policy
+from tierline.workers.runtime import Runtime, install
 
 ROOT = Path(__file__).resolve().parents[2]
 POLICY = ROOT / "policies" / "demo.yaml"
@@ -33,7 +33,7 @@ pytestmark = pytest.mark.integration
 @contextmanager
 def gateway(stack: dict[str, str], use_broker: Any, *, broker: str,
             absorber: Any = None) -> Iterator[tuple[str, Client]]:
-    from workers.app import app
+    from tierline.workers.app import app
 
     settings = Settings(broker, stack["TIERLINE_DATABASE_URL"], POLICY,
                         redis_url=stack["TIERLINE_BROKER_URL"], gateway_calls="inline")

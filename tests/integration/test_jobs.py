@@ -12,12 +12,13 @@ from typing import Any
 import pytest
 from sqlalchemy import func, select
 
-from router.policy import load_policy
-from tierline.client import Client, JobStatus
-from workers import execute, routing
-from workers.runtime import Runtime, install
-from workers.schema import charges
-from workers.settings import Settings
+from tierline.config.settings import Settings
+from tierline.producer.client import Client, JobStatus
+from tierline.record.schema import charges
+from tierline.router.policy import load_policy
+from tierline.workers import routing
+from tierline.workers.engine import execute
+from tierline.workers.runtime import Runtime, install
 
 ROOT = Path(__file__).resolve().parents[2]
 POLICY = ROOT / "policies" / "demo.yaml"
@@ -27,8 +28,8 @@ pytestmark = pytest.mark.integration
 @pytest.fixture()
 def lost_broker_client(redis_url: str, postgres_url: str, use_broker: Any) -> Iterator[Client]:
     """A producer whose broker database nobody consumes, and an in-thread simulator."""
-    from sim.fleet import fleet_from_policy
-    from sim.server import start
+    from tierline.sim.fleet import fleet_from_policy
+    from tierline.sim.server import start
 
     unread = redis_url.rsplit("/", 1)[0] + "/3"
     with start(fleet_from_policy(POLICY, seed=1)) as sim:
@@ -47,7 +48,7 @@ def lost_broker_client(redis_url: str, postgres_url: str, use_broker: Any) -> It
 
 
 def app_conf_broker() -> str:
-    from workers.app import app
+    from tierline.workers.app import app
 
     return str(app.conf.broker_url)
 
@@ -160,7 +161,7 @@ def test_notifications_do_not_speed_up_the_progress_counts(lost_broker_client: C
     the job's row for each, but counts its requests only at its polling pace."""
     import threading
 
-    from workers.db import notify_jobs
+    from tierline.record.db import notify_jobs
 
     client = lost_broker_client
     report = client.submit_many([f"notified {i}" for i in range(4)], lane="standard")

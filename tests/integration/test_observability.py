@@ -19,11 +19,11 @@ import pytest
 import redis
 from prometheus_client.parser import text_string_to_metric_families
 
-from router.policy import load_policy
 from tests.chromium import distinct_colours, dump_dom, screenshot
 from tests.conftest import _fresh_database
-from tierline.children import sim_url, spawn, stop
-from workers.app import all_queues
+from tierline.bench.children import sim_url, spawn, stop
+from tierline.router.policy import load_policy
+from tierline.workers.app import all_queues
 
 ROOT = Path(__file__).resolve().parents[2]
 POLICY = ROOT / "policies" / "demo.yaml"
@@ -71,7 +71,7 @@ def ops(redis_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[di
     ports = {name: _free_port() for name in ("flower", "exporter", "worker")}
     with _fresh_database() as database_url:
         children = []
-        sim = spawn([sys.executable, "-m", "sim", "--policy", str(POLICY), "--port", "0"],
+        sim = spawn([sys.executable, "-m", "tierline.sim", "--policy", str(POLICY), "--port", "0"],
                     dict(os.environ), logs / "sim.log", cwd=ROOT)
         children.append(sim)
         env = {**os.environ, "TIERLINE_BROKER_URL": redis_url,
@@ -92,7 +92,8 @@ def ops(redis_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[di
                                    "TIERLINE_METRICS_HOST": "127.0.0.1",
                                    "PROMETHEUS_MULTIPROC_DIR": str(metrics_dir)},
                                   logs / "tier.log", cwd=ROOT))
-            children.append(spawn([sys.executable, "-m", "celery", "-A", "workers.flower_queues",
+            children.append(spawn([sys.executable, "-m", "celery", "-A",
+                                   "tierline.workers.flower_queues",
                                    "flower", "--address=127.0.0.1", f"--port={ports['flower']}"],
                                   {**env, "FLOWER_BASIC_AUTH": ":".join(LOGIN)},
                                   logs / "flower.log", cwd=ROOT))

@@ -14,11 +14,11 @@ from typing import Any
 import pytest
 from sqlalchemy import func, select
 
-from router.policy import load_policy
-from tierline.client import Client
-from workers.runtime import Runtime, install
-from workers.schema import attempts, charges, requests, results
-from workers.settings import Settings
+from tierline.config.settings import Settings
+from tierline.producer.client import Client
+from tierline.record.schema import attempts, charges, requests, results
+from tierline.router.policy import load_policy
+from tierline.workers.runtime import Runtime, install
 
 ROOT = Path(__file__).resolve().parents[2]
 POLICY = ROOT / "policies" / "demo.yaml"
@@ -83,7 +83,7 @@ def test_resubmitting_the_same_keys_duplicates_no_work(client: Client) -> None:
 
 
 def test_a_redelivered_bundle_charges_nothing_twice(client: Client) -> None:
-    from workers.tasks import call_models
+    from tierline.workers.tasks import call_models
 
     report = client.submit_many(
         [{"prompt": f"redelivery {i}", "lane": "batch", "id": f"re-{i}"} for i in range(10)])

@@ -14,15 +14,15 @@ import pytest
 import redis
 from sqlalchemy import select
 
-from router.policy import load_policy
-from schedules.watchdog import watch
 from tests.workers.scripted import completion, serve
-from tierline.children import spawn, stop
-from tierline.client import Client
-from workers.ledger import reconcile
-from workers.runtime import Runtime, install
-from workers.schema import attempts, requests, results
-from workers.settings import Settings
+from tierline.bench.children import spawn, stop
+from tierline.config.settings import Settings
+from tierline.producer.client import Client
+from tierline.record.ledger import reconcile
+from tierline.record.schema import attempts, requests, results
+from tierline.router.policy import load_policy
+from tierline.schedules.watchdog import watch
+from tierline.workers.runtime import Runtime, install
 
 ROOT = Path(__file__).resolve().parents[2]
 POLICY = ROOT / "policies" / "demo.yaml"

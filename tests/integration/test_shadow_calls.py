@@ -18,14 +18,14 @@ import redis
 import yaml
 from sqlalchemy import select
 
-from router.policy import load_policy
 from tests.workers.scripted import completion, serve
-from tierline.children import spawn, stop
-from tierline.client import Client
-from workers.ledger import reconcile, unknowns
-from workers.runtime import Runtime, install
-from workers.schema import attempts, charges, results, shadow_outcomes
-from workers.settings import Settings
+from tierline.bench.children import spawn, stop
+from tierline.config.settings import Settings
+from tierline.producer.client import Client
+from tierline.record.ledger import reconcile, unknowns
+from tierline.record.schema import attempts, charges, results, shadow_outcomes
+from tierline.router.policy import load_policy
+from tierline.workers.runtime import Runtime, install
 
 ROOT = Path(__file__).resolve().parents[2]
 DEMO = ROOT / "policies" / "demo.yaml"
@@ -201,8 +201,8 @@ def test_a_judge_model_grades_the_given_answer_as_a_shadow_call(
 
 def test_the_judge_grades_against_the_simulator(
         own_broker: str, own_postgres_url: str, tmp_path: Path, use_broker: Any) -> None:
-    from sim.fleet import fleet_from_policy
-    from sim.server import start
+    from tierline.sim.fleet import fleet_from_policy
+    from tierline.sim.server import start
 
     with start(fleet_from_policy(DEMO, seed=3)) as server, _worker_at(
             tmp_path, own_broker, own_postgres_url, _judged_policy(tmp_path), server.url,

@@ -10,12 +10,12 @@ from typing import Any
 import pytest
 from sqlalchemy import select
 
-from router.policy import load_policy
-from tierline.client import Client
-from workers.relay import Event
-from workers.runtime import Runtime, install
-from workers.schema import jobs
-from workers.settings import Settings
+from tierline.config.settings import Settings
+from tierline.producer.client import Client
+from tierline.record.schema import jobs
+from tierline.router.policy import load_policy
+from tierline.workers.engine.relay import Event
+from tierline.workers.runtime import Runtime, install
 
 ROOT = Path(__file__).resolve().parents[2]
 POLICY = ROOT / "policies" / "demo.yaml"  # kind: single, so streamed requests are relayed
@@ -25,7 +25,7 @@ pytestmark = pytest.mark.integration
 @pytest.fixture(scope="module")
 def client(stack: dict[str, str], use_broker: Any) -> Iterator[Client]:
     """A producer in this process whose relay is the workers' Redis."""
-    from workers.app import app
+    from tierline.workers.app import app
 
     broker = stack["TIERLINE_BROKER_URL"]
     settings = Settings(broker, stack["TIERLINE_DATABASE_URL"], POLICY, redis_url=broker)

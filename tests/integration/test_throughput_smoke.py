@@ -14,12 +14,12 @@ import pytest
 import redis
 from sqlalchemy import func, select
 
-from router.policy import load_policy
-from tierline.children import spawn, stop
-from tierline.client import Client
-from workers.runtime import Runtime
-from workers.schema import attempts, charges, requests, results
-from workers.settings import Settings
+from tierline.bench.children import spawn, stop
+from tierline.config.settings import Settings
+from tierline.producer.client import Client
+from tierline.record.schema import attempts, charges, requests, results
+from tierline.router.policy import load_policy
+from tierline.workers.runtime import Runtime
 
 ROOT = Path(__file__).resolve().parents[2]
 POLICY = ROOT / "policies" / "bench-instant.yaml"

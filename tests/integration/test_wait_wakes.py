@@ -12,14 +12,14 @@ from typing import Any
 import pytest
 from sqlalchemy import select
 
-from router.envelope import build_request
-from router.policy import load_policy
-from tierline.client import Client, time_ordered_id
-from workers import jobs as jobs_
-from workers import records
-from workers.runtime import Runtime, install
-from workers.schema import jobs
-from workers.settings import Settings
+from tierline.config.settings import Settings
+from tierline.producer.client import Client, time_ordered_id
+from tierline.record import jobs as jobs_
+from tierline.record import records
+from tierline.record.schema import jobs
+from tierline.router.envelope import build_request
+from tierline.router.policy import load_policy
+from tierline.workers.runtime import Runtime, install
 
 ROOT = Path(__file__).resolve().parents[2]
 POLICY = ROOT / "policies" / "demo.yaml"
@@ -30,7 +30,7 @@ pytestmark = pytest.mark.integration
 @pytest.fixture(scope="module")
 def client(stack: dict[str, str], use_broker: Any) -> Iterator[Client]:
     """A producer in this process, on the same broker and database as the worker processes."""
-    from workers.app import app
+    from tierline.workers.app import app
 
     settings = Settings(stack["TIERLINE_BROKER_URL"], stack["TIERLINE_DATABASE_URL"], POLICY)
     rt = Runtime(settings, load_policy(POLICY), dict(stack))

@@ -8,9 +8,9 @@ import sys
 
 import pytest
 
-from router import absorber
-from router.absorber import AbsorberState, Limits, Reservation, scope_key
-from router.errors import BudgetExceeded, InvalidInput
+from tierline.router.errors import BudgetExceeded, InvalidInput
+from tierline.router.live import absorber
+from tierline.router.live.absorber import AbsorberState, Limits, Reservation, scope_key
 
 DAY = 20_000 * 86_400  # 00:00 UTC of some day: 2024-10-04
 NOON = DAY + 43_200.0
@@ -247,7 +247,7 @@ def test_a_reservation_carries_its_day_and_minute_bucket():
 
 def test_the_absorber_core_imports_no_io_library():
     code = (
-        "import sys, router.absorber; "
+        "import sys, tierline.router.live.absorber; "
         "bad = [m for m in ('redis', 'celery', 'httpx', 'sqlalchemy') if m in sys.modules]; "
         "sys.exit(str(bad) if bad else 0)"
     )

@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import pytest
 
-from router.aggregation import (
+from tierline.router.learned.labels import build_prompt, labels_of_prompt
+from tierline.router.strategies.aggregation import (
     MAJORITY,
     NO_ANSWER,
     TIE,
@@ -16,9 +17,8 @@ from router.aggregation import (
     read_pick,
     vote,
 )
-from router.labels import build_prompt, labels_of_prompt
-from router.steps import Attempt
-from router.strategies import vote as strategies_vote
+from tierline.router.strategies.basic import vote as strategies_vote
+from tierline.router.strategies.steps import Attempt
 
 LABELLED = build_prompt("where is my money", ["refund", "card_lost", "transfer"])
 CHOICE = "Which is prime? (A) 4 (B) 6 (C) 7 (D) 9. Give the answer."

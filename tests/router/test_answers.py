@@ -4,7 +4,13 @@ from __future__ import annotations
 
 import pytest
 
-from router.answers import EXTRACTORS, extract_auto, extract_choice, extract_number, label_extractor
+from tierline.router.learned.answers import (
+    EXTRACTORS,
+    extract_auto,
+    extract_choice,
+    extract_number,
+    label_extractor,
+)
 
 
 @pytest.mark.parametrize(
@@ -72,7 +78,7 @@ def test_registry_names_every_extractor() -> None:
 
 
 def test_a_number_too_large_for_a_float_is_its_own_digits() -> None:
-    from router.answers import extract_number
+    from tierline.router.learned.answers import extract_number
 
     assert extract_number("so #### " + "9" * 400) == "9" * 400
     assert extract_number("x = -00" + "9" * 400 + ".50") == "-" + "9" * 400 + ".5"

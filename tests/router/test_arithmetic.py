@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from router.answers import extract_number, states_answer
-from router.arithmetic import (
+from tierline.router.learned.answers import extract_number, states_answer
+from tierline.router.learned.arithmetic import (
     MAX_CLAIMS,
     check_claims,
     differs_from_last,
@@ -14,9 +14,14 @@ from router.arithmetic import (
     is_fractional,
     unused_share,
 )
-from router.confidence import N_DENSE, N_PLAIN, response_dense, train_response_scorer
-from router.features import HashingConfig
-from router.logistic import FitConfig
+from tierline.router.learned.confidence import (
+    N_DENSE,
+    N_PLAIN,
+    response_dense,
+    train_response_scorer,
+)
+from tierline.router.learned.features import HashingConfig
+from tierline.router.learned.logistic import FitConfig
 
 
 @pytest.mark.parametrize("text, held, failed", [

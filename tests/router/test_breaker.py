@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-from router.breaker import MAX_TRIES_DOWN, OPEN_S, retry_later_s
-from router.errors import (
+from tierline.router.errors import (
     CircuitOpen,
     DeadlineExceeded,
     MalformedResponse,
@@ -11,6 +10,7 @@ from router.errors import (
     Rejected,
     Unavailable,
 )
+from tierline.router.live.breaker import MAX_TRIES_DOWN, OPEN_S, retry_later_s
 
 NOW = 1_000_000.0
 NIGHT = NOW + 8 * 3600

@@ -7,8 +7,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from router.composite import CharTrigramModel, CompositeEstimator, band_of
-from router.policy import load_policy
+from tierline.router.live.composite import CharTrigramModel, CompositeEstimator, band_of
+from tierline.router.policy import load_policy
 
 HARD = ("Design a fault-tolerant distributed ledger for 12 data centres and analyse its "
         "consistency guarantees under network partitions. Compare a Raft-based design against a "
@@ -62,7 +62,7 @@ def test_metadata_uses_the_larger_of_word_count_and_file_size() -> None:
 
 
 def test_sparse_cosines_equal_the_dense_product() -> None:
-    from router.composite import _cosines, _word_vectors
+    from tierline.router.live.composite import _cosines, _word_vectors
 
     estimator = CompositeEstimator(POLICY.classifier)
     texts = ["what is the capital of Spain?", HARD, "", "the the the", "zxq"]

@@ -7,11 +7,11 @@ from pathlib import Path
 import pytest
 import yaml
 
-from router.bundling import Item, bundle
-from router.decide import decide, fallback_chain, make_estimator
-from router.envelope import build_request
-from router.errors import PolicyError
-from router.policy import load_policy, policy_from_dict
+from tierline.router.envelope import build_request
+from tierline.router.errors import PolicyError
+from tierline.router.live.bundling import Item, bundle
+from tierline.router.live.decide import decide, fallback_chain, make_estimator
+from tierline.router.policy import load_policy, policy_from_dict
 
 POLICIES = Path(__file__).resolve().parents[2] / "policies"
 HARD = ("Design a fault-tolerant distributed ledger for 12 data centres and analyse its "

@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import pytest
 
-from router.breaker import OPEN_S
-from router.deferral import defer_s, expired_reason, waits_at_once
-from router.errors import BudgetExceeded, RateLimited, Rejected, TooSlow, Unavailable
+from tierline.router.errors import BudgetExceeded, RateLimited, Rejected, TooSlow, Unavailable
+from tierline.router.live.breaker import OPEN_S
+from tierline.router.live.deferral import defer_s, expired_reason, waits_at_once
 
 NOW = 1_000_000.0
 DAY = 86_400.0

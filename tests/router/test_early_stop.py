@@ -7,9 +7,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from router.early_stop import EarlyStop
-from router.errors import PolicyError
-from router.policy import policy_from_dict
+from tierline.router.errors import PolicyError
+from tierline.router.live.early_stop import EarlyStop
+from tierline.router.policy import policy_from_dict
 
 DEMO = Path(__file__).resolve().parents[2] / "policies" / "demo.yaml"
 RULE = EarlyStop(min_tokens=4, window=2, min_mean_logprob=-1.0)

@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from router.envelope import build_request
-from router.errors import InvalidRequest
-from router.policy import load_policy
+from tierline.router.envelope import build_request
+from tierline.router.errors import InvalidRequest
+from tierline.router.policy import load_policy
 
 POLICY = load_policy(Path(__file__).resolve().parents[2] / "policies" / "demo.yaml")
 

@@ -8,9 +8,9 @@ from typing import Any
 
 import pytest
 
-from router.envelope import build_request
-from router.errors import InvalidRequest
-from router.policy import load_policy
+from tierline.router.envelope import build_request
+from tierline.router.errors import InvalidRequest
+from tierline.router.policy import load_policy
 
 POLICY = load_policy(Path(__file__).resolve().parents[2] / "policies" / "demo.yaml")
 
@@ -64,7 +64,7 @@ def test_unusual_but_valid_text_is_accepted() -> None:
 ])
 def test_a_hostile_policy_file_is_one_policy_error(tmp_path: Path, content: bytes,
                                                    says: str) -> None:
-    from router.errors import PolicyError
+    from tierline.router.errors import PolicyError
 
     path = tmp_path / "policy.yaml"
     path.write_bytes(content)

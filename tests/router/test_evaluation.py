@@ -7,14 +7,14 @@ from typing import Any
 import numpy as np
 import pytest
 
-from router.dataset import Item, Outcome, models_of, parse_items, split_items
-from router.errors import InvalidInput
-from router.evaluation import evaluate, tier_subset
-from router.frontier import aiq, cost_to_reach, hull
-from router.replay import Replay, grade, run_strategy
-from router.steps import Accept, Attempt, RequestView
-from router.strategies import Cascade, Parallel, SingleModel
-from router.training import train_routing
+from tierline.router.errors import InvalidInput
+from tierline.router.evaluation.dataset import Item, Outcome, models_of, parse_items, split_items
+from tierline.router.evaluation.frontier import aiq, cost_to_reach, hull
+from tierline.router.evaluation.methods import evaluate, tier_subset
+from tierline.router.evaluation.replay import Replay, grade, run_strategy
+from tierline.router.learned.training import train_routing
+from tierline.router.strategies.basic import Cascade, Parallel, SingleModel
+from tierline.router.strategies.steps import Accept, Attempt, RequestView
 
 PRICES = {"cheap": (1.0, 1.0), "mid": (5.0, 5.0), "top": (20.0, 20.0)}
 
@@ -97,7 +97,7 @@ def _replay(items: list[Item]) -> Replay:
 
 class NeverSure:
     def candidates(self, attempts, router_logits):  # type: ignore[no-untyped-def]
-        from router.judge import Candidate
+        from tierline.router.learned.judge import Candidate
 
         last = attempts[-1]
         return [Candidate(last.answer, last.model, (last.model,), 0.0)]
@@ -207,14 +207,14 @@ def test_empty_train_split_is_refused() -> None:
 
 
 def _summary(method: str, kind: str, aiq_: float, c95: float | None, c99: float | None):  # type: ignore[no-untyped-def]
-    from router.evaluation import Summary
+    from tierline.router.evaluation.methods import Summary
 
     return Summary(method, kind, 5, 1.0, aiq_, c95, c99)
 
 
 def test_verdicts_need_a_larger_aiq_and_a_fifth_less_cost() -> None:
-    from router.evaluation import Report, Row
-    from router.goal import choose_methods, verdicts
+    from tierline.router.evaluation.goal import choose_methods, verdicts
+    from tierline.router.evaluation.methods import Report, Row
 
     row = Row("cascade-2 bar=0.9", "cascade-2", "tierline", 0.8, 1.0, 1.05, 1.0, 1.0, 2.0, "")
     report = Report(

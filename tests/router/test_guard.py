@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import pytest
 
-from router.agreement import Agreement
-from router.decide import Decision
-from router.guard import Capped, cap_of, guard_state, guarded, machine_for
-from router.policy import GuardSpec, policy_from_dict
-from router.steps import Accept, Attempt, Call, RequestView
 from tests.workers.scripted import demo_policy
+from tierline.router.live.decide import Decision
+from tierline.router.live.guard import Capped, cap_of, guard_state, guarded, machine_for
+from tierline.router.policy import GuardSpec, policy_from_dict
+from tierline.router.strategies.agreement import Agreement
+from tierline.router.strategies.steps import Accept, Attempt, Call, RequestView
 
 SPEC = GuardSpec(usd_per_1k_tokens_max=0.01)
 

@@ -1,4 +1,4 @@
-"""Nothing a model writes can crash routing: every extractor, feature and judge in router/
+"""Nothing a model writes can crash routing: every extractor, feature and judge in tierline/router/
 over hostile responses (huge or non-finite numbers, empty and 1 MB answers, control
 characters, lone surrogates)."""
 
@@ -10,22 +10,27 @@ import numpy as np
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from router.aggregation import Candidate as PanelCandidate
-from router.aggregation import answer_of, read_pick, vote
-from router.answers import EXTRACTORS, label_extractor, states_answer
-from router.arithmetic import (
+from tierline.router.learned.answers import EXTRACTORS, label_extractor, states_answer
+from tierline.router.learned.arithmetic import (
     check_claims,
     differs_from_last,
     echoes_prompt,
     is_fractional,
     unused_share,
 )
-from router.confidence import response_dense
-from router.escalation import JUDGES
-from router.features import DEFAULT_HASHING, hash_texts
-from router.judge import Judge, LastResponseJudge
-from router.labels import extract_label, label_confidence, labels_of_prompt, prompt_confidence
-from router.steps import Attempt
+from tierline.router.learned.confidence import response_dense
+from tierline.router.learned.features import DEFAULT_HASHING, hash_texts
+from tierline.router.learned.judge import Judge, LastResponseJudge
+from tierline.router.learned.labels import (
+    extract_label,
+    label_confidence,
+    labels_of_prompt,
+    prompt_confidence,
+)
+from tierline.router.live.escalation import JUDGES
+from tierline.router.strategies.aggregation import Candidate as PanelCandidate
+from tierline.router.strategies.aggregation import answer_of, read_pick, vote
+from tierline.router.strategies.steps import Attempt
 
 FAST = settings(max_examples=25, deadline=None,
                 suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from router.errors import InvalidInput
-from router.labels import (
+from tierline.router.errors import InvalidInput
+from tierline.router.learned.labels import (
     LabelSet,
     build_prompt,
     extract_label,
@@ -13,7 +13,7 @@ from router.labels import (
     labels_of_prompt,
     prompt_confidence,
 )
-from sim.synthetic import parse_classification
+from tierline.sim.synthetic import parse_classification
 
 BANK = ["card_arrival", "card", "card_linking", "lost_or_stolen_card", "exchange_rate",
         "card_payment_wrong_exchange_rate", "class", "answer_call"]

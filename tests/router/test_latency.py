@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from router.latency import MIN_CALLS, LatencySums, estimate, observe
+from tierline.router.live.latency import MIN_CALLS, LatencySums, estimate, observe
 
 
 def _sums(calls: list[tuple[int, float]]) -> LatencySums:

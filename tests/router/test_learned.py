@@ -7,10 +7,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from router.errors import InvalidInput, PolicyError
-from router.features import HashingConfig, append_dense, fit_idf, hash_texts
-from router.learned import load_router, save_router, train_learned_router
-from router.logistic import FitConfig, fit_dense
+from tierline.router.errors import InvalidInput, PolicyError
+from tierline.router.learned.features import HashingConfig, append_dense, fit_idf, hash_texts
+from tierline.router.learned.logistic import FitConfig, fit_dense
+from tierline.router.learned.router import load_router, save_router, train_learned_router
 
 SMALL = HashingConfig(n_bits=10)
 

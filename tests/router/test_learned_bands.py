@@ -8,13 +8,13 @@ from typing import Any
 
 import pytest
 
-from router.bundle import bundle_of, save_bundle
-from router.decide import decide, make_estimator
-from router.envelope import build_request
-from router.errors import PolicyError
-from router.policy import policy_from_dict
-from router.training import train_routing
 from tests import recorded
+from tierline.router.envelope import build_request
+from tierline.router.errors import PolicyError
+from tierline.router.learned.bundle import bundle_of, save_bundle
+from tierline.router.learned.training import train_routing
+from tierline.router.live.decide import decide, make_estimator
+from tierline.router.policy import policy_from_dict
 
 PRICES = {"cheap": (0.1, 0.4), "top": (5.0, 20.0)}
 

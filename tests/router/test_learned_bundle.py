@@ -7,14 +7,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from router.answers import EXTRACTORS
-from router.bundle import bundle_of, load_bundle, save_bundle
-from router.errors import PolicyError
-from router.judge import router_logit_map
-from router.steps import Accept, Attempt, RequestView
-from router.strategies import Cascade
-from router.training import train_routing
 from tests import recorded
+from tierline.router.errors import PolicyError
+from tierline.router.learned.answers import EXTRACTORS
+from tierline.router.learned.bundle import bundle_of, load_bundle, save_bundle
+from tierline.router.learned.judge import router_logit_map
+from tierline.router.learned.training import train_routing
+from tierline.router.strategies.basic import Cascade
+from tierline.router.strategies.steps import Accept, Attempt, RequestView
 
 PRICES = {"cheap": (1.0, 1.0), "top": (20.0, 20.0)}
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from router.learning import retrains_at
-from router.shadowing import rate_now
+from tierline.router.evaluation.learning import retrains_at
+from tierline.router.live.shadowing import rate_now
 
 
 @pytest.mark.parametrize(("every", "first", "at"), [

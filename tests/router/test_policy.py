@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from router.errors import PolicyError
-from router.policy import load_policy, policy_from_dict
+from tierline.router.errors import PolicyError
+from tierline.router.policy import load_policy, policy_from_dict
 
 POLICIES = Path(__file__).resolve().parents[2] / "policies"
 DEMO = yaml.safe_load((POLICIES / "demo.yaml").read_text())

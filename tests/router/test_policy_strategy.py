@@ -9,8 +9,8 @@ from typing import Any
 import pytest
 import yaml
 
-from router.errors import PolicyError
-from router.policy import STRATEGY_KINDS, policy_from_dict
+from tierline.router.errors import PolicyError
+from tierline.router.policy import STRATEGY_KINDS, policy_from_dict
 
 DEMO = Path(__file__).resolve().parents[2] / "policies" / "demo.yaml"
 

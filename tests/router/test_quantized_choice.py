@@ -8,10 +8,10 @@ from pathlib import Path
 import pytest
 import yaml
 
-from router.decide import decide, make_estimator
-from router.envelope import build_request
-from router.output_budget import QuantizedVariant, choose_quantized
-from router.policy import policy_from_dict
+from tierline.router.envelope import build_request
+from tierline.router.live.decide import decide, make_estimator
+from tierline.router.live.output_budget import QuantizedVariant, choose_quantized
+from tierline.router.policy import policy_from_dict
 
 ROOT = Path(__file__).resolve().parents[2]
 

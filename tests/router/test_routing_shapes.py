@@ -9,12 +9,19 @@ from typing import Any
 
 import pytest
 
-from router.dataset import Item, fold_items, parse_items, split_items
-from router.errors import InvalidInput
-from router.evaluation import Report, Row, Summary, band_models, evaluate, tier_subset
-from router.goal import choose_methods, verdicts
-from router.training import strong_model, train_routing
 from tests import recorded
+from tierline.router.errors import InvalidInput
+from tierline.router.evaluation.dataset import Item, fold_items, parse_items, split_items
+from tierline.router.evaluation.goal import choose_methods, verdicts
+from tierline.router.evaluation.methods import (
+    Report,
+    Row,
+    Summary,
+    band_models,
+    evaluate,
+    tier_subset,
+)
+from tierline.router.learned.training import strong_model, train_routing
 
 
 def _items(accuracy: dict[str, float], n: int = 90, kind: str = "choice", seed: int = 0,

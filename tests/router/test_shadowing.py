@@ -9,9 +9,8 @@ from typing import Any
 import pytest
 import yaml
 
-from router.errors import PolicyError
-from router.policy import LearningSpec, policy_from_dict
-from router.shadowing import (
+from tierline.router.errors import PolicyError
+from tierline.router.live.shadowing import (
     JUDGE_LABELS,
     Graded,
     grade,
@@ -22,6 +21,7 @@ from router.shadowing import (
     shadow_models,
     verdict,
 )
+from tierline.router.policy import LearningSpec, policy_from_dict
 
 DEMO = yaml.safe_load((Path(__file__).resolve().parents[2] / "policies" / "demo.yaml")
                       .read_text())
@@ -152,8 +152,8 @@ def test_the_judges_reply_is_read_as_one_label_or_nothing(reply: str | None,
 
 
 def test_the_simulator_answers_the_judge_prompt_with_one_of_its_labels() -> None:
-    from sim.fleet import ModelProfile
-    from sim.synthetic import classify, parse_classification
+    from tierline.sim.fleet import ModelProfile
+    from tierline.sim.synthetic import classify, parse_classification
 
     prompt = judge_prompt("What is 6 times 7?", "It is 41.", "The answer is 42.")
     parsed = parse_classification(prompt)

@@ -7,11 +7,14 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 import pytest
 
-from router.judge import Candidate, Judge, group_candidates
-from router.lookahead import Lookahead
-from router.output_budget import QuantizedVariant, output_cap_for_band, prefer_quantized
-from router.steps import Accept, Attempt, Call, RequestView
-from router.strategies import (
+from tierline.router.learned.judge import Candidate, Judge, group_candidates
+from tierline.router.learned.lookahead import Lookahead
+from tierline.router.live.output_budget import (
+    QuantizedVariant,
+    output_cap_for_band,
+    prefer_quantized,
+)
+from tierline.router.strategies.basic import (
     STRATEGIES,
     BandRoute,
     Cascade,
@@ -22,7 +25,8 @@ from router.strategies import (
     pick_model,
     vote,
 )
-from router.value_cascade import ValueCascade
+from tierline.router.strategies.steps import Accept, Attempt, Call, RequestView
+from tierline.router.strategies.value_cascade import ValueCascade
 
 TIERS = ("t0", "t1", "t2")
 USD = {"t0": 1.0, "t1": 3.0, "t2": 10.0, "t3": 20.0}
@@ -216,7 +220,7 @@ def test_call_is_a_tuple_of_models() -> None:
 
 
 def test_cost_model_charges_more_for_long_prompts_and_verbose_cheap_answers() -> None:
-    from router.cost_model import fit_cost_model
+    from tierline.router.learned.cost_model import fit_cost_model
 
     rng = np.random.default_rng(0)
     n = 300

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from router.dataset import Outcome
-from router.errors import InvalidInput
-from router.traffic import items_from_traffic, reference_answer, traffic_record
+from tierline.router.errors import InvalidInput
+from tierline.router.evaluation.dataset import Outcome
+from tierline.router.learned.traffic import items_from_traffic, reference_answer, traffic_record
 
 
 def _record(cheap: str, top: str, key: str = "C") -> dict[str, object]:

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from router.errors import InvalidInput
-from router.untrusted import check, loads
+from tierline.router.errors import InvalidInput
+from tierline.router.untrusted import check, loads
 
 
 @pytest.mark.parametrize("data, reason", [

@@ -12,8 +12,8 @@ import pytest
 from celery import Celery
 from celery.beat import Scheduler
 
-from schedules.beat import BeatLock, LockedTick
 from tests.conftest import ROOT
+from tierline.schedules.beat import BeatLock, LockedTick
 
 
 @pytest.fixture()
@@ -43,7 +43,7 @@ def test_two_holders_only_one_wins_and_only_the_winner_renews(client: Any, key: 
 def test_the_lock_expires_when_its_holder_dies(client: Any, key: str, redis_url: str) -> None:
     holder = subprocess.Popen(
         [sys.executable, "-c",
-         "import redis, sys, time; from schedules.beat import BeatLock; "
+         "import redis, sys, time; from tierline.schedules.beat import BeatLock; "
          f"lock = BeatLock(redis.Redis.from_url({redis_url!r}), {key!r}, ttl_s=0.5); "
          "assert lock.acquire(); print('held', flush=True); time.sleep(60)"],
         cwd=ROOT, stdout=subprocess.PIPE, text=True)

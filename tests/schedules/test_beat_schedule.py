@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 from celery.schedules import crontab
 
-from schedules.beat import build_schedule
 from tests.conftest import ROOT
+from tierline.schedules.beat import build_schedule
 
 
 def _write_jobs(folder: Path) -> None:
@@ -57,10 +57,10 @@ def test_a_nightly_job_is_submitted_once_a_day_and_finished_into_its_output(
     script = textwrap.dedent(f"""
         import json, time
         from pathlib import Path
-        from schedules.nightly import finish_job, start_job
-        from tierline.client import Client
-        from tierline.embedded import embedded
-        from workers.settings import POLICY_DIR
+        from tierline.schedules.nightly import finish_job, start_job
+        from tierline.producer.client import Client
+        from tierline.producer.embedded import embedded
+        from tierline.config.settings import POLICY_DIR
 
         job_file = Path({str(tmp_path / "nightly.yaml")!r})
         gold = {{"parcel late": "shipping", "refund please": "returns", "charged twice": "billing"}}

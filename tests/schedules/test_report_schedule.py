@@ -8,8 +8,8 @@ import logging
 import pytest
 from celery.schedules import crontab
 
-from schedules.beat import build_schedule, report_schedule_of
-from workers.settings import load_settings
+from tierline.config.settings import load_settings
+from tierline.schedules.beat import build_schedule, report_schedule_of
 
 
 def test_the_daily_report_runs_at_a_quarter_past_midnight_on_the_schedules_queue() -> None:

@@ -12,19 +12,19 @@ import yaml
 from celery.schedules import crontab
 from sqlalchemy import insert, select, update
 
-from router.agreement import Agreement
-from router.policy import policy_from_dict
-from schedules.beat import build_schedule
-from schedules.retrain import in_force_label, retrain, retrain_schedule_of
 from tests.conftest import publish_nowhere
 from tests.workers.scripted import DEMO, completion, route_here, runtime, serve
-from tierline.client import Client
-from workers import bundles
-from workers.runtime import Runtime
-from workers.schema import bundles as bundles_table
-from workers.schema import results, shadow_outcomes
-from workers.settings import load_settings
-from workers.shadow_record import traffic_records
+from tierline.config.settings import load_settings
+from tierline.producer.client import Client
+from tierline.record import bundles
+from tierline.record.schema import bundles as bundles_table
+from tierline.record.schema import results, shadow_outcomes
+from tierline.record.shadow_record import traffic_records
+from tierline.router.policy import policy_from_dict
+from tierline.router.strategies.agreement import Agreement
+from tierline.schedules.beat import build_schedule
+from tierline.schedules.retrain import in_force_label, retrain, retrain_schedule_of
+from tierline.workers.runtime import Runtime
 
 LEARNING = {"shadow_rate": 0.1, "lanes": ["batch"], "usd_per_day_max": 1.0, "tiers": "all"}
 

@@ -13,14 +13,18 @@ from pathlib import Path
 import pytest
 from sqlalchemy import select
 
-from router.policy import load_policy
-from schedules.sweeper import INTAKE_STALLED_AFTER_S, enqueue_stranded, fail_stalled_intakes
 from tests.conftest import broker_down
-from tierline.client import Client
-from workers import jobs
-from workers.runtime import Runtime
-from workers.schema import results
-from workers.settings import Settings
+from tierline.config.settings import Settings
+from tierline.producer.client import Client
+from tierline.record import jobs
+from tierline.record.schema import results
+from tierline.router.policy import load_policy
+from tierline.schedules.sweeper import (
+    INTAKE_STALLED_AFTER_S,
+    enqueue_stranded,
+    fail_stalled_intakes,
+)
+from tierline.workers.runtime import Runtime
 
 ROOT = Path(__file__).resolve().parents[2]
 POLICY = ROOT / "policies" / "demo.yaml"  # ingress_chunk 64: intake commits every 64 rows
@@ -128,8 +132,8 @@ def test_the_sweep_command_names_the_jobs_it_failed(client: Client, own_postgres
 
 def test_the_sweep_command_names_the_batch_intakes_it_hands_over_again(
         client: Client, own_postgres_url: str, tmp_path: Path) -> None:
-    from tierline.batches import Batches
-    from tierline.files import Upload
+    from tierline.producer.batches import Batches
+    from tierline.producer.files import Upload
 
     class BrokerDown(Batches):  # the batch is created while its intake cannot be handed over
         def _publish(self, job_id: str) -> bool:

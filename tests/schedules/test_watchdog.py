@@ -11,14 +11,15 @@ from pathlib import Path
 import pytest
 from sqlalchemy import select, update
 
-from router.policy import load_policy
-from schedules.watchdog import stall_after_s, watch
-from tierline.client import Client
-from workers import records, routing
-from workers.ledger import reconcile
-from workers.runtime import Runtime
-from workers.schema import jobs, requests, results
-from workers.settings import Settings
+from tierline.config.settings import Settings
+from tierline.producer.client import Client
+from tierline.record import records
+from tierline.record.ledger import reconcile
+from tierline.record.schema import jobs, requests, results
+from tierline.router.policy import load_policy
+from tierline.schedules.watchdog import stall_after_s, watch
+from tierline.workers import routing
+from tierline.workers.runtime import Runtime
 
 ROOT = Path(__file__).resolve().parents[2]
 POLICY = ROOT / "policies" / "demo.yaml"

@@ -55,9 +55,9 @@ def sim_files(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
 
 
 def spawn(*args: str | Path) -> tuple[subprocess.Popen[str], str]:
-    """Start ``python -m sim --port 0 ARGS`` and return it with its URL."""
+    """Start ``python -m tierline.sim --port 0 ARGS`` and return it with its URL."""
     proc = subprocess.Popen(
-        [sys.executable, "-m", "sim", "--port", "0", *map(str, args)],
+        [sys.executable, "-m", "tierline.sim", "--port", "0", *map(str, args)],
         cwd=ROOT,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,

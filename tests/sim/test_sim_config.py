@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from sim.fleet import SimConfigError, fleet_from_policy
+from tierline.sim.fleet import SimConfigError, fleet_from_policy
 
 ROOT = Path(__file__).resolve().parents[2]
 DEMO = ROOT / "policies" / "demo.yaml"
@@ -69,7 +69,7 @@ def test_cli_reports_bad_config_in_one_line_with_exit_code_2(tmp_path: Path) -> 
         [
             sys.executable,
             "-m",
-            "sim",
+            "tierline.sim",
             "--port",
             "0",
             "--policy",
@@ -90,7 +90,8 @@ def test_cli_reports_bad_config_in_one_line_with_exit_code_2(tmp_path: Path) -> 
 
 def test_cli_reports_missing_dataset_with_exit_code_2(tmp_path: Path) -> None:
     proc = subprocess.run(
-        [sys.executable, "-m", "sim", "--port", "0", "--replay", str(tmp_path / "none.jsonl")],
+        [sys.executable, "-m", "tierline.sim", "--port", "0", "--replay",
+         str(tmp_path / "none.jsonl")],
         cwd=ROOT,
         capture_output=True,
         text=True,
@@ -102,7 +103,7 @@ def test_cli_reports_missing_dataset_with_exit_code_2(tmp_path: Path) -> None:
 
 def test_cli_stops_cleanly_on_sigint() -> None:
     proc = subprocess.Popen(
-        [sys.executable, "-m", "sim", "--port", "0", "--policy", str(DEMO)],
+        [sys.executable, "-m", "tierline.sim", "--port", "0", "--policy", str(DEMO)],
         cwd=ROOT,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
@@ -118,7 +119,7 @@ def test_cli_stops_cleanly_on_sigint() -> None:
 
 def test_sim_imports_only_stdlib_yaml_and_click() -> None:
     code = (
-        "import sys, sim.cli, sim.loadgen\n"
+        "import sys, tierline.sim.cli, tierline.sim.loadgen\n"
         "bad = [m for m in sys.modules if m.split('.')[0] in "
         "{'tierline', 'router', 'workers', 'schedules', 'httpx', 'pydantic'}]\n"
         "print(','.join(bad))"

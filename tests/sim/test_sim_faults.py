@@ -7,8 +7,8 @@ import time
 
 import httpx
 
-from sim.fleet import Fleet, ModelProfile
-from sim.server import start
+from tierline.sim.fleet import Fleet, ModelProfile
+from tierline.sim.server import start
 
 FLEET = Fleet({"sim-a": ModelProfile(cold_start_s=0, ttft_s=0, jitter_s=0, per_token_s=0),
                "sim-b": ModelProfile(cold_start_s=0, ttft_s=0, jitter_s=0, per_token_s=0,
@@ -50,7 +50,7 @@ def test_a_bad_burst_request_is_a_400() -> None:
 
 
 def test_served_calls_are_counted_per_prompt_when_asked() -> None:
-    from sim.engine import prompt_digest
+    from tierline.sim.engine import prompt_digest
 
     counting = Fleet(FLEET.models, count_prompts=True)
     with start(counting) as sim:

@@ -10,9 +10,9 @@ from typing import Any
 import httpx
 import pytest
 
-from sim.fleet import Fleet, ModelProfile, fleet_for_models
-from sim.replay import load_replay
-from sim.server import start
+from tierline.sim.fleet import Fleet, ModelProfile, fleet_for_models
+from tierline.sim.replay import load_replay
+from tierline.sim.server import start
 
 QUICK = {"ttft_s": 0.0, "per_token_s": 0.0, "jitter_s": 0.0, "cold_start_s": 0.0}
 # One model that gets every answer wrong, one that gets every answer right.

@@ -10,9 +10,9 @@ from pathlib import Path
 import httpx
 import pytest
 
-from sim.fleet import fleet_for_models
-from sim.replay import load_replay
-from sim.server import start
+from tierline.sim.fleet import fleet_for_models
+from tierline.sim.replay import load_replay
+from tierline.sim.server import start
 
 ITEMS = [
     {

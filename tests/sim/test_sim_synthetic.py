@@ -6,10 +6,10 @@ from pathlib import Path
 
 import httpx
 
-from sim.fleet import Fleet, ModelProfile
-from sim.limits import SlidingWindow
-from sim.server import start
-from sim.synthetic import answer, load_gold, parse_classification
+from tierline.sim.fleet import Fleet, ModelProfile
+from tierline.sim.limits import SlidingWindow
+from tierline.sim.server import start
+from tierline.sim.synthetic import answer, load_gold, parse_classification
 
 LABELS = ["billing", "shipping", "returns", "card_lost"]
 TEXTS = [f"my order number {i} has not arrived yet" for i in range(60)]

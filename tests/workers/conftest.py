@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from workers.db import engine_for
+from tierline.record.db import engine_for
 
 
 @pytest.fixture(params=["sqlite", "postgres"])

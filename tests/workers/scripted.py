@@ -14,15 +14,16 @@ from typing import Any
 
 import yaml
 
-from router.policy import policy_from_dict
 from tests.conftest import publish_nowhere
-from tierline.client import Client
-from workers import execute, routing
-from workers.absorber_memory import MemoryAbsorberStore
-from workers.db import upgrade
-from workers.health import HealthStore
-from workers.runtime import Runtime
-from workers.settings import Settings
+from tierline.config.settings import Settings
+from tierline.producer.client import Client
+from tierline.record.db import upgrade
+from tierline.router.policy import policy_from_dict
+from tierline.workers import routing
+from tierline.workers.engine import execute
+from tierline.workers.engine.health import HealthStore
+from tierline.workers.runtime import Runtime
+from tierline.workers.stores.absorber_memory import MemoryAbsorberStore
 
 ROOT = Path(__file__).resolve().parents[2]
 DEMO = ROOT / "policies" / "demo.yaml"

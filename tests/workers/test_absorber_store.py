@@ -15,13 +15,13 @@ import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
-from router.absorber import BatchDecision, Limits, Reservation
-from router.errors import BudgetExceeded, PolicyError, Unavailable
-from router.policy import policy_from_dict
 from tests.conftest import redis_or_skip as shared_redis_or_skip
-from workers.absorber_memory import MemoryAbsorberStore
-from workers.absorber_redis import RedisAbsorberStore
-from workers.absorber_store import AbsorberStore, reservation_ids
+from tierline.router.errors import BudgetExceeded, PolicyError, Unavailable
+from tierline.router.live.absorber import BatchDecision, Limits, Reservation
+from tierline.router.policy import policy_from_dict
+from tierline.workers.stores.absorber_memory import MemoryAbsorberStore
+from tierline.workers.stores.absorber_redis import RedisAbsorberStore
+from tierline.workers.stores.absorber_store import AbsorberStore, reservation_ids
 
 REDIS_URL = os.environ.get("TIERLINE_TEST_REDIS_URL", "redis://127.0.0.1:6379/5")
 MIDNIGHT = 20_000 * 86_400.0  # 00:00 UTC

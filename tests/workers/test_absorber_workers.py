@@ -14,10 +14,10 @@ from typing import Any
 import pytest
 import redis
 
-from router.absorber import Limits
-from router.errors import BudgetExceeded
 from tests.conftest import redis_or_skip as shared_redis_or_skip
-from workers.absorber_redis import RedisAbsorberStore
+from tierline.router.errors import BudgetExceeded
+from tierline.router.live.absorber import Limits
+from tierline.workers.stores.absorber_redis import RedisAbsorberStore
 
 REDIS_URL = os.environ.get("TIERLINE_TEST_REDIS_URL", "redis://127.0.0.1:6379/5")
 NOON = 20_000 * 86_400.0 + 43_200.0  # a fixed UTC noon: the test never crosses midnight

@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from router.errors import InvalidInput
-from workers.bundles import listed, promote_bundle, promoted, register, rollback
-from workers.db import engine_for, upgrade
+from tierline.record.bundles import listed, promote_bundle, promoted, register, rollback
+from tierline.record.db import engine_for, upgrade
+from tierline.router.errors import InvalidInput
 
 ROOT = Path(__file__).resolve().parents[2]
 POLICY = {"tiers": {"t0": ["a"], "t1": ["b"]}, "strategy": {"kind": "cascade"}}

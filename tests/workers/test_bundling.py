@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from router.bundling import Item, bundle
+from tierline.router.live.bundling import Item, bundle
 
 RT, BATCH = ("t0", "nano", "realtime"), ("t0", "nano", "batch")
 

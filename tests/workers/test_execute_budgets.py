@@ -15,16 +15,17 @@ import pytest
 import yaml
 from sqlalchemy import func, select
 
-from router.absorber import Limits, scope_key
-from router.policy import policy_from_dict
 from tests.conftest import publish_nowhere
-from tierline.client import Client
-from workers import execute, routing
-from workers.absorber_memory import MemoryAbsorberStore
-from workers.db import upgrade
-from workers.runtime import Runtime
-from workers.schema import charges, results
-from workers.settings import Settings
+from tierline.config.settings import Settings
+from tierline.producer.client import Client
+from tierline.record.db import upgrade
+from tierline.record.schema import charges, results
+from tierline.router.live.absorber import Limits, scope_key
+from tierline.router.policy import policy_from_dict
+from tierline.workers import routing
+from tierline.workers.engine import execute
+from tierline.workers.runtime import Runtime
+from tierline.workers.stores.absorber_memory import MemoryAbsorberStore
 
 ROOT = Path(__file__).resolve().parents[2]
 ALL_T0 = {"low": "t0", "mid": "t0", "high": "t0"}
@@ -45,8 +46,8 @@ def _runtime(tmp_path: Path, sim_url: str, **changes: Any) -> Runtime:
 
 @pytest.fixture(scope="module")
 def sim_url() -> Iterator[str]:
-    from sim.fleet import fleet_from_policy
-    from sim.server import start
+    from tierline.sim.fleet import fleet_from_policy
+    from tierline.sim.server import start
 
     with start(fleet_from_policy(ROOT / "policies" / "demo.yaml", seed=3)) as server:
         yield server.url

@@ -10,8 +10,6 @@ from pathlib import Path
 import pytest
 from sqlalchemy import select
 
-from router.absorber import Limits, scope_key
-from router.labels import build_prompt
 from tests.workers.scripted import (
     a_minute_later,
     completion,
@@ -20,11 +18,15 @@ from tests.workers.scripted import (
     runtime,
     serve,
 )
-from workers import execute, jobs, routing
-from workers.ledger import reconcile
-from workers.runtime import Runtime, install
-from workers.schema import attempts, charges, requests, results
-from workers.tasks import call_models
+from tierline.record import jobs
+from tierline.record.ledger import reconcile
+from tierline.record.schema import attempts, charges, requests, results
+from tierline.router.learned.labels import build_prompt
+from tierline.router.live.absorber import Limits, scope_key
+from tierline.workers import routing
+from tierline.workers.engine import execute
+from tierline.workers.runtime import Runtime, install
+from tierline.workers.tasks import call_models
 
 # What each model says, whatever it is asked: the cheap one hedges, the others answer.
 ANSWERS = {"sim-nano": "Hmm, hard to say.", "sim-mid": "refund", "sim-frontier": "card_lost"}

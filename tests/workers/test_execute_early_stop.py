@@ -11,14 +11,14 @@ from typing import Any
 import pytest
 from sqlalchemy import select
 
-from router.absorber import Limits, scope_key
-from router.early_stop import EARLY_STOP
-from sim.fleet import Fleet, ModelProfile
-from sim.server import start
 from tests.workers.scripted import a_minute_later, demo_policy, route_here, runtime
-from workers import execute
-from workers.runtime import Runtime
-from workers.schema import attempts, charges, results
+from tierline.record.schema import attempts, charges, results
+from tierline.router.live.absorber import Limits, scope_key
+from tierline.router.live.early_stop import EARLY_STOP
+from tierline.sim.fleet import Fleet, ModelProfile
+from tierline.sim.server import start
+from tierline.workers.engine import execute
+from tierline.workers.runtime import Runtime
 
 QUICK = {"ttft_s": 0.0, "per_token_s": 0.0, "jitter_s": 0.0, "cold_start_s": 0.0}
 # The cheap model gets every answer wrong (low logprobs); the others get them right.

@@ -11,15 +11,16 @@ import pytest
 import yaml
 from sqlalchemy import select
 
-from router.policy import policy_from_dict
 from tests.conftest import publish_nowhere
-from tierline.client import Client
-from workers import execute, routing
-from workers.absorber_memory import MemoryAbsorberStore
-from workers.db import upgrade
-from workers.runtime import Runtime
-from workers.schema import attempts, results
-from workers.settings import Settings
+from tierline.config.settings import Settings
+from tierline.producer.client import Client
+from tierline.record.db import upgrade
+from tierline.record.schema import attempts, results
+from tierline.router.policy import policy_from_dict
+from tierline.workers import routing
+from tierline.workers.engine import execute
+from tierline.workers.runtime import Runtime
+from tierline.workers.stores.absorber_memory import MemoryAbsorberStore
 
 ROOT = Path(__file__).resolve().parents[2]
 GARBAGE = {
@@ -65,7 +66,8 @@ def test_garbage_answers_end_as_failed_attempts_with_the_reason(
     rt = Runtime(Settings("memory://", url, ROOT / "policies/demo.yaml"), policy_from_dict(data),
                  {}, absorber=MemoryAbsorberStore())
     client = Client(rt, publish=publish_nowhere)  # routed and answered here, below
-    # realtime: no time to wait out what could be an outage (router.breaker.retry_later_s)
+    # realtime: no time to wait out what could be an outage
+    # (tierline.router.live.breaker.retry_later_s)
     ids = client.submit_many(["hello", "world"], lane="realtime").request_ids
     routing.route(rt, ids, lambda bundle, _t, _l, _r: execute.execute(rt, bundle))
     with rt.engine.connect() as conn:

@@ -13,17 +13,17 @@ from typing import Any
 import pytest
 from sqlalchemy import select
 
-from router.breaker import FAILS_TO_OPEN, OPEN_S
-from router.bundle import bundle_of, save_bundle
-from router.labels import build_prompt
-from router.latency import MIN_CALLS
-from router.training import train_routing
 from tests import recorded
 from tests.workers.scripted import completion, demo_policy, route_here, runtime, serve
-from workers import execute
-from workers.health import HealthStore
-from workers.runtime import Runtime
-from workers.schema import attempts, charges, results
+from tierline.record.schema import attempts, charges, results
+from tierline.router.learned.bundle import bundle_of, save_bundle
+from tierline.router.learned.labels import build_prompt
+from tierline.router.learned.training import train_routing
+from tierline.router.live.breaker import FAILS_TO_OPEN, OPEN_S
+from tierline.router.live.latency import MIN_CALLS
+from tierline.workers.engine import execute
+from tierline.workers.engine.health import HealthStore
+from tierline.workers.runtime import Runtime
 
 SLOW_S = 0.6  # how long sim-mid takes to answer
 ANSWERS = {"sim-nano": "Hmm, hard to say.", "sim-mid": "refund", "sim-frontier": "card_lost"}
@@ -198,7 +198,7 @@ def test_a_request_with_time_to_wait_outlasts_an_outage_of_every_model_it_may_us
 
 def test_a_request_stops_waiting_for_a_model_that_stays_down(
         tmp_path: Path, models_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr("router.breaker.MAX_TRIES_DOWN", 3)
+    monkeypatch.setattr("tierline.router.live.breaker.MAX_TRIES_DOWN", 3)
     rt = _runtime(tmp_path, models_url, {"kind": "single"})
     DOWN.add("sim-nano")
     try:

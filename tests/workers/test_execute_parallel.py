@@ -11,11 +11,6 @@ from typing import Any
 import pytest
 from sqlalchemy import select
 
-from router.absorber import Limits, scope_key
-from router.aggregation import EVALUATOR_INSTRUCTION
-from router.labels import build_prompt
-from sim.fleet import Fleet, ModelProfile
-from sim.server import start
 from tests.workers.scripted import (
     a_minute_later,
     completion,
@@ -24,9 +19,14 @@ from tests.workers.scripted import (
     runtime,
     serve,
 )
-from workers import execute
-from workers.runtime import Runtime
-from workers.schema import attempts, charges, results
+from tierline.record.schema import attempts, charges, results
+from tierline.router.learned.labels import build_prompt
+from tierline.router.live.absorber import Limits, scope_key
+from tierline.router.strategies.aggregation import EVALUATOR_INSTRUCTION
+from tierline.sim.fleet import Fleet, ModelProfile
+from tierline.sim.server import start
+from tierline.workers.engine import execute
+from tierline.workers.runtime import Runtime
 
 LABELS = ["refund", "card_lost", "transfer"]
 PROMPT = build_prompt("where is my money", LABELS)

@@ -13,13 +13,13 @@ from typing import Any
 import pytest
 from sqlalchemy import select
 
-from router.absorber import Limits, scope_key
-from router.labels import build_prompt
 from tests.workers.scripted import completion, demo_policy, route_here, runtime, serve
-from workers import execute
-from workers.ledger import reconcile
-from workers.runtime import Runtime
-from workers.schema import attempts, requests, results
+from tierline.record.ledger import reconcile
+from tierline.record.schema import attempts, requests, results
+from tierline.router.learned.labels import build_prompt
+from tierline.router.live.absorber import Limits, scope_key
+from tierline.workers.engine import execute
+from tierline.workers.runtime import Runtime
 
 ANSWERS = {"sim-nano": "Hmm, hard to say.", "sim-mid": "refund", "sim-frontier": "card_lost"}
 LIMITED: set[str] = set()  # models answering 429 with Retry-After: 30

@@ -11,9 +11,16 @@ import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
-from router.breaker import FAILS_TO_OPEN, OPEN_S
-from router.latency import LatencySums, estimate, observe
-from workers.health import ANSWERED, CUT_OFF, FAILED, MemoryHealthStore, RedisHealthStore, Seen
+from tierline.router.live.breaker import FAILS_TO_OPEN, OPEN_S
+from tierline.router.live.latency import LatencySums, estimate, observe
+from tierline.workers.engine.health import (
+    ANSWERED,
+    CUT_OFF,
+    FAILED,
+    MemoryHealthStore,
+    RedisHealthStore,
+    Seen,
+)
 
 CALLS = [(120, 0.9), (40, 0.5), (300, 1.8), (80, 0.7), (200, 1.3), (10, 0.35)]
 

@@ -16,16 +16,16 @@ from typing import Any
 import pytest
 from sqlalchemy import Engine, event, func, select
 
-from router.decide import Decision
-from router.policy import load_policy
-from tierline.client import Client
-from tierline.intake import read_jsonl
-from workers import records
-from workers.db import upgrade
-from workers.records import AttemptRow, Price, ResultRow
-from workers.runtime import Runtime
-from workers.schema import charges, requests, results
-from workers.settings import Settings
+from tierline.config.settings import Settings
+from tierline.producer.client import Client
+from tierline.producer.intake import read_jsonl
+from tierline.record import records
+from tierline.record.db import upgrade
+from tierline.record.records import AttemptRow, Price, ResultRow
+from tierline.record.schema import charges, requests, results
+from tierline.router.live.decide import Decision
+from tierline.router.policy import load_policy
+from tierline.workers.runtime import Runtime
 
 ROOT = Path(__file__).resolve().parents[2]
 POLICY = ROOT / "policies" / "bench-instant.yaml"

@@ -10,8 +10,8 @@ from collections.abc import Callable
 
 import psycopg
 
-from tierline.listener import Listener, listener_for
-from workers.db import JOBS_CHANNEL, engine_for, notify_jobs
+from tierline.record.db import JOBS_CHANNEL, engine_for, notify_jobs
+from tierline.record.listener import Listener, listener_for
 
 
 def _ids(*names: str) -> list[str]:

@@ -9,11 +9,11 @@ from pathlib import Path
 import pytest
 from sqlalchemy import select
 
-from router.bundle import bundle_of, save_bundle
-from router.training import train_routing
 from tests import recorded
 from tests.workers.scripted import completion, demo_policy, route_here, runtime, serve
-from workers.schema import decisions, requests, results
+from tierline.record.schema import decisions, requests, results
+from tierline.router.learned.bundle import bundle_of, save_bundle
+from tierline.router.learned.training import train_routing
 
 PRICES = {"sim-nano": (0.1, 0.4), "sim-mid": (0.8, 3.2), "sim-frontier": (5.0, 20.0)}
 

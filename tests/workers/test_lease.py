@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import pytest
 
-from workers.app import _config
-from workers.lease import DEFAULT_VISIBILITY_S, Lease
-from workers.tasks import RETRY_MAX_S, retry_countdown_s
+from tierline.config.lease import DEFAULT_VISIBILITY_S, Lease
+from tierline.workers.app import _config
+from tierline.workers.tasks import RETRY_MAX_S, retry_countdown_s
 
 
 def test_a_killed_workers_messages_come_back_within_about_a_minute(

@@ -16,19 +16,19 @@ import pytest
 from prometheus_client import REGISTRY
 from prometheus_client.parser import text_string_to_metric_families
 
-from router.absorber import Limits
-from router.breaker import FAILS_TO_OPEN
-from router.policy import load_policy
 from tests.conftest import REDIS_URL, publish_nowhere, redis_or_skip
 from tests.workers.scripted import completion, demo_policy, route_here, runtime, serve
-from workers.absorber_redis import RedisAbsorberStore
-from workers.app import all_queues
-from workers.flower_queues import show_every_queue
-from workers.health import FAILED, RedisHealthStore, Seen
-from workers.metrics import metrics_app
-from workers.metrics_cluster import ClusterCollector
-from workers.settings import POLICY_DIR
-from workers.task_labels import label
+from tierline.config.settings import POLICY_DIR
+from tierline.metrics import metrics_app
+from tierline.router.live.absorber import Limits
+from tierline.router.live.breaker import FAILS_TO_OPEN
+from tierline.router.policy import load_policy
+from tierline.workers.app import all_queues
+from tierline.workers.engine.health import FAILED, RedisHealthStore, Seen
+from tierline.workers.flower_queues import show_every_queue
+from tierline.workers.metrics_cluster import ClusterCollector
+from tierline.workers.stores.absorber_redis import RedisAbsorberStore
+from tierline.workers.task_labels import label
 
 POLICY = load_policy(POLICY_DIR / "demo.yaml")
 
@@ -151,8 +151,8 @@ def test_flower_lists_the_policys_queues_beside_the_workers() -> None:
 
 def test_requests_a_cancelled_job_ends_are_counted_as_finished(tmp_path: Path,
                                                                models_url: str) -> None:
-    from tierline.client import Client
-    from workers.jobs import halt
+    from tierline.producer.client import Client
+    from tierline.record.jobs import halt
 
     rt = runtime(tmp_path, models_url, demo_policy({"kind": "cascade", "confidence_bar": 0.0}))
     client = Client(rt, publish=publish_nowhere)

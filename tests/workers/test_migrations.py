@@ -1,4 +1,4 @@
-"""The Alembic migrations build exactly the tables ``workers/schema.py`` describes, on the
+"""The Alembic migrations build exactly the tables ``tierline/record/schema.py`` describes, on the
 embedded mode's SQLite and on Postgres, and the latest one goes down and up again."""
 
 from __future__ import annotations
@@ -13,8 +13,8 @@ from alembic.config import Config
 from alembic.migration import MigrationContext
 
 import migrations
-from workers.db import engine_for, upgrade
-from workers.schema import metadata
+from tierline.record.db import engine_for, upgrade
+from tierline.record.schema import metadata
 
 
 def _differences(url: str) -> list[Any]:

@@ -14,13 +14,11 @@ from typing import Any
 import pytest
 from sqlalchemy import func, select
 
-from router.labels import build_prompt
-from schedules.reports import days_to_record, record_finished_days
 from tests.conftest import publish_nowhere
 from tests.workers.scripted import completion, demo_policy, route_here, runtime, serve
-from tierline.client import Client
-from workers.ledger import reconcile
-from workers.period_report import (
+from tierline.producer.client import Client
+from tierline.record.ledger import reconcile
+from tierline.record.period_report import (
     DAILY,
     DAY_S,
     compute,
@@ -31,8 +29,10 @@ from workers.period_report import (
     stored,
     top_price,
 )
-from workers.runtime import Runtime, install
-from workers.schema import reports
+from tierline.record.schema import reports
+from tierline.router.learned.labels import build_prompt
+from tierline.schedules.reports import days_to_record, record_finished_days
+from tierline.workers.runtime import Runtime, install
 
 LABELS = ["refund", "card_lost", "transfer"]
 

@@ -9,11 +9,18 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
-from router.early_stop import EARLY_STOP, EarlyStop
-from router.policy import ModelSpec
-from sim.fleet import Fleet, ModelProfile
-from sim.server import start
-from workers.providers import Call, Completion, Provider, provider_for, run_calls, shared_client
+from tierline.router.live.early_stop import EARLY_STOP, EarlyStop
+from tierline.router.policy import ModelSpec
+from tierline.sim.fleet import Fleet, ModelProfile
+from tierline.sim.server import start
+from tierline.workers.providers import (
+    Call,
+    Completion,
+    Provider,
+    provider_for,
+    run_calls,
+    shared_client,
+)
 
 QUICK = {"ttft_s": 0.0, "per_token_s": 0.0, "jitter_s": 0.0, "cold_start_s": 0.0}
 # sim-unsure gets every answer wrong (low logprobs), sim-sure every answer right.

@@ -6,9 +6,9 @@ from __future__ import annotations
 import httpx
 import pytest
 
-from router.errors import MalformedResponse, ProviderError, Rejected
-from workers.providers.base import Call
-from workers.providers.openai import OpenAIProvider
+from tierline.router.errors import MalformedResponse, ProviderError, Rejected
+from tierline.workers.providers.base import Call
+from tierline.workers.providers.openai import OpenAIProvider
 
 
 def _provider(body: bytes, sent: list[httpx.Request] | None = None) -> OpenAIProvider:

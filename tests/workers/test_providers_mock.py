@@ -11,7 +11,7 @@ from typing import Any
 import httpx
 import pytest
 
-from router.errors import (
+from tierline.router.errors import (
     DeadlineExceeded,
     MalformedResponse,
     ProviderError,
@@ -19,9 +19,9 @@ from router.errors import (
     Rejected,
     Unavailable,
 )
-from workers.providers.anthropic import AnthropicProvider
-from workers.providers.base import Call, Completion, Provider
-from workers.providers.openai import OpenAIProvider
+from tierline.workers.providers.anthropic import AnthropicProvider
+from tierline.workers.providers.base import Call, Completion, Provider
+from tierline.workers.providers.openai import OpenAIProvider
 
 Handler = Callable[[httpx.Request], httpx.Response]
 CALL = Call(

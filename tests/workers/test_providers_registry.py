@@ -6,14 +6,14 @@ from __future__ import annotations
 import httpx
 import pytest
 
-from router.errors import DeadlineExceeded, PolicyError, Rejected
-from router.policy import ModelSpec
-from workers.providers import PROVIDERS, Call, provider_for, providers_for
-from workers.providers.anthropic import AnthropicProvider
-from workers.providers.instant import InstantProvider
-from workers.providers.openai import OpenAIProvider
-from workers.providers.sse import Event, iter_events
-from workers.providers.wire import endpoint
+from tierline.router.errors import DeadlineExceeded, PolicyError, Rejected
+from tierline.router.policy import ModelSpec
+from tierline.workers.providers import PROVIDERS, Call, provider_for, providers_for
+from tierline.workers.providers.anthropic import AnthropicProvider
+from tierline.workers.providers.instant import InstantProvider
+from tierline.workers.providers.openai import OpenAIProvider
+from tierline.workers.providers.sse import Event, iter_events
+from tierline.workers.providers.wire import endpoint
 
 CLIENT = httpx.Client(transport=httpx.MockTransport(lambda request: httpx.Response(500)))
 

@@ -9,7 +9,7 @@ from collections.abc import Sequence
 
 import pytest
 
-from router.errors import (
+from tierline.router.errors import (
     DeadlineExceeded,
     MalformedResponse,
     ProviderError,
@@ -17,10 +17,10 @@ from router.errors import (
     Rejected,
     Unavailable,
 )
-from workers.providers.base import Call, Completion, TextStream
-from workers.providers.fanout import run_calls
-from workers.providers.instant import InstantProvider
-from workers.providers.retry import call_with_retries
+from tierline.workers.providers.base import Call, Completion, TextStream
+from tierline.workers.providers.fanout import run_calls
+from tierline.workers.providers.instant import InstantProvider
+from tierline.workers.providers.retry import call_with_retries
 
 CALL = Call(model="m", messages=[{"role": "user", "content": "hi"}], max_output_tokens=8)
 ANSWER = Completion("ok", 1, 1, False, 0.0, "stop", "m")

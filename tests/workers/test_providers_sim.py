@@ -14,9 +14,16 @@ from pathlib import Path
 import httpx
 import pytest
 
-from router.errors import RateLimited, Rejected, Unavailable
-from router.policy import load_policy
-from workers.providers import Call, Completion, Provider, provider_for, run_calls, shared_client
+from tierline.router.errors import RateLimited, Rejected, Unavailable
+from tierline.router.policy import load_policy
+from tierline.workers.providers import (
+    Call,
+    Completion,
+    Provider,
+    provider_for,
+    run_calls,
+    shared_client,
+)
 
 ROOT = Path(__file__).resolve().parents[2]
 POLICY = load_policy(ROOT / "policies" / "demo.yaml")
@@ -35,7 +42,8 @@ def sim_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """A simulator process on a free loopback port; its URL."""
     config = tmp_path_factory.mktemp("sim") / "sim.yaml"
     config.write_text(SIM_CONFIG)
-    command = [sys.executable, "-m", "sim", "--policy", "policies/demo.yaml", "--port", "0",
+    command = [sys.executable, "-m", "tierline.sim", "--policy", "policies/demo.yaml", "--port",
+               "0",
                "--config", str(config)]  # fmt: skip
     process = subprocess.Popen(
         command, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True

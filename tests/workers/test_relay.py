@@ -9,10 +9,18 @@ from collections.abc import Iterator
 
 import pytest
 
-from router.errors import Unavailable
-from workers.providers.base import Call, Completion, TextStream
-from workers.providers.retry import call_with_retries
-from workers.relay import KEEP_S, Event, MemoryRelay, RedisRelay, Relay, Sink, end_streams
+from tierline.router.errors import Unavailable
+from tierline.workers.engine.relay import (
+    KEEP_S,
+    Event,
+    MemoryRelay,
+    RedisRelay,
+    Relay,
+    Sink,
+    end_streams,
+)
+from tierline.workers.providers.base import Call, Completion, TextStream
+from tierline.workers.providers.retry import call_with_retries
 
 
 class _Recorder:
@@ -130,8 +138,8 @@ def test_redis_streams_expire(redis_url: str) -> None:
 
 
 def test_only_a_strategy_that_accepts_the_first_answer_relays() -> None:
-    from router.policy import StrategySpec
-    from workers.calls import relays
+    from tierline.router.policy import StrategySpec
+    from tierline.workers.engine.calls import relays
 
     assert relays(StrategySpec(kind="single"))
     # a cascade may replace the first answer, so nothing is shown before it is accepted

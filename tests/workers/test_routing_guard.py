@@ -12,10 +12,10 @@ from sqlalchemy import insert, select
 
 from tests.conftest import publish_nowhere
 from tests.workers.scripted import completion, demo_policy, route_here, runtime, serve
-from tierline.client import Client
-from workers import routing
-from workers.runtime import Runtime
-from workers.schema import attempts, decisions, results
+from tierline.producer.client import Client
+from tierline.record.schema import attempts, decisions, results
+from tierline.workers import routing
+from tierline.workers.runtime import Runtime
 
 
 @pytest.fixture(scope="module")
@@ -76,7 +76,7 @@ def test_shadow_calls_spend_does_not_move_routing(tmp_path: Path, models_url: st
 
 def test_a_step_machine_is_capped_and_counted_while_the_guard_is_on(
         tmp_path: Path, models_url: str) -> None:
-    from workers import metrics
+    from tierline import metrics
 
     data = demo_policy({"kind": "agreement"})
     data["guard"] = {"usd_per_1k_tokens_max": 0.01, "window_s": 30}

@@ -10,7 +10,7 @@ from typing import Any
 from sqlalchemy import select
 
 from tests.workers.scripted import completion, demo_policy, route_here, runtime, serve
-from workers.schema import attempts, results
+from tierline.record.schema import attempts, results
 
 
 def test_a_shadow_call_without_room_in_the_token_budget_is_skipped_not_waited_for(

@@ -13,10 +13,10 @@ from typing import Any
 from sqlalchemy import func, select
 
 from tests.workers.scripted import completion, demo_policy, route_here, runtime, serve
-from tierline.report import render
-from workers.ledger import reconcile, rollup
-from workers.period_report import compute, top_price
-from workers.schema import charges
+from tierline.cli.report import render
+from tierline.record.ledger import reconcile, rollup
+from tierline.record.period_report import compute, top_price
+from tierline.record.schema import charges
 
 PROMPTS = [f"what is {n} squared minus {n}?" for n in range(4)]
 

@@ -10,8 +10,8 @@ import pytest
 from sqlalchemy import select
 
 from tests.workers.scripted import completion, demo_policy, route_here, runtime, serve
-from workers.runtime import Runtime
-from workers.schema import attempts, results
+from tierline.record.schema import attempts, results
+from tierline.workers.runtime import Runtime
 
 
 def _answer(model: str, asked: str) -> tuple[int, dict[str, object]]:

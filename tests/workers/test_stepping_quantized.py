@@ -10,12 +10,12 @@ from typing import Any
 import pytest
 from sqlalchemy import select
 
-from router.bundle import bundle_of, save_bundle
-from router.training import train_routing
 from tests import recorded
 from tests.workers.scripted import completion, demo_policy, route_here, runtime, serve
-from workers.runtime import Runtime
-from workers.schema import attempts, results
+from tierline.record.schema import attempts, results
+from tierline.router.learned.bundle import bundle_of, save_bundle
+from tierline.router.learned.training import train_routing
+from tierline.workers.runtime import Runtime
 
 # How often each model is right in the recorded outcomes the bundle learns from.
 ACCURACY = {"sim-nano": 0.1, "sim-mid": 0.2, "sim-frontier": 1.0, "sim-frontier-4bit": 0.97}

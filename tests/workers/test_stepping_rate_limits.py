@@ -16,17 +16,18 @@ from typing import Any
 import pytest
 from sqlalchemy import select
 
-from router.absorber import Limits, scope_key
-from router.bundle import bundle_of, save_bundle
-from router.training import train_routing
 from tests import recorded
 from tests.conftest import publish_nowhere
 from tests.workers.scripted import completion, demo_policy, route_here, runtime, serve
-from tierline.client import Client
-from workers import execute, routing
-from workers.ledger import reconcile
-from workers.runtime import Runtime
-from workers.schema import attempts, results
+from tierline.producer.client import Client
+from tierline.record.ledger import reconcile
+from tierline.record.schema import attempts, results
+from tierline.router.learned.bundle import bundle_of, save_bundle
+from tierline.router.learned.training import train_routing
+from tierline.router.live.absorber import Limits, scope_key
+from tierline.workers import routing
+from tierline.workers.engine import execute
+from tierline.workers.runtime import Runtime
 
 ANSWERS = {"sim-nano": "Hmm, hard to say.", "sim-mid": "refund", "sim-alt": "refund",
            "sim-frontier": "card_lost"}

@@ -14,17 +14,19 @@ from pathlib import Path
 import pytest
 from sqlalchemy import func, select, text
 
-from schedules.report_html import gather, page
-from schedules.watchdog import watch
 from tests.conftest import publish_nowhere
 from tests.workers.scripted import completion, demo_policy, route_here, runtime, serve
-from tierline.client import Client
-from workers import ahead, execute, jobs, routing
-from workers.ahead import Ahead
-from workers.ledger import reconcile, unknowns
-from workers.period_report import compute, day_start_s, top_price
-from workers.runtime import Runtime
-from workers.schema import attempts, charges, pending_attempts, requests, results
+from tierline.producer.client import Client
+from tierline.record import ahead, jobs
+from tierline.record.ahead import Ahead
+from tierline.record.ledger import reconcile, unknowns
+from tierline.record.period_report import compute, day_start_s, top_price
+from tierline.record.schema import attempts, charges, pending_attempts, requests, results
+from tierline.schedules.report_html import gather, page
+from tierline.schedules.watchdog import watch
+from tierline.workers import routing
+from tierline.workers.engine import execute
+from tierline.workers.runtime import Runtime
 
 CALLS: list[str] = []
 

@@ -7,7 +7,7 @@ the API key (:mod:`tierline.gateway.auth`: the YAML keys file and the database's
 the key's limits (:mod:`tierline.gateway.quota`).
 
 ``POST /v1/chat/completions`` accepts one request, waits for its answer within the lane's
-latency budget (:mod:`tierline.chat`), and answers in OpenAI's shape plus a ``tierline``
+latency budget (:mod:`tierline.gateway.chat`), and answers in OpenAI's shape plus a ``tierline``
 object (request id, job id, tier, USD, lane). The lane comes from the ``X-Tierline-Lane``
 header (default ``realtime``); ``Idempotency-Key`` is the request's idempotency key, so a
 repeat returns the earlier request's answer and does no new work. The body's ``model`` is
@@ -15,7 +15,8 @@ not obeyed: tierline picks the model, and the answer names it. ``"stream": true`
 answered as server-sent events in OpenAI's chunk shape.
 
 ``/v1/files`` and ``/v1/batches`` serve OpenAI's Files and Batch APIs for batch work
-(:mod:`tierline.batches`, :mod:`tierline.batch_intake`, :mod:`tierline.files`).
+(:mod:`tierline.producer.batches`, :mod:`tierline.producer.batch_intake`,
+:mod:`tierline.producer.files`).
 """
 
 from tierline.gateway.app import make_app

@@ -13,19 +13,19 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route, Router
 
-from tierline.batches import Batches
-from tierline.chat import MAX_WAIT_S, Chat
-from tierline.client import Client
 from tierline.gateway import routes_chat, routes_files
 from tierline.gateway.auth import Authenticator
+from tierline.gateway.chat import MAX_WAIT_S, Chat
 from tierline.gateway.context import Gateway
 from tierline.gateway.errors import HttpError
 from tierline.gateway.guard import App, Guard, Receive, Scope, Send
+from tierline.gateway.keys_file import Keys
 from tierline.gateway.limits import DEFAULT_LIMITS, Limits
 from tierline.gateway.quota import Quota
-from tierline.gateway_keys import Keys
-from workers import api_keys, realtime
-from workers.request_counter import MemoryCounter, RedisCounter, RequestCounter
+from tierline.producer.batches import Batches
+from tierline.producer.client import Client
+from tierline.record import api_keys, realtime
+from tierline.workers.stores.request_counter import MemoryCounter, RedisCounter, RequestCounter
 
 Handler = Callable[[Request], Awaitable[Response]]
 METHODS = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]
@@ -46,8 +46,8 @@ def _path(path: str, **handlers: Handler) -> Route:
 
 
 async def _metrics(request: Request) -> Response:
-    """This process's counters in Prometheus' text format (workers/metrics.py)."""
-    from workers.metrics import CONTENT_TYPE_LATEST, render
+    """This process's counters in Prometheus' text format (tierline/metrics.py)."""
+    from tierline.metrics import CONTENT_TYPE_LATEST, render
 
     return Response(await asyncio.to_thread(render), media_type=CONTENT_TYPE_LATEST)
 

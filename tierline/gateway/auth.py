@@ -1,7 +1,7 @@
 """Who is calling: an ``Authorization: Bearer <key>`` header turned into a tenant and its limits.
 
-Keys come from the YAML keys file (:mod:`tierline.gateway_keys`) and from the database
-(``tierline keys create``, :mod:`workers.api_keys`); either may be absent. With neither, the
+Keys come from the YAML keys file (:mod:`tierline.gateway.keys_file`) and from the database
+(``tierline keys create``, :mod:`tierline.record.api_keys`); either may be absent. With neither, the
 gateway is open and every caller is tenant ``default``. A key is looked up by its SHA-256
 digest; database keys are cached for ``Limits.key_cache_s`` so a busy gateway does not read the key
 table per request (a revocation takes effect within that time).
@@ -15,8 +15,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from tierline.gateway.errors import unauthorized
-from tierline.gateway_keys import Keys, digest
-from workers.api_keys import KeyRecord
+from tierline.gateway.keys_file import Keys, digest
+from tierline.record.api_keys import KeyRecord
 
 CACHE_S = 10.0
 OPEN = None  # an open gateway's tenant: the Client's default

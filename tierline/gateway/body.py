@@ -3,7 +3,8 @@
 The declared ``Content-Length`` is refused at once when over the limit (413, nothing read);
 a chunked or lying body is counted as it comes and refused as soon as the count passes the
 limit. A body that pauses longer than the read timeout is 408. JSON is parsed by
-:func:`router.untrusted.loads` (depth, number size, NUL, lone surrogates): 400 with a reason.
+:func:`tierline.router.untrusted.loads` (depth, number size, NUL, lone surrogates): 400 with a
+reason.
 """
 
 from __future__ import annotations
@@ -14,9 +15,9 @@ from typing import Any
 
 from starlette.requests import ClientDisconnect, Request
 
-from router.errors import InvalidInput
-from router.untrusted import loads
 from tierline.gateway.errors import HttpError, bad, too_large
+from tierline.router.errors import InvalidInput
+from tierline.router.untrusted import loads
 
 
 async def chunks(request: Request, limit: int,

@@ -9,10 +9,10 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import Response
 
-from tierline.batches import Batches
-from tierline.chat import Chat
-from tierline.client import Client
+from tierline.gateway.chat import Chat
 from tierline.gateway.limits import Limits
+from tierline.producer.batches import Batches
+from tierline.producer.client import Client
 
 DEFAULT_TENANT = "default"
 

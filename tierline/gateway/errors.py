@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import logging
 
-from tierline.openai_shapes import HttpError, bad
+from tierline.producer.openai_shapes import HttpError, bad
 
 log = logging.getLogger("tierline.gateway")
 

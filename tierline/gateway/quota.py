@@ -3,7 +3,8 @@
 as OpenAI answers it).
 
 Requests are counted in one-minute windows in a store every gateway process shares
-(:mod:`workers.request_counter`). Spending is read from the ledger (``charges``) and cached
+(:mod:`tierline.workers.stores.request_counter`). Spending is read from the ledger (``charges``)
+and cached
 for ``Limits.spent_cache_s``, so a burst may overshoot a budget by what it costs in that time.
 If the counter's store (Redis) fails, requests are served uncounted, and the log says so.
 """
@@ -18,7 +19,7 @@ from decimal import Decimal
 
 from tierline.gateway.auth import Identity
 from tierline.gateway.errors import HttpError, log
-from workers.request_counter import RequestCounter
+from tierline.workers.stores.request_counter import RequestCounter
 
 WINDOW_S = 60
 DAY_S = 86_400

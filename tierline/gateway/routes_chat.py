@@ -1,5 +1,5 @@
 """``POST /v1/chat/completions`` and ``GET /v1/models``: one request routed and answered, whole
-or as server-sent events (the chat logic is in :mod:`tierline.chat`)."""
+or as server-sent events (the chat logic is in :mod:`tierline.gateway.chat`)."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from starlette.responses import Response, StreamingResponse
 from tierline.gateway import body
 from tierline.gateway.context import Gateway, json_response, tenant_of
 from tierline.gateway.errors import HttpError, log
-from tierline.openai_shapes import streaming
+from tierline.producer.openai_shapes import streaming
 
 
 async def completions(request: Request) -> Response:

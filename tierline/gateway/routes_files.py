@@ -1,5 +1,6 @@
 """OpenAI's Files and Batch APIs: ``/v1/files`` and ``/v1/batches`` (the logic is in
-:mod:`tierline.files`, :mod:`tierline.batches` and :mod:`tierline.batch_intake`)."""
+:mod:`tierline.producer.files`, :mod:`tierline.producer.batches` and
+:mod:`tierline.producer.batch_intake`)."""
 
 from __future__ import annotations
 
@@ -9,10 +10,10 @@ from starlette.formparsers import MultiPartException, MultiPartParser
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 
-from tierline.files import ORDERS, OUTPUT_PURPOSE, Download, Upload
 from tierline.gateway import body
 from tierline.gateway.context import Gateway, json_response, owner_of
 from tierline.gateway.errors import bad
+from tierline.producer.files import ORDERS, OUTPUT_PURPOSE, Download, Upload
 
 DEFAULT_LIST_LIMIT, MAX_LIST_LIMIT = 20, 100  # batches, as OpenAI pages them
 DEFAULT_FILES_LIMIT = MAX_FILES_LIMIT = 10_000  # files, likewise

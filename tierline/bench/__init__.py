@@ -1,0 +1,1 @@
+"""The benches of routing and learning that ``tierline bench`` runs."""

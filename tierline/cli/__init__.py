@@ -1,0 +1,1 @@
+"""The command line: ``tierline`` and its commands. Nothing imports it."""

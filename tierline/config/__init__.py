@@ -1,0 +1,1 @@
+"""What tierline runs with: settings read once from the environment, and the lease they set."""

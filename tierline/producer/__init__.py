@@ -1,0 +1,1 @@
+"""The producer side: the Python API, job specs, batch intake, classification jobs."""

@@ -1,0 +1,1 @@
+"""Offline evaluation: strategies and baselines replayed on recorded outcomes."""

@@ -1,0 +1,1 @@
+"""The learned parts of routing: routers, scorers, judges and their training."""

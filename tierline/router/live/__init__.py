@@ -1,0 +1,1 @@
+"""Live decisions: bands, tiers, deferral, escalation, budgets, health and the guard."""

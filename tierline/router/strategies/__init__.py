@@ -1,0 +1,1 @@
+"""Routing strategies as pure step machines, the same offline and live."""

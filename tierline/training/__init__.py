@@ -1,0 +1,1 @@
+"""Training routing bundles from recorded outcomes and from shadowed traffic."""

@@ -1,0 +1,1 @@
+"""The stores every process shares: the absorber's budgets and request counters."""

@@ -36,7 +36,7 @@ def client(stack: dict[str, str], use_broker: Any) -> Client:
 
 
 def _workload(n: int) -> list[dict[str, object]]:
-    sample = [json.loads(line) for line in (ROOT / "tierline/samples/demo.jsonl").open()]
+    sample = [json.loads(line) for line in (ROOT / "tierline/cli/samples/demo.jsonl").open()]
     lanes = ("realtime", "standard", "batch")
     return [{**sample[i % len(sample)], "id": f"it-{i}", "lane": lanes[i % 3]} for i in range(n)]
 

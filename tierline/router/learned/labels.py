@@ -1,6 +1,6 @@
 """Classification labels: validating a label set, building prompts, reading the label back.
 
-Prompts follow the simulator's convention (sim/README.md), which is also what the instant
+Prompts follow the simulator's convention (tierline/sim/README.md), which is also what the instant
 provider reads: an instruction line, ``Labels: a, b, c``, a ``Text:`` line, the text on one
 line, and a final ``Label:`` cue. Reading an answer back is tolerant of what models add —
 case, quotes, punctuation, a ``Label:`` prefix, ``_``/``-``/space spelled differently — and

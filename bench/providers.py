@@ -28,7 +28,7 @@ sys.path.insert(0, str(ROOT))  # run as a script from anywhere
 import httpx  # noqa: E402
 
 from tierline.router.policy import load_policy  # noqa: E402
-from tierline.workers.providers import Call, Completion, provider_for, run_calls  # noqa: E402
+from tierline.workers.providers import Completion, ModelCall, provider_for, run_calls  # noqa: E402
 from tierline.workers.providers.client import new_client  # noqa: E402
 from tierline.workers.providers.instant import InstantProvider  # noqa: E402
 
@@ -92,7 +92,7 @@ def overhead(url: str, calls: int, rounds: int) -> tuple[float, float]:
     client = new_client()
     spec = load_policy(ROOT / "policies" / "demo.yaml").models["sim-nano"]
     provider = provider_for(spec, client=client, env={"TIERLINE_SIM_URL": url})
-    call = Call(model="sim-nano", messages=MESSAGES, max_output_tokens=32)
+    call = ModelCall(model="sim-nano", messages=MESSAGES, max_output_tokens=32)
     payload = {"model": "sim-nano", "messages": MESSAGES, "max_tokens": 32, "temperature": 0}
     endpoint = f"{url}/v1/chat/completions"
 
@@ -122,7 +122,7 @@ def bundle(url: str, repeats: int) -> tuple[float, float]:
     spec = load_policy(ROOT / "policies" / "demo.yaml").models["sim-frontier"]
     provider = provider_for(spec, client=client, env={"TIERLINE_SIM_URL": url})
     calls = [
-        Call(model="sim-frontier", messages=MESSAGES, max_output_tokens=32, key=i)
+        ModelCall(model="sim-frontier", messages=MESSAGES, max_output_tokens=32, key=i)
         for i in range(BUNDLE_SIZE)
     ]
     providers = {"sim-frontier": provider}
@@ -147,7 +147,7 @@ def instant_rate(n: int) -> float:
     """Calls per second of the in-process instant provider (tierline's floor cost)."""
     provider, call = (
         InstantProvider(),
-        Call(model="instant", messages=MESSAGES, max_output_tokens=32),
+        ModelCall(model="instant", messages=MESSAGES, max_output_tokens=32),
     )
     started = time.perf_counter()
     for _ in range(n):

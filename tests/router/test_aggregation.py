@@ -1,4 +1,4 @@
-"""Bringing parallel answers to one: the vote, the evaluator's prompt and the reading of its
+"""Bringing parallel answers to one: the panel_vote, the evaluator's prompt and the reading of its
 reply, as tables."""
 
 from __future__ import annotations
@@ -14,8 +14,8 @@ from tierline.router.strategies.aggregation import (
     answer_of,
     evaluator_prompt,
     majority,
+    panel_vote,
     read_pick,
-    vote,
 )
 from tierline.router.strategies.basic import vote as strategies_vote
 from tierline.router.strategies.steps import Attempt
@@ -50,7 +50,7 @@ def test_answer_of_reads_labels_letters_and_numbers(prompt: str, response: str,
     # one each: the priciest model's answer
     ([_c("nano", "refund", 1), _c("top", "transfer", 25)], 1, "transfer", TIE),
     ([_c("top", "transfer", 25), _c("nano", "refund", 1)], 0, "transfer", TIE),
-    # a response with no label does not vote
+    # a response with no label does not panel_vote
     ([_c("nano", "hmm", 1), _c("mid", "refund", 4), _c("top", "not sure", 25)],
      1, "refund", MAJORITY),
     # nothing to count: the most capable model's response
@@ -59,19 +59,20 @@ def test_answer_of_reads_labels_letters_and_numbers(prompt: str, response: str,
 ])
 def test_vote_takes_the_majority_and_breaks_ties_to_the_pricier(
         candidates: list[Candidate], chosen: int, answer: str | None, decided_by: str) -> None:
-    verdict = vote(LABELLED, candidates)
+    verdict = panel_vote(LABELLED, candidates)
     assert (verdict.chosen, verdict.answer, verdict.decided_by) == (chosen, answer, decided_by)
 
 
 def test_vote_records_who_gave_each_answer() -> None:
-    verdict = vote(CHOICE, [_c("a", "the answer is (C)", 1), _c("b", "answer: C", 2),
+    verdict = panel_vote(CHOICE, [_c("a", "the answer is (C)", 1), _c("b", "answer: C", 2),
                             _c("c", "the answer is (A)", 3)])
     assert verdict.votes == {"A": ["c"], "C": ["b", "a"]}
     assert verdict.chosen == 1  # b: the pricier of C's supporters
 
 
 def test_free_text_is_never_counted() -> None:
-    verdict = vote(FREE, [_c("a", "Red leaves, 5 falling", 1), _c("b", "Cold wind, 5 falling", 9)])
+    verdict = panel_vote(FREE, [_c("a", "Red leaves, 5 falling", 1),
+                                _c("b", "Cold wind, 5 falling", 9)])
     assert (verdict.chosen, verdict.decided_by, verdict.votes) == (1, NO_ANSWER, {})
 
 
@@ -104,7 +105,7 @@ def test_an_evaluator_needs_a_choice() -> None:
     with pytest.raises(ValueError):
         evaluator_prompt(FREE, ["only one"])
     with pytest.raises(ValueError):
-        vote(FREE, [])
+        panel_vote(FREE, [])
 
 
 @pytest.mark.parametrize(("answers", "strength", "chosen", "decided_by"), [
@@ -114,7 +115,7 @@ def test_an_evaluator_needs_a_choice() -> None:
     (["A", "B"], [(0.5, 3), (0.5, 3)], 0, TIE),  # equal strength: the one listed first
     (["B", "A", "A", "B"], [(0, 2), (0, 1), (0, 2), (0, 1)], 0, TIE),  # B's strongest is first
     ([None, None], [(0.2, 1), (0.6, 1)], 1, NO_ANSWER),  # nothing to count: the strongest
-    ([None, None, "C"], [(0.9, 9), (0.9, 9), (0.1, 1)], 2, MAJORITY),  # None does not vote
+    ([None, None, "C"], [(0.9, 9), (0.9, 9), (0.1, 1)], 2, MAJORITY),  # None does not panel_vote
 ])
 def test_one_vote_rule_majority_then_the_strongest_supporter(
         answers: list[str | None], strength: list[tuple[float, float]], chosen: int,
@@ -131,7 +132,7 @@ def test_the_panel_vote_and_the_trained_parallel_vote_pick_the_same_response(
         texts: list[str]) -> None:
     models = [f"m{i}" for i in range(len(texts))]
     price = {m: float(1 + 3 * i) for i, m in enumerate(models)}
-    panel = vote(LABELLED, [_c(m, t, price[m]) for m, t in zip(models, texts, strict=True)])
+    panel = panel_vote(LABELLED, [_c(m, t, price[m]) for m, t in zip(models, texts, strict=True)])
     trained = strategies_vote([Attempt(m, t, answer_of(LABELLED, t))
                                for m, t in zip(models, texts, strict=True)],
                               {m: 0.5 for m in models}, price)

@@ -29,7 +29,7 @@ from tierline.router.learned.labels import (
 )
 from tierline.router.live.escalation import JUDGES
 from tierline.router.strategies.aggregation import Candidate as PanelCandidate
-from tierline.router.strategies.aggregation import answer_of, read_pick, vote
+from tierline.router.strategies.aggregation import answer_of, panel_vote, read_pick
 from tierline.router.strategies.steps import Attempt
 
 FAST = settings(max_examples=25, deadline=None,
@@ -104,7 +104,8 @@ def test_every_free_judge_scores_any_response_or_abstains(text: str) -> None:
 @FAST
 @given(st.lists(HOSTILE, min_size=1, max_size=3), st.integers(2, 5))
 def test_panels_vote_and_read_picks_from_any_responses(texts: list[str], n: int) -> None:
-    verdict = vote(PROMPT, [PanelCandidate(f"m{i}", t, float(i)) for i, t in enumerate(texts)])
+    verdict = panel_vote(PROMPT, [PanelCandidate(f"m{i}", t, float(i))
+                                  for i, t in enumerate(texts)])
     assert 0 <= verdict.chosen < len(texts)
     answer_of(PROMPT, texts[0])
     pick = read_pick(texts[0], n)

@@ -92,11 +92,11 @@ def a_minute_later(rt: Runtime) -> Runtime:
                    health=rt.health, relay=rt.relay)
 
 
-def route_here(rt: Runtime, prompts: list[Any]) -> list[execute.Outcome]:
+def route_here(rt: Runtime, prompts: list[Any]) -> list[execute.BundleReport]:
     """Accept the requests, route them and answer each bundle in this thread."""
     client = Client(rt, publish=publish_nowhere)  # routed and answered here, below
     ids = client.submit_many(prompts, lane="batch").request_ids
-    outcomes: list[execute.Outcome] = []
+    outcomes: list[execute.BundleReport] = []
     routing.route(rt, ids, lambda bundle, _t, _l, resumed: outcomes.append(
         execute.execute(rt, bundle, resumed=resumed)))
     return outcomes

@@ -59,8 +59,8 @@ def _accept(rt: Runtime, prompts: list[str]) -> list[str]:
     return client.submit_many(prompts, lane="batch").request_ids
 
 
-def _run(rt: Runtime, ids: list[str]) -> list[execute.Outcome]:
-    outcomes: list[execute.Outcome] = []
+def _run(rt: Runtime, ids: list[str]) -> list[execute.BundleReport]:
+    outcomes: list[execute.BundleReport] = []
     routing.route(rt, ids, lambda bundle, _t, _l, _r: outcomes.append(
         execute.execute(rt, bundle)))
     return outcomes

@@ -14,8 +14,8 @@ from tierline.router.policy import ModelSpec
 from tierline.sim.fleet import Fleet, ModelProfile
 from tierline.sim.server import start
 from tierline.workers.providers import (
-    Call,
     Completion,
+    ModelCall,
     Provider,
     provider_for,
     run_calls,
@@ -42,8 +42,8 @@ def _provider(url: str, kind: str = "openai") -> Provider:
     return provider_for(spec, client=shared_client(), env={})
 
 
-def _call(model: str, rule: EarlyStop | None = RULE) -> Call:
-    return Call(model=model, messages=[{"role": "user", "content": PROMPT}],
+def _call(model: str, rule: EarlyStop | None = RULE) -> ModelCall:
+    return ModelCall(model=model, messages=[{"role": "user", "content": PROMPT}],
                 max_output_tokens=MAX_OUTPUT_TOKENS, early_stop=rule)
 
 

@@ -7,7 +7,7 @@ import httpx
 import pytest
 
 from tierline.router.errors import MalformedResponse, ProviderError, Rejected
-from tierline.workers.providers.base import Call
+from tierline.workers.providers.base import ModelCall
 from tierline.workers.providers.openai import OpenAIProvider
 
 
@@ -26,8 +26,8 @@ def _answer(content: bytes) -> bytes:
             b'"message": {"role": "assistant", "content": ' + content + b"}}]}")
 
 
-def _call(text: str = "hi") -> Call:
-    return Call(model="m-1", messages=[{"role": "user", "content": text}], max_output_tokens=8)
+def _call(text: str = "hi") -> ModelCall:
+    return ModelCall(model="m-1", messages=[{"role": "user", "content": text}], max_output_tokens=8)
 
 
 def test_a_request_with_a_lone_surrogate_is_rejected_without_being_sent() -> None:

@@ -20,11 +20,11 @@ from tierline.router.errors import (
     Unavailable,
 )
 from tierline.workers.providers.anthropic import AnthropicProvider
-from tierline.workers.providers.base import Call, Completion, Provider
+from tierline.workers.providers.base import Completion, ModelCall, Provider
 from tierline.workers.providers.openai import OpenAIProvider
 
 Handler = Callable[[httpx.Request], httpx.Response]
-CALL = Call(
+CALL = ModelCall(
     model="m-1",
     messages=[
         {"role": "system", "content": "Be brief."},
@@ -182,7 +182,8 @@ def test_anthropic_without_system_message_sends_no_system_field() -> None:
         body = {"content": [{"type": "text", "text": "hi"}], "stop_reason": "max_tokens"}
         return httpx.Response(200, json=body)
 
-    call = Call(model="m-1", messages=[{"role": "user", "content": "hello"}], max_output_tokens=4)
+    call = ModelCall(model="m-1", messages=[{"role": "user", "content": "hello"}],
+                     max_output_tokens=4)
     completion = anthropic(handler).complete(call, timeout_s=5)
     assert "system" not in seen[0]
     assert completion.finish_reason == "length" and completion.usage_estimated is True
@@ -357,7 +358,7 @@ def test_openai_stream_yields_deltas_and_usage_from_the_final_chunk() -> None:
 def test_complete_of_a_streaming_call_assembles_the_stream() -> None:
     seen: list[httpx.Request] = []
     handler = sse(openai_chunk("Hi", "stop"), "data: [DONE]")
-    call = Call(model="m-1", messages=CALL.messages, max_output_tokens=8, stream=True)
+    call = ModelCall(model="m-1", messages=CALL.messages, max_output_tokens=8, stream=True)
     completion = openai(recorded(seen, handler)).complete(call, timeout_s=5)
     assert completion.text == "Hi" and json.loads(seen[0].content)["stream"] is True
 

@@ -8,7 +8,7 @@ import pytest
 
 from tierline.router.errors import DeadlineExceeded, PolicyError, Rejected
 from tierline.router.policy import ModelSpec
-from tierline.workers.providers import PROVIDERS, Call, provider_for, providers_for
+from tierline.workers.providers import PROVIDERS, ModelCall, provider_for, providers_for
 from tierline.workers.providers.anthropic import AnthropicProvider
 from tierline.workers.providers.instant import InstantProvider
 from tierline.workers.providers.openai import OpenAIProvider
@@ -128,7 +128,7 @@ def test_endpoint_accepts_base_urls_with_or_without_v1(base_url: str, path: str,
 
 # -- instant provider ---------------------------------------------------------------------
 
-CALL = Call(
+CALL = ModelCall(
     model="instant",
     messages=[
         {"role": "system", "content": "You classify support tickets."},
@@ -150,14 +150,14 @@ def test_instant_answers_a_classification_prompt_with_a_listed_label() -> None:
 
 
 def test_instant_is_deterministic_and_picks_a_label_even_when_none_is_named() -> None:
-    call = Call(model="i", messages=[{"role": "user", "content": "Hmm.\nLabels: a, b or c"}],
+    call = ModelCall(model="i", messages=[{"role": "user", "content": "Hmm.\nLabels: a, b or c"}],
                 max_output_tokens=4)  # fmt: skip
     answers = {InstantProvider().complete(call, timeout_s=1).text for _ in range(5)}
     assert len(answers) == 1 and answers <= {"a", "b", "c"}
 
 
 def test_instant_answers_other_prompts_with_bounded_deterministic_text() -> None:
-    call = Call(model="i", messages=[{"role": "user", "content": "Explain " * 50}],
+    call = ModelCall(model="i", messages=[{"role": "user", "content": "Explain " * 50}],
                 max_output_tokens=5)  # fmt: skip
     first = InstantProvider().complete(call, timeout_s=1)
     assert InstantProvider().complete(call, timeout_s=1).text == first.text

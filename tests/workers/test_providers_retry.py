@@ -17,12 +17,12 @@ from tierline.router.errors import (
     Rejected,
     Unavailable,
 )
-from tierline.workers.providers.base import Call, Completion, TextStream
+from tierline.workers.providers.base import Completion, ModelCall, TextStream
 from tierline.workers.providers.fanout import run_calls
 from tierline.workers.providers.instant import InstantProvider
 from tierline.workers.providers.retry import call_with_retries
 
-CALL = Call(model="m", messages=[{"role": "user", "content": "hi"}], max_output_tokens=8)
+CALL = ModelCall(model="m", messages=[{"role": "user", "content": "hi"}], max_output_tokens=8)
 ANSWER = Completion("ok", 1, 1, False, 0.0, "stop", "m")
 
 
@@ -59,7 +59,7 @@ class Scripted:
         self.cost_s = cost_s
         self.timeouts_s: list[float] = []
 
-    def complete(self, call: Call, *, timeout_s: float) -> Completion:
+    def complete(self, call: ModelCall, *, timeout_s: float) -> Completion:
         self.timeouts_s.append(timeout_s)
         self.clock.now_s += self.cost_s
         outcome = self.script.pop(0)
@@ -67,7 +67,7 @@ class Scripted:
             raise outcome
         return outcome
 
-    def stream(self, call: Call, *, timeout_s: float) -> TextStream:
+    def stream(self, call: ModelCall, *, timeout_s: float) -> TextStream:
         raise NotImplementedError
 
 
@@ -186,7 +186,7 @@ class Sleepy:
         self.in_flight = 0
         self.peak = 0
 
-    def complete(self, call: Call, *, timeout_s: float) -> Completion:
+    def complete(self, call: ModelCall, *, timeout_s: float) -> Completion:
         with self.lock:
             self.in_flight += 1
             self.peak = max(self.peak, self.in_flight)
@@ -202,13 +202,14 @@ class Sleepy:
             with self.lock:
                 self.in_flight -= 1
 
-    def stream(self, call: Call, *, timeout_s: float) -> TextStream:
+    def stream(self, call: ModelCall, *, timeout_s: float) -> TextStream:
         raise NotImplementedError
 
 
-def calls_of(model: str, texts: Sequence[str]) -> list[Call]:
+def calls_of(model: str, texts: Sequence[str]) -> list[ModelCall]:
     return [
-        Call(model=model, messages=[{"role": "user", "content": t}], max_output_tokens=8, key=t)
+        ModelCall(model=model, messages=[{"role": "user", "content": t}], max_output_tokens=8,
+                  key=t)
         for t in texts
     ]
 

@@ -17,8 +17,8 @@ import pytest
 from tierline.router.errors import RateLimited, Rejected, Unavailable
 from tierline.router.policy import load_policy
 from tierline.workers.providers import (
-    Call,
     Completion,
+    ModelCall,
     Provider,
     provider_for,
     run_calls,
@@ -82,9 +82,9 @@ def sim_provider(url: str, model: str, kind: str = "openai") -> Provider:
     return provider_for(spec, client=shared_client(), env={"TIERLINE_SIM_URL": url})
 
 
-def ask(model: str, text: str = "Is this review positive? Labels: positive, negative") -> Call:
+def ask(model: str, text: str = "Is this review positive? Labels: positive, negative") -> ModelCall:
     messages = [{"role": "system", "content": "Answer briefly."}, {"role": "user", "content": text}]
-    return Call(model=model, messages=messages, max_output_tokens=64, key=text)
+    return ModelCall(model=model, messages=messages, max_output_tokens=64, key=text)
 
 
 @pytest.mark.parametrize("kind", ["openai", "anthropic"])

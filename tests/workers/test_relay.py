@@ -19,7 +19,7 @@ from tierline.workers.engine.relay import (
     Sink,
     end_streams,
 )
-from tierline.workers.providers.base import Call, Completion, TextStream
+from tierline.workers.providers.base import Completion, ModelCall, TextStream
 from tierline.workers.providers.retry import call_with_retries
 
 
@@ -41,10 +41,10 @@ class _Words:
     def __init__(self, answer: str, failures: int = 0, fail_after: int = 2) -> None:
         self.answer, self.failures, self.fail_after = answer, failures, fail_after
 
-    def complete(self, call: Call, *, timeout_s: float) -> Completion:
+    def complete(self, call: ModelCall, *, timeout_s: float) -> Completion:
         return Completion(self.answer, 3, len(self.answer.split()), False, 0.0, "stop", call.model)
 
-    def stream(self, call: Call, *, timeout_s: float) -> TextStream:
+    def stream(self, call: ModelCall, *, timeout_s: float) -> TextStream:
         failing = self.failures > 0
         self.failures -= 1
 
@@ -58,8 +58,8 @@ class _Words:
         return TextStream(words(), lambda: self.complete(call, timeout_s=timeout_s))
 
 
-def _call(sink: _Recorder | None) -> Call:
-    return Call(model="m", messages=[{"role": "user", "content": "hi"}], max_output_tokens=8,
+def _call(sink: _Recorder | None) -> ModelCall:
+    return ModelCall(model="m", messages=[{"role": "user", "content": "hi"}], max_output_tokens=8,
                 sink=sink)
 
 
@@ -83,7 +83,7 @@ def test_a_retried_call_begins_again_so_the_reader_can_void_the_broken_text() ->
 
 def test_a_call_without_a_sink_is_not_streamed() -> None:
     class WholeOnly(_Words):
-        def stream(self, call: Call, *, timeout_s: float) -> TextStream:
+        def stream(self, call: ModelCall, *, timeout_s: float) -> TextStream:
             raise AssertionError("streamed without a sink")
 
     done = call_with_retries(WholeOnly("x y"), _call(None), deadline_at=time.time() + 5)
@@ -166,7 +166,7 @@ def test_ending_streams_on_a_failing_relay_is_logged_not_raised(
 
 def test_a_relay_that_fails_never_fails_the_call() -> None:
     sink = Sink(Down(), "r", "m")
-    call = Call(model="m", messages=[{"role": "user", "content": "hi"}], max_output_tokens=8,
+    call = ModelCall(model="m", messages=[{"role": "user", "content": "hi"}], max_output_tokens=8,
                 sink=sink)
     done = call_with_retries(_Words("still answered"), call, deadline_at=time.time() + 5)
     assert done.text == "still answered" and sink.broken

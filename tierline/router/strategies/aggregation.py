@@ -9,7 +9,7 @@ Pure: the tier worker calls the models (tierline/workers/engine/panel.py) and ha
   supporter's own. Strength is the learned P(correct) where a trained router gives one,
   then the price (pricier = abler); equal strengths go to the one listed first. With no
   answer to read anywhere (free text), the strongest model's response stands.
-- :func:`vote`: that rule over a panel's texts, reading each answer from its response.
+- :func:`panel_vote`: that rule over a panel's texts, reading each answer from its response.
 - :func:`evaluator_prompt` / :func:`read_pick`: the prompt that asks an evaluator model for
   the number of the best candidate, and the reading of its reply (None when it names no
   single candidate, so the caller falls back to the vote).
@@ -102,7 +102,7 @@ def answer_of(prompt: str, response: str) -> str | None:
     return extract_auto(response)
 
 
-def vote(prompt: str, candidates: Sequence[Candidate]) -> Verdict:
+def panel_vote(prompt: str, candidates: Sequence[Candidate]) -> Verdict:
     """:func:`majority` over the answers read from the candidates' texts, ranked by price."""
     if not candidates:
         raise ValueError("vote needs at least one candidate")

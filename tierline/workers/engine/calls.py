@@ -29,8 +29,8 @@ from tierline.router.live.latency import estimate
 from tierline.router.policy import ModelLimits, StrategySpec
 from tierline.workers.engine.health import ANSWERED, CUT_OFF, FAILED, Seen
 from tierline.workers.engine.relay import Sink
-from tierline.workers.providers.base import Call, Completion
-from tierline.workers.providers.fanout import Outcome, run_calls
+from tierline.workers.providers.base import Completion, ModelCall
+from tierline.workers.providers.fanout import Reply, run_calls
 from tierline.workers.routing import estimate_tokens
 from tierline.workers.runtime import Runtime
 
@@ -50,8 +50,8 @@ def prices_of(rt: Runtime) -> dict[str, Price]:
 
 
 def call_round(rt: Runtime, due: Sequence[tuple[Request, str]], started: float,
-               seqs: Sequence[int] | None = None, shadow: bool = False) -> list[Outcome]:
-    """Call ``model`` for each ``(request, model)`` at once; outcomes in the same order.
+               seqs: Sequence[int] | None = None, shadow: bool = False) -> list[Reply]:
+    """ModelCall ``model`` for each ``(request, model)`` at once; outcomes in the same order.
 
     Calls the model health registry advises against are not made: a model whose breaker is
     open (:class:`CircuitOpen`), or one that cannot be expected to finish before the
@@ -69,7 +69,7 @@ def call_round(rt: Runtime, due: Sequence[tuple[Request, str]], started: float,
     deadlines = [min(request.deadline_at, started + cap_s) for request, _ in due]
     skipped = _advised_against(rt, due, deadlines, started)
     asked = [i for i in range(len(due)) if i not in skipped]
-    calls = [Call(model=api_name(rt, model), messages=request.messages,
+    calls = [ModelCall(model=api_name(rt, model), messages=request.messages,
                   max_output_tokens=request.max_output_tokens, key=i, early_stop=rule,
                   sink=Sink(rt.relay, request.id, model) if relayed(rt, request) else None)
              for i, (request, model) in ((i, due[i]) for i in asked)]
@@ -97,7 +97,7 @@ def call_round(rt: Runtime, due: Sequence[tuple[Request, str]], started: float,
                if (isinstance(reply, CutOff) or type(reply) is DeadlineExceeded)
                and deadlines[i] < due[i][0].deadline_at else reply
                for i, reply in zip(asked, replies, strict=True)]
-    outcomes: dict[int, Outcome] = {**skipped, **dict(zip(asked, replies, strict=True))}
+    outcomes: dict[int, Reply] = {**skipped, **dict(zip(asked, replies, strict=True))}
     return [outcomes[i] for i in range(len(due))]
 
 
@@ -116,7 +116,7 @@ def _write_ahead(rt: Runtime, calls: Sequence[tuple[Request, str, int]], started
     return {j for j, c in enumerate(ahead_calls) if c.id not in written}
 
 
-def _seen(call: tuple[Request, str], reply: Outcome, allowed_s: float) -> Seen | None:
+def _seen(call: tuple[Request, str], reply: Reply, allowed_s: float) -> Seen | None:
     """What the model health registry learns from a call's end, if anything."""
     request, model = call
     if isinstance(reply, Completion):
@@ -129,12 +129,12 @@ def _seen(call: tuple[Request, str], reply: Outcome, allowed_s: float) -> Seen |
 
 
 def _advised_against(rt: Runtime, due: Sequence[tuple[Request, str]],
-                     deadlines: Sequence[float], started: float) -> dict[int, Outcome]:
+                     deadlines: Sequence[float], started: float) -> dict[int, Reply]:
     """The calls not to make, by position: the model's breaker is open, or (with
     ``failure.fail_fast``) its expected latency exceeds what is left of the budget."""
     health = rt.health.read({model for _, model in due})
     estimates = {m: e for m, h in health.items() if (e := estimate(m, h.latency)) is not None}
-    skipped: dict[int, Outcome] = {}
+    skipped: dict[int, Reply] = {}
     for i, (request, model) in enumerate(due):
         if model in health and (why := health[model].breaker.refusal(model, started)):
             skipped[i] = CircuitOpen(why)
@@ -250,7 +250,7 @@ def reserve_round(rt: Runtime, planned: Sequence[tuple[Request, str]], now_s: fl
 
 
 def settle_round(rt: Runtime, held: dict[int, list[Reservation]],
-                 answers: dict[int, Outcome]) -> None:
+                 answers: dict[int, Reply]) -> None:
     """Swap holds for the usage the providers reported; a failed call gives its holds back."""
     used = [(res, answer.tokens_in + answer.tokens_out) for i, group in held.items()
             if isinstance(answer := answers[i], Completion) for res in group]

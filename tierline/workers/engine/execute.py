@@ -65,7 +65,7 @@ from tierline.workers.engine.calls import (
 from tierline.workers.engine.panel import Asked, PanelPlan
 from tierline.workers.engine.relay import end_streams
 from tierline.workers.providers.base import Completion
-from tierline.workers.providers.fanout import Outcome as CallOutcome
+from tierline.workers.providers.fanout import Reply
 from tierline.workers.runtime import Runtime
 from tierline.workers.transient import TRANSIENT_DB_ERRORS, transient
 
@@ -75,7 +75,7 @@ WRITE_RETRY_MAX_S = 4.0
 
 
 @dataclass
-class Outcome:
+class BundleReport:
     """What a bundle came to: how many requests ended, and which wait for budget."""
 
     finished: int = 0
@@ -112,7 +112,7 @@ class _Pending:
 
 
 def execute(rt: Runtime, request_ids: Sequence[str], now: Callable[[], float] = time.time,
-            *, resumed: bool = False) -> Outcome:
+            *, resumed: bool = False) -> BundleReport:
     """Answer a bundle of routed requests.
 
     Safe to run twice: requests that already have a result are skipped, and attempt,
@@ -137,7 +137,7 @@ def execute(rt: Runtime, request_ids: Sequence[str], now: Callable[[], float] = 
     work = [(replace(r, max_output_tokens=output_cap_for_band(d.band, caps, r.max_output_tokens)),
              d) for r in todo
             if (d := decided.get(r.id)) is not None and not expired(r.deadline_at, began)]
-    outcome = Outcome()
+    outcome = BundleReport()
     if steps_live(rt.policy):  # a step machine
         attempts, results = stepping.run(rt, work, earlier, outcome, now,
                                          began + lease.rounds_s)
@@ -191,7 +191,7 @@ def _start(rt: Runtime, request: Request, decision: Decision, escalates: bool,
 
 
 def _run_chains(rt: Runtime, work: Sequence[tuple[Request, Decision]],
-                earlier: Mapping[str, OnRecord], outcome: Outcome, now: Callable[[], float],
+                earlier: Mapping[str, OnRecord], outcome: BundleReport, now: Callable[[], float],
                 rounds_until: float = float("inf")
                 ) -> tuple[list[AttemptRow], list[ResultRow]]:
     """The decided model first, falling back along its chain; cascades climb on weak answers;
@@ -290,14 +290,14 @@ def _run_chains(rt: Runtime, work: Sequence[tuple[Request, Decision]],
     return attempts, panel.with_cost_multipliers(rt, attempts, results, earlier)
 
 
-def _out_of_time(outcome: CallOutcome) -> bool:
+def _out_of_time(outcome: Reply) -> bool:
     """Whether a failed call leaves no time for another: a model too slow for what is left
     was not called, so a faster one of the chain may still be."""
     return isinstance(outcome, DeadlineExceeded) and not isinstance(outcome, TooSlow)
 
 
 def _answers(rt: Runtime, due: list[tuple[_Pending, str]], started: float
-             ) -> list[CallOutcome]:
+             ) -> list[Reply]:
     """Each due call's outcome, in order: the kept answer where there is one, else the
     model's reply, all asked at once."""
     asked = [i for i, (p, model) in enumerate(due) if model not in p.kept]
@@ -337,10 +337,10 @@ def _panel_vote(rt: Runtime, plan: PanelPlan | None, p: _Pending, asked: list[As
     return chosen
 
 
-def _by_request(due: list[tuple[_Pending, str]], answers: Sequence[CallOutcome]
-                ) -> list[tuple[_Pending, list[tuple[str, CallOutcome]]]]:
+def _by_request(due: list[tuple[_Pending, str]], answers: Sequence[Reply]
+                ) -> list[tuple[_Pending, list[tuple[str, Reply]]]]:
     """A round's calls grouped by request, in order: its own model first, then verifiers."""
-    grouped: list[tuple[_Pending, list[tuple[str, CallOutcome]]]] = []
+    grouped: list[tuple[_Pending, list[tuple[str, Reply]]]] = []
     for (p, model), answer in zip(due, answers, strict=True):
         if not grouped or grouped[-1][0] is not p:
             grouped.append((p, []))

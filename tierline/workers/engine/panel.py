@@ -31,8 +31,8 @@ from tierline.router.strategies.aggregation import (
     Candidate,
     answer_of,
     evaluator_prompt,
+    panel_vote,
     read_pick,
-    vote,
 )
 from tierline.workers.engine.calls import (
     attempt_row,
@@ -42,7 +42,7 @@ from tierline.workers.engine.calls import (
     settle_round,
 )
 from tierline.workers.providers.base import Completion
-from tierline.workers.providers.fanout import Outcome
+from tierline.workers.providers.fanout import Reply
 from tierline.workers.runtime import Runtime
 
 EVALUATOR_MAX_OUTPUT_TOKENS = 16  # the reply is one number
@@ -103,7 +103,7 @@ class Asked:
 
     model: str
     seq: int
-    outcome: Outcome
+    outcome: Reply
 
 
 def decide(policy: Policy, prompt: str, asked: Sequence[Asked], detail: dict[str, Any]
@@ -121,7 +121,7 @@ def decide(policy: Policy, prompt: str, asked: Sequence[Asked], detail: dict[str
     if not answered:
         return None
     whole = [a for a in answered if _text(a)[1] != EARLY_STOP] or answered
-    verdict = vote(prompt, [Candidate(a.model, _text(a)[0], capability(policy, a.model))
+    verdict = panel_vote(prompt, [Candidate(a.model, _text(a)[0], capability(policy, a.model))
                             for a in whole])
     detail.update(votes=verdict.votes, decided_by=verdict.decided_by, answer=verdict.answer)
     return whole[verdict.chosen], whole

@@ -58,7 +58,7 @@ from tierline.workers.providers.base import Completion
 from tierline.workers.runtime import Runtime
 
 if TYPE_CHECKING:
-    from tierline.workers.engine.execute import Outcome
+    from tierline.workers.engine.execute import BundleReport
 
 MAX_ROUNDS = 16
 
@@ -80,7 +80,7 @@ class _State:
 
 
 def run(rt: Runtime, work: Sequence[tuple[Request, Decision]], earlier: Mapping[str, OnRecord],
-        outcome: Outcome, now: Callable[[], float], rounds_until: float = float("inf")
+        outcome: BundleReport, now: Callable[[], float], rounds_until: float = float("inf")
         ) -> tuple[list[AttemptRow], list[ResultRow]]:
     """Step every request of the bundle to an accepted answer.
 

@@ -15,8 +15,8 @@ import httpx
 
 from tierline.router.errors import MalformedResponse, Unavailable
 from tierline.workers.providers.base import (
-    Call,
     Completion,
+    ModelCall,
     checked_text,
     messages_text,
     usage_or_estimate,
@@ -52,7 +52,7 @@ class AnthropicProvider(HttpProvider):
             headers["x-api-key"] = api_key
         super().__init__(endpoint(base_url, "messages"), headers, client)
 
-    def payload(self, call: Call, *, stream: bool) -> dict[str, Any]:
+    def payload(self, call: ModelCall, *, stream: bool) -> dict[str, Any]:
         """The request body: system messages joined into ``system``, the rest in order."""
         system = [m["content"] for m in call.messages if m.get("role") == "system"]
         body: dict[str, Any] = {
@@ -67,17 +67,17 @@ class AnthropicProvider(HttpProvider):
             body["stream"] = True
         return body
 
-    def parse(self, body: dict[str, Any], call: Call, *, latency_s: float) -> Completion:
+    def parse(self, body: dict[str, Any], call: ModelCall, *, latency_s: float) -> Completion:
         return parse_message(body, call, latency_s=latency_s)
 
-    def read_stream(self, response: httpx.Response, call: Call, *, deadline_at: float
+    def read_stream(self, response: httpx.Response, call: ModelCall, *, deadline_at: float
                     ) -> StreamReader:
         state = _StreamState()
         deltas = _deltas(response, call, state, deadline_at=deadline_at)
         return deltas, lambda latency_s: state.completion(call, latency_s)
 
 
-def parse_message(body: dict[str, Any], call: Call, *, latency_s: float) -> Completion:
+def parse_message(body: dict[str, Any], call: ModelCall, *, latency_s: float) -> Completion:
     """A Completion from a Messages body, or MalformedResponse naming what is missing."""
     model = call.model
     content = body.get("content")
@@ -122,7 +122,7 @@ class _StreamState:
     usage: dict[str, Any] = field(default_factory=dict)
     model: str | None = None
 
-    def completion(self, call: Call, latency_s: float) -> Completion:
+    def completion(self, call: ModelCall, latency_s: float) -> Completion:
         """The assembled answer, held to the same rules as a non-streamed one."""
         body = {
             "content": [{"type": "text", "text": "".join(self.pieces)}],
@@ -134,7 +134,7 @@ class _StreamState:
 
 
 def _deltas(
-    response: httpx.Response, call: Call, state: _StreamState, *, deadline_at: float
+    response: httpx.Response, call: ModelCall, state: _StreamState, *, deadline_at: float
 ) -> Iterator[str]:
     """Text deltas until ``message_stop``; a stream that ends before it is MalformedResponse."""
     model = call.model

@@ -1,4 +1,4 @@
-"""What every provider speaks: a ``Call`` in, a ``Completion`` out, errors from the tree."""
+"""What every provider speaks: a ``ModelCall`` in, a ``Completion`` out, errors from the tree."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ Message = dict[str, str]  # chat format: {"role": ..., "content": ...}
 
 
 @dataclass(frozen=True, slots=True)
-class Call:
+class ModelCall:
     """One model call: ``model`` is the name sent to the API; ``key`` is the caller's match key.
 
     ``stream`` asks ``complete`` to read the answer as a stream (for servers that only report
@@ -62,11 +62,11 @@ class Provider(Protocol):
     """A model API; raises only ``tierline.router.errors.ProviderError`` subclasses (and
     ``DeadlineExceeded`` before calling when ``timeout_s`` is not positive)."""
 
-    def complete(self, call: Call, *, timeout_s: float) -> Completion:
+    def complete(self, call: ModelCall, *, timeout_s: float) -> Completion:
         """Ask for one whole answer within ``timeout_s`` seconds."""
         ...
 
-    def stream(self, call: Call, *, timeout_s: float) -> TextStream:
+    def stream(self, call: ModelCall, *, timeout_s: float) -> TextStream:
         """Ask for an answer as text deltas; the ``Completion`` is on the stream afterwards."""
         ...
 

@@ -12,10 +12,10 @@ from collections.abc import Callable, Hashable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 
 from tierline.router.errors import DeadlineExceeded, ProviderError, Rejected
-from tierline.workers.providers.base import Call, Completion, Provider
+from tierline.workers.providers.base import Completion, ModelCall, Provider
 from tierline.workers.providers.retry import MAX_ATTEMPTS, call_with_retries
 
-Outcome = Completion | ProviderError | DeadlineExceeded
+Reply = Completion | ProviderError | DeadlineExceeded
 DEFAULT_POOL_THREADS = 128  # threads only wait on sockets; the pool grows on demand
 
 log = logging.getLogger(__name__)
@@ -54,18 +54,19 @@ def _semaphore(model: str, limit: int) -> threading.BoundedSemaphore:
 
 
 def run_calls(
-    calls: Sequence[Call],
+    calls: Sequence[ModelCall],
     providers: Mapping[str, Provider],
     *,
     max_concurrency: int | Mapping[str, int],
     deadline_at: float | Mapping[Hashable, float],
     max_attempts: int = MAX_ATTEMPTS,
     now: Callable[[], float] = time.time,
-) -> list[Outcome]:
+) -> list[Reply]:
     """Run ``calls`` concurrently; each outcome in input order is a Completion or the error.
 
-    ``providers`` and ``max_concurrency`` are keyed by ``Call.model``; ``deadline_at`` is one
-    epoch time for the bundle or a mapping from ``Call.key``. Never raises for a call's failure.
+    ``providers`` and ``max_concurrency`` are keyed by ``ModelCall.model``; ``deadline_at`` is one
+    epoch time for the bundle or a mapping from ``ModelCall.key``. Never raises for a call's
+    failure.
     """
     pool = executor()
     futures = [
@@ -91,13 +92,13 @@ def _limit(max_concurrency: int | Mapping[str, int], model: str) -> int:
 
 
 def _run_one(
-    call: Call,
+    call: ModelCall,
     provider: Provider | None,
     limit: int,
     deadline_at: float,
     max_attempts: int,
     now: Callable[[], float],
-) -> Outcome:
+) -> Reply:
     """One call inside its model's slot; any failure becomes the returned outcome."""
     try:
         if provider is None:

@@ -10,7 +10,7 @@ from typing import Any
 
 import httpx
 
-from tierline.workers.providers.base import Call, Completion, TextStream, require_budget
+from tierline.workers.providers.base import Completion, ModelCall, TextStream, require_budget
 from tierline.workers.providers.wire import read_json, send
 
 StreamReader = tuple[Iterator[str], Callable[[float], Completion]]  # deltas; finish(latency_s)
@@ -26,26 +26,26 @@ class HttpProvider:
         self._headers = headers
         self._client = client
 
-    def payload(self, call: Call, *, stream: bool) -> dict[str, Any]:
+    def payload(self, call: ModelCall, *, stream: bool) -> dict[str, Any]:
         """The request body for ``call``."""
         raise NotImplementedError
 
-    def parse(self, body: dict[str, Any], call: Call, *, latency_s: float) -> Completion:
+    def parse(self, body: dict[str, Any], call: ModelCall, *, latency_s: float) -> Completion:
         """A Completion from a whole response body, or MalformedResponse."""
         raise NotImplementedError
 
-    def read_stream(self, response: httpx.Response, call: Call, *, deadline_at: float
+    def read_stream(self, response: httpx.Response, call: ModelCall, *, deadline_at: float
                     ) -> StreamReader:
         """The text deltas of a streamed response, and how to assemble the Completion."""
         raise NotImplementedError
 
-    def _send(self, call: Call, *, stream: bool, timeout_s: float) -> httpx.Response:
+    def _send(self, call: ModelCall, *, stream: bool, timeout_s: float) -> httpx.Response:
         require_budget(timeout_s, call.model)
         return send(self._client, self._url, headers=self._headers,
                     payload=self.payload(call, stream=stream), timeout_s=timeout_s,
                     model=call.model)
 
-    def complete(self, call: Call, *, timeout_s: float) -> Completion:
+    def complete(self, call: ModelCall, *, timeout_s: float) -> Completion:
         """Ask for one whole answer within ``timeout_s``; ``call.stream`` streams it in."""
         if call.stream:
             return self.stream(call, timeout_s=timeout_s).read()
@@ -57,7 +57,7 @@ class HttpProvider:
             response.close()
         return self.parse(body, call, latency_s=time.monotonic() - started)
 
-    def stream(self, call: Call, *, timeout_s: float) -> TextStream:
+    def stream(self, call: ModelCall, *, timeout_s: float) -> TextStream:
         """Send now (errors before the first token raise here); deltas come as read."""
         started = time.monotonic()
         response = self._send(call, stream=True, timeout_s=timeout_s)

@@ -11,8 +11,8 @@ from collections.abc import Iterator
 import httpx
 
 from tierline.workers.providers.base import (
-    Call,
     Completion,
+    ModelCall,
     TextStream,
     estimate_tokens,
     messages_text,
@@ -42,7 +42,7 @@ class InstantProvider:
     ) -> None:
         del base_url, api_key, client  # accepted for the registry's uniform constructor
 
-    def complete(self, call: Call, *, timeout_s: float) -> Completion:
+    def complete(self, call: ModelCall, *, timeout_s: float) -> Completion:
         """Answer ``call`` now."""
         require_budget(timeout_s, call.model)
         started = time.perf_counter()
@@ -58,7 +58,7 @@ class InstantProvider:
             model=call.model,
         )
 
-    def stream(self, call: Call, *, timeout_s: float) -> TextStream:
+    def stream(self, call: ModelCall, *, timeout_s: float) -> TextStream:
         """The same answer, a word at a time."""
         completion = self.complete(call, timeout_s=timeout_s)
         return TextStream(_words(completion.text), lambda: completion)

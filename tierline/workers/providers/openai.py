@@ -20,8 +20,8 @@ import httpx
 from tierline.router.errors import MalformedResponse, Unavailable
 from tierline.router.live.early_stop import EARLY_STOP, StopMonitor
 from tierline.workers.providers.base import (
-    Call,
     Completion,
+    ModelCall,
     checked_text,
     messages_text,
     usage_or_estimate,
@@ -49,7 +49,7 @@ class OpenAIProvider(HttpProvider):
             headers["authorization"] = f"Bearer {api_key}"
         super().__init__(endpoint(base_url, "chat/completions"), headers, client)
 
-    def payload(self, call: Call, *, stream: bool) -> dict[str, Any]:
+    def payload(self, call: ModelCall, *, stream: bool) -> dict[str, Any]:
         """The request body for ``call``."""
         body: dict[str, Any] = {
             "model": call.model,
@@ -65,23 +65,23 @@ class OpenAIProvider(HttpProvider):
                 body["logprobs"] = True
         return body
 
-    def complete(self, call: Call, *, timeout_s: float) -> Completion:
+    def complete(self, call: ModelCall, *, timeout_s: float) -> Completion:
         """One whole answer; streamed when early stop needs its per-token logprobs."""
         if call.early_stop is not None and not call.stream:
             call = replace(call, stream=True)
         return super().complete(call, timeout_s=timeout_s)
 
-    def parse(self, body: dict[str, Any], call: Call, *, latency_s: float) -> Completion:
+    def parse(self, body: dict[str, Any], call: ModelCall, *, latency_s: float) -> Completion:
         return parse_completion(body, call, latency_s=latency_s)
 
-    def read_stream(self, response: httpx.Response, call: Call, *, deadline_at: float
+    def read_stream(self, response: httpx.Response, call: ModelCall, *, deadline_at: float
                     ) -> StreamReader:
         state = _StreamState()
         deltas = _deltas(response, call, state, deadline_at=deadline_at)
         return deltas, lambda latency_s: state.completion(call, latency_s)
 
 
-def parse_completion(body: dict[str, Any], call: Call, *, latency_s: float) -> Completion:
+def parse_completion(body: dict[str, Any], call: ModelCall, *, latency_s: float) -> Completion:
     """A Completion from a chat-completions body, or MalformedResponse naming what is missing."""
     model = call.model
     choices = body.get("choices")
@@ -125,7 +125,7 @@ class _StreamState:
     model: str | None = None
     monitor: StopMonitor | None = None  # set when the call asked for early stop
 
-    def completion(self, call: Call, latency_s: float) -> Completion:
+    def completion(self, call: ModelCall, latency_s: float) -> Completion:
         """The assembled answer, held to the same rules as a non-streamed one."""
         usage = self.usage
         if self.finish_reason == EARLY_STOP and not usage and self.monitor is not None:
@@ -141,7 +141,7 @@ class _StreamState:
 
 
 def _deltas(
-    response: httpx.Response, call: Call, state: _StreamState, *, deadline_at: float
+    response: httpx.Response, call: ModelCall, state: _StreamState, *, deadline_at: float
 ) -> Iterator[str]:
     """Text deltas until ``[DONE]``, or until early stop says enough; a stream that ends
     without either is MalformedResponse."""

@@ -8,7 +8,7 @@ import time
 from collections.abc import Callable
 
 from tierline.router.errors import CutOff, DeadlineExceeded, ProviderError, RateLimited, Unavailable
-from tierline.workers.providers.base import Call, Completion, Provider
+from tierline.workers.providers.base import Completion, ModelCall, Provider
 
 BASE_BACKOFF_S = 0.25
 MAX_BACKOFF_S = 8.0
@@ -29,7 +29,7 @@ def backoff_s(attempt: int, error: ProviderError, rng: random.Random) -> float:
 
 def call_with_retries(
     provider: Provider,
-    call: Call,
+    call: ModelCall,
     *,
     deadline_at: float,
     now: Callable[[], float] = time.time,
@@ -71,7 +71,7 @@ def call_with_retries(
             sleep(wait_s)
 
 
-def _one_attempt(provider: Provider, call: Call, timeout_s: float) -> Completion:
+def _one_attempt(provider: Provider, call: ModelCall, timeout_s: float) -> Completion:
     """The whole answer; with a sink, streamed into it as it arrives."""
     if call.sink is None:
         return provider.complete(call, timeout_s=timeout_s)

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from tierline.router.policy import StrategySpec
 from tierline.router.strategies.agreement import Agreement, answer_key, normalised, passes_checks
 from tierline.router.strategies.steps import Accept, Attempt, Call, RequestView
+from tierline.router.strategy_spec import StrategySpec
 
 TIERS = ("nano", "small", "mid", "top")
 VIEW = RequestView("Tom has 3 apples and buys 4 more. How many? Answer:")

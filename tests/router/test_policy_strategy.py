@@ -10,7 +10,8 @@ import pytest
 import yaml
 
 from tierline.router.errors import PolicyError
-from tierline.router.policy import STRATEGY_KINDS, policy_from_dict
+from tierline.router.policy import policy_from_dict
+from tierline.router.strategy_spec import STRATEGY_KINDS
 
 DEMO = Path(__file__).resolve().parents[2] / "policies" / "demo.yaml"
 

@@ -34,3 +34,13 @@ def test_retries_after_a_fault_back_off_but_stay_inside_the_lease() -> None:
     waits = [retry_countdown_s(n, Lease().max_countdown_s) for n in range(12)]
     assert waits[0] <= 1.0 and max(waits) <= RETRY_MAX_S < Lease().max_countdown_s
     assert retry_countdown_s(30, 5.0) <= 5.0
+
+
+def test_the_tasks_that_ride_out_faults_have_no_retry_limit() -> None:
+    # retry(max_retries=None) means Celery's default of 3, not "no limit": after three
+    # retries a fault of the moment would be raised again (and the message requeued at
+    # once, without backoff), so the limit is lifted where the tasks are declared.
+    from tierline.producer.batch_tasks import ingest_batch
+    from tierline.workers.tasks import call_models, route_requests
+
+    assert [t.max_retries for t in (route_requests, call_models, ingest_batch)] == [None] * 3

@@ -138,7 +138,7 @@ def test_redis_streams_expire(redis_url: str) -> None:
 
 
 def test_only_a_strategy_that_accepts_the_first_answer_relays() -> None:
-    from tierline.router.policy import StrategySpec
+    from tierline.router.strategy_spec import StrategySpec
     from tierline.workers.engine.calls import relays
 
     assert relays(StrategySpec(kind="single"))

@@ -11,7 +11,7 @@ from tierline.workers.runtime import runtime
 from tierline.workers.tasks import through_faults
 
 
-@app.task(name="tierline.ingest_batch", bind=True)
+@app.task(name="tierline.ingest_batch", bind=True, max_retries=None)
 def ingest_batch(self: Task, job_id: str) -> int:
     """Read a batch's input file into its job (``tierline.producer.batch_intake``): safe to run
     twice,

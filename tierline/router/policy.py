@@ -8,34 +8,23 @@ policy raises :class:`~tierline.router.errors.PolicyError` naming the file, the 
 
 from __future__ import annotations
 
-import math
 from functools import cached_property
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import Field, ValidationError, model_validator
 
 from tierline.router.errors import PolicyError
 from tierline.router.lanes import LANES as LANES  # re-exported: the lanes are policy too
-from tierline.router.live.early_stop import EarlyStop
+from tierline.router.strategy_spec import BANDS as BANDS  # re-exported: bands are policy too
+from tierline.router.strategy_spec import Frozen, StrategySpec
 
 Lane = Literal["realtime", "standard", "batch"]
-BANDS = ("low", "mid", "high")
-STRATEGY_KINDS = ("single", "cascade", "hybrid", "parallel", "value", "learned", "agreement")
-_LEARNED_ONLY = ("value", "learned")  # strategies that exist only as a trained bundle
-AGGREGATES = ("vote", "evaluator")  # how kind 'parallel' brings its answers to one
-# learned.answers.EXTRACTORS (strategies.agreement)
-ANSWER_KINDS = ("auto", "choice", "number")
-# Tier index per band (low, mid, high) by number of tiers, when the policy gives no mapping.
 _SPREAD = {1: (0, 0, 0), 2: (0, 0, 1), 3: (0, 1, 2), 4: (0, 1, 3)}
 
 
-class _Frozen(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-
-class ModelLimits(_Frozen):
+class ModelLimits(Frozen):
     """Provider capacity for one model; absent means unlimited. Days are UTC days."""
 
     tokens_per_day: int | None = Field(default=None, gt=0)
@@ -43,7 +32,7 @@ class ModelLimits(_Frozen):
     requests_per_minute: int | None = Field(default=None, gt=0)
 
 
-class QuantizedSpec(_Frozen):
+class QuantizedSpec(Frozen):
     """A cheaper 4-bit serving of a model, preferred for long outputs when quality holds."""
 
     model: str  # the variant's key in ``models``
@@ -51,7 +40,7 @@ class QuantizedSpec(_Frozen):
     min_output_tokens: int = Field(default=1024, gt=0)  # only worth it for outputs this long
 
 
-class ModelSpec(_Frozen):
+class ModelSpec(Frozen):
     """One model: how to reach it and what it costs."""
 
     provider: str = "openai"
@@ -68,14 +57,14 @@ class ModelSpec(_Frozen):
     quantized: QuantizedSpec | None = None
 
 
-class LaneSpec(_Frozen):
+class LaneSpec(Frozen):
     """A latency lane: its default latency budget and output cap."""
 
     latency_budget_s: float = Field(gt=0)
     max_output_tokens: int = Field(default=512, gt=0)
 
 
-class Prototype(_Frozen):
+class Prototype(Frozen):
     """A cluster prototype for the composite estimator: example texts and their complexity."""
 
     complexity: float = Field(ge=0, le=1)
@@ -85,7 +74,7 @@ class Prototype(_Frozen):
 CLASSIFIER_KINDS = ("composite", "learned")
 
 
-class ClassifierSpec(_Frozen):
+class ClassifierSpec(Frozen):
     """Settings of the complexity estimator: ``composite`` (the article's, the default) or
     ``learned`` (the router of ``artifact``, a bundle from ``tierline router train``; see
     tierline.router.learned.bands). Thresholds band the score for both; the rest is the
@@ -123,164 +112,7 @@ class ClassifierSpec(_Frozen):
         return self
 
 
-class EarlyStopSpec(_Frozen):
-    """Stop a generation whose per-token confidence stays low (tierline.router.live.early_stop).
-
-    Applies where the provider streams logprobs (OpenAI-compatible); Anthropic has none.
-    """
-
-    min_tokens: int = Field(gt=0)
-    window: int = Field(gt=0)
-    min_mean_logprob: float
-
-    @model_validator(mode="after")
-    def _check(self) -> EarlyStopSpec:
-        if not (math.isfinite(self.min_mean_logprob) and self.min_mean_logprob < 0):
-            raise ValueError("min_mean_logprob: must be a negative number (a mean "
-                             f"log-probability, e.g. -1.5), got {self.min_mean_logprob}")
-        return self
-
-    def rule(self) -> EarlyStop:
-        """The pure rule these settings describe."""
-        return EarlyStop(self.min_tokens, self.window, self.min_mean_logprob)
-
-
-class StrategySpec(_Frozen):
-    """Which strategy routes a request, and its settings. ``kind`` is one of STRATEGY_KINDS.
-
-    Without ``options.bundle`` (the tier worker's own loop, tierline/workers/engine/execute.py):
-
-    - ``single``: the decided model, falling back on failure.
-    - ``cascade``: escalate a tier while a free judge (``options.judge``, see
-      tierline.router.live.escalation) scores the answer below ``confidence_bar``.
-    - ``parallel``: ask ``options.models`` (default: every tier's preferred model) at once
-      and aggregate (``options.aggregate``): ``vote`` (default), a majority over the
-      extracted answers, or ``evaluator``, where the model ``options.evaluator`` picks the
-      best response (tierline/workers/engine/panel.py, tierline.router.strategies.aggregation).
-    - ``hybrid``: a cascade that, at ``options.critical_tier`` (default: the last tier), asks
-      that tier's preferred model together with ``options.verify_with`` and takes their vote.
-
-    With ``options.bundle`` (a file from ``tierline router train``): the trained step machine
-    of tierline.router.strategies.learned, for every kind but ``single``; ``value`` and
-    ``learned`` exist only there.
-    A bundled ``parallel`` takes the trained judge's pick, or with ``options.aggregate:
-    vote`` the vote (tierline.router.strategies.aggregation.majority, the same rule offline).
-
-    ``agreement`` needs no bundle (tierline.router.strategies.agreement, the zero-training
-    default): the
-    ``options.panel`` (default 2) cheapest tiers are asked at once and their answer is
-    accepted when they agree, else ``options.escalate_to`` (default: the top tier's model)
-    answers; ``options.answer`` names the answer extractor (``auto``, ``choice``, ``number``).
-    """
-
-    kind: str = "single"
-    confidence_bar: float = Field(default=0.5, ge=0, le=1)
-    # Early rejection: a request's max output tokens cut to its complexity band's cap.
-    output_caps_by_band: dict[str, int] = {}
-    early_stop: EarlyStopSpec | None = None  # absent: every generation runs to its end
-    options: dict[str, Any] = {}
-
-    @model_validator(mode="after")
-    def _check(self) -> StrategySpec:
-        bad = set(self.output_caps_by_band) - set(BANDS)
-        if bad:
-            raise ValueError(f"output_caps_by_band: unknown band(s) {sorted(bad)}")
-        if any(cap <= 0 for cap in self.output_caps_by_band.values()):
-            raise ValueError("output_caps_by_band: caps must be positive")
-        if self.kind not in STRATEGY_KINDS:
-            raise ValueError(f"kind: unknown strategy {self.kind!r} (known: "
-                             f"{', '.join(STRATEGY_KINDS)})")
-        bundled = bool(self.options.get("bundle"))
-        if self.kind in _LEARNED_ONLY and not bundled:
-            raise ValueError(f"options.bundle: kind {self.kind!r} is a learned strategy and "
-                             "needs a trained bundle (tierline router train)")
-        _check_panel_options(self.kind, self.options, bundled)
-        _check_agreement_options(self.kind, self.options)
-        return self
-
-    def models_named(self) -> dict[str, list[str]]:
-        """Model names the options name, by option key (checked against ``models``)."""
-        o = self.options
-        named: dict[str, list[str]] = {key: list(o[key]) for key in ("models", "verify_with")
-                                       if key in o}
-        if "evaluator" in o:
-            named["evaluator"] = [o["evaluator"]]
-        if "escalate_to" in o:
-            named["escalate_to"] = [o["escalate_to"]]
-        return named
-
-
-def _model_list(options: dict[str, Any], key: str, at_least: int) -> None:
-    names = options[key]
-    if not (isinstance(names, list | tuple) and all(isinstance(m, str) and m for m in names)):
-        raise ValueError(f"options.{key}: a list of model names, got {names!r}")
-    if len(names) < at_least:
-        raise ValueError(f"options.{key}: at least {at_least} model(s), got {len(names)}")
-    repeated = sorted({m for m in names if list(names).count(m) > 1})
-    if repeated:
-        raise ValueError(f"options.{key}: lists {repeated} more than once")
-
-
-def _check_agreement_options(kind: str, o: dict[str, Any]) -> None:
-    """Kind ``agreement``: no bundle; panel, escalate_to and answer well formed."""
-    own = ("panel", "escalate_to", "answer")
-    if kind != "agreement":
-        for key in own:
-            if key in o:
-                raise ValueError(f"options.{key}: only kind 'agreement' reads it, not {kind!r}")
-        return
-    if o.get("bundle"):
-        raise ValueError("options.bundle: kind 'agreement' needs no trained bundle (with one, "
-                         "use kind cascade or value)")
-    panel = o.get("panel", 2)
-    if not (isinstance(panel, int) and not isinstance(panel, bool) and 1 <= panel <= 3):
-        raise ValueError(f"options.panel: how many of the cheapest tiers must agree, 1 to 3, "
-                         f"got {panel!r}")
-    if "escalate_to" in o and not (isinstance(o["escalate_to"], str) and o["escalate_to"]):
-        raise ValueError(f"options.escalate_to: a model name, got {o['escalate_to']!r}")
-    if o.get("answer", "auto") not in ANSWER_KINDS:
-        raise ValueError(f"options.answer: unknown answer kind {o.get('answer')!r} (known: "
-                         f"{', '.join(ANSWER_KINDS)})")
-
-
-def _check_panel_options(kind: str, o: dict[str, Any], bundled: bool) -> None:
-    """Shapes of the parallel and hybrid options, and that no option is silently ignored."""
-    for key in ("models", "aggregate", "evaluator"):
-        if key in o and kind != "parallel":
-            raise ValueError(f"options.{key}: only kind 'parallel' reads it, not {kind!r}")
-    if "critical_tier" in o and kind != "hybrid":
-        raise ValueError(f"options.critical_tier: only kind 'hybrid' reads it, not {kind!r}")
-    if "verify_with" in o and not (kind == "hybrid" or (kind == "cascade" and bundled)):
-        raise ValueError(f"options.verify_with: only kind 'hybrid' reads it, not {kind!r}")
-    if bundled:  # the trained judge aggregates (or the vote) and the last tier is critical
-        for key in ("evaluator", "critical_tier"):
-            if key in o:
-                raise ValueError(f"options.{key}: not read with options.bundle (the trained "
-                                 "judge aggregates)")
-        if o.get("aggregate", "vote") != "vote":
-            raise ValueError("options.aggregate: with options.bundle only 'vote' (else the "
-                             "trained judge aggregates)")
-    if "models" in o:
-        _model_list(o, "models", 2)
-    if kind == "hybrid":
-        if "verify_with" not in o:
-            raise ValueError("options.verify_with: kind 'hybrid' needs the models that verify "
-                             "the critical step (else it is a cascade)")
-        _model_list(o, "verify_with", 1)
-    aggregate = o.get("aggregate", "vote")
-    if aggregate not in AGGREGATES:
-        raise ValueError(f"options.aggregate: unknown aggregate {aggregate!r} (known: "
-                         f"{', '.join(AGGREGATES)})")
-    if (aggregate == "evaluator") != ("evaluator" in o):
-        raise ValueError("options.evaluator: names the evaluator model exactly when "
-                         "aggregate is 'evaluator'")
-    if "evaluator" in o and not (isinstance(o["evaluator"], str) and o["evaluator"]):
-        raise ValueError(f"options.evaluator: a model name, got {o['evaluator']!r}")
-    if "critical_tier" in o and not isinstance(o["critical_tier"], str):
-        raise ValueError(f"options.critical_tier: a tier name, got {o['critical_tier']!r}")
-
-
-class BundlingSpec(_Frozen):
+class BundlingSpec(Frozen):
     """Bounds of one bundle: a message to a tier worker carries at most this much."""
 
     max_count: int = Field(default=64, gt=0)
@@ -289,7 +121,7 @@ class BundlingSpec(_Frozen):
     ingress_chunk: int = Field(default=256, gt=0)
 
 
-class FailureSpec(_Frozen):
+class FailureSpec(Frozen):
     """What happens when a model's token budget cannot take a call now, and when a call
     cannot finish in time.
 
@@ -310,14 +142,14 @@ class FailureSpec(_Frozen):
     stall_after_s: float = Field(default=240.0, gt=0)
 
 
-class RequestLimits(_Frozen):
+class RequestLimits(Frozen):
     """Bounds on what one request may carry."""
 
     max_prompt_chars: int = Field(default=200_000, gt=0)
     max_output_tokens: int = Field(default=8_192, gt=0)
 
 
-class GuardSpec(_Frozen):
+class GuardSpec(Frozen):
     """The cost guard (tierline.router.live.guard): while the spend per 1k tokens of the calls
     started in
     the last ``window_s`` runs above ``usd_per_1k_tokens_max``, new work starts one tier
@@ -327,7 +159,7 @@ class GuardSpec(_Frozen):
     window_s: float = Field(default=30.0, gt=0, le=3600, allow_inf_nan=False)
 
 
-class LearningSpec(_Frozen):
+class LearningSpec(Frozen):
     """Live shadow evaluation (tierline.workers.engine.shadow): a sample of answered requests is
     also sent to
     the top tier (or to every tier), under its own daily budget; and when beat retrains the
@@ -366,7 +198,7 @@ class LearningSpec(_Frozen):
         return self
 
 
-class Policy(_Frozen):
+class Policy(Frozen):
     """Tiers, models, lanes and routing settings for one environment."""
 
     name: str = "unnamed"

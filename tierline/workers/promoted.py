@@ -22,7 +22,8 @@ from sqlalchemy import Engine
 
 from tierline.record import bundles
 from tierline.router.errors import TierlineError
-from tierline.router.policy import Policy, StrategySpec
+from tierline.router.policy import Policy
+from tierline.router.strategy_spec import StrategySpec
 
 log = logging.getLogger(__name__)
 

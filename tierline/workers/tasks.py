@@ -40,9 +40,11 @@ def retry_countdown_s(retries: int, max_countdown_s: float,
 
 
 def through_faults(task: Task, work: Callable[[], T]) -> T:
-    """Run ``work``; on a transient fault, retry the task (no limit on retries: the work's
-    own deadlines end it) and let the original message be acknowledged only once the retry
-    is published. If even the retry cannot be published, the message is given back."""
+    """Run ``work``; on a transient fault, retry the task and let the original message be
+    acknowledged only once the retry is published. If even the retry cannot be published,
+    the message is given back. The task must be declared with ``max_retries=None`` (no
+    limit: the work's own deadlines end it); ``retry(max_retries=None)`` would mean Celery's
+    default of 3, after which the fault would be raised again."""
     try:
         return work()
     except TRANSIENT_ERRORS as error:
@@ -53,7 +55,7 @@ def through_faults(task: Task, work: Callable[[], T]) -> T:
         log.warning("%s met %s: %s; retried in %.1f s", task.name, type(error).__name__,
                     error, countdown)
         try:
-            raise task.retry(exc=error, countdown=countdown, max_retries=None)
+            raise task.retry(exc=error, countdown=countdown)
         except Retry:
             raise
         except Exception as publish_error:  # the broker is away too
@@ -65,13 +67,13 @@ def _publish(request_ids: list[str], tier: str, lane: str, resumed: bool) -> Non
                             queue=tier_queue(tier, lane))
 
 
-@app.task(name="tierline.route_requests", bind=True)
+@app.task(name="tierline.route_requests", bind=True, max_retries=None)
 def route_requests(self: Task, request_ids: list[str]) -> int:
     """Classify a chunk of accepted requests and publish one message per bundle."""
     return through_faults(self, lambda: routing.route(runtime(), request_ids, _publish))
 
 
-@app.task(name="tierline.call_models", bind=True)
+@app.task(name="tierline.call_models", bind=True, max_retries=None)
 def call_models(self: Task, request_ids: list[str], resumed: bool = False) -> int:
     """Answer one bundle; requests waiting (for token budget, a rate limit's window, a model
     to come back) come back after a countdown, or, for a wait longer than a countdown may

@@ -26,7 +26,8 @@ from tierline.router.errors import (
 )
 from tierline.router.live.absorber import Limits, Reservation, scope_key
 from tierline.router.live.latency import estimate
-from tierline.router.policy import ModelLimits, StrategySpec
+from tierline.router.policy import ModelLimits
+from tierline.router.strategy_spec import StrategySpec
 from tierline.workers.engine.health import ANSWERED, CUT_OFF, FAILED, Seen
 from tierline.workers.engine.relay import Sink
 from tierline.workers.providers.base import Completion, ModelCall

@@ -12,7 +12,7 @@ from alembic.autogenerate import compare_metadata
 from alembic.config import Config
 from alembic.migration import MigrationContext
 
-import migrations
+from tierline.record import migrations
 from tierline.record.db import engine_for, upgrade
 from tierline.record.schema import metadata
 

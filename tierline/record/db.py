@@ -167,7 +167,7 @@ def upgrade(url: str, revision: str = "head") -> None:
     from alembic import command
     from alembic.config import Config
 
-    import migrations
+    from tierline.record import migrations
 
     config = Config()
     config.set_main_option("script_location", str(Path(migrations.__file__).parent))

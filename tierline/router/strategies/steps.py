@@ -2,22 +2,32 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 
 @dataclass(frozen=True)
 class Attempt:
-    """One paid model call: its response, extracted answer and the scorer's logit for it."""
+    """One paid model call: its response, extracted answer and the scorer's logit for it.
+
+    Live, the tier worker also says which of the machine's calls gave it (``step``: the
+    number of :class:`Call` actions the request had acted on before, so one step's answers
+    belong together, whatever fell back or failed meanwhile) and why the model stopped."""
 
     model: str
     response: str
     answer: str | None
     evidence: float = 0.0  # logit of P(right | prompt, this response alone)
+    step: int = 0
+    finish_reason: str | None = None
 
 
 @dataclass(frozen=True)
 class Call:
-    """Next action: call these models (at once, in parallel)."""
+    """Next action: call these models (at once, in parallel). The first is the lead: when
+    it cannot be asked now, the round waits or falls back as a whole; another the budget
+    cannot take now is left out of the round."""
 
     models: tuple[str, ...]
 
@@ -30,6 +40,8 @@ class Accept:
     answer: str | None
     confidence: float
     aggregate: bool = False
+    # What the machine has to say about how it chose (a panel's votes), for the result.
+    detail: Mapping[str, Any] | None = field(default=None, compare=False)
 
 
 Action = Call | Accept

@@ -1,15 +1,11 @@
-"""Panels in the tier worker: several models asked for one request in one round, their
-answers brought to one (tierline.router.strategies.aggregation), and how, kept for the result's
-``detail``.
+"""What a panel needs of the tier worker beyond its rounds: the evaluator's round and the
+cost multiplier.
 
-Kind ``parallel`` asks its panel at a request's first call; ``hybrid`` asks the critical
-tier's preferred model together with ``verify_with``. Panel calls go through the tier
-worker's ordinary round (tierline.workers.engine.calls: reserve, call, settle), so budgets and
-charges work
-unchanged and each call is one attempt row. A verifier the budget cannot take now is left
-out (named in ``no_budget``) rather than holding the answer back. An ``evaluator``
-aggregate asks its model in a second round (:func:`evaluate`); a reply naming no single
-response leaves the vote standing, and ``detail`` says why.
+Kind ``parallel`` asks its panel at a request's first call, ``hybrid`` at its critical tier
+(the machines of tierline.router.strategies.plain; the driver,
+tierline.workers.engine.drive, makes their calls). An ``evaluator`` aggregate asks its model
+in a second round (:func:`evaluate`); a reply naming no single response leaves the vote
+standing, and ``detail`` says why.
 
 ``cost_multiplier`` in ``detail``: the request's USD over the USD of the call whose answer
 was chosen — what asking the panel cost against asking that model alone.
@@ -25,15 +21,8 @@ from typing import Any
 from tierline.record.records import AttemptRow, OnRecord, ResultRow
 from tierline.router.envelope import Request
 from tierline.router.errors import Taken
-from tierline.router.live.early_stop import EARLY_STOP
-from tierline.router.policy import Policy
-from tierline.router.strategies.aggregation import (
-    Candidate,
-    answer_of,
-    evaluator_prompt,
-    panel_vote,
-    read_pick,
-)
+from tierline.router.strategies.aggregation import answer_of, evaluator_prompt, read_pick
+from tierline.router.strategies.plain import EVALUATED
 from tierline.workers.engine.calls import (
     attempt_row,
     call_round,
@@ -46,55 +35,6 @@ from tierline.workers.providers.fanout import Reply
 from tierline.workers.runtime import Runtime
 
 EVALUATOR_MAX_OUTPUT_TOKENS = 16  # the reply is one number
-EVALUATED = "evaluator"  # decided_by when the evaluator's pick was taken
-
-
-@dataclass(frozen=True)
-class PanelPlan:
-    """The policy's panel settings, read once per bundle."""
-
-    kind: str  # parallel | hybrid
-    models: tuple[str, ...] = ()  # parallel: the panel
-    evaluator: str | None = None  # parallel with aggregate 'evaluator'
-    critical_tier: str | None = None  # hybrid: where the panel sits
-    critical_model: str | None = None  # hybrid: that tier's preferred model
-    verify_with: tuple[str, ...] = ()  # hybrid: asked together with the critical model
-
-
-def plan_of(policy: Policy) -> PanelPlan | None:
-    """The panel a bundle-free strategy asks for, or None (single, cascade)."""
-    strategy = policy.strategy
-    o = strategy.options
-    if strategy.kind == "parallel":
-        models = tuple(o.get("models") or dict.fromkeys(policy.tiers[t][0]
-                                                        for t in policy.tier_names))
-        return PanelPlan("parallel", models, evaluator=o.get("evaluator"))
-    if strategy.kind == "hybrid":
-        tier = str(o.get("critical_tier", policy.tier_names[-1]))
-        critical = policy.tiers[tier][0]
-        verify = tuple(m for m in o.get("verify_with", ()) if m != critical)
-        return PanelPlan("hybrid", critical_tier=tier, critical_model=critical, verify_with=verify)
-    return None
-
-
-def capability(policy: Policy, model: str) -> float:
-    """How a panel ranks its models: by list price, the pricier taken as the abler."""
-    spec = policy.models[model]
-    return spec.usd_per_1m_input + spec.usd_per_1m_output
-
-
-def open_parallel(policy: Policy, plan: PanelPlan) -> tuple[str, list[str], dict[str, Any]]:
-    """A parallel request's first round: its lead model (the panel's most capable; its
-    fallback chain is the request's), the others, and the detail to fill."""
-    ranked = sorted(plan.models, key=lambda m: -capability(policy, m))
-    return ranked[0], ranked[1:], {"strategy": "parallel", "models": list(plan.models),
-                                   "aggregate": EVALUATED if plan.evaluator else "vote"}
-
-
-def open_hybrid(plan: PanelPlan) -> tuple[list[str], dict[str, Any]]:
-    """The verifiers joining the critical model's call, and the detail to fill."""
-    return list(plan.verify_with), {"strategy": "hybrid", "verified_at": plan.critical_tier,
-                                    "models": [plan.critical_model, *plan.verify_with]}
 
 
 @dataclass(frozen=True)
@@ -104,27 +44,6 @@ class Asked:
     model: str
     seq: int
     outcome: Reply
-
-
-def decide(policy: Policy, prompt: str, asked: Sequence[Asked], detail: dict[str, Any]
-           ) -> tuple[Asked, list[Asked]] | None:
-    """The vote over the answers that came back: (the chosen call, every answered call).
-
-    Records failures, votes and how it was decided in ``detail``; None when nothing came
-    back. An answer cut short for low confidence votes only when every answer was.
-    """
-    failed = {a.model: f"{type(a.outcome).__name__}: {a.outcome}" for a in asked
-              if not isinstance(a.outcome, Completion)}
-    if failed:
-        detail["failed"] = failed
-    answered = [a for a in asked if isinstance(a.outcome, Completion)]
-    if not answered:
-        return None
-    whole = [a for a in answered if _text(a)[1] != EARLY_STOP] or answered
-    verdict = panel_vote(prompt, [Candidate(a.model, _text(a)[0], capability(policy, a.model))
-                            for a in whole])
-    detail.update(votes=verdict.votes, decided_by=verdict.decided_by, answer=verdict.answer)
-    return whole[verdict.chosen], whole
 
 
 def _text(a: Asked) -> tuple[str, str | None]:

@@ -34,11 +34,14 @@ ANSWERS = {"sim-nano": "Hmm, hard to say.", "sim-mid": "refund", "sim-alt": "ref
 LIMITED: set[str] = set()  # models answering 429 with Retry-After: 30, or "model:prompt"
 CALLS: dict[str, int] = {}
 CALLED: list[str] = []  # the models called, in order
+DOWN: set[str] = set()  # models refusing every call (400: never retried)
 
 
 def _reply(model: str, asked: str) -> tuple[Any, ...]:
     CALLS[model] = CALLS.get(model, 0) + 1
     CALLED.append(model)
+    if model in DOWN:
+        return 400, {"error": {"message": "down"}}
     if model in LIMITED or f"{model}:{asked}" in LIMITED:
         return 429, {"error": {"message": "rate limited"}}, {"retry-after": "30"}
     return 200, completion(ANSWERS[model], tokens_out=20)
@@ -63,10 +66,12 @@ def bundle_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(autouse=True)
 def _clean() -> Iterator[None]:
     LIMITED.clear()
+    DOWN.clear()
     CALLS.clear()
     CALLED.clear()
     yield
     LIMITED.clear()
+    DOWN.clear()
 
 
 def _runtime(tmp_path: Path, url: str, bundle: Path, frontier_per_minute: int | None = None
@@ -200,3 +205,15 @@ def test_past_the_leases_share_for_rounds_a_learned_request_goes_on_in_a_new_mes
     assert execute.execute(rt, ids, resumed=True).finished == 1  # it climbs on from there
     assert _ended(rt) == [("ok", "sim-frontier", None)]
     assert CALLS == {"sim-nano": 1, "sim-mid": 1, "sim-frontier": 1}
+
+
+def test_a_learned_call_that_fails_is_served_by_its_fallback_chain_as_every_strategys_is(
+        tmp_path: Path, models_url: str, bundle_path: Path) -> None:
+    rt = _runtime(tmp_path, models_url, bundle_path)
+    DOWN.add("sim-mid")
+    [outcome] = route_here(rt, [{"prompt": "question 4", "lane": "batch"}])
+    assert outcome.deferred == []
+    assert _ended(rt) == [("ok", "sim-frontier", None)]
+    # The middle tier's other model answers for it, and the climb goes on from there.
+    assert _tried(rt) == [("sim-nano", True), ("sim-mid", False), ("sim-alt", True),
+                          ("sim-frontier", True)]

@@ -197,7 +197,8 @@ def _round(r: _Run, planned: list[tuple[_State, list[str]]]) -> list[_State]:
     if given_back:  # a lead without budget: the others of its round wait with it
         rt.absorber.release_many(given_back)
     due = [k for k in range(len(calls)) if k not in blocked and id(calls[k][0]) not in stalled]
-    to_call = [k for k in due if k in set(fresh)]
+    asked = set(fresh)
+    to_call = [k for k in due if k in asked]
     seqs: list[int] = []
     numbered: dict[int, int] = {}
     for k in to_call:  # the attempt numbers the calls will be recorded under, in order

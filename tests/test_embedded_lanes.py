@@ -13,8 +13,8 @@ from tierline.config.settings import POLICY_DIR
 from tierline.producer.client import FINAL, Client
 from tierline.producer.embedded import embedded
 from tierline.record.schema import requests
-from tierline.router.policy import LANES
-from tierline.workers.app import app, queues_for
+from tierline.router.policy import LANES, load_policy
+from tierline.workers.app import SHADOW_QUEUE, app, queues_for
 
 # Every simulated model answers at 20 ms a token: about 2 s for a long answer, a few
 # milliseconds for a two-token one. No time to first token, no jitter, no cold start.
@@ -83,3 +83,11 @@ def test_a_batch_flood_does_not_delay_realtime(client: Client) -> None:
 
     assert _finished(client, [realtime]), f"realtime still unanswered after {waited_s:.1f} s"
     assert batch_done <= FLOOD // 4, f"{batch_done} of {FLOOD} batch requests done first"
+
+
+def test_shadow_calls_go_to_tier_workers_off_the_realtime_lane_and_to_shadow_workers() -> None:
+    policy = load_policy(POLICY_DIR / "demo.yaml")
+    assert SHADOW_QUEUE in queues_for(policy, "tier", ("standard", "batch"))
+    assert SHADOW_QUEUE not in queues_for(policy, "tier", ("realtime",))
+    assert SHADOW_QUEUE not in queues_for(policy, "router")
+    assert queues_for(policy, "shadow") == [SHADOW_QUEUE]

@@ -18,6 +18,7 @@ import redis
 import yaml
 from sqlalchemy import select
 
+from tests.conftest import publish_nowhere
 from tests.workers.scripted import completion, serve
 from tierline.bench.children import spawn, stop
 from tierline.config.settings import Settings
@@ -213,3 +214,46 @@ def test_the_judge_grades_against_the_simulator(
     assert len(charged) == 6 and balance.balanced
     # The simulator's judge answers one of the two labels, so every given answer is judged.
     assert {type(r.agrees_with_top) for r in graded if r.model == "sim-nano"} == {bool}
+
+
+def test_shadow_calls_are_a_task_of_their_own_that_a_shadow_worker_takes(
+        own_broker: str, own_postgres_url: str, tmp_path: Path, use_broker: Any) -> None:
+    from tierline.workers import routing
+    from tierline.workers.app import SHADOW_QUEUE
+    from tierline.workers.tasks import answer_bundle
+
+    policy = _policy(tmp_path, {"shadow_rate": 1.0, "lanes": ["batch"], "usd_per_day_max": 5})
+    broker = redis.Redis.from_url(own_broker)
+    broker.flushdb()
+    with serve(lambda _m, _a: (200, completion("The answer is 42."))) as url:
+        env = {**os.environ, "TIERLINE_BROKER_URL": own_broker,
+               "TIERLINE_DATABASE_URL": own_postgres_url, "TIERLINE_POLICY": str(policy),
+               "TIERLINE_SIM_URL": url}
+        rt = Runtime(Settings(own_broker, own_postgres_url, policy), load_policy(policy), env)
+        install(rt)
+        use_broker(own_broker)
+        ids = Client(rt, publish=publish_nowhere).submit_many(PROMPTS[:2],
+                                                              lane="batch").request_ids
+        bundles: list[list[str]] = []
+        routing.route(rt, ids, lambda bundle, *_: bundles.append(bundle))
+        # The bundle's task answers and ends; its sample waits on the shadow queue.
+        assert sum(answer_bundle(rt, b, resumed=False, queue=None) for b in bundles) == 2
+        with rt.engine.connect() as conn:
+            assert conn.execute(select(attempts.c.id).where(attempts.c.shadow)).all() == []
+        assert broker.llen(SHADOW_QUEUE) == len(bundles)
+        worker = spawn([sys.executable, "-m", "tierline", "worker", "--role", "shadow", "-c",
+                        "1", "--", "--without-mingle", "--without-gossip", "-n", "shade@%h"],
+                       env, tmp_path / "worker.log", cwd=ROOT)
+        try:
+            deadline = time.monotonic() + 40
+            shadowed: list[Any] = []
+            while time.monotonic() < deadline and len(shadowed) < 2:
+                time.sleep(0.3)
+                with rt.engine.connect() as conn:
+                    shadowed = conn.execute(select(attempts.c.request_id)
+                                            .where(attempts.c.shadow)).all()
+        finally:
+            stop(worker)
+            broker.flushdb()
+    assert sorted(r.request_id for r in shadowed) == sorted(ids), \
+        (tmp_path / "worker.log").read_text()[-3000:]

@@ -20,7 +20,7 @@ from tierline.producer.client import Client
 from tierline.record.db import upgrade
 from tierline.router.policy import policy_from_dict
 from tierline.workers import routing
-from tierline.workers.engine import execute
+from tierline.workers.engine import execute, shadow
 from tierline.workers.engine.health import HealthStore
 from tierline.workers.runtime import Runtime
 from tierline.workers.stores.absorber_memory import MemoryAbsorberStore
@@ -99,4 +99,6 @@ def route_here(rt: Runtime, prompts: list[Any]) -> list[execute.BundleReport]:
     outcomes: list[execute.BundleReport] = []
     routing.route(rt, ids, lambda bundle, _t, _l, resumed: outcomes.append(
         execute.execute(rt, bundle, resumed=resumed)))
+    for outcome in outcomes:  # what the shadow task does with a bundle's sample
+        shadow.run(rt, outcome.shadow)
     return outcomes

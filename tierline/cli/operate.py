@@ -42,7 +42,7 @@ def _client(rt: Any = None) -> Client:
 
 
 @click.command()
-@click.option("--role", type=click.Choice(["router", "tier", "all"]), default="all")
+@click.option("--role", type=click.Choice(["router", "tier", "shadow", "all"]), default="all")
 @click.option("--lane", "lanes", type=click.Choice(LANES), multiple=True,
               help="Lanes to serve (repeatable; default all). Give realtime its own worker.")
 @click.option("--concurrency", "-c", type=int, default=None)

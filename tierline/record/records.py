@@ -108,11 +108,12 @@ def unenqueued(conn: Connection, *, limit: int, submitted_before: float
 def load_requests(conn: Connection, ids: Sequence[str]) -> list[Request]:
     """Requests by id, in the order given (missing ids are skipped)."""
     stmt = select(requests).where(among(conn, requests.c.id, ids))
-    found = {row.id: _request(row) for row in conn.execute(stmt)}
+    found = {row.id: request_of(row) for row in conn.execute(stmt)}
     return [found[i] for i in ids if i in found]
 
 
-def _request(row: Any) -> Request:
+def request_of(row: Any) -> Request:
+    """The request a ``requests`` row holds."""
     return Request(
         id=row.id, tenant=row.tenant, lane=row.lane,
         messages=tuple(row.body["messages"]), metadata=row.body.get("metadata") or {},
@@ -234,7 +235,7 @@ def load_bundle(conn: Connection, ids: Sequence[str], now_s: float
             row.expires_at is not None and row.expires_at < now_s)
         if row.finished is not None or halted:
             continue
-        found[row.id] = _request(row)
+        found[row.id] = request_of(row)
         if row.tier is not None:
             stored[row.id] = Decision(row.id, row.band, row.score, row.strategy, row.tier,
                                       row.model, row.reasons)

@@ -12,8 +12,16 @@ from sqlalchemy.engine import Connection
 
 from tierline.record import ahead
 from tierline.record.db import among, insert_ignore
-from tierline.record.records import AttemptRow, Price, attempt_row, charge_row
-from tierline.record.schema import attempts, charges, requests, shadow_outcomes
+from tierline.record.records import (
+    AttemptRow,
+    Price,
+    ResultRow,
+    attempt_row,
+    charge_row,
+    request_of,
+)
+from tierline.record.schema import attempts, charges, requests, results, shadow_outcomes
+from tierline.router.envelope import Request
 from tierline.router.evaluation.dataset import Outcome
 from tierline.router.learned.traffic import traffic_record
 
@@ -35,6 +43,22 @@ def shadowed_count(conn: Connection, up_to: int) -> int:
     """How many requests have shadow outcomes on record, counted up to ``up_to``."""
     shadowed = select(shadow_outcomes.c.request_id).distinct().limit(up_to).subquery()
     return int(conn.execute(select(func.count()).select_from(shadowed)).scalar_one())
+
+
+def answered(conn: Connection, request_ids: Sequence[str]
+             ) -> tuple[list[ResultRow], dict[str, Request], dict[str, str | None]]:
+    """What the shadow calls of these requests start from: their answers (``ok`` results),
+    the requests, and their jobs."""
+    if not request_ids:
+        return [], {}, {}
+    rows = conn.execute(select(requests, results.c.status, results.c.model.label("answered_by"),
+                               results.c.content, results.c.finished_at)
+                        .join(results, results.c.request_id == requests.c.id)
+                        .where(among(conn, requests.c.id, list(request_ids)),
+                               results.c.status == "ok")).all()
+    return ([ResultRow(r.id, r.status, r.answered_by, r.content, None, r.finished_at)
+             for r in rows], {r.id: request_of(r) for r in rows},
+            {r.id: r.job_id for r in rows})
 
 
 def already_shadowed(conn: Connection, request_ids: Sequence[str]) -> set[str]:

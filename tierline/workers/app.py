@@ -16,6 +16,7 @@ from celery import Celery
 from celery.signals import worker_init
 
 from tierline.config.settings import settings_in_force
+from tierline.router.live.deferral import REALTIME
 from tierline.router.policy import LANES, Policy
 
 app = Celery("tierline", include=["tierline.workers.tasks", "tierline.producer.batch_tasks"])
@@ -73,6 +74,9 @@ def use_broker(broker_url: str, transport_options: dict[str, Any] | None = None
     return before
 
 
+SHADOW_QUEUE = "shadow"  # shadow calls (tierline.workers.tasks.shadow_calls)
+
+
 def ingress_queue(lane: str) -> str:
     """Where accepted requests of a lane wait for the router."""
     return f"ingress.{lane}"
@@ -84,12 +88,16 @@ def tier_queue(tier: str, lane: str) -> str:
 
 
 def queues_for(policy: Policy, role: str, lanes: tuple[str, ...] = LANES) -> list[str]:
-    """The queues a worker of ``role`` ('router', 'tier' or 'all') consumes."""
+    """The queues a worker of ``role`` ('router', 'tier', 'shadow' or 'all') consumes. A tier
+    worker serving a lane other than realtime also takes shadow calls, so they run wherever
+    tiers are served; realtime's own workers never do; a ``shadow`` worker adds room."""
     out = []
     if role in ("router", "all"):
         out += [ingress_queue(lane) for lane in lanes]
     if role in ("tier", "all"):
         out += [tier_queue(tier, lane) for lane in lanes for tier in policy.tier_names]
+    if role == "shadow" or (role in ("tier", "all") and set(lanes) - {REALTIME}):
+        out.append(SHADOW_QUEUE)
     return out
 
 

@@ -20,8 +20,8 @@ from celery.exceptions import Reject, Retry
 
 from tierline.record import records
 from tierline.workers import routing
-from tierline.workers.app import app, tier_queue
-from tierline.workers.engine import execute
+from tierline.workers.app import SHADOW_QUEUE, app, tier_queue
+from tierline.workers.engine import execute, shadow
 from tierline.workers.runtime import Runtime, runtime
 from tierline.workers.transient import TRANSIENT_ERRORS, transient
 
@@ -93,6 +93,8 @@ def answer_bundle(rt: Runtime, request_ids: list[str], *, resumed: bool, queue: 
     a countdown,
     or leave it to the watchdog when the wait is longer than a countdown may take."""
     outcome = execute.execute(rt, request_ids, resumed=resumed)
+    if outcome.shadow:
+        send_shadow(outcome.shadow)
     if outcome.deferred:
         wait_s = min(outcome.retry_after_s, rt.policy.failure.max_defer_s)
         lease = rt.settings.lease
@@ -111,3 +113,20 @@ def answer_bundle(rt: Runtime, request_ids: list[str], *, resumed: bool, queue: 
             with rt.engine.begin() as conn:
                 records.defer(conn, outcome.deferred, not_before=now_s + wait_s, now_s=now_s)
     return outcome.finished
+
+
+@app.task(name="tierline.shadow_calls", bind=True, max_retries=None)
+def shadow_calls(self: Task, request_ids: list[str]) -> int:
+    """Shadow answered requests (tierline.workers.engine.shadow.run): their calls in a task
+    of their own, so they never hold a slot the bundles behind them wait for."""
+    return through_faults(self, lambda: shadow.run(runtime(), request_ids))
+
+
+def send_shadow(request_ids: list[str]) -> None:
+    """Hand answered requests to the shadow queue; shadowing is optional, so a broker that
+    cannot take the message costs the sample, never the bundle."""
+    try:
+        shadow_calls.apply_async(args=[request_ids], queue=SHADOW_QUEUE, retry=False)
+    except Exception:  # noqa: BLE001 -- the answers are recorded; grading them is optional
+        log.warning("%d requests not shadowed: the shadow queue cannot be reached",
+                    len(request_ids), exc_info=True)

@@ -4,7 +4,8 @@ calls, fallbacks, deferrals), and record it all.
 
 The attempts, charges and results of the whole bundle are written in one transaction,
 retried through a short database outage. Then the streams relayed to waiting clients are
-ended, and a sample of the answers is shadowed (tierline.workers.engine.shadow).
+ended, and a sample of the answers is drawn for shadow calls, which the caller sends to
+their own task (tierline.workers.engine.shadow).
 """
 
 from __future__ import annotations
@@ -33,11 +34,13 @@ WRITE_RETRY_MAX_S = 4.0
 
 @dataclass
 class BundleReport:
-    """What a bundle came to: how many requests ended, and which wait for budget."""
+    """What a bundle came to: how many requests ended, which wait for budget, and which
+    are to be shadowed."""
 
     finished: int = 0
     deferred: list[str] = field(default_factory=list)
     retry_after_s: float = 0.0
+    shadow: list[str] = field(default_factory=list)  # answered, drawn for shadow calls
 
 
 def execute(rt: Runtime, request_ids: Sequence[str], now: Callable[[], float] = time.time,
@@ -73,8 +76,8 @@ def execute(rt: Runtime, request_ids: Sequence[str], now: Callable[[], float] = 
     streamed = {r.id for r in todo if relayed(rt, r)}
     end_streams(rt.relay, [row.request_id for row in results if row.request_id in streamed])
     outcome.finished = len(results)
-    # Answers recorded and streams ended: a sample of them is shadowed (never fails them).
-    shadow.after_bundle(rt, results, {r.id: r for r in todo}, jobs_by_request)
+    # Answers recorded and streams ended: a sample of them is shadowed, in a task of its own.
+    outcome.shadow = shadow.sample(rt, results, {r.id: r for r in todo})
     return outcome
 
 

@@ -1,24 +1,24 @@
 """Live shadow evaluation: a sample of answered requests also goes to the top tier (or to
 every tier), to grade the routing in force and to retrain it from.
 
-It runs once a bundle's results are committed (tierline.workers.engine.execute calls
-:func:`after_bundle`),
-so it never delays or changes an answer. The sample is drawn by request id
-(tierline.router.live.shadowing), so a redelivered bundle shadows the same requests, and
-requests already
-shadowed are skipped. Shadow calls go through the same token budgets as production, but
-never wait for them: a call the absorber cannot take now is skipped. Their own daily budget
-(``learning.usd_per_day_max``) is checked against the day's shadow charges plus each call's
-reserved estimate; past it, no more shadow calls that UTC day. Their attempts and charges
-are marked ``shadow``; each shadowed request's answers (its own, and each shadow call's)
-are graded against the top tier's and recorded in ``shadow_outcomes``. With
-``learning.warm_shadow_rate``, that rate samples until ``warm_records`` requests are
-shadowed (counted in the record, up to that number, once per bundle). With
-``learning.grader: judge``, a second round asks ``learning.judge_model`` whether each given
-answer is the top tier's (tierline.router.live.shadowing.judge_prompt): one more shadow call per
-shadowed
-request not answered by the top tier, priced into the same daily budget, numbered after the
-tiers' shadow calls; its verdict replaces the extracted answers' comparison.
+A bundle whose results are committed draws its sample (:func:`sample`, called by
+tierline.workers.engine.execute); the calls are made apart, by :func:`run`, in a task of
+their own on the ``shadow`` queue (tierline.workers.tasks.shadow_calls), so they never delay
+or change an answer, nor hold the tier worker's slot for the bundles queued behind. The
+sample is drawn by request id (tierline.router.live.shadowing), so a redelivered bundle
+shadows the same requests, and requests already shadowed are skipped. Shadow calls go
+through the same token budgets as production, but never wait for them: a call the absorber
+cannot take now is skipped. Their own daily budget (``learning.usd_per_day_max``) is
+checked against the day's shadow charges plus each call's reserved estimate; past it, no
+more shadow calls that UTC day. Their attempts and charges are marked ``shadow``; each
+shadowed request's answers (its own, and each shadow call's) are graded against the top
+tier's and recorded in ``shadow_outcomes``. With ``learning.warm_shadow_rate``, that rate
+samples until ``warm_records`` requests are shadowed (counted in the record, up to that
+number, once per bundle). With ``learning.grader: judge``, a second round asks
+``learning.judge_model`` whether each given answer is the top tier's
+(tierline.router.live.shadowing.judge_prompt): one more shadow call per shadowed request not
+answered by the top tier, priced into the same daily budget, numbered after the tiers'
+shadow calls; its verdict replaces the extracted answers' comparison.
 
 Shadow calls are written ahead like every call (tierline.record.ahead): one whose worker dies
 mid-call is folded into the ledger at its reserved estimate, as a call of unknown outcome.
@@ -58,28 +58,44 @@ from tierline.workers.runtime import Runtime
 log = logging.getLogger(__name__)
 
 
-def after_bundle(rt: Runtime, results: Sequence[ResultRow], context: Mapping[str, Request],
-                 jobs_by_request: Mapping[str, str | None]) -> int:
-    """Shadow the sampled requests of a recorded bundle; returns how many calls were made."""
+def sample(rt: Runtime, results: Sequence[ResultRow], context: Mapping[str, Request]
+           ) -> list[str]:
+    """The requests of a recorded bundle to shadow: its answers the policy's sample draws."""
     spec = rt.policy.learning
     if spec is None or max(spec.shadow_rate, spec.warm_shadow_rate or 0.0) <= 0:
+        return []
+    try:
+        records = None
+        if spec.warm_shadow_rate is not None:  # the warm-up rate holds until enough are shadowed
+            with rt.engine.connect() as conn:
+                records = shadow_record.shadowed_count(conn, spec.warm_records)
+        return [r.request_id for r in results
+                if r.status == "ok" and r.model and r.content is not None
+                and r.request_id in context
+                and sampled(r.request_id, context[r.request_id].lane, spec, records)]
+    except Exception:  # noqa: BLE001 -- the answers are recorded; grading them is optional
+        log.warning("shadow sample of a bundle given up", exc_info=True)
+        return []
+
+
+def run(rt: Runtime, request_ids: Sequence[str]) -> int:
+    """Shadow these answered requests (:func:`sample`'s); returns how many calls were made.
+    Safe to run twice: requests already shadowed are skipped, and a call another delivery
+    holds is not made."""
+    spec = rt.policy.learning
+    if spec is None or not request_ids:
         return 0
     try:
+        with rt.engine.connect() as conn:
+            results, context, jobs_by_request = shadow_record.answered(conn, request_ids)
         return _shadow(rt, spec, results, context, jobs_by_request)
     except Exception:  # noqa: BLE001 -- the answers are recorded; grading them is optional
-        log.warning("shadow calls of a bundle given up", exc_info=True)
+        log.warning("shadow calls of %d requests given up", len(request_ids), exc_info=True)
         return 0
 
 
-def _shadow(rt: Runtime, spec: LearningSpec, results: Sequence[ResultRow],
+def _shadow(rt: Runtime, spec: LearningSpec, chosen: Sequence[ResultRow],
             context: Mapping[str, Request], jobs_by_request: Mapping[str, str | None]) -> int:
-    records = None
-    if spec.warm_shadow_rate is not None:  # the warm-up rate holds until enough are shadowed
-        with rt.engine.connect() as conn:
-            records = shadow_record.shadowed_count(conn, spec.warm_records)
-    chosen = [r for r in results if r.status == "ok" and r.model and r.content is not None
-              and r.request_id in context
-              and sampled(r.request_id, context[r.request_id].lane, spec, records)]
     if not chosen:
         return 0
     started = time.time()

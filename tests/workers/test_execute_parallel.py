@@ -37,11 +37,14 @@ TOKENS_IN, TOKENS_OUT = 40, 3  # what the test server reports for every call
 ANSWERS: dict[str, str] = {}
 EVALUATOR_REPLY = {"text": ""}
 BROKEN: set[str] = set()
+LIMITED: set[str] = set()  # models answering 429, Retry-After 30 s
 
 
 def _reply(model: str, asked: str) -> tuple[int, dict[str, Any]]:
     if model in BROKEN:
         return 400, {"error": {"message": "down"}}  # rejected: never retried
+    if model in LIMITED:
+        return 429, {"error": {"message": "rate limited"}}, {"retry-after": "30"}
     text = EVALUATOR_REPLY["text"] if asked.startswith(EVALUATOR_INSTRUCTION) else ANSWERS[model]
     return 200, completion(text, TOKENS_IN, TOKENS_OUT)
 
@@ -57,6 +60,7 @@ def _fresh_models() -> Iterator[None]:
     yield
     ANSWERS.clear()
     BROKEN.clear()
+    LIMITED.clear()
     EVALUATOR_REPLY["text"] = ""
 
 
@@ -139,6 +143,29 @@ def test_a_failed_model_is_left_out_of_the_vote(tmp_path: Path, models_url: str)
     assert "Rejected" in ended.detail["failed"]["sim-frontier"]
     total = _usd("sim-mid") + _usd("sim-nano")
     assert ended.detail["cost_multiplier"] == pytest.approx(total / _usd("sim-mid"), rel=1e-3)
+
+
+def test_a_rate_limited_panel_member_makes_a_batch_request_wait_keeping_the_others_answers(
+        tmp_path: Path, models_url: str) -> None:
+    ANSWERS.update({"sim-nano": "refund", "sim-mid": "refund", "sim-frontier": "card_lost"})
+    LIMITED.add("sim-nano")
+    deferred: list[str] = []
+    rt = _run(tmp_path, models_url, {"kind": "parallel"}, deferred=deferred)
+    assert len(deferred) == 1  # routed as batch: it waits for the window, it does not vote
+    with rt.engine.connect() as conn:
+        assert conn.execute(select(results.c.request_id)).all() == []
+        kept = conn.execute(select(attempts.c.model, attempts.c.content)
+                            .order_by(attempts.c.seq)).all()
+    assert [tuple(k) for k in kept] == [("sim-frontier", "card_lost"), ("sim-mid", "refund"),
+                                        ("sim-nano", None)]
+    LIMITED.clear()  # the window opened: only the rate-limited member is asked again
+    rt = a_minute_later(rt)
+    assert execute.execute(rt, deferred, resumed=True).finished == 1
+    ended, tried, paid = _rows(rt)
+    assert (ended.status, ended.content, ended.detail["decided_by"]) == ("ok", "refund",
+                                                                         "majority")
+    assert [m for m, _ in tried] == ["sim-frontier", "sim-mid", "sim-nano", "sim-nano"]
+    assert paid == 3
 
 
 def test_when_the_whole_panel_fails_the_lead_model_falls_back_along_its_tier(

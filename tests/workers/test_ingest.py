@@ -127,7 +127,9 @@ def test_a_bundles_outcomes_take_one_statement_per_table_and_repeat_harmlessly(p
             records.record_outcomes(conn, made, done, prices, loaded, jobs_by_request)
     assert seen["INSERT INTO attempts"] == seen["INSERT INTO charges"] == 2
     assert seen["INSERT INTO results"] == 2
-    assert seen["UPDATE requests SET"] == 2
+    # the requests' status and their jobs' notification: one statement
+    assert seen["WITH ended AS"] == 2 and seen["UPDATE requests SET"] == 0
+    assert seen["SELECT pg_notify(%s,"] == 0
     with pg.engine.connect() as conn:
         usd = conn.execute(select(func.sum(charges.c.usd), func.count())
                            .where(charges.c.request_id.in_(ids))).one()

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import os
 import threading
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -73,6 +73,34 @@ def insert_ignore(conn: Connection, table: Table, rows: Iterable[Mapping[str, An
         result = conn.exec_driver_sql(*_unnest_insert(table, rows, None))
         return result.rowcount or 0
     return conn.execute(_on_conflict_do_nothing(conn, table), rows).rowcount or 0
+
+
+def insert_ignore_together(conn: Connection,
+                           inserts: Sequence[tuple[Table, Iterable[Mapping[str, Any]]]]
+                           ) -> list[int]:
+    """:func:`insert_ignore` into several tables, in order; returns how many rows were new in
+    each. On Postgres one statement for all of them (one round trip and one parse, where a
+    bundle's attempts, charges and results took three); their foreign keys are checked at its
+    end, when every row is there."""
+    writes = [(table, list(rows)) for table, rows in inserts]
+    if conn.dialect.name != "postgresql":
+        return [insert_ignore(conn, table, rows) for table, rows in writes]
+    ctes: list[str] = []
+    params: list[Any] = []
+    counts: list[str] = []
+    for i, (table, rows) in enumerate(writes):
+        if not rows:
+            counts.append("0")
+            continue
+        sql, columns = _unnest_insert(table, rows, None)
+        ctes.append(f"w{i} AS ({sql} RETURNING 1)")
+        params.extend(columns)
+        counts.append(f"(SELECT count(*) FROM w{i})")
+    if not ctes:
+        return [0] * len(writes)
+    found = conn.exec_driver_sql(f"WITH {', '.join(ctes)} SELECT {', '.join(counts)}",
+                                 tuple(params)).one()
+    return [int(n) for n in found]
 
 
 def insert_new(conn: Connection, table: Table, rows: Iterable[Mapping[str, Any]],

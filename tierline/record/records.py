@@ -17,7 +17,13 @@ from sqlalchemy.dialects import postgresql
 from sqlalchemy.engine import Connection
 
 from tierline.record import ahead
-from tierline.record.db import JOBS_CHANNEL, among, insert_ignore, insert_new, notify_jobs
+from tierline.record.db import (
+    JOBS_CHANNEL,
+    among,
+    insert_ignore_together,
+    insert_new,
+    notify_jobs,
+)
 from tierline.record.schema import attempts, charges, decisions, jobs, requests, results
 from tierline.router.envelope import Request
 from tierline.router.live.decide import Decision
@@ -331,7 +337,8 @@ def record_outcomes(conn: Connection, made: Sequence[AttemptRow], done: Sequence
                     prices: dict[str, Price], context: dict[str, Request],
                     jobs_by_request: dict[str, str | None],
                     earlier: Mapping[str, OnRecord] | None = None) -> None:
-    """Write a bundle's attempts, charges and results: one statement per table.
+    """Write a bundle's attempts, charges and results (one statement for the three on
+    Postgres, one per table elsewhere), end its requests and wake their jobs' waiters.
 
     A charge is the attempt's tokens at the attempt's prices; attempts that were never
     billed (no tokens either way) are recorded without a charge. A result counts its
@@ -351,23 +358,25 @@ def record_outcomes(conn: Connection, made: Sequence[AttemptRow], done: Sequence
             request = context[a.request_id]
             charge_rows.append(charge_row(a, price, request.tenant, request.lane,
                                           jobs_by_request.get(a.request_id)))
-    if insert_ignore(conn, attempts, attempt_rows) < len(attempt_rows):
-        # Some were on record already: a redelivery's repeat (nothing to do), or calls folded
-        # as of unknown outcome while this task still ran, which their real usage replaces.
-        ahead.settle_unknown(conn, attempt_rows, charge_rows)
-    insert_ignore(conn, charges, charge_rows)
-    # Their write-ahead rows are settled by these attempts: deleted later, in bulk (ahead.fold).
     spent = {rid: seen.usd for rid, seen in (earlier or {}).items()}
     count = {rid: seen.attempts for rid, seen in (earlier or {}).items()}
     for row in attempt_rows:
         spent[row["request_id"]] = spent.get(row["request_id"], Decimal(0)) + row["usd"]
         count[row["request_id"]] = count.get(row["request_id"], 0) + 1
-    insert_ignore(conn, results, [{
+    result_rows = [{
         "request_id": r.request_id, "status": r.status, "model": r.model, "content": r.content,
         "error": r.error, "attempts": count.get(r.request_id, 0),
         "usd": spent.get(r.request_id, Decimal(0)), "finished_at": r.finished_at,
         "latency_s": r.finished_at - context[r.request_id].submitted_at,
-        "detail": r.detail} for r in done])
+        "detail": r.detail} for r in done]
+    # Their write-ahead rows are settled by these attempts: deleted later, in bulk (ahead.fold).
+    new_attempts, _, _ = insert_ignore_together(
+        conn, [(attempts, attempt_rows), (charges, charge_rows), (results, result_rows)])
+    if new_attempts < len(attempt_rows):
+        # Some were on record already: a redelivery's repeat (nothing to do), or calls folded
+        # as of unknown outcome while this task still ran, which their real usage replaces
+        # (the charge at the estimate, which kept this call's charge out, with it).
+        ahead.settle_unknown(conn, attempt_rows, charge_rows)
     # Answers kept across a deferral served their purpose once the request has its result.
     returned = [r.request_id for r in done if (seen := (earlier or {}).get(r.request_id))
                 and seen.kept]

@@ -217,6 +217,13 @@ def status_of(engine: Engine, request_id: str) -> str | None:
 
 
 def mark_enqueued(engine: Engine, request_ids: list[str], now_s: float) -> None:
-    """Note that these requests were handed to the broker (off the answer's path)."""
-    with engine.begin() as conn:
-        records.mark_enqueued(conn, request_ids, now_s)
+    """Note that these requests were handed to the broker (off the answer's path): on
+    Postgres one statement outside a transaction, its text fixed."""
+    if engine.dialect.name != "postgresql":
+        with engine.begin() as conn:
+            records.mark_enqueued(conn, request_ids, now_s)
+        return
+    if request_ids:
+        with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+            conn.exec_driver_sql("UPDATE requests SET enqueued_at = %s WHERE id = ANY(%b::text[])",
+                                 (now_s, request_ids))

@@ -7,6 +7,7 @@ import os
 import threading
 from collections.abc import Iterable, Mapping, Sequence
 from decimal import Decimal
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -160,19 +161,27 @@ def _unnest_insert(table: Table, rows: list[Mapping[str, Any]], returning: str |
     without RETURNING runs one INSERT per row on psycopg 3, and its multi-row VALUES form
     spends most of its time in psycopg re-parsing a statement too long to cache.)
     """
-    names = list(rows[0])
-    casts, columns = [], []
+    names = tuple(rows[0])
+    sql, converters = _unnest_statement(table, names, returning)
+    return sql, tuple([None if (v := row[name]) is None else convert(v) for row in rows]
+                      for name, convert in zip(names, converters, strict=True))
+
+
+@lru_cache(maxsize=256)
+def _unnest_statement(table: Table, names: tuple[str, ...], returning: str | None
+                      ) -> tuple[str, tuple[Any, ...]]:
+    """:func:`_unnest_insert`'s text and each column's converter, built once per shape."""
+    casts, converters = [], []
     for name in names:
-        column = table.c[name]
-        kind, convert = _array_type(column.type)
+        kind, convert = _array_type(table.c[name].type)
         casts.append(f"%b::{kind}[]")  # binary: psycopg's text array dumper is pure Python
-        columns.append([None if (v := row[name]) is None else convert(v) for row in rows])
+        converters.append(convert)
     quoted = ", ".join(f'"{n}"' for n in names)
     sql = (f'INSERT INTO "{table.name}" ({quoted}) SELECT * FROM unnest({", ".join(casts)}) '
            "ON CONFLICT DO NOTHING")
     if returning:
         sql += f' RETURNING "{returning}"'
-    return sql, tuple(columns)
+    return sql, tuple(converters)
 
 
 def _array_type(sql_type: Any) -> tuple[str, Any]:

@@ -1,9 +1,12 @@
-"""The record side of one realtime call through the gateway: accepted in one transaction,
-its answer read in one query.
+"""The record side of one realtime call through the gateway: accepted in one statement
+(one transaction on SQLite), its answer read in one query.
 
 ``Client.submit_many`` is built for files of any size (a job opened, requests in chunks,
 counts and state written after, four transactions); a chat call is one request, so its job
-is written already ``in_progress`` with its counts, in the same transaction as the request.
+is written already ``in_progress`` with its counts, with the request.
+
+The hot statements go to psycopg as fixed text: built and compiled by SQLAlchemy for each
+call, they cost more of the gateway's CPU than their execution (bench/RESULTS.md).
 """
 
 from __future__ import annotations

@@ -3,19 +3,19 @@ simulator called directly in the same run.
 
     python bench/gateway_load.py --seconds 10 --clients 1,8,32,128 --batch 50000
 
-One fresh Postgres database, Redis database 12 (flushed; ``--redis-url`` for another), the simulator (policies/demo.yaml,
-every model answering in about ``--model-ms``), separate worker processes (the realtime
-router, the realtime tier, and one worker for the standard and batch lanes) and two
-gateways, all started here: one sends its realtime bundles to the tier's queue, the other
-answers them in its own process (``TIERLINE_GATEWAY_CALLS=inline``). For each number of
-concurrent clients (each one keep-alive connection,
-asking one question after another for ``--seconds``): latency percentiles, requests/s and
-errors, first straight to the simulator (the reference: what the model costs), then through
-the gateway, with the CPU seconds each process spent per request (from /proc, children
-included). Then a ``--batch``-request job is submitted on the batch lane and the realtime
-runs are repeated while it is processed (by its own worker, at ``--batch-nice``: on a
-shared 2-core machine the batch lane's pool yields the CPU to the realtime one, as a
-deployment would pin it to its own cores).
+One fresh Postgres database, Redis database 12 (flushed; ``--redis-url`` for another), the
+simulator (policies/demo.yaml, every model answering in about ``--model-ms``), separate
+worker processes (the realtime router, the realtime tier, and one worker for the standard
+and batch lanes) and two gateways, all started here: one sends its realtime bundles to the
+tier's queue, the other answers them in its own process (``TIERLINE_GATEWAY_CALLS=inline``).
+For each number of concurrent clients (each one keep-alive connection, asking one question
+after another for ``--seconds``): latency percentiles, requests/s and errors, first straight
+to the simulator (the reference: what the model costs), then through the gateway, with the
+CPU seconds each process spent per request (from /proc, children included). Then a
+``--batch``-request job is submitted on the batch lane and the realtime runs are repeated
+while it is processed (by its own worker, at ``--batch-nice``: on a shared 2-core machine
+the batch lane's pool yields the CPU to the realtime one, as a deployment would pin it to
+its own cores).
 """
 
 from __future__ import annotations

@@ -3,19 +3,19 @@ simulator called directly in the same run.
 
     python bench/gateway_load.py --seconds 10 --clients 1,8,32,128 --batch 50000
 
-One fresh Postgres database, Redis database 12 (flushed), the simulator (policies/demo.yaml,
-every model answering in about ``--model-ms``), separate worker processes (the realtime
-router, the realtime tier, and one worker for the standard and batch lanes) and two
-gateways, all started here: one sends its realtime bundles to the tier's queue, the other
-answers them in its own process (``TIERLINE_GATEWAY_CALLS=inline``). For each number of
-concurrent clients (each one keep-alive connection,
-asking one question after another for ``--seconds``): latency percentiles, requests/s and
-errors, first straight to the simulator (the reference: what the model costs), then through
-the gateway, with the CPU seconds each process spent per request (from /proc, children
-included). Then a ``--batch``-request job is submitted on the batch lane and the realtime
-runs are repeated while it is processed (by its own worker, at ``--batch-nice``: on a
-shared 2-core machine the batch lane's pool yields the CPU to the realtime one, as a
-deployment would pin it to its own cores).
+One fresh Postgres database, Redis database 12 (flushed; ``--redis-url`` for another), the
+simulator (policies/demo.yaml, every model answering in about ``--model-ms``), separate
+worker processes (the realtime router, the realtime tier, and one worker for the standard
+and batch lanes) and two gateways, all started here: one sends its realtime bundles to the
+tier's queue, the other answers them in its own process (``TIERLINE_GATEWAY_CALLS=inline``).
+For each number of concurrent clients (each one keep-alive connection, asking one question
+after another for ``--seconds``): latency percentiles, requests/s and errors, first straight
+to the simulator (the reference: what the model costs), then through the gateway, with the
+CPU seconds each process spent per request (from /proc, children included). Then a
+``--batch``-request job is submitted on the batch lane and the realtime runs are repeated
+while it is processed (by its own worker, at ``--batch-nice``: on a shared 2-core machine
+the batch lane's pool yields the CPU to the realtime one, as a deployment would pin it to
+its own cores).
 """
 
 from __future__ import annotations
@@ -40,7 +40,8 @@ from tierline.bench.children import sim_url, spawn, stop
 
 ROOT = Path(__file__).resolve().parent.parent
 POLICY = ROOT / "policies" / "demo.yaml"
-REDIS_URL = "redis://127.0.0.1:6379/12"  # this bench's own database: flushed per run
+# The bench's own database, flushed per run (TIERLINE_BENCH_REDIS_URL or --redis-url for another).
+REDIS_URL = os.environ.get("TIERLINE_BENCH_REDIS_URL", "redis://127.0.0.1:6379/12")
 TICKS = os.sysconf("SC_CLK_TCK")
 
 
@@ -137,10 +138,12 @@ def main() -> None:
     parser.add_argument("--before", type=Path, default=None,
                         help="a checkout of an earlier tree whose gateway is measured too, "
                              "side by side (git archive <commit> | tar -x -C DIR)")
+    parser.add_argument("--redis-url", default=REDIS_URL,
+                        help="the broker's Redis database, flushed first (default %(default)s)")
     args = parser.parse_args()
     counts = [int(c) for c in args.clients.split(",")]
 
-    redis.Redis.from_url(REDIS_URL).flushdb()
+    redis.Redis.from_url(args.redis_url).flushdb()
     logs = Path(tempfile.mkdtemp(prefix="gateway-load-"))
     config = logs / "sim.yaml"
     config.write_text(json.dumps({"default": {
@@ -148,7 +151,7 @@ def main() -> None:
         "cold_start_s": 0.0, "error_rate": 0.0}}))
     children: dict[str, subprocess.Popen[bytes]] = {}
     with fresh_database() as database_url:
-        env = {**os.environ, "TIERLINE_BROKER_URL": REDIS_URL,
+        env = {**os.environ, "TIERLINE_BROKER_URL": args.redis_url,
                "TIERLINE_DATABASE_URL": database_url, "TIERLINE_POLICY": str(POLICY),
                "PYTHONUNBUFFERED": "1", "PYTHONPATH": str(ROOT)}
         subprocess.run([sys.executable, "-m", "tierline", "db", "upgrade"], check=True,

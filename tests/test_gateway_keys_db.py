@@ -142,3 +142,73 @@ def test_the_keys_command_prints_a_key_once_lists_and_revokes_it(tmp_path: Path)
     assert unknown.returncode == 2 and "no key 'key-nope'" in unknown.stderr
     past = run("create", "--tenant", "acme", "--expires", "2001-01-01")
     assert past.returncode == 2 and "in the past" in past.stderr
+    limited = run("limit", "--tenant", "acme", "--rpm", "5", "--usd-per-day", "1.5")
+    assert limited.returncode == 0, limited.stderr
+    assert "tenant acme: req/min 5, usd/day 1.5" in limited.stdout
+    assert [line.split()[:4] for line in run("limits").stdout.splitlines()[1:]] == [
+        ["acme", "5", "1.5000000000", "-"]]
+    assert run("limit", "--tenant", "acme").returncode == 0  # no limit given: none left
+    assert run("limits").stdout.splitlines()[1:] == []
+
+
+def test_a_tenants_rate_bounds_all_its_keys_together(stack: Client, tmp_path: Path) -> None:
+    first, _ = api_keys.create_key(stack.rt.engine, "pair")
+    second, _ = api_keys.create_key(stack.rt.engine, "pair")
+    other, _ = api_keys.create_key(stack.rt.engine, "unlimited")
+    yaml_keys = tmp_path / "keys.yaml"
+    yaml_keys.write_text("pair: [sk-pair-0001]\n")
+    api_keys.set_tenant_limits(stack.rt.engine, api_keys.TenantLimits("pair", 3, None, None))
+    with serve_gateway(stack, limits=FRESH, keys=load_keys(yaml_keys)) as base, \
+            httpx.Client() as http:
+        statuses = [http.get(f"{base}/models", headers=_bearer(key))
+                    for key in (first, second, "sk-pair-0001") * 2]
+        others = [http.get(f"{base}/models", headers=_bearer(other)).status_code
+                  for _ in range(6)]
+    refused = [r for r in statuses if r.status_code == 429]
+    assert [r.status_code for r in statuses[:3]] == [200, 200, 200]
+    assert len(refused) == 3 or len(refused) == 2  # 3 a minute; a minute may turn meanwhile
+    assert "tenant pair: over its 3 requests per minute" in refused[0].json()["error"]["message"]
+    assert 1 <= int(refused[0].headers["retry-after"]) <= 60
+    assert others == [200] * 6
+
+
+def test_a_tenants_budget_refuses_its_keys_that_have_none(stack: Client) -> None:
+    key, _ = api_keys.create_key(stack.rt.engine, "frugal")
+    api_keys.set_tenant_limits(stack.rt.engine, api_keys.TenantLimits(
+        "frugal", None, Decimal("0.0000000001"), None))
+    with serve_gateway(stack, limits=FRESH) as base:
+        first = httpx.post(f"{base}/chat/completions", json=HELLO, headers=_bearer(key),
+                           timeout=30)
+        assert first.status_code == 200, first.text
+        second = httpx.post(f"{base}/chat/completions", json=HELLO, headers=_bearer(key),
+                            timeout=30)
+    assert second.status_code == 429
+    assert second.json()["error"]["code"] == "insufficient_quota"
+    assert "tenant frugal: its budget of" in second.json()["error"]["message"]
+    api_keys.set_tenant_limits(stack.rt.engine, api_keys.TenantLimits("frugal", None, None, None))
+    assert "frugal" not in api_keys.all_tenant_limits(stack.rt.engine)
+
+
+def test_tenants_limits_are_read_once_per_cache_period_not_per_request() -> None:
+    now = [1_000.0]
+    reads: list[float] = []
+
+    def limited_tenants() -> dict[str, api_keys.TenantLimits]:
+        reads.append(now[0])
+        return {"capped": api_keys.TenantLimits("capped", 100, None, None)}
+
+    from tierline.workers.stores.request_counter import MemoryCounter
+
+    quota = Quota(MemoryCounter(), lambda tenant, since: Decimal(0), clock=lambda: now[0],
+                  cache_s=5.0, tenant_limits=limited_tenants)
+    free, capped = Identity("free"), Identity("capped")
+    assert quota.limited(free)  # nothing read yet: the admit that follows reads
+    quota.admit(free)
+    assert not quota.limited(free) and quota.limited(capped)
+    quota.admit(capped)
+    assert reads == [1_000.0]
+    now[0] += 5.0
+    assert quota.limited(free)
+    quota.admit(free)
+    assert reads == [1_000.0, 1_005.0]
+    assert not quota.limited(Identity(None))  # an open gateway's callers have no tenant

@@ -128,3 +128,41 @@ def test_the_connection_stays_open_a_while_for_the_next_waiter(postgres_url: str
     with listener.bell("job-next") as bell:
         assert bell.wait(0.0) is False and listener._tried.is_set()
     assert _eventually(lambda: listener._thread is None, within_s=10.0)
+
+
+def test_settling_completes_expires_and_notifies_in_one_pass(postgres_url: str) -> None:
+    """Jobs with nothing left complete, one past its window expires with its requests, one
+    still answering and one ended are left as they are; the first two are notified."""
+    from sqlalchemy import insert, select
+
+    from tierline.record import jobs
+    from tierline.record.schema import jobs as job_rows
+    from tierline.record.schema import requests
+
+    engine = engine_for(postgres_url)
+    done, busy, late, ended = ids = _ids("done", "busy", "late", "ended")
+    now_s = time.time()
+    with engine.begin() as conn:
+        conn.execute(insert(job_rows), [
+            {"id": job, "name": None, "tenant": "t", "lane": "realtime", "created_at": now_s,
+             "status": "completed" if job == ended else "in_progress",
+             "expires_at": now_s - 1 if job == late else None,
+             "accepted": 1, "duplicates": 0, "rejected": 0} for job in ids])
+        conn.execute(insert(requests), [
+            {"id": f"{job}-r", "job_id": job, "seq": 0, "tenant": "t", "lane": "realtime",
+             "body": {"messages": []}, "max_output_tokens": 8, "latency_budget_s": 5.0,
+             "submitted_at": now_s, "deadline_at": now_s + 5,
+             "status": "done" if job in (done, ended) else "routed"} for job in ids])
+    with psycopg.connect(postgres_url, autocommit=True) as listener:
+        listener.execute(f"LISTEN {JOBS_CHANNEL}")
+        with engine.begin() as conn:
+            jobs.settle(conn, [ended, late, busy, done, done], now_s)
+        assert sorted(_received(listener, ids)) == sorted([done, late])
+    with engine.connect() as conn:
+        states = dict(conn.execute(select(job_rows.c.id, job_rows.c.status)
+                                   .where(job_rows.c.id.in_(ids))).all())
+        late_request = conn.execute(select(requests.c.status)
+                                    .where(requests.c.id == f"{late}-r")).scalar_one()
+    assert states == {done: "completed", busy: "in_progress", late: "expired",
+                      ended: "completed"}
+    assert late_request == "expired"

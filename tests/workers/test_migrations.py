@@ -43,6 +43,7 @@ ADDS: dict[str, set[tuple[str, str]]] = {
              ("add_table", "shadow_outcomes"), ("add_index", "ix_shadow_outcomes_request_id"),
              ("add_index", "ix_shadow_outcomes_day")},
     "0015": {("add_column", "pending_attempts.shadow")},
+    "0016": {("add_table", "tenant_limits")},
 }
 
 

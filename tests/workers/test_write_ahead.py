@@ -17,15 +17,17 @@ from sqlalchemy import func, select, text
 from tests.conftest import publish_nowhere
 from tests.workers.scripted import completion, demo_policy, route_here, runtime, serve
 from tierline.producer.client import Client
-from tierline.record import ahead, jobs
+from tierline.record import ahead, jobs, records
 from tierline.record.ahead import Ahead
 from tierline.record.ledger import reconcile, unknowns
 from tierline.record.period_report import compute, day_start_s, top_price
+from tierline.record.records import AttemptRow, ResultRow
 from tierline.record.schema import attempts, charges, pending_attempts, requests, results
 from tierline.schedules.report_html import gather, page
 from tierline.schedules.watchdog import watch
 from tierline.workers import routing
 from tierline.workers.engine import execute
+from tierline.workers.engine.calls import prices_of
 from tierline.workers.runtime import Runtime
 
 CALLS: list[str] = []
@@ -199,3 +201,31 @@ def test_a_bundle_delivered_twice_at_once_never_calls_under_the_others_attempt_i
         seqs = conn.execute(select(attempts.c.seq)).scalars().all()
         assert reconcile(conn).balanced
     assert sorted(seqs) == list(range(len(seqs)))  # one row per call, none shared
+
+
+def test_a_real_answer_recorded_after_its_call_was_folded_replaces_the_estimate(
+        tmp_path: Path, models_url: str, database_url: str) -> None:
+    """The write of a task still running after its call was folded as of unknown outcome:
+    the real usage replaces the attempt and its charge at the estimate, once, however often
+    it is written."""
+    rt = runtime(tmp_path, models_url, demo_policy({"kind": "single"}), database_url)
+    rid = _called_but_never_recorded(rt)
+    with rt.engine.begin() as conn:
+        assert ahead.fold(conn, request_ids=[rid]) == 1
+    with rt.engine.connect() as conn:
+        request = records.load_requests(conn, [rid])[0]
+        job_of = records.job_of(conn, [rid])
+        model, started = conn.execute(select(attempts.c.model, attempts.c.started_at)).one()
+    real = AttemptRow(rid, 0, model, rt.policy.tier_of(model), True, None, 40, 3, False, 0.2,
+                      started)
+    done = [ResultRow(rid, "ok", model, "Madrid", None, started + 0.2)]
+    for _ in range(2):  # the late write, then a redelivery of the same
+        with rt.engine.begin() as conn:
+            records.record_outcomes(conn, [real], done, prices_of(rt), {rid: request}, job_of)
+    with rt.engine.connect() as conn:
+        assert conn.execute(select(attempts.c.ok, attempts.c.tokens_out,
+                                   attempts.c.usage_estimated)).all() == [(True, 3, False)]
+        assert conn.execute(select(charges.c.tokens_out, charges.c.usage_estimated)
+                            ).all() == [(3, False)]
+        assert conn.execute(select(requests.c.status)).scalar_one() == "done"
+        assert reconcile(conn).balanced

@@ -27,7 +27,8 @@ def _rt(rt: Any) -> Any:
 
 @click.group()
 def keys() -> None:
-    """The gateway's API keys: each speaks for a tenant, with optional limits."""
+    """The gateway's API keys: each speaks for a tenant, with optional limits; and each
+    tenant's own limits, across its keys."""
 
 
 @keys.command("create")
@@ -74,3 +75,35 @@ def keys_revoke(key_id: str) -> None:
 
     with _session() as rt:
         keys_admin.revoke(_rt(rt), out, key_id)
+
+
+@keys.command("limit")
+@click.option("--tenant", required=True, help="The tenant whose requests are limited.")
+@click.option("--rpm", "requests_per_minute", type=click.IntRange(min=1), default=None,
+              help="Requests per minute across its keys (429 with Retry-After past it).")
+@click.option("--usd-per-day", type=click.FloatRange(min=0), default=None,
+              help="USD the tenant may spend per UTC day (429 once spent).")
+@click.option("--usd-per-month", type=click.FloatRange(min=0), default=None,
+              help="USD the tenant may spend per 30 days (429 once spent).")
+def keys_limit(tenant: str, requests_per_minute: int | None, usd_per_day: float | None,
+               usd_per_month: float | None) -> None:
+    """Set a tenant's own limits, across all its keys (the keys file's too), replacing its
+    earlier ones; with no limit given, it has none."""
+    from decimal import Decimal
+
+    from tierline.cli import keys_admin
+
+    with _session() as rt:
+        keys_admin.limit(_rt(rt), out, tenant=tenant, requests_per_minute=requests_per_minute,
+                         usd_per_day=None if usd_per_day is None else Decimal(str(usd_per_day)),
+                         usd_per_month=(None if usd_per_month is None
+                                        else Decimal(str(usd_per_month))))
+
+
+@keys.command("limits")
+def keys_limits() -> None:
+    """Each limited tenant: its limits and what it spent today and in the last 30 days."""
+    from tierline.cli import keys_admin
+
+    with _session() as rt:
+        keys_admin.show_limits(_rt(rt), out)

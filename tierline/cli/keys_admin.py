@@ -1,10 +1,12 @@
-"""``tierline keys``: create, list and revoke the gateway's API keys (kept as SHA-256 only)."""
+"""``tierline keys``: create, list and revoke the gateway's API keys (kept as SHA-256 only),
+and set and list tenants' own limits."""
 
 from __future__ import annotations
 
 import datetime as dt
 import re
 import time
+from collections.abc import Sequence
 from decimal import Decimal
 
 from rich.console import Console
@@ -59,11 +61,42 @@ def show(rt: Runtime, console: Console, tenant: str | None) -> None:
                      _opt(key.usd_per_month),
                      f"{api_keys.spent_usd(rt.engine, key.tenant, day):.6f}",
                      f"{api_keys.spent_usd(rt.engine, key.tenant, day - 29 * DAY_S):.6f}"))
+    _columns(console, rows)
+
+
+def _columns(console: Console, rows: Sequence[tuple[str, ...]]) -> None:
+    """Plain columns, whole at any width, for people and scripts alike."""
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
-    for row in rows:  # plain columns, whole at any width, for people and scripts alike
+    for row in rows:
         console.print("  ".join(cell.ljust(width) for cell, width in zip(row, widths,
                                                                         strict=True)).rstrip(),
                       highlight=False, markup=False)
+
+
+def limit(rt: Runtime, console: Console, *, tenant: str, requests_per_minute: int | None,
+          usd_per_day: Decimal | None, usd_per_month: Decimal | None) -> None:
+    if not tenant.strip() or len(tenant) > 128:
+        raise InvalidInput("--tenant: give a name of 1 to 128 characters")
+    api_keys.set_tenant_limits(rt.engine, api_keys.TenantLimits(
+        tenant, requests_per_minute, usd_per_day, usd_per_month))
+    given = [f"{what} {value}" for what, value in (("req/min", requests_per_minute),
+                                                   ("usd/day", usd_per_day),
+                                                   ("usd/30d", usd_per_month))
+             if value is not None]
+    console.print(f"tenant {tenant}: {', '.join(given) if given else 'no limits'} "
+                  "(gateways apply it within 5 s)", highlight=False)
+
+
+def show_limits(rt: Runtime, console: Console) -> None:
+    """Each limited tenant with what it spent today and in the last 30 days."""
+    rows = [("tenant", "req/min", "usd/day", "usd/30d", "spent_today", "spent_30d")]
+    day = time.time() // DAY_S * DAY_S
+    for tenant, limits in api_keys.all_tenant_limits(rt.engine).items():
+        rows.append((tenant, _opt(limits.requests_per_minute), _opt(limits.usd_per_day),
+                     _opt(limits.usd_per_month),
+                     f"{api_keys.spent_usd(rt.engine, tenant, day):.6f}",
+                     f"{api_keys.spent_usd(rt.engine, tenant, day - 29 * DAY_S):.6f}"))
+    _columns(console, rows)
 
 
 def revoke(rt: Runtime, console: Console, key_id: str) -> None:

@@ -4,7 +4,7 @@ An ASGI app (Starlette's router, :mod:`tierline.gateway.app`) served by uvicorn
 (:mod:`tierline.gateway.server`) under one set of :class:`~tierline.gateway.limits.Limits`.
 Before a route reads a body, :mod:`tierline.gateway.guard` checks the framing and headers,
 the API key (:mod:`tierline.gateway.auth`: the YAML keys file and the database's keys) and
-the key's limits (:mod:`tierline.gateway.quota`).
+the key's and its tenant's limits (:mod:`tierline.gateway.quota`).
 
 ``POST /v1/chat/completions`` accepts one request, waits for its answer within the lane's
 latency budget (:mod:`tierline.gateway.chat`), and answers in OpenAI's shape plus a ``tierline``

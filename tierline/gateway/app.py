@@ -91,11 +91,12 @@ def make_app(client: Client, *, keys: Keys | None = None, limits: Limits = DEFAU
     auth = Authenticator(keys, lookup=lambda hashed: api_keys.find_key(engine, hashed),
                          any_keys=lambda: api_keys.any_keys(engine), cache_s=limits.key_cache_s)
     quota = Quota(_counter(client), lambda tenant, since: api_keys.spent_usd(engine, tenant, since),
-                  cache_s=limits.spent_cache_s)
+                  cache_s=limits.spent_cache_s,
+                  tenant_limits=lambda: api_keys.all_tenant_limits(engine))
     router = Router(ROUTES, default=_not_found)
 
     async def app(scope: Scope, receive: Receive, send: Send) -> None:
         scope["gateway"] = gateway
         await router(scope, receive, send)
 
-    return Guard(app, limits, auth.identify, quota.admit, auth.known)
+    return Guard(app, limits, auth.identify, quota.admit, auth.known, quota.limited)

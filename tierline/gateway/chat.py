@@ -83,6 +83,11 @@ class Chat:
         self._lock = threading.Lock()
         self.ingress = Ingress(self.engine, client.rt.policy.bundling)
         self.inline = client.rt.settings.gateway_calls == "inline"  # workers.engine.inline
+        # Calls answered here write through the gateway's pool, not the shared engine's: it
+        # pings each connection before use, three round trips a call (a dead connection
+        # fails the call here, which then goes to the tier worker, as any error does).
+        self._answering = (client.rt.on_engine(self.engine)
+                           if self.inline and self.engine is not client.rt.engine else client.rt)
 
     def complete(self, body: Any, lane: str | None, key: str | None,
                  tenant: str | None = None) -> dict[str, Any]:
@@ -139,7 +144,7 @@ class Chat:
             self.engine, request, job_name=JOB_NAME, now_s=now, decision=decision,
             handed_on=here))
         if accepted.new and here and decision is not None:
-            inline.answer_here(self.client.rt, [accepted.request_id],
+            inline.answer_here(self._answering, [accepted.request_id],
                                tier_queue(decision.tier, request.lane))
         elif accepted.new:
             self.ingress.send(accepted.request_id, request.lane, None if decision is None else

@@ -40,12 +40,15 @@ class Guard:
     def __init__(self, app: App, limits: Limits,
                  identify: Callable[[str | None], Identity],
                  admit: Callable[[Identity], None],
-                 known: Callable[[str | None], Identity | None] = lambda _: None) -> None:
+                 known: Callable[[str | None], Identity | None] = lambda _: None,
+                 limited: Callable[[Identity], bool] = lambda identity: identity.key is not None
+                 ) -> None:
         self.app = app
         self.limits = limits
         self.identify = identify  # raises HttpError (401); may read the database
         self.known = known  # the identity when no read is needed, else None
-        self.admit = admit  # raises HttpError (429) for a key over its limits
+        self.admit = admit  # raises HttpError (429) for a key or tenant over its limits
+        self.limited = limited  # whether admit may refuse the caller (no I/O)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -80,7 +83,7 @@ class Guard:
                     identity = await run_in_threadpool(self.identify, authorization)
                 state["tenant"] = identity.tenant
                 state["identity"] = identity
-                if identity.key is not None:  # only database keys carry limits
+                if self.limited(identity):  # a database key's limits, or its tenant's
                     await run_in_threadpool(self.admit, identity)
             await self.app(scope, receive, send_with_id)
         except HttpError as exc:

@@ -1,5 +1,6 @@
 """The gateway's API keys in the record: create (keeping only the key's SHA-256), find,
-list, revoke; and what a tenant has spent since a moment, for its budget."""
+list, revoke; a tenant's own limits; and what a tenant has spent since a moment, for its
+budget."""
 
 from __future__ import annotations
 
@@ -10,9 +11,9 @@ import uuid
 from dataclasses import dataclass
 from decimal import Decimal
 
-from sqlalchemy import Engine, func, insert, select, update
+from sqlalchemy import Engine, delete, func, insert, select, update
 
-from tierline.record.schema import api_keys, charges
+from tierline.record.schema import api_keys, charges, tenant_limits
 
 KEY_PREFIX = "tl-"
 
@@ -81,6 +82,37 @@ def revoke_key(engine: Engine, key_id: str, now_s: float | None = None) -> bool:
                                             api_keys.c.revoked_at.is_(None))
                      .values(revoked_at=time.time() if now_s is None else now_s))
     return found is not None
+
+
+@dataclass(frozen=True)
+class TenantLimits:
+    """A tenant's limits across all its keys (None: no such limit)."""
+
+    tenant: str
+    requests_per_minute: int | None
+    usd_per_day: Decimal | None
+    usd_per_month: Decimal | None
+
+
+def set_tenant_limits(engine: Engine, limits: TenantLimits, now_s: float | None = None) -> None:
+    """Give a tenant these limits, replacing its earlier ones; with none set, it has none."""
+    with engine.begin() as conn:
+        conn.execute(delete(tenant_limits).where(tenant_limits.c.tenant == limits.tenant))
+        if any(v is not None for v in (limits.requests_per_minute, limits.usd_per_day,
+                                       limits.usd_per_month)):
+            conn.execute(insert(tenant_limits).values(
+                **vars(limits), updated_at=time.time() if now_s is None else now_s))
+
+
+def all_tenant_limits(engine: Engine) -> dict[str, TenantLimits]:
+    """Every tenant's limits, by tenant (a row per limited tenant: a gateway reads them all)."""
+    with engine.connect() as conn:
+        return {row.tenant: TenantLimits(row.tenant, row.requests_per_minute, row.usd_per_day,
+                                         row.usd_per_month)
+                for row in conn.execute(select(
+                    tenant_limits.c.tenant, tenant_limits.c.requests_per_minute,
+                    tenant_limits.c.usd_per_day, tenant_limits.c.usd_per_month)
+                    .order_by(tenant_limits.c.tenant))}
 
 
 def spent_usd(engine: Engine, tenant: str, since_s: float) -> Decimal:

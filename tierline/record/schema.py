@@ -254,6 +254,17 @@ api_keys = Table(
     Column("usd_per_month", USD),
 )
 
+# A tenant's own limits, across all its keys and the keys file's (tierline keys limit).
+tenant_limits = Table(
+    "tenant_limits",
+    metadata,
+    Column("tenant", String(128), primary_key=True),
+    Column("requests_per_minute", Integer),
+    Column("usd_per_day", USD),
+    Column("usd_per_month", USD),
+    Column("updated_at", Float, nullable=False),
+)
+
 
 # Live shadow evaluation (tierline.workers.engine.shadow): per shadowed request, the answer it
 # was given

@@ -52,6 +52,17 @@ class Runtime:
     def engine(self) -> Engine:
         return engine_for(self.settings.database_url)
 
+    def on_engine(self, engine: Engine) -> Runtime:
+        """This runtime's settings, policy and stores (the same absorber, relay and health
+        registry), writing to the record through ``engine``: a gateway answering calls itself
+        uses its own pool, which keeps more connections and pings none before use. What is
+        built on first use (providers, on the process's one HTTP client; a learned bundle) is
+        built once more for it."""
+        other = Runtime(self.settings, self.policy, self.env, absorber=self.absorber,
+                        relay=self.relay, health=self.health, clock=self.clock)
+        other.__dict__["engine"] = engine  # the cached property's slot
+        return other
+
     @cached_property
     def estimator(self) -> Estimator:
         return make_estimator(self.policy)

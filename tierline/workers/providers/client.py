@@ -3,6 +3,7 @@ offers it, created lazily and re-created in a forked child."""
 
 from __future__ import annotations
 
+import logging
 import os
 import threading
 
@@ -27,6 +28,11 @@ os.register_at_fork(after_in_child=_reset_lock_in_child)
 
 def new_client(*, max_connections: int = DEFAULT_MAX_CONNECTIONS) -> httpx.Client:
     """A client with the worker's settings; the benchmark's raw loop uses the same."""
+    # httpx logs every request at INFO, and workers run at INFO: a line per model call
+    # (4 % of a tier worker's CPU at 32 realtime clients). Unless someone set its level.
+    requests_log = logging.getLogger("httpx")
+    if requests_log.level == logging.NOTSET:
+        requests_log.setLevel(logging.WARNING)
     return httpx.Client(
         # HTTP/2 is negotiated by ALPN on https; plain-http endpoints stay on HTTP/1.1.
         http2=True,

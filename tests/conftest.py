@@ -85,20 +85,47 @@ def redis_url() -> str:
     return REDIS_URL
 
 
-@contextmanager
-def _fresh_database() -> Iterator[str]:
-    """A new database migrated to head, dropped afterwards."""
-    require_service("Postgres", _reachable("127.0.0.1", 5432), "nothing on 127.0.0.1:5432")
-    import psycopg
+_TEMPLATE: list[str] = []  # the session's database migrated to head, once made
 
-    name = f"tierline_test_{uuid.uuid4().hex[:8]}"
-    with psycopg.connect(POSTGRES_ADMIN_URL, autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
-    url = POSTGRES_ADMIN_URL.rsplit("/", 1)[0] + f"/{name}"
-    try:
+
+def _migrated_template() -> str:
+    """A database migrated to head once per session (by ``tierline db upgrade``, as a user
+    would), which every fresh database copies: a copy takes a tenth of the migrations' time."""
+    if not _TEMPLATE:
+        import psycopg
+
+        name = f"tierline_template_{uuid.uuid4().hex[:8]}"
+        with psycopg.connect(POSTGRES_ADMIN_URL, autocommit=True) as conn:
+            conn.execute(f'CREATE DATABASE "{name}"')
+        _TEMPLATE.append(name)
+        url = POSTGRES_ADMIN_URL.rsplit("/", 1)[0] + f"/{name}"
         subprocess.run([sys.executable, "-m", "tierline", "db", "upgrade"], check=True,
                        cwd=ROOT, env={**os.environ, "TIERLINE_DATABASE_URL": url},
                        capture_output=True)
+    return _TEMPLATE[0]
+
+
+def pytest_sessionfinish() -> None:
+    if _TEMPLATE:
+        import psycopg
+
+        with psycopg.connect(POSTGRES_ADMIN_URL, autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{_TEMPLATE.pop()}" WITH (FORCE)')
+
+
+@contextmanager
+def _fresh_database() -> Iterator[str]:
+    """A new database migrated to head (a copy of the session's template), dropped
+    afterwards."""
+    require_service("Postgres", _reachable("127.0.0.1", 5432), "nothing on 127.0.0.1:5432")
+    import psycopg
+
+    template = _migrated_template()
+    name = f"tierline_test_{uuid.uuid4().hex[:8]}"
+    with psycopg.connect(POSTGRES_ADMIN_URL, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}" TEMPLATE "{template}"')
+    url = POSTGRES_ADMIN_URL.rsplit("/", 1)[0] + f"/{name}"
+    try:
         yield url
     finally:
         with psycopg.connect(POSTGRES_ADMIN_URL, autocommit=True) as conn:

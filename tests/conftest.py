@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import os
 import socket
-import subprocess
-import sys
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -13,6 +11,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
+from tests.postgres import drop_template, migrated_template
 
 ROOT = Path(__file__).resolve().parent.parent
 REDIS_URL = os.environ.get("TIERLINE_TEST_REDIS_URL", "redis://127.0.0.1:6379/2")
@@ -85,32 +85,8 @@ def redis_url() -> str:
     return REDIS_URL
 
 
-_TEMPLATE: list[str] = []  # the session's database migrated to head, once made
-
-
-def _migrated_template() -> str:
-    """A database migrated to head once per session (by ``tierline db upgrade``, as a user
-    would), which every fresh database copies: a copy takes a tenth of the migrations' time."""
-    if not _TEMPLATE:
-        import psycopg
-
-        name = f"tierline_template_{uuid.uuid4().hex[:8]}"
-        with psycopg.connect(POSTGRES_ADMIN_URL, autocommit=True) as conn:
-            conn.execute(f'CREATE DATABASE "{name}"')
-        _TEMPLATE.append(name)
-        url = POSTGRES_ADMIN_URL.rsplit("/", 1)[0] + f"/{name}"
-        subprocess.run([sys.executable, "-m", "tierline", "db", "upgrade"], check=True,
-                       cwd=ROOT, env={**os.environ, "TIERLINE_DATABASE_URL": url},
-                       capture_output=True)
-    return _TEMPLATE[0]
-
-
 def pytest_sessionfinish() -> None:
-    if _TEMPLATE:
-        import psycopg
-
-        with psycopg.connect(POSTGRES_ADMIN_URL, autocommit=True) as conn:
-            conn.execute(f'DROP DATABASE IF EXISTS "{_TEMPLATE.pop()}" WITH (FORCE)')
+    drop_template(POSTGRES_ADMIN_URL)
 
 
 @contextmanager
@@ -120,7 +96,7 @@ def _fresh_database() -> Iterator[str]:
     require_service("Postgres", _reachable("127.0.0.1", 5432), "nothing on 127.0.0.1:5432")
     import psycopg
 
-    template = _migrated_template()
+    template = migrated_template(POSTGRES_ADMIN_URL)
     name = f"tierline_test_{uuid.uuid4().hex[:8]}"
     with psycopg.connect(POSTGRES_ADMIN_URL, autocommit=True) as conn:
         conn.execute(f'CREATE DATABASE "{name}" TEMPLATE "{template}"')

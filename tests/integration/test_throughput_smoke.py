@@ -14,7 +14,8 @@ import pytest
 import redis
 from sqlalchemy import func, select
 
-from tierline.bench.children import spawn, stop
+from tests.integration.conftest import stop_together
+from tierline.bench.children import spawn
 from tierline.config.settings import Settings
 from tierline.producer.client import Client
 from tierline.record.schema import attempts, charges, requests, results
@@ -48,8 +49,7 @@ def instant_client(redis_url: str, postgres_url: str, use_broker: Any,
     try:
         yield Client(Runtime(settings, load_policy(POLICY), dict(env)))
     finally:
-        for proc in procs:
-            stop(proc)
+        stop_together(procs)
         use_broker(redis_url)  # the demo stack's tests may run after this module
 
 

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import os
 import socket
-import subprocess
-import sys
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -13,6 +11,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
+from tests.postgres import drop_template, migrated_template
 
 ROOT = Path(__file__).resolve().parent.parent
 REDIS_URL = os.environ.get("TIERLINE_TEST_REDIS_URL", "redis://127.0.0.1:6379/2")
@@ -85,20 +85,23 @@ def redis_url() -> str:
     return REDIS_URL
 
 
+def pytest_sessionfinish() -> None:
+    drop_template(POSTGRES_ADMIN_URL)
+
+
 @contextmanager
 def _fresh_database() -> Iterator[str]:
-    """A new database migrated to head, dropped afterwards."""
+    """A new database migrated to head (a copy of the session's template), dropped
+    afterwards."""
     require_service("Postgres", _reachable("127.0.0.1", 5432), "nothing on 127.0.0.1:5432")
     import psycopg
 
+    template = migrated_template(POSTGRES_ADMIN_URL)
     name = f"tierline_test_{uuid.uuid4().hex[:8]}"
     with psycopg.connect(POSTGRES_ADMIN_URL, autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
+        conn.execute(f'CREATE DATABASE "{name}" TEMPLATE "{template}"')
     url = POSTGRES_ADMIN_URL.rsplit("/", 1)[0] + f"/{name}"
     try:
-        subprocess.run([sys.executable, "-m", "tierline", "db", "upgrade"], check=True,
-                       cwd=ROOT, env={**os.environ, "TIERLINE_DATABASE_URL": url},
-                       capture_output=True)
         yield url
     finally:
         with psycopg.connect(POSTGRES_ADMIN_URL, autocommit=True) as conn:

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import os
+import subprocess
 import sys
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -13,6 +15,13 @@ from tierline.bench.children import sim_url, spawn, stop
 
 ROOT = Path(__file__).resolve().parents[2]
 POLICY = ROOT / "policies" / "demo.yaml"
+
+
+def stop_together(children: list[subprocess.Popen[bytes]]) -> None:
+    """Stop the children at once: a worker takes over a second to shut down, and none waits
+    on another's going."""
+    with ThreadPoolExecutor(max(len(children), 1)) as pool:
+        list(pool.map(stop, children))
 
 
 @pytest.fixture(scope="session")
@@ -35,9 +44,7 @@ def stack(redis_url: str, postgres_url: str, tmp_path_factory: pytest.TempPathFa
     try:
         yield env
     finally:
-        for proc in workers:
-            stop(proc)
-        stop(sim)
+        stop_together([*workers, sim])
         for log in logs.iterdir():
             text = log.read_text(errors="replace")
             if "Traceback" in text:

@@ -36,7 +36,8 @@ def test_a_live_point_matches_its_offline_replay(redis_url: str, postgres_url: s
         train = tmp_path / "train.jsonl"
         with source.open(encoding="utf-8") as lines:
             train.write_text("".join(line for _, line in zip(range(rows), lines, strict=False)))
-    broker = redis_url.rsplit("/", 1)[0] + "/7"
+    # a db of its own (another when 7 is someone else's)
+    broker = redis_url.rsplit("/", 1)[0] + "/" + os.environ.get("TIERLINE_TEST_BENCH_REDIS_DB", "7")
     redis.Redis.from_url(broker).flushdb()
     env = {**os.environ, "TIERLINE_BROKER_URL": broker, "TIERLINE_DATABASE_URL": postgres_url}
     run = subprocess.run(

@@ -32,7 +32,8 @@ pytestmark = pytest.mark.integration
 
 def test_a_bundle_whose_worker_is_killed_mid_call_is_redelivered_and_its_calls_accounted_for(
         redis_url: str, postgres_url: str, tmp_path: Path, use_broker: Any) -> None:
-    broker = redis_url.rsplit("/", 1)[0] + "/4"  # this test's own queues and workers
+    # this test's own queues and workers, on a db of its own (another when 4 is someone else's)
+    broker = redis_url.rsplit("/", 1)[0] + "/" + os.environ.get("TIERLINE_TEST_CRASH_REDIS_DB", "4")
     redis.Redis.from_url(broker).flushdb()
     slow = tmp_path / "slow.yaml"
     slow.write_text("default: {ttft_s: 2.0, per_token_s: 0, jitter_s: 0, cold_start_s: 0}\n")

@@ -26,12 +26,13 @@ pytestmark = pytest.mark.integration
 
 
 @pytest.fixture()
-def lost_broker_client(redis_url: str, postgres_url: str, use_broker: Any) -> Iterator[Client]:
-    """A producer whose broker database nobody consumes, and an in-thread simulator."""
+def lost_broker_client(own_broker: str, postgres_url: str, use_broker: Any) -> Iterator[Client]:
+    """A producer whose broker database nobody consumes (the test's own), and an in-thread
+    simulator."""
     from tierline.sim.fleet import fleet_from_policy
     from tierline.sim.server import start
 
-    unread = redis_url.rsplit("/", 1)[0] + "/3"
+    unread = own_broker  # emptied before and after by own_broker
     with start(fleet_from_policy(POLICY, seed=1)) as sim:
         rt = Runtime(Settings(unread, postgres_url, POLICY), load_policy(POLICY),
                      {"TIERLINE_SIM_URL": sim.url})
@@ -42,9 +43,6 @@ def lost_broker_client(redis_url: str, postgres_url: str, use_broker: Any) -> It
             yield Client(rt)
         finally:
             use_broker(previous)
-            import redis
-
-            redis.Redis.from_url(unread).flushdb()
 
 
 def app_conf_broker() -> str:

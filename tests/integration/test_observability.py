@@ -21,7 +21,8 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from tests.chromium import distinct_colours, dump_dom, screenshot
 from tests.conftest import _fresh_database
-from tierline.bench.children import sim_url, spawn, stop
+from tests.integration.conftest import stop_together
+from tierline.bench.children import sim_url, spawn
 from tierline.router.policy import load_policy
 from tierline.workers.app import all_queues
 
@@ -102,8 +103,7 @@ def ops(redis_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[di
             yield {"env": env, "prefix": prefix, "ports": ports, "logs": logs,
                    "redis": redis.Redis.from_url(redis_url)}
         finally:
-            for child in reversed(children):
-                stop(child)
+            stop_together(children)
             for log in logs.iterdir():
                 text = log.read_text(errors="replace")
                 if "Traceback" in text:

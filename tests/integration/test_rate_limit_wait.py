@@ -26,7 +26,8 @@ from tierline.workers.runtime import Runtime, install
 
 ROOT = Path(__file__).resolve().parents[2]
 POLICY = ROOT / "policies" / "demo.yaml"
-RETRY_AFTER_S = 12  # past the countdown cap of a 10 s visibility timeout (5 s)
+VISIBILITY_S = 6  # the countdown cap is half of it: 3 s
+RETRY_AFTER_S = 6  # past that cap
 pytestmark = pytest.mark.integration
 
 
@@ -45,12 +46,12 @@ def test_a_429_with_a_long_retry_after_waits_on_the_record_and_the_watchdog_send
     with serve(reply) as url:
         env = {**os.environ, "TIERLINE_BROKER_URL": own_broker,
                "TIERLINE_DATABASE_URL": own_postgres_url, "TIERLINE_POLICY": str(POLICY),
-               "TIERLINE_SIM_URL": url, "TIERLINE_VISIBILITY_TIMEOUT_S": "10"}
+               "TIERLINE_SIM_URL": url, "TIERLINE_VISIBILITY_TIMEOUT_S": str(VISIBILITY_S)}
         worker = spawn([sys.executable, "-m", "tierline", "worker", "--role", "all", "-c", "2",
                         "--", "--without-mingle", "--without-gossip", "-n", "limited@%h"],
                        env, tmp_path / "worker.log", cwd=ROOT)
         try:
-            rt = Runtime(Settings(own_broker, own_postgres_url, POLICY, visibility_s=10.0),
+            rt = Runtime(Settings(own_broker, own_postgres_url, POLICY, visibility_s=VISIBILITY_S),
                          load_policy(POLICY), env)
             install(rt)
             use_broker(own_broker)

@@ -71,9 +71,11 @@ def _worker_at(tmp_path: Path, redis_url: str, database_url: str, policy: Path, 
         redis.Redis.from_url(redis_url).flushdb()
 
 
-def _answered(rt: Runtime, prompts: list[str], tmp_path: Path, settle_s: float = 2.0
-              ) -> list[Any]:
-    """Submit, wait for every result, then give the shadow calls a moment."""
+def _answered(rt: Runtime, prompts: list[str], tmp_path: Path) -> list[Any]:
+    """Submit, wait for every result, then for the shadow calls: the bundle's task sends
+    them to the shadow queue before it acknowledges its own message, and the shadow task
+    acknowledges its message when it ends, so they are over once the broker holds no
+    message, waiting or unacknowledged."""
     Client(rt).submit_many(prompts, lane="batch")
     deadline = time.monotonic() + 40
     done: list[Any] = []
@@ -83,7 +85,10 @@ def _answered(rt: Runtime, prompts: list[str], tmp_path: Path, settle_s: float =
             done = conn.execute(select(results.c.status, results.c.model,
                                        results.c.content)).all()
     assert len(done) == len(prompts), (tmp_path / "worker.log").read_text()[-3000:]
-    time.sleep(settle_s)
+    broker = redis.Redis.from_url(rt.settings.broker_url)
+    while time.monotonic() < deadline and (broker.hlen("unacked") or any(
+            broker.llen(key) for key in broker.scan_iter(_type="list"))):
+        time.sleep(0.05)
     return done
 
 

@@ -14,7 +14,8 @@ import pytest
 import redis
 from sqlalchemy import func, select
 
-from tierline.bench.children import spawn, stop
+from tests.integration.conftest import stop_together
+from tierline.bench.children import spawn
 from tierline.config.settings import Settings
 from tierline.producer.client import Client
 from tierline.record.schema import attempts, charges, requests, results
@@ -32,7 +33,7 @@ def instant_client(redis_url: str, postgres_url: str, use_broker: Any,
                    tmp_path_factory: pytest.TempPathFactory) -> Iterator[Client]:
     """Router and tier workers on the instant policy, on a broker database of their own (the
     demo stack's workers serve the same queue names), and a producer in this process."""
-    broker = redis_url.rsplit("/", 1)[0] + "/3"
+    broker = redis_url.rsplit("/", 1)[0] + "/" + os.environ.get("TIERLINE_TEST_SMOKE_REDIS_DB", "3")
     redis.Redis.from_url(broker).flushdb()
     logs = tmp_path_factory.mktemp("smoke-logs")
     env = {**os.environ, "TIERLINE_BROKER_URL": broker, "TIERLINE_DATABASE_URL": postgres_url,
@@ -48,8 +49,7 @@ def instant_client(redis_url: str, postgres_url: str, use_broker: Any,
     try:
         yield Client(Runtime(settings, load_policy(POLICY), dict(env)))
     finally:
-        for proc in procs:
-            stop(proc)
+        stop_together(procs)
         use_broker(redis_url)  # the demo stack's tests may run after this module
 
 

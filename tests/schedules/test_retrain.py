@@ -18,7 +18,7 @@ from tierline.config.settings import load_settings
 from tierline.producer.client import Client
 from tierline.record import bundles
 from tierline.record.schema import bundles as bundles_table
-from tierline.record.schema import requests, results, shadow_outcomes
+from tierline.record.schema import results, shadow_outcomes
 from tierline.record.shadow_record import traffic_records
 from tierline.router.policy import policy_from_dict
 from tierline.router.strategies.agreement import Agreement
@@ -124,16 +124,11 @@ def test_retraining_learns_from_what_live_shadow_calls_recorded(
         tmp_path: Path, own_postgres_url: str) -> None:
     with serve(_answers) as url:
         rt = runtime(tmp_path, url, _policy({**LEARNING, "shadow_rate": 1.0}), own_postgres_url)
-        route_here(rt, [f"what is {k} plus {k}?" for k in range(120)])
-    with rt.engine.begin() as conn:
-        # Traffic is read oldest first, and the folds follow that order: the order the
-        # bundles' outcomes happened to be recorded in (ties broken by random ids) would
-        # make the folds, and so the decision, differ from run to run. The order asked is kept.
-        asked = {rid: int(body["messages"][-1]["content"].split()[2])
-                 for rid, body in conn.execute(select(requests.c.id, requests.c.body))}
-        for rid, k in asked.items():
-            conn.execute(update(shadow_outcomes).where(shadow_outcomes.c.request_id == rid)
-                         .values(recorded_at=1_000_000 + k))
+        # One request at a time: the record then holds them oldest first in the order asked.
+        # A bundle's outcomes share one recorded_at, and their order followed the random part
+        # of the requests' ids: the folds moved, and 2-4 runs in 10 promoted nothing.
+        for k in range(120):
+            route_here(rt, [f"what is {k} plus {k}?"])
     with rt.engine.connect() as conn:
         recorded = traffic_records(conn)
     assert len(recorded) == 120

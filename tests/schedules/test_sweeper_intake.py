@@ -28,6 +28,8 @@ from tierline.workers.runtime import Runtime
 
 ROOT = Path(__file__).resolve().parents[2]
 POLICY = ROOT / "policies" / "demo.yaml"  # ingress_chunk 64: intake commits every 64 rows
+# a Redis db nobody consumes, for the sweep command's publishes
+SWEEP_BROKER = "redis://127.0.0.1:6379/" + os.environ.get("TIERLINE_TEST_SWEEP_REDIS_DB", "8")
 
 
 class Crash(Exception):
@@ -121,7 +123,7 @@ def test_the_sweep_command_names_the_jobs_it_failed(client: Client, own_postgres
                                                      tmp_path: Path) -> None:
     job = _interrupted(client)
     env = {**os.environ, "TIERLINE_DATABASE_URL": own_postgres_url, "TIERLINE_POLICY": str(POLICY),
-           "TIERLINE_BROKER_URL": "redis://127.0.0.1:6379/8"}
+           "TIERLINE_BROKER_URL": SWEEP_BROKER}
     run = subprocess.run([sys.executable, "-m", "tierline", "sweep", "--intake-timeout", "0"],
                          cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60)
     assert run.returncode == 0, run.stderr
@@ -146,7 +148,7 @@ def test_the_sweep_command_names_the_batch_intakes_it_hands_over_again(
         "input_file_id": uploaded["id"], "endpoint": "/v1/chat/completions",
         "completion_window": "24h"})
     env = {**os.environ, "TIERLINE_DATABASE_URL": own_postgres_url, "TIERLINE_POLICY": str(POLICY),
-           "TIERLINE_BROKER_URL": "redis://127.0.0.1:6379/8"}
+           "TIERLINE_BROKER_URL": SWEEP_BROKER}
     run = subprocess.run([sys.executable, "-m", "tierline", "sweep"], cwd=tmp_path, env=env,
                          capture_output=True, text=True, timeout=60)
     assert run.returncode == 0, run.stderr

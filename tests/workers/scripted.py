@@ -39,6 +39,13 @@ def completion(text: str, tokens_in: int = 40, tokens_out: int = 3) -> dict[str,
             "usage": {"prompt_tokens": tokens_in, "completion_tokens": tokens_out}}
 
 
+class _Server(ThreadingHTTPServer):
+    """Each call opens a connection (HTTP/1.0): past the stdlib's listen backlog of 5, a
+    burst of connects is dropped and retried by the client's kernel a second later."""
+
+    request_queue_size = 128
+
+
 @contextmanager
 def serve(reply: Reply) -> Iterator[str]:
     """A model server answering every chat completion with ``reply``; yields its URL."""
@@ -59,7 +66,7 @@ def serve(reply: Reply) -> Iterator[str]:
         def log_message(self, *args: object) -> None:
             pass
 
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    server = _Server(("127.0.0.1", 0), Handler)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     try:
         yield f"http://127.0.0.1:{server.server_port}"

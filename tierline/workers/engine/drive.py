@@ -100,7 +100,7 @@ class _Run:
     rt: Runtime
     outcome: BundleReport
     now: Callable[[], float]
-    learned: bool
+    learned: Any  # the trained bundle (or the untrained parts) and its machine, or None
     attempts: list[AttemptRow] = field(default_factory=list)
     results: list[ResultRow] = field(default_factory=list)
     deferred: list[_State] = field(default_factory=list)
@@ -122,7 +122,8 @@ def run(rt: Runtime, work: Sequence[tuple[Request, Decision]], earlier: Mapping[
     No round starts after ``rounds_until`` (the lease's share for rounds,
     tierline.config.lease): a request still stepping then is deferred with the answers it
     paid for, to go on at once in a new message."""
-    r = _Run(rt, outcome, now, steps_live(rt.policy))
+    # Read once: a promoted bundle may change while the bundle runs.
+    r = _Run(rt, outcome, now, rt.learned if steps_live(rt.policy) else None)
     active = _states(rt, work, earlier, r.learned)
     for _ in range(MAX_ROUNDS):
         if not active:
@@ -139,8 +140,8 @@ def run(rt: Runtime, work: Sequence[tuple[Request, Decision]], earlier: Mapping[
             elif not models:  # nothing left to ask: the machine's best answer stands
                 _settle(r, st, None, now())
             else:
-                if r.learned and not st.chain:  # the first call: a 4-bit variant may serve it
-                    _serve_first(rt, st, models)
+                if r.learned is not None and not st.chain:  # a 4-bit variant may serve
+                    _serve_first(rt, st, models)  # the first call
                 st.chain.append("+".join(st.called(m) for m in models))
                 planned.append((st, models))
         active = _round(r, planned) if planned else []
@@ -158,11 +159,11 @@ def run(rt: Runtime, work: Sequence[tuple[Request, Decision]], earlier: Mapping[
 
 
 def _states(rt: Runtime, work: Sequence[tuple[Request, Decision]],
-            earlier: Mapping[str, OnRecord], learned: bool) -> list[_State]:
+            earlier: Mapping[str, OnRecord], learned: Any) -> list[_State]:
     """Each request's machine and view, numbering and kept answers."""
     requests = [r for r, _ in work]
-    if learned:
-        bundle, strategy = rt.learned
+    if learned is not None:
+        bundle, strategy = learned
         seen = views(bundle, [r.prompt_text for r in requests], [d.band for _, d in work],
                      [r.max_output_tokens for r in requests])
         machines = [machine_for(rt.policy, strategy, d) for _, d in work]
@@ -193,7 +194,7 @@ def _round(r: _Run, planned: list[tuple[_State, list[str]]]) -> list[_State]:
     refused = {fresh[j] for j in budget.refused}
     blocked = refused | {fresh[j] for j in budget.deferred}
     stalled = {id(st) for st, _ in planned if leads[id(st)] in blocked}
-    given_back = [res for k, h in held.items() if id(calls[k][0]) in stalled for res in h]
+    given_back = [res for k in list(held) if id(calls[k][0]) in stalled for res in held.pop(k)]
     if given_back:  # a lead without budget: the others of its round wait with it
         rt.absorber.release_many(given_back)
     due = [k for k in range(len(calls)) if k not in blocked and id(calls[k][0]) not in stalled]
@@ -303,11 +304,11 @@ def _hand(r: _Run, st: _State, model: str, asked: Asked) -> None:
     completion = asked.outcome
     assert isinstance(completion, Completion)
     st.got[model] = asked
-    if not r.learned:
+    if r.learned is None:
         st.paid.append(Attempt(model, completion.text, None, 0.0, st.step,
                                completion.finish_reason))
         return
-    bundle, _ = r.rt.learned
+    bundle, _ = r.learned
     scored_as = asked.model if asked.model in bundle.models else model
     logit = router_logit_map(bundle.models, st.view.p_correct)[scored_as]
     scored = bundle.scorer.attempt(scored_as, st.view.prompt, completion.text, logit,
@@ -387,7 +388,7 @@ def _settled(r: _Run, st: _State) -> Accept | None:
     if settle is not None:
         accept: Accept | None = settle(st.view, st.paid)
         return accept
-    judge = getattr(r.rt.learned[0], "judge", None)
+    judge = getattr(r.learned[0], "judge", None)
     if judge is not None:
         best = judge.candidates(st.paid, {})[0]
         return Accept(best.answer_from, best.answer, best.confidence, best.aggregate)
@@ -403,7 +404,7 @@ def _answered(r: _Run, st: _State, accept: Accept) -> None:
     assert isinstance(completion, Completion)
     now_s = r.now()
     detail: dict[str, Any] = {}
-    if r.learned:
+    if r.learned is not None:
         detail = {"answer": accept.answer, "aggregate": accept.aggregate,
                   "confidence": round(accept.confidence, 6), "chain": st.chain}
         if st.quantized:

@@ -88,15 +88,21 @@ def test_requests_over_a_keys_rate_are_429_with_retry_after(stack: Client) -> No
     assert "requests per minute" in refused[0].json()["error"]["message"]
 
 
-def test_a_tenant_over_its_daily_budget_is_refused_before_its_work_is_accepted(
-        stack: Client) -> None:
-    key, _ = api_keys.create_key(stack.rt.engine, "thrifty", usd_per_day=Decimal("0.0000000001"))
+def _asked_twice(stack: Client, key: str) -> tuple[httpx.Response, httpx.Response]:
+    """One chat call that must be answered, then a second one with the same key."""
     with serve_gateway(stack, limits=FRESH) as base:
         first = httpx.post(f"{base}/chat/completions", json=HELLO, headers=_bearer(key),
                            timeout=30)
         assert first.status_code == 200, first.text
         second = httpx.post(f"{base}/chat/completions", json=HELLO, headers=_bearer(key),
                             timeout=30)
+    return first, second
+
+
+def test_a_tenant_over_its_daily_budget_is_refused_before_its_work_is_accepted(
+        stack: Client) -> None:
+    key, _ = api_keys.create_key(stack.rt.engine, "thrifty", usd_per_day=Decimal("0.0000000001"))
+    first, second = _asked_twice(stack, key)
     assert second.status_code == 429
     assert second.json()["error"]["code"] == "insufficient_quota"
     assert api_keys.spent_usd(stack.rt.engine, "thrifty", 0.0) == Decimal(
@@ -176,12 +182,7 @@ def test_a_tenants_budget_refuses_its_keys_that_have_none(stack: Client) -> None
     key, _ = api_keys.create_key(stack.rt.engine, "frugal")
     api_keys.set_tenant_limits(stack.rt.engine, api_keys.TenantLimits(
         "frugal", None, Decimal("0.0000000001"), None))
-    with serve_gateway(stack, limits=FRESH) as base:
-        first = httpx.post(f"{base}/chat/completions", json=HELLO, headers=_bearer(key),
-                           timeout=30)
-        assert first.status_code == 200, first.text
-        second = httpx.post(f"{base}/chat/completions", json=HELLO, headers=_bearer(key),
-                            timeout=30)
+    first, second = _asked_twice(stack, key)
     assert second.status_code == 429
     assert second.json()["error"]["code"] == "insufficient_quota"
     assert "tenant frugal: its budget of" in second.json()["error"]["message"]

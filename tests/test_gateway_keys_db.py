@@ -153,6 +153,11 @@ def test_the_keys_command_prints_a_key_once_lists_and_revokes_it(tmp_path: Path)
     assert "tenant acme: req/min 5, usd/day 1.5" in limited.stdout
     assert [line.split()[:4] for line in run("limits").stdout.splitlines()[1:]] == [
         ["acme", "5", "1.5000000000", "-"]]
+    charged = subprocess.run([sys.executable, "-m", "tierline", "charges", "--by", "tenant"],
+                             cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
+    assert charged.returncode == 0, charged.stderr
+    shown = charged.stdout.split("tenants' own limits")[1].splitlines()
+    assert [line.split()[:4] for line in shown[2:]] == [["acme", "5", "1.5000000000", "-"]]
     assert run("limit", "--tenant", "acme").returncode == 0  # no limit given: none left
     assert run("limits").stdout.splitlines()[1:] == []
 

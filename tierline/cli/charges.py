@@ -12,6 +12,7 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
+from tierline.record import api_keys
 from tierline.record.ledger import reconcile, rollup, unknowns
 from tierline.router.errors import InvalidInput
 from tierline.workers.runtime import runtime
@@ -57,6 +58,11 @@ def show_charges(*, since: str | None, until: str | None, by: Sequence[str], fmt
                           f"after calling), charged at their reserved estimate: "
                           f"${unknown.usd:.6f}; {unknown.in_flight} calls written ahead and not "
                           "yet recorded")
+        if "tenant" in by and api_keys.all_tenant_limits(rt.engine):
+            from tierline.cli.keys_admin import show_limits  # it reads parse_time from here
+
+            console.print("tenants' own limits (`tierline keys limit`) and what they spent:")
+            show_limits(rt, console)
         return
     if fmt == "json":
         text = json.dumps([{**r, "usd": str(r["usd"])} for r in rows], indent=1) + "\n"

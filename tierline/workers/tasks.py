@@ -115,11 +115,12 @@ def answer_bundle(rt: Runtime, request_ids: list[str], *, resumed: bool, queue: 
     return outcome.finished
 
 
-@app.task(name="tierline.shadow_calls", bind=True, max_retries=None)
-def shadow_calls(self: Task, request_ids: list[str]) -> int:
+@app.task(name="tierline.shadow_calls")
+def shadow_calls(request_ids: list[str]) -> int:
     """Shadow answered requests (tierline.workers.engine.shadow.run): their calls in a task
-    of their own, so they never hold a slot the bundles behind them wait for."""
-    return through_faults(self, lambda: shadow.run(runtime(), request_ids))
+    of their own, so they never hold a slot the bundles behind them wait for. Shadowing is
+    optional: a fault costs the sample (logged there), so nothing here is retried."""
+    return shadow.run(runtime(), request_ids)
 
 
 def send_shadow(request_ids: list[str]) -> None:

@@ -19,7 +19,7 @@ short.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -75,33 +75,39 @@ class Climb:
     panel_detail: Mapping[str, Any] = field(default_factory=dict)
 
     def step(self, request: RequestView, attempts: Sequence[Attempt]) -> Action:
-        done = steps(attempts)[: len(self.route)]
         best: tuple[float, Attempt] | None = None
-        panel: dict[str, Any] | None = None  # the panel's votes, once it was asked
-        for i, answered in enumerate(done):
-            lead, panel = self._lead(request.prompt, self.route[i], answered, panel)
-            confidence = self._judged(request.prompt, lead)
+        done = 0
+        for i, lead, confidence, panel in self._walk(request.prompt, attempts):
+            done = i + 1
             if confidence is None:  # nothing the judge can check: the answer stands
                 return self._accept(best, lead, panel)
             if best is None or confidence >= best[0]:
                 best = (confidence, lead)
-            if confidence >= self.bar or i == len(self.route) - 1:
+            if confidence >= self.bar or done == len(self.route):
                 return self._accept(best, lead, panel)
-        model = self.route[len(done)]
+        model = self.route[done]
         return Call((model, *self.verify_with) if model == self.panel_at else (model,))
 
     def settle(self, request: RequestView, attempts: Sequence[Attempt]) -> Accept | None:
         """The answer judged likeliest right so far (the latest on ties), else the last."""
         best: tuple[float, Attempt] | None = None
-        panel: dict[str, Any] | None = None
-        for i, answered in enumerate(steps(attempts)[: len(self.route)]):
-            lead, panel = self._lead(request.prompt, self.route[i], answered, panel)
-            confidence = self._judged(request.prompt, lead)
+        votes: dict[str, Any] | None = None
+        for _, lead, confidence, panel in self._walk(request.prompt, attempts):
+            votes = panel
             if best is None or confidence is None or confidence >= best[0]:
                 best = (1.0 if confidence is None else confidence, lead)
         if best is None:
             return None
-        return Accept(best[1].model, best[1].answer, best[0], detail=panel)
+        return Accept(best[1].model, best[1].answer, best[0], detail=votes)
+
+    def _walk(self, prompt: str, attempts: Sequence[Attempt]
+              ) -> Iterator[tuple[int, Attempt, float | None, dict[str, Any] | None]]:
+        """Each answered step of the route in order: its answer, the judge's score of it, and
+        the panel's votes once the panel was asked."""
+        panel: dict[str, Any] | None = None
+        for i, answered in enumerate(steps(attempts)[: len(self.route)]):
+            lead, panel = self._lead(prompt, self.route[i], answered, panel)
+            yield i, lead, self._judged(prompt, lead), panel
 
     def _lead(self, prompt: str, model: str, answered: Sequence[Attempt],
               panel: dict[str, Any] | None) -> tuple[Attempt, dict[str, Any] | None]:
